@@ -1,0 +1,96 @@
+# Hyper TLS-passthrough relay.  `make` builds bin/hyper and bin/proxy,
+# `make test` builds and runs every test, `make demo` runs the seed's demo.
+
+PREFIX  ?= /usr/local
+CC      ?= cc
+V       ?= rel
+VERSION := 0.1.0
+
+# Debian packages the build, the tests and the demo need.
+DEB_PACKAGES := gcc make pkg-config openssl curl parallel procps psmisc iproute2 \
+	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
+	libyaml-dev libssl-dev clang libclang-rt-14-dev
+
+PKGS    := liburing json-c libbsd libevent libevent_openssl libevent_pthreads yaml-0.1 openssl
+WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+	-Wcast-qual -Wpointer-arith -Wformat=2 -Wundef -Wwrite-strings -Wno-unused-parameter
+CFLAGS_rel  := -O2 -g
+CFLAGS_asan := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+B       := build/$(V)
+CFLAGS  ?=
+ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude $(WARN) \
+	$(CFLAGS_$(V)) $(CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
+LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDFLAGS_asan := -fsanitize=address,undefined
+
+LIB_SRC   := $(filter-out %/main.c,$(wildcard src/*/*.c))
+LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
+LIB       := $(B)/libhp.a
+TEST_SRC  := $(wildcard tests/unit/test_*.c)
+TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
+EX_SRC    := $(wildcard examples/internal-server/*.c)
+BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
+
+.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz clean install
+all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+deps-check:
+	@for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || { $(MAKE) --no-print-directory deps; break; }; done
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BINDIR)/hyper: $(B)/src/hyper/main.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+
+$(BINDIR)/proxy: $(B)/src/proxy/main.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+
+examples: deps-check $(BINDIR)/internal-server
+$(BINDIR)/internal-server: $(EX_SRC:%.c=$(B)/%.o) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+
+$(B)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS) -lcriterion
+
+unit-bins: $(TEST_BIN)
+
+# Development certificates (SPEC section 7); generated, never committed.
+certs:
+	scripts/make-certs.sh settings/dev
+certs-check:
+	@[ -f settings/dev/certs/root.crt ] || scripts/make-certs.sh settings/dev
+
+test: deps-check
+	$(MAKE) --no-print-directory all examples unit-bins V=rel
+	$(MAKE) --no-print-directory unit-bins V=asan
+	scripts/run-tests.sh
+
+demo: all examples
+	scripts/demo.sh demo
+run: all examples
+	scripts/demo.sh run
+
+install: all examples
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 bin/hyper bin/proxy bin/internal-server $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,20 @@
+/* log.h - one-line logging to stderr, relayd style. */
+#ifndef HP_LOG_H
+#define HP_LOG_H
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Program name used as prefix; level filters what is printed. Thread-safe. */
+void log_init(const char *progname, enum log_level level);
+/* Parse "error|warn|info|debug"; returns -1 when unknown. */
+int  log_level_parse(const char *s);
+enum log_level log_get_level(void);
+
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* appends strerror(errno) */
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));  /* with strerror, exit 1 */
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)); /* exit 1 */
+
+#endif

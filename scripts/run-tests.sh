@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every test suite and ends with one line: "N passed, N failed".
+#   unit tests (Criterion) built normally and with ASan/UBSan,
+#   then every tests/e2e/*.sh script (each prints "N passed, N failed" last).
+set -u
+cd "$(dirname "$0")/.."
+pass=0; fail=0
+log=build/test-logs; mkdir -p "$log"
+
+count_criterion() { # file -> adds to pass/fail from Criterion's synthesis line
+	local line t p f c
+	line=$(grep -a 'Synthesis:' "$1" | tail -n 1)
+	if [ -z "$line" ]; then fail=$((fail + 1)); return; fi
+	p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
+	f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
+	c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
+	pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${c:-0}))
+}
+
+for variant in rel asan; do
+	for t in build/$variant/tests/test_*; do
+		[ -x "$t" ] || continue
+		name=$variant/$(basename "$t")
+		out=$log/${name//\//_}.log
+		echo "== $name"
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+			timeout 600 "$t" --jobs 1 >"$out" 2>&1
+		rc=$?
+		grep -a -E 'FAIL|Synthesis|ERROR|runtime error' "$out" | tail -n 20
+		count_criterion "$out"
+		[ $rc -eq 0 ] || { [ $rc -eq 124 ] && echo "   timed out"; }
+	done
+done
+
+for s in tests/e2e/*.sh; do
+	[ -x "$s" ] || continue
+	out=$log/e2e_$(basename "$s" .sh).log
+	echo "== e2e/$(basename "$s")"
+	timeout 1200 "$s" >"$out" 2>&1
+	rc=$?
+	grep -a -E '^(ok|not ok)|passed, [0-9]+ failed' "$out" | tail -n 40
+	line=$(grep -a -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+	if [ -n "$line" ]; then
+		pass=$((pass + $(cut -d' ' -f1 <<<"$line")))
+		fail=$((fail + $(cut -d' ' -f3 <<<"$line")))
+	else
+		echo "   no result line (exit $rc); see $out"; tail -n 20 "$out"; fail=$((fail + 1))
+	fi
+	[ $rc -eq 0 ] || [ -n "$line" ] || true
+done
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

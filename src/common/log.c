@@ -1,0 +1,70 @@
+/* log.c - one-line logging to stderr. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+static const char *log_prog = "hp";
+static enum log_level log_lvl = LOG_LVL_INFO;
+static const char *const log_names[] = { "error", "warn", "info", "debug" };
+
+void
+log_init(const char *progname, enum log_level level)
+{
+	log_prog = progname;
+	log_lvl = level;
+}
+
+int
+log_level_parse(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (strcmp(s, log_names[i]) == 0)
+			return i;
+	if (strcmp(s, "warning") == 0)
+		return LOG_LVL_WARN;
+	return -1;
+}
+
+enum log_level
+log_get_level(void)
+{
+	return log_lvl;
+}
+
+static void
+log_vemit(enum log_level lvl, int err, const char *fmt, va_list ap)
+{
+	char msg[1024], stamp[32];
+	struct timespec ts;
+	struct tm tm;
+
+	if (lvl > log_lvl)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	/* One fprintf per line: stdio locks the stream, so lines never interleave. */
+	if (err)
+		fprintf(stderr, "%s.%03ldZ %s %s: %s: %s\n", stamp, ts.tv_nsec / 1000000,
+		    log_prog, log_names[lvl], msg, strerror(err));
+	else
+		fprintf(stderr, "%s.%03ldZ %s %s: %s\n", stamp, ts.tv_nsec / 1000000,
+		    log_prog, log_names[lvl], msg);
+}
+
+#define LOG_BODY(lvl, err) do { va_list ap; va_start(ap, fmt); \
+	log_vemit((lvl), (err), fmt, ap); va_end(ap); } while (0)
+
+void log_warn(const char *fmt, ...)  { int e = errno; LOG_BODY(LOG_LVL_WARN, e); }
+void log_warnx(const char *fmt, ...) { LOG_BODY(LOG_LVL_WARN, 0); }
+void log_info(const char *fmt, ...)  { LOG_BODY(LOG_LVL_INFO, 0); }
+void log_debug(const char *fmt, ...) { LOG_BODY(LOG_LVL_DEBUG, 0); }
+void fatal(const char *fmt, ...)     { int e = errno; LOG_BODY(LOG_LVL_ERROR, e); exit(1); }
+void fatalx(const char *fmt, ...)    { LOG_BODY(LOG_LVL_ERROR, 0); exit(1); }

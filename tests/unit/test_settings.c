@@ -209,6 +209,31 @@ Test(settings, yaml_anchors_and_multiple_documents_are_rejected)
 	load_fails(p, want);
 }
 
+Test(settings, yaml_duplicate_key_is_rejected)
+{
+	const char *p = put("d.yml", "a:\n  b: 1\n  b: 2\n");
+	char want[PATH_MAX + 64];
+
+	snprintf(want, sizeof(want), "%s: line 3: duplicate key 'b'", p);
+	load_fails(p, want);
+}
+
+Test(settings, cfg_error_reports_a_caller_found_problem_with_file_and_key)
+{
+	struct json_object *root;
+	struct cfg c, pub;
+	const char *p = put("a.yml", "public:\n  mode: sideways\n");
+	char want[PATH_MAX + 64];
+
+	root = load_ok(p);
+	cfg_root(&c, root);
+	cfg_section(&c, "public", 1, &pub);
+	cr_assert_eq(cfg_error(&pub, "mode", "must be %s or %s", "up", "down"), -1);
+	snprintf(want, sizeof(want), "%s: public.mode: must be up or down", p);
+	cr_assert_str_eq(cfg_errstr(&c), want);
+	json_object_put(root);
+}
+
 Test(settings, dir_expands_to_the_files_folder_and_double_dollar_is_a_dollar)
 {
 	struct json_object *root;

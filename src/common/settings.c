@@ -235,6 +235,7 @@ yaml_parse(const char *file, const unsigned char *buf, size_t len,
 	struct yaml_frame st[SETTINGS_MAX_DEPTH];
 	struct json_object *doc = NULL, *v;
 	const char *why = NULL;
+	char whybuf[128];
 	int depth = 0, ndocs = 0, done = 0, isnull, failed = 0;
 	size_t line = 0;
 
@@ -285,8 +286,10 @@ yaml_parse(const char *file, const unsigned char *buf, size_t len,
 					break;
 				}
 				k = (const char *)ev.data.scalar.value;
-				if (json_object_object_get_ex(st[depth - 1].yf_node, k, NULL))
-					why = "duplicate key";
+				if (json_object_object_get_ex(st[depth - 1].yf_node, k, NULL)) {
+					snprintf(whybuf, sizeof(whybuf), "duplicate key '%.64s'", k);
+					why = whybuf;
+				}
 				else if ((st[depth - 1].yf_key = strdup(k)) == NULL)
 					why = "out of memory";
 				break;
@@ -898,7 +901,10 @@ cfg_error(struct cfg *c, const char *key, const char *fmt, ...)
 
 	if (key != NULL && c->obj != NULL)
 		json_object_object_get_ex(c->obj, key, &v);
-	path_join(path, sizeof(path), c->path, key != NULL ? key : "");
+	if (key != NULL)
+		path_join(path, sizeof(path), c->path, key);
+	else
+		snprintf(path, sizeof(path), "%s", c->path);
 	va_start(ap, fmt);
 	cfg_vfail(c, v, path, fmt, ap);
 	va_end(ap);

@@ -143,6 +143,7 @@ lt() { awk "BEGIN { exit !($1 < $2) }"; }
 # raw PORT NAME CERT CURL-ARGS...: POST to 127.0.0.1:PORT verifying NAME; body to $T/raw.
 raw() {
 	local port=$1 name=$2 cert=$3; shift 3
+	rm -f "$T/raw"
 	curl -s -o "$T/raw" -w '%{http_code}' --max-time 5 --cacert "$C/root.crt" \
 		--cert "$C/$cert.crt" --key "$C/$cert.key" \
 		--resolve "$name:$port:127.0.0.1" "https://$name:$port/jsonrpc" "$@"
@@ -233,6 +234,7 @@ if [ "$code" != 200 ] && ! grep -q result "$T/raw" 2>/dev/null; then
 	ok "a local client with another operator's certificate is refused"
 else nok "a local client with another operator's certificate is refused" "http=$code"; fi
 
+rm -f "$T/raw"
 code=$(curl -s -o "$T/raw" -w '%{http_code}' --max-time 5 --cacert "$C/root.crt" \
 	--resolve "$OP1:$L1:127.0.0.1" "https://$OP1:$L1/jsonrpc" -H 'Content-Type: application/json' \
 	--data-binary '{"jsonrpc":"2.0","method":"'$OP1'._ping","params":{},"id":1}')

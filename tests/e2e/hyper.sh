@@ -66,6 +66,8 @@ cat >"$T/directory/10-operators.json" <<EOF
     {"name": "fail", "permissions": [{"group": "callers", "rights": ["call"]}]},
     {"name": "secret", "permissions": [{"group": "nobody", "rights": ["call"]}]}]}]},
  {"name": "hd-1", "section": "groups", "created_at": "2026-01-01T00:00:00Z", "data": ["hd"]},
+ {"name": "hd-1", "section": "channels", "created_at": "2026-01-01T00:00:00Z",
+  "data": [{"type": "peer_server", "settings": {"address": "127.0.0.1:$P2"}}]},
  {"name": "down.test", "section": "channels", "created_at": "2026-01-01T00:00:00Z",
   "data": [{"type": "peer_server", "settings": {"address": "127.0.0.1:$DOWN"}}]},
  {"name": "silent.test", "section": "channels", "created_at": "2026-01-01T00:00:00Z",
@@ -136,6 +138,7 @@ call() {
 	HYPER_SETTINGS=$T/h1 "$HYPER" call "$@" >"$T/call.out" 2>"$T/call.err"
 	rc=$?
 	t1=$(date +%s.%N)
+	grep -E 'Sanitizer|runtime error' "$T/call.err" >>"$T/hyper-call.log"
 	out=$(cat "$T/call.out"); err=$(cat "$T/call.err")
 	secs=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")
 }
@@ -225,6 +228,12 @@ call silent.test.echo
 if [ $rc = 1 ] && [ "$(js "$T/call.err" 'j["code"]')" = 504 ] && lt "$secs" 3.5 && lt 0.9 "$secs"; then
 	ok "a peer that never answers is 504 within the call timeout (${secs}s)"
 else nok "a peer that never answers is 504 within the call timeout" "rc=$rc secs=$secs err=$err"; fi
+
+# hd-1's directory address leads to op2's Hyper, whose certificate is not hd-1's.
+call hd-1._ping
+if [ $rc = 1 ] && [ "$(js "$T/call.err" 'j["code"]')" = 502 ]; then
+	ok "a peer Hyper presenting another operator's certificate is refused ($(js "$T/call.err" 'j["message"]'))"
+else nok "a peer Hyper presenting another operator's certificate is refused" "rc=$rc out=$out err=$err"; fi
 
 call $OP2._ping
 if [ $rc = 0 ]; then ok "calls keep working after failures"
@@ -356,6 +365,11 @@ else nok "SIGTERM stops the server with exit 0" "rc=$rc secs=$secs"; fi
 if [ "$(cat "$T/inflight.rc")" = 1 ] && [ -n "$(js "$T/inflight.err" 'j["code"]')" ]; then
 	ok "a call in flight at SIGTERM still gets a JSON-RPC answer"
 else nok "a call in flight at SIGTERM still gets a JSON-RPC answer" "$(cat "$T/inflight.err")"; fi
+
+call $OP2._ping
+if [ $rc = 1 ] && [[ "$err" == *"operator unreachable"* ]]; then
+	ok "hyper call without a running local Hyper exits 1 saying so"
+else nok "hyper call without a running local Hyper exits 1 saying so" "rc=$rc err=$err"; fi
 
 kill -INT "$PID_hyper2"; wait "$PID_hyper2"; rc=$?
 if [ $rc = 0 ]; then ok "SIGINT stops the server with exit 0"

@@ -167,6 +167,7 @@ record(void *arg, struct json_object *result, struct json_object *error)
 		snprintf(o->text, sizeof(o->text), "%s",
 		    result ? json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN) : "null");
 	}
+	if (getenv("JR_DEBUG")) fprintf(stderr, "outcome %d %s\n", o->code, o->text);
 	if (o->stop)
 		event_base_loopbreak(base);
 }

@@ -532,6 +532,7 @@ struct rpc_conn {
 	struct evhttp_connection *rc_evcon;
 	SSL			*rc_ssl;	/* owned by the bufferevent */
 	struct event		*rc_connect_ev;	/* connect deadline */
+	struct evbuffer_cb_entry *rc_output_cb;	/* conn_output() */
 	struct rpc_req		*rc_req;	/* in flight, or NULL */
 	enum rpc_conn_state	 rc_state;
 	int			 rc_connected;	/* TCP and TLS handshake done */
@@ -639,11 +640,25 @@ conn_free(struct rpc_conn *rc)
 
 	/* evhttp frees a request still queued without calling back. */
 	evhttp_connection_set_closecb(rc->rc_evcon, NULL, NULL);
+	evbuffer_remove_cb_entry(bufferevent_get_output(
+	    evhttp_connection_get_bufferevent(rc->rc_evcon)), rc->rc_output_cb);
 	evhttp_connection_free(rc->rc_evcon);
 	event_free(rc->rc_connect_ev);
 	TAILQ_REMOVE(&c->rc_conns, rc, rc_entry);
 	c->rc_nconns--;
 	free(rc);
+}
+
+/* The output buffer drains only into an established connection (for TLS,
+ * after the handshake): that is how we learn the connection came up.  evhttp
+ * never holds output while connecting, so its drain on reset does not count. */
+static void
+conn_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct rpc_conn *rc = arg;
+
+	if (info->n_deleted > 0)
+		rc->rc_connected = 1;
 }
 
 static void
@@ -716,9 +731,11 @@ req_transport_error(struct rpc_req *r, struct rpc_conn *rc)
 	default:
 		break;
 	}
+	/* evhttp reports a failed connect without its reason (it closes the
+	 * socket first, errno is then ENOTCONN). */
 	return jsonrpc_error_new(HP_ERR_UNREACHABLE, "operator unreachable: %s: %s",
 	    c->rc_hostport, rc->rc_connected ? "connection closed" :
-	    "cannot connect (refused or unreachable)");
+	    "connection failed (refused or unreachable)");
 }
 
 /* A JSON-RPC response for our id: its "error" object, or NULL with *ok. */
@@ -816,23 +833,6 @@ req_timeout(evutil_socket_t fd, short what, void *arg)
 	    "timeout: no reply from %s within %.3g s", c->rc_hostport, c->rc_call_timeout));
 }
 
-/* Has the connection finished TCP connect and TLS handshake? */
-static int
-conn_is_up(struct rpc_conn *rc)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	int fd;
-
-	if (rc->rc_connected)
-		return 1;
-	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(rc->rc_evcon));
-	/* getpeername fails with ENOTCONN while the connect is in progress. */
-	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return 0;
-	return rc->rc_ssl == NULL || SSL_is_init_finished(rc->rc_ssl);
-}
-
 static void
 conn_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -840,10 +840,8 @@ conn_connect_timeout(evutil_socket_t fd, short what, void *arg)
 	struct jsonrpc_client *c = rc->rc_client;
 	struct rpc_req *r = rc->rc_req;
 
-	if (rc->rc_state == CONN_DEAD || conn_is_up(rc)) {
-		rc->rc_connected = 1;
+	if (rc->rc_state == CONN_DEAD || rc->rc_connected)
 		return;
-	}
 	rc->rc_req = NULL;
 	conn_free(rc);
 	if (r != NULL)
@@ -908,6 +906,12 @@ conn_new(struct jsonrpc_client *c)
 	evhttp_connection_set_max_body_size(rc->rc_evcon, (ev_ssize_t)c->rc_max_body);
 	evhttp_connection_set_max_headers_size(rc->rc_evcon, JSONRPC_MAX_HEADERS);
 	evhttp_connection_set_closecb(rc->rc_evcon, conn_closed, rc);
+	if ((rc->rc_output_cb = evbuffer_add_cb(bufferevent_get_output(bev),
+	    conn_output, rc)) == NULL) {
+		evhttp_connection_free(rc->rc_evcon);
+		event_free(rc->rc_connect_ev);
+		goto fail;
+	}
 	tv = jsonrpc_tv(c->rc_connect_timeout);
 	evtimer_add(rc->rc_connect_ev, &tv);
 	rc->rc_state = CONN_IDLE;

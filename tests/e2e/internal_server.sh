@@ -97,6 +97,16 @@ parallel_200_posts_all_succeed() {
 keepalive_reuses_connection() {
 	c -v "$url/a" "$url/b" 2>&1 | grep -q 'Re-using existing connection'
 }
+keepalive_requests_are_not_delayed() {
+	# 50 requests on one connection: a Nagle/delayed-ACK stall would cost ~40 ms each.
+	local urls=() i start ms
+	for ((i = 0; i < 50; i++)); do urls+=("$url/$i"); done
+	start=$(date +%s%N)
+	c -o /dev/null "${urls[@]}" >/dev/null || return 1
+	ms=$((($(date +%s%N) - start) / 1000000))
+	echo "50 requests in $ms ms"
+	[ "$ms" -lt 1000 ]
+}
 version_and_help_exit_0() {
 	bin/internal-server --version | grep -q '^internal-server ' && bin/internal-server --help >/dev/null
 }
@@ -125,6 +135,7 @@ check "TLS 1.2 client works" tls12_client_works
 check "TLS 1.3 client works" tls13_client_works
 check "200 POSTs with parallel -j 25 all answer 200" parallel_200_posts_all_succeed
 check "two URLs in one curl reuse the connection" keepalive_reuses_connection
+check "50 keep-alive requests take under 1 s (no Nagle stall)" keepalive_requests_are_not_delayed
 check "--version and --help exit 0" version_and_help_exit_0
 check "a missing certificate exits 2 with a one-line reason" missing_cert_exits_2_with_one_line
 check "SIGTERM stops the server with exit code 0" sigterm_exits_0

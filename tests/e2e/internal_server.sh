@@ -119,6 +119,30 @@ missing_cert_exits_2_with_one_line() {
 	[ $rc -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'absent.crt' <<<"$out"
 }
 sigterm_exits_0() { stop_bg server TERM; }
+asan_server_is_clean_after_aborts_and_shutdown() {
+	# ASan/LSan build: aborted streams, streams in flight at SIGTERM, no leak.
+	local aport rc
+	make --no-print-directory -s examples V=asan >/dev/null || return 1
+	aport=$(free_port)
+	start_bg asan env ASAN_OPTIONS=detect_leaks=1 IS_LOG_LEVEL=debug IS_BIND_ADDRESS="127.0.0.1:$aport" \
+		IS_THREADS=2 IS_CERT_FILE="$certs/internal-server.crt" \
+		IS_KEY_FILE="$certs/internal-server.key" build/asan/bin/internal-server
+	wait_port 127.0.0.1 "$aport" 20 || return 1
+	local u=https://$host:$aport
+	c --resolve "$host:$aport:127.0.0.1" -d '[1, {"a": 2}]' "$u/" &&
+	c --resolve "$host:$aport:127.0.0.1" "$u/bytes/100000000" | head -c 100000 >/dev/null
+	local cpids=() i
+	for ((i = 0; i < 4; i++)); do
+		c --resolve "$host:$aport:127.0.0.1" -o /dev/null "$u/bytes/10000000000" 2>/dev/null &
+		cpids+=($!)
+	done
+	sleep 0.5
+	stop_bg asan TERM
+	rc=$?
+	wait "${cpids[@]}"
+	echo "exit $rc"; cat "$E2E_RUN/asan.log"
+	[ $rc -eq 0 ] && ! grep -q 'Sanitizer' "$E2E_RUN/asan.log"
+}
 
 check "GET any path answers {\"message\": \"success\"}" get_answers_success
 check "POST {} is echoed" post_object_is_echoed
@@ -139,4 +163,6 @@ check "50 keep-alive requests take under 1 s (no Nagle stall)" keepalive_request
 check "--version and --help exit 0" version_and_help_exit_0
 check "a missing certificate exits 2 with a one-line reason" missing_cert_exits_2_with_one_line
 check "SIGTERM stops the server with exit code 0" sigterm_exits_0
+check "ASan build: aborts, streams at SIGTERM, no error or leak" \
+	asan_server_is_clean_after_aborts_and_shutdown
 finish

@@ -15,6 +15,11 @@
  *   close callback is removed before the reply is sent, so it never points
  *   at a freed call.
  *
+ * Limits: a request body over max_body (declared or chunked) is refused by
+ * evhttp itself before server_request() runs: HTTP 413 with evhttp's own
+ * small HTML body, then the connection is closed; the server goes on serving
+ * other connections.  evhttp offers no hook to put a JSON-RPC error there.
+ *
  * Client connection states (struct rpc_conn, one request in flight at most):
  *   CONN_BUSY   a request is in flight (the first one also connects)
  *   CONN_IDLE   connected, keep-alive, free for the next call
@@ -35,6 +40,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -379,7 +386,7 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 {
 	struct jsonrpc_server *s;
 	struct timeval tv;
-	int fd;
+	int fd, one = 1;
 
 	/* A peer closing mid-write must give EPIPE, not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -399,6 +406,9 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 	if ((fd = listen_tcp(conf->bind_address, 128, err, errlen)) < 0)
 		goto fail;
 	s->js_port = sock_port(fd);
+	/* Accepted sockets inherit it: a TLS reply is several records, and
+	 * Nagle would hold the last one for the peer's delayed ACK. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (evhttp_accept_socket_with_handle(s->js_http, fd) == NULL) {
 		snprintf(err, errlen, "%s: cannot accept", conf->bind_address);
 		close(fd);
@@ -671,6 +681,18 @@ conn_closed(struct evhttp_connection *evcon, void *arg)
 	client_kick(rc->rc_client);
 }
 
+/* TCP_NODELAY once the socket exists (the handshake starts on a connected
+ * socket): TLS writes a request as several records, and Nagle would hold the
+ * last one for the server's delayed ACK. */
+static void
+conn_tls_info(const SSL *ssl, int where, int ret)
+{
+	int fd, one = 1;
+
+	if ((where & SSL_CB_HANDSHAKE_START) && (fd = SSL_get_fd(ssl)) >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 /* Text of the first TLS error of the connection, or NULL. */
 static const char *
 conn_tls_error(struct rpc_conn *rc, char *buf, size_t len)
@@ -878,6 +900,7 @@ conn_new(struct jsonrpc_client *c)
 		}
 		SSL_set_verify(ssl, SSL_VERIFY_PEER,
 		    SSL_CTX_get_verify_callback(c->rc_ssl_ctx));
+		SSL_set_info_callback(ssl, conn_tls_info);
 		bev = bufferevent_openssl_socket_new(c->rc_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (bev == NULL) {

@@ -668,16 +668,20 @@ Test(jsonrpc, sequential_calls_reuse_keep_alive_connections)
 {
 	struct chain ch = { .left = 30 };
 	struct pki p;
+	double t0;
 
 	loop_init();
 	pki_make(&p);
 	SSL_CTX *sctx = ctx_make(&p, 1, 1), *cctx = ctx_make(&p, 0, 1);
 	struct jsonrpc_server *s = server_start(sctx, 0);
 	ch.c = client_start("https", jsonrpc_server_port(s), cctx, "server.test", 2, 2);
+	t0 = now_mono();
 	jsonrpc_client_call(ch.c, "echo", NULL, chain_next, &ch);
 	event_base_dispatch(base);
 	cr_assert(!timed_out);
 	cr_assert_eq(ch.ok, 30);
+	/* No Nagle/delayed-ACK stall (40 ms per call without TCP_NODELAY). */
+	cr_assert_lt(now_mono() - t0, 1.0);
 	/* Each TLS handshake is one accepted connection. */
 	cr_assert_geq(SSL_CTX_sess_accept_good(sctx), 1);
 	cr_assert_leq(SSL_CTX_sess_accept_good(sctx), 2, "handshakes: %ld",

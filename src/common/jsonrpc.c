@@ -450,14 +450,18 @@ jsonrpc_server_free(struct jsonrpc_server *s)
 
 	if (s == NULL)
 		return;
-	/* Pending calls lose their connection through server_conn_closed();
-	 * the handler may still answer them, which then only frees them. */
-	if (s->js_http != NULL)
-		evhttp_free(s->js_http);
+	/* Pending calls lose their connection (evhttp_free frees it with its
+	 * request); the handler may still answer them, which only frees them. */
 	while ((c = TAILQ_FIRST(&s->js_calls)) != NULL) {
 		TAILQ_REMOVE(&s->js_calls, c, jc_entry);
+		if (c->jc_evcon != NULL) {
+			evhttp_connection_set_closecb(c->jc_evcon, NULL, NULL);
+			server_conn_closed(c->jc_evcon, c);
+		}
 		c->jc_server = NULL;
 	}
+	if (s->js_http != NULL)
+		evhttp_free(s->js_http);
 	SSL_CTX_free(s->js_ssl_ctx);
 	free(s->js_path);
 	free(s);
@@ -586,8 +590,6 @@ struct jsonrpc_client {
 	TAILQ_HEAD(, rpc_req)	 rc_queue;
 	TAILQ_HEAD(, rpc_req)	 rc_done;
 };
-
-static void client_dispatch(struct jsonrpc_client *);
 
 static void
 client_kick(struct jsonrpc_client *c)

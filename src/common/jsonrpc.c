@@ -15,6 +15,11 @@
  *   close callback is removed before the reply is sent, so it never points
  *   at a freed call.
  *
+ * Limits: a request body over max_body (declared or chunked) is refused by
+ * evhttp itself before server_request() runs: HTTP 413 with evhttp's own
+ * small HTML body, then the connection is closed; the server goes on serving
+ * other connections.  evhttp offers no hook to put a JSON-RPC error there.
+ *
  * Client connection states (struct rpc_conn, one request in flight at most):
  *   CONN_BUSY   a request is in flight (the first one also connects)
  *   CONN_IDLE   connected, keep-alive, free for the next call
@@ -35,6 +40,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -379,7 +386,7 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 {
 	struct jsonrpc_server *s;
 	struct timeval tv;
-	int fd;
+	int fd, one = 1;
 
 	/* A peer closing mid-write must give EPIPE, not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -399,6 +406,9 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 	if ((fd = listen_tcp(conf->bind_address, 128, err, errlen)) < 0)
 		goto fail;
 	s->js_port = sock_port(fd);
+	/* Accepted sockets inherit it: a TLS reply is several records, and
+	 * Nagle would hold the last one for the peer's delayed ACK. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (evhttp_accept_socket_with_handle(s->js_http, fd) == NULL) {
 		snprintf(err, errlen, "%s: cannot accept", conf->bind_address);
 		close(fd);
@@ -440,14 +450,18 @@ jsonrpc_server_free(struct jsonrpc_server *s)
 
 	if (s == NULL)
 		return;
-	/* Pending calls lose their connection through server_conn_closed();
-	 * the handler may still answer them, which then only frees them. */
-	if (s->js_http != NULL)
-		evhttp_free(s->js_http);
+	/* Pending calls lose their connection (evhttp_free frees it with its
+	 * request); the handler may still answer them, which only frees them. */
 	while ((c = TAILQ_FIRST(&s->js_calls)) != NULL) {
 		TAILQ_REMOVE(&s->js_calls, c, jc_entry);
+		if (c->jc_evcon != NULL) {
+			evhttp_connection_set_closecb(c->jc_evcon, NULL, NULL);
+			server_conn_closed(c->jc_evcon, c);
+		}
 		c->jc_server = NULL;
 	}
+	if (s->js_http != NULL)
+		evhttp_free(s->js_http);
 	SSL_CTX_free(s->js_ssl_ctx);
 	free(s->js_path);
 	free(s);
@@ -577,8 +591,6 @@ struct jsonrpc_client {
 	TAILQ_HEAD(, rpc_req)	 rc_done;
 };
 
-static void client_dispatch(struct jsonrpc_client *);
-
 static void
 client_kick(struct jsonrpc_client *c)
 {
@@ -669,6 +681,18 @@ conn_closed(struct evhttp_connection *evcon, void *arg)
 	/* Inside evhttp: only mark it; client_run() frees it. */
 	rc->rc_state = CONN_DEAD;
 	client_kick(rc->rc_client);
+}
+
+/* TCP_NODELAY once the socket exists (the handshake starts on a connected
+ * socket): TLS writes a request as several records, and Nagle would hold the
+ * last one for the server's delayed ACK. */
+static void
+conn_tls_info(const SSL *ssl, int where, int ret)
+{
+	int fd, one = 1;
+
+	if ((where & SSL_CB_HANDSHAKE_START) && (fd = SSL_get_fd(ssl)) >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* Text of the first TLS error of the connection, or NULL. */
@@ -878,6 +902,7 @@ conn_new(struct jsonrpc_client *c)
 		}
 		SSL_set_verify(ssl, SSL_VERIFY_PEER,
 		    SSL_CTX_get_verify_callback(c->rc_ssl_ctx));
+		SSL_set_info_callback(ssl, conn_tls_info);
 		bev = bufferevent_openssl_socket_new(c->rc_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (bev == NULL) {

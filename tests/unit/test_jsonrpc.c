@@ -167,7 +167,6 @@ record(void *arg, struct json_object *result, struct json_object *error)
 		snprintf(o->text, sizeof(o->text), "%s",
 		    result ? json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN) : "null");
 	}
-	if (getenv("JR_DEBUG")) fprintf(stderr, "outcome %d %s\n", o->code, o->text);
 	if (o->stop)
 		event_base_loopbreak(base);
 }
@@ -508,6 +507,142 @@ Test(jsonrpc, asynchronous_reply_after_a_timer)
 	loop_fini();
 }
 
+Test(jsonrpc, ipv6_loopback_round_trip)
+{
+	struct jsonrpc_server_conf sc = { .bind_address = "[::1]:0", .path = "/rpc" };
+	struct jsonrpc_client_conf cc = { .connect_timeout = 1, .call_timeout = 2 };
+	struct outcome o = { 0 };
+	char url[128], err[256] = "";
+
+	loop_init();
+	struct jsonrpc_server *s = jsonrpc_server_new(base, &sc, handler, base, err, sizeof(err));
+	cr_assert_not_null(s, "%s", err);
+	snprintf(url, sizeof(url), "http://[::1]:%d/rpc", jsonrpc_server_port(s));
+	cc.url = url;
+	struct jsonrpc_client *c = jsonrpc_client_new(base, &cc, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	call_and_wait(c, "echo", "{\"v\":6}", &o);
+	cr_assert_str_eq(o.text, "{\"v\":6}");
+	jsonrpc_client_free(c);
+	jsonrpc_server_free(s);
+	loop_fini();
+}
+
+Test(jsonrpc, client_rejects_bad_urls_and_mismatched_tls)
+{
+	struct jsonrpc_client_conf cc = { .url = "ftp://x/y" };
+	char err[256] = "";
+
+	loop_init();
+	cr_assert_null(jsonrpc_client_new(base, &cc, err, sizeof(err)));
+	cr_assert_neq(err[0], '\0');
+	cc.url = "https://127.0.0.1:1/jsonrpc";	/* https without a context */
+	err[0] = '\0';
+	cr_assert_null(jsonrpc_client_new(base, &cc, err, sizeof(err)));
+	cr_assert_not_null(strstr(err, "TLS"), "%s", err);
+	cc.url = "not a url";
+	cr_assert_null(jsonrpc_client_new(base, &cc, err, sizeof(err)));
+	loop_fini();
+}
+
+Test(jsonrpc, server_bind_error_is_reported)
+{
+	struct jsonrpc_server_conf sc = { .bind_address = "256.1.1.1:0", .path = "/jsonrpc" };
+	char err[256] = "";
+
+	loop_init();
+	cr_assert_null(jsonrpc_server_new(base, &sc, handler, base, err, sizeof(err)));
+	cr_assert_neq(err[0], '\0');
+	loop_fini();
+}
+
+Test(jsonrpc, reply_larger_than_max_body_is_unreachable)
+{
+	struct jsonrpc_client_conf cc = { .connect_timeout = 1, .call_timeout = 2,
+	    .max_body = 256 };
+	struct outcome o = { 0 };
+	char url[128], err[256] = "", big[1100];
+
+	loop_init();
+	struct jsonrpc_server *s = server_start(NULL, 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/jsonrpc", jsonrpc_server_port(s));
+	cc.url = url;
+	struct jsonrpc_client *c = jsonrpc_client_new(base, &cc, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	snprintf(big, sizeof(big), "{\"pad\":\"%01000d\"}", 0);
+	call_and_wait(c, "echo", big, &o);
+	cr_assert_eq(o.code, HP_ERR_UNREACHABLE, "%d %s", o.code, o.text);
+	cr_assert_not_null(strstr(o.text, "larger than 256"), "%s", o.text);
+	memset(&o, 0, sizeof(o));
+	call_and_wait(c, "echo", "{\"small\":1}", &o);	/* a new connection works */
+	cr_assert_eq(o.code, 0, "%s", o.text);
+	jsonrpc_client_free(c);
+	jsonrpc_server_free(s);
+	loop_fini();
+}
+
+Test(jsonrpc, tls_connection_closed_by_the_server_is_replaced)
+{
+	struct jsonrpc_server_conf sc = { .bind_address = "127.0.0.1:0", .path = "/jsonrpc",
+	    .timeout = 0.2 };
+	struct outcome o1 = { 0 }, o2 = { 0 };
+	struct timeval tv = { 0, 500000 };
+	char err[256] = "";
+	struct pki p;
+
+	loop_init();
+	pki_make(&p);
+	SSL_CTX *sctx = ctx_make(&p, 1, 1), *cctx = ctx_make(&p, 0, 1);
+	sc.ssl_ctx = sctx;
+	struct jsonrpc_server *s = jsonrpc_server_new(base, &sc, handler, base, err, sizeof(err));
+	cr_assert_not_null(s, "%s", err);
+	struct jsonrpc_client *c = client_start("https", jsonrpc_server_port(s), cctx,
+	    "server.test", 1, 2);
+	call_and_wait(c, "echo", NULL, &o1);
+	cr_assert_eq(o1.code, 0, "%s", o1.text);
+	/* The server's 0.2 s idle timeout closes the kept-alive connection. */
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+	call_and_wait(c, "echo", "{\"again\":1}", &o2);
+	cr_assert_eq(o2.code, 0, "%s", o2.text);
+	cr_assert_str_eq(o2.text, "{\"again\":1}");
+	cr_assert_eq(SSL_CTX_sess_accept_good(sctx), 2);
+	jsonrpc_client_free(c);
+	jsonrpc_server_free(s);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	pki_free(&p);
+	loop_fini();
+}
+
+static int freed_in_callback;
+
+static void
+free_in_callback(void *arg, struct json_object *result, struct json_object *error)
+{
+	freed_in_callback++;
+	jsonrpc_client_free(arg);
+	event_base_loopbreak(base);
+}
+
+Test(jsonrpc, a_callback_may_free_its_client)
+{
+	struct outcome other = { 0 };
+
+	loop_init();
+	struct jsonrpc_server *s = server_start(NULL, 0);
+	struct jsonrpc_client *c = client_start("http", jsonrpc_server_port(s), NULL, NULL, 1, 2);
+	jsonrpc_client_call(c, "echo", NULL, free_in_callback, c);
+	jsonrpc_client_call(c, "later", NULL, record, &other);
+	event_base_dispatch(base);
+	cr_assert(!timed_out);
+	cr_assert_eq(freed_in_callback, 1);
+	cr_assert_eq(other.calls, 1);
+	cr_assert_str_eq(other.text, "client closed");
+	jsonrpc_server_free(s);
+	loop_fini();
+}
+
 /* ---- keep-alive and load ---- */
 
 struct chain {
@@ -533,16 +668,20 @@ Test(jsonrpc, sequential_calls_reuse_keep_alive_connections)
 {
 	struct chain ch = { .left = 30 };
 	struct pki p;
+	double t0;
 
 	loop_init();
 	pki_make(&p);
 	SSL_CTX *sctx = ctx_make(&p, 1, 1), *cctx = ctx_make(&p, 0, 1);
 	struct jsonrpc_server *s = server_start(sctx, 0);
 	ch.c = client_start("https", jsonrpc_server_port(s), cctx, "server.test", 2, 2);
+	t0 = now_mono();
 	jsonrpc_client_call(ch.c, "echo", NULL, chain_next, &ch);
 	event_base_dispatch(base);
 	cr_assert(!timed_out);
 	cr_assert_eq(ch.ok, 30);
+	/* No Nagle/delayed-ACK stall (40 ms per call without TCP_NODELAY). */
+	cr_assert_lt(now_mono() - t0, 1.0);
 	/* Each TLS handshake is one accepted connection. */
 	cr_assert_geq(SSL_CTX_sess_accept_good(sctx), 1);
 	cr_assert_leq(SSL_CTX_sess_accept_good(sctx), 2, "handshakes: %ld",

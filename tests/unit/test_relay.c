@@ -859,12 +859,15 @@ conn_cb(struct loop_op *op, int res, unsigned flags)
 	atomic_store(&CC.done, 1);
 }
 
+static unsigned conn_timeout_ms = 2000;
+
 static void
 conn_start(void *a)
 {
 	CC.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	loop_op_init(&CC.op, conn_cb);
-	loop_connect(E.loop, &CC.op, CC.fd, (struct sockaddr *)&CC.sin, sizeof(CC.sin), 2000);
+	loop_connect(E.loop, &CC.op, CC.fd, (struct sockaddr *)&CC.sin, sizeof(CC.sin),
+	    conn_timeout_ms);
 }
 
 static int
@@ -948,5 +951,36 @@ Test(loop, accept_out_of_fds_backs_off_instead_of_spinning)
 		close(fill[--nfill]);
 	cr_assert_eq(wait_accepted(1), 1, "accepting resumes once fds are free");
 	close(fd);
+	env_stop();
+}
+
+Test(loop, connect_times_out_when_the_peer_never_answers)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l, fill[4];
+	uint64_t t0;
+	int res;
+
+	env_start(NULL);
+	/* A listener whose accept queue is full drops further SYNs. */
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(l, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(l, 0), 0);
+	cr_assert_eq(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+	for (int i = 0; i < 4; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		connect(fill[i], (struct sockaddr *)&sin, sizeof(sin));
+	}
+	usleep(50000);
+	conn_timeout_ms = 200;
+	t0 = now_mono_ms();
+	res = connect_via_loop(ntohs(sin.sin_port));
+	cr_assert_eq(res, -ETIMEDOUT, "res %d", res);
+	cr_assert(now_mono_ms() - t0 >= 190 && now_mono_ms() - t0 < 1500);
+	for (int i = 0; i < 4; i++)
+		close(fill[i]);
+	close(l);
 	env_stop();
 }

@@ -65,4 +65,8 @@ int  proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_co
 	     char *err, size_t errlen);
 void proxy_conf_free(struct proxy_conf *pc);
 
+struct relay_settings;
+/* The relay engine's settings from a proxy's settings. */
+void proxy_conf_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs);
+
 #endif

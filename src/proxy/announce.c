@@ -275,7 +275,8 @@ announce_check_domain(const char *in, char out[ANNOUNCE_DOMAIN_MAX])
 	if (in == NULL || strlen(in) >= sizeof(buf))
 		return -1;
 	memcpy(buf, in, strlen(in) + 1);
-	if (dns_name_normalize(buf) == -1)
+	/* dns_name_normalize() drops only one dot: "a.com.." stays "a.com." */
+	if (dns_name_normalize(buf) == -1 || buf[strlen(buf) - 1] == '.')
 		return -1;
 	memcpy(out, buf, strlen(buf) + 1);
 	return 0;

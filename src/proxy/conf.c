@@ -1,4 +1,5 @@
 /* conf.c - read the public: or private: section of PROXY_SETTINGS. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "proxy_conf.h"
+#include "relay.h"
 #include "settings.h"
 #include "util.h"
 
@@ -195,4 +197,15 @@ proxy_conf_free(struct proxy_conf *pc)
 	tls_conf_free(&pc->pc_rpc_client_tls);
 	tls_conf_free(&pc->pc_rpc_server_tls);
 	memset(pc, 0, sizeof(*pc));
+}
+
+void
+proxy_conf_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs)
+{
+	relay_settings_default(rs);
+	rs->splice_threshold = pc->pc_splice_threshold < 0 ? SIZE_MAX :
+	    (size_t)pc->pc_splice_threshold;
+	rs->pipe_size = (size_t)pc->pc_pipe_size;
+	rs->max_pipes = (unsigned)pc->pc_max_pipes;
+	rs->idle_timeout = pc->pc_idle_timeout;
 }

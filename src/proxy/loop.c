@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -233,8 +234,10 @@ loop_run(struct loop *loop)
 	int ret, res;
 
 	if (loop->l_disabled) {
-		if ((ret = io_uring_enable_rings(&loop->l_ring)) < 0) {
-			errno = -ret;
+		/* liburing 2.3 declares io_uring_enable_rings() but does not
+		 * export it: use the raw syscall. */
+		if (syscall(__NR_io_uring_register, loop->l_ring.ring_fd,
+		    IORING_REGISTER_ENABLE_RINGS, NULL, 0) == -1) {
 			log_warn("loop: io_uring_enable_rings");
 			return -1;
 		}

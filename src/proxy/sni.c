@@ -258,7 +258,9 @@ sni_finish(struct sni_parser *p, char name[SNI_NAME_MAX])
 	if (n > SNI_NAME_MAX || memchr(p->sp_name, '\0', n) != NULL)
 		return SNI_BAD_NAME;
 	p->sp_name[n] = '\0';
-	if (dns_name_normalize(p->sp_name) == -1)
+	/* dns_name_normalize() drops only one dot: "a.com.." stays "a.com." */
+	if (dns_name_normalize(p->sp_name) == -1 ||
+	    p->sp_name[strlen(p->sp_name) - 1] == '.')
 		return SNI_BAD_NAME;
 	memcpy(name, p->sp_name, strlen(p->sp_name) + 1);
 	return SNI_OK;

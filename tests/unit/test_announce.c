@@ -131,6 +131,7 @@ Test(announce, check_domain_normalizes)
 	cr_assert_eq(announce_check_domain("Test.Internal-Server.LOCAL.", out), 0);
 	cr_assert_str_eq(out, "test.internal-server.local");
 	cr_assert_eq(announce_check_domain("", out), -1);
+	cr_assert_eq(announce_check_domain("a.com..", out), -1);
 	cr_assert_eq(announce_check_domain("a b.com", out), -1);
 	cr_assert_eq(announce_check_domain(NULL, out), -1);
 	memset(big, 'a', sizeof(big) - 1);

@@ -284,6 +284,8 @@ Test(sni, invalid_names_are_bad_names)
 	cr_assert_eq(parse(&h, name), SNI_BAD_NAME);
 	build(ext, sni_ext("sp ace.com", 10, ext), &h);
 	cr_assert_eq(parse(&h, name), SNI_BAD_NAME);
+	build(ext, sni_ext("a.com..", 7, ext), &h);
+	cr_assert_eq(parse(&h, name), SNI_BAD_NAME);
 	build(ext, sni_ext(".", 1, ext), &h);
 	cr_assert_eq(parse(&h, name), SNI_BAD_NAME);
 	cr_assert_str_eq(name, "");

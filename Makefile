@@ -50,7 +50,8 @@ $(B)/%.o: %.c
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	ar rcs $@ $^
+	@rm -f $@
+	@ar rcs $@ $^
 
 $(BINDIR)/hyper: $(B)/src/hyper/main.o $(LIB)
 	@mkdir -p $(dir $@)

@@ -35,7 +35,8 @@ ratelimit_new(const struct rate_limit *rules, int nrules, size_t max_addresses)
 	if (rl == NULL)
 		return NULL;
 	rl->rl_nrules = nrules > RL_MAX_RULES ? RL_MAX_RULES : nrules;
-	memcpy(rl->rl_rules, rules, sizeof(*rules) * (size_t)rl->rl_nrules);
+	if (rl->rl_nrules > 0)
+		memcpy(rl->rl_rules, rules, sizeof(*rules) * (size_t)rl->rl_nrules);
 	rl->rl_max = max_addresses ? max_addresses : 1;
 	for (rl->rl_nbuckets = 64; rl->rl_nbuckets < rl->rl_max; rl->rl_nbuckets <<= 1)
 		;

@@ -416,8 +416,8 @@ handle_request(struct evhttp_request *req, void *arg)
 
 	if (path == NULL)
 		path = "/";
-	log_debug("%s %s", evhttp_request_get_command(req) == EVHTTP_REQ_GET ?
-	    "GET" : "POST", path);
+	log_debug("%s %s", evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" :
+	    evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "other", path);
 	switch (evhttp_request_get_command(req)) {
 	case EVHTTP_REQ_GET:
 		if (strncmp(path, "/bytes/", 7) == 0)
@@ -479,13 +479,13 @@ worker_main(void *arg)
 }
 
 static void
-worker_setup(struct is_worker *w, const char *bind)
+worker_setup(struct is_worker *w, const char *hostport)
 {
 	struct timeval tv = { conf.ic_timeout, 0 };
 	char err[256];
 	int one = 1;
 
-	if ((w->w_fd = listen_tcp(bind, 1024, err, sizeof(err))) < 0)
+	if ((w->w_fd = listen_tcp(hostport, 1024, err, sizeof(err))) < 0)
 		fatalx("listen %s", err);
 	/*
 	 * Accepted sockets inherit TCP_NODELAY from the listener on Linux;
@@ -510,23 +510,56 @@ worker_setup(struct is_worker *w, const char *bind)
 }
 
 /*
+ * SO_REUSEPORT would let us silently share the port with a stale server of
+ * the same user: a plain bind first proves the port is ours.  Port 0 always is.
+ */
+static int
+sock_port_of(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+static void
+bind_probe(const char *hostport)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char err[256];
+	int fd, one = 1;
+
+	if (addr_parse(hostport, &ss, &sl, err, sizeof(err)) < 0)
+		conf_fail("IS_BIND_ADDRESS=%s: %s", hostport, err);
+	if (sock_port_of(&ss) == 0)
+		return;
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		fatal("socket");
+	/* SO_REUSEADDR still refuses a port someone listens on; it only skips TIME_WAIT. */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
+		fatal("listen %s", hostport);
+	close(fd);
+}
+
+/*
  * The address every worker binds: the configured one, except that port 0
  * becomes the port the first worker got, so all of them share it.
  */
 static void
-bind_resolved(const char *bind, int port, char *out, size_t len)
+bind_resolved(const char *hostport, int port, char *out, size_t len)
 {
-	const char *colon = strrchr(bind, ':');
-	int hostlen = colon != NULL ? (int)(colon - bind) : (int)strlen(bind);
+	const char *colon = strrchr(hostport, ':');
+	int hostlen = colon != NULL ? (int)(colon - hostport) : (int)strlen(hostport);
 
-	snprintf(out, len, "%.*s:%d", hostlen, bind, port);
+	snprintf(out, len, "%.*s:%d", hostlen, hostport, port);
 }
 
 int
 main(int argc, char *argv[])
 {
 	struct is_worker *workers;
-	char bind[300];
+	char hostport[300];
 	sigset_t set;
 	int sig, port;
 
@@ -559,21 +592,22 @@ main(int argc, char *argv[])
 
 	if ((workers = calloc(conf.ic_threads, sizeof(*workers))) == NULL)
 		fatal("calloc");
-	snprintf(bind, sizeof(bind), "%s", conf.ic_bind);
+	bind_probe(conf.ic_bind);
+	snprintf(hostport, sizeof(hostport), "%s", conf.ic_bind);
 	for (long i = 0; i < conf.ic_threads; i++) {
 		workers[i].w_id = i;
-		worker_setup(&workers[i], bind);
+		worker_setup(&workers[i], hostport);
 		if (i == 0) {
 			if ((port = sock_port(workers[0].w_fd)) < 0)
 				fatal("getsockname");
-			bind_resolved(conf.ic_bind, port, bind, sizeof(bind));
+			bind_resolved(conf.ic_bind, port, hostport, sizeof(hostport));
 		}
 	}
 	for (long i = 0; i < conf.ic_threads; i++)
 		if ((errno = pthread_create(&workers[i].w_thread, NULL, worker_main,
 		    &workers[i])) != 0)
 			fatal("pthread_create");
-	log_info("listening on %s (%ld threads, TLS 1.2-1.3)", bind, conf.ic_threads);
+	log_info("listening on %s (%ld threads, TLS 1.2-1.3)", hostport, conf.ic_threads);
 
 	while (sigwait(&set, &sig) != 0)
 		;

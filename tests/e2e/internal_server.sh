@@ -118,6 +118,15 @@ missing_cert_exits_2_with_one_line() {
 	echo "rc=$rc out=$out"
 	[ $rc -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'absent.crt' <<<"$out"
 }
+second_server_on_same_port_exits_1() {
+	# SO_REUSEPORT must not let a second server silently share the port.
+	local out rc
+	out=$(IS_BIND_ADDRESS="127.0.0.1:$port" IS_CERT_FILE="$certs/internal-server.crt" \
+		IS_KEY_FILE="$certs/internal-server.key" timeout 10 bin/internal-server 2>&1)
+	rc=$?
+	echo "rc=$rc out=$out"
+	[ $rc -eq 1 ] && grep -q 'in use' <<<"$out"
+}
 sigterm_exits_0() { stop_bg server TERM; }
 asan_server_is_clean_after_aborts_and_shutdown() {
 	# ASan/LSan build: aborted streams, streams in flight at SIGTERM, no leak.
@@ -162,6 +171,7 @@ check "two URLs in one curl reuse the connection" keepalive_reuses_connection
 check "50 keep-alive requests take under 1 s (no Nagle stall)" keepalive_requests_are_not_delayed
 check "--version and --help exit 0" version_and_help_exit_0
 check "a missing certificate exits 2 with a one-line reason" missing_cert_exits_2_with_one_line
+check "a second server on the same port exits 1" second_server_on_same_port_exits_1
 check "SIGTERM stops the server with exit code 0" sigterm_exits_0
 check "ASan build: aborts, streams at SIGTERM, no error or leak" \
 	asan_server_is_clean_after_aborts_and_shutdown

@@ -101,7 +101,7 @@ struct is_worker {
 /*
  * One GET /bytes/N answer in flight.  It lives from evhttp_send_reply_start
  * until either the last chunk left the output buffer (bytes_next ends it) or
- * the connection closed early (bytes_closed ends it); exactly one of the two
+ * the connection closed early (conn_closed ends it); exactly one of the two
  * frees it.
  */
 struct is_stream {
@@ -255,22 +255,43 @@ reply(struct evhttp_request *req, int code, const char *reason, const char *type
 #define reply_json(req, code, reason, msg) \
 	reply((req), (code), (reason), "application/json", (msg), sizeof(msg) - 1)
 
-/* Connection went away while a /bytes answer was in flight. */
+/*
+ * Every connection that served a request ends here (evhttp's close callback,
+ * set per request), with arg the /bytes answer still in flight or NULL.
+ */
 static void
-bytes_closed(struct evhttp_connection *evcon, void *arg)
+conn_closed(struct evhttp_connection *evcon, void *arg)
 {
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
 	struct is_stream *st = arg;
+	SSL *ssl;
 
-	log_debug("/bytes: connection closed with %" PRIu64 " bytes left", st->st_left);
+	if (st != NULL) {
+		log_debug("/bytes: connection closed with %" PRIu64 " bytes left",
+		    st->st_left);
+		/*
+		 * A write error detached the request from the connection
+		 * (libevent keeps it for us); ending it frees it.  On a server
+		 * shutdown the request is still attached and the connection
+		 * frees it.
+		 */
+		if (evhttp_request_get_connection(st->st_req) == NULL)
+			evhttp_send_reply_end(st->st_req);
+		evbuffer_free(st->st_buf);
+		free(st);
+		return;
+	}
 	/*
-	 * A write error detached the request from the connection (libevent
-	 * keeps it for us); ending it frees it.  On a server shutdown the
-	 * request is still attached and the connection frees it.
+	 * evhttp closes without a TLS close_notify; send one so a client
+	 * reading to EOF sees a clean end.  The socket is non-blocking and
+	 * idle here, so this never waits; a failure (peer gone) is harmless,
+	 * but its errors must not stay queued for the next connection.
 	 */
-	if (evhttp_request_get_connection(st->st_req) == NULL)
-		evhttp_send_reply_end(st->st_req);
-	evbuffer_free(st->st_buf);
-	free(st);
+	ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+	if (ssl != NULL && SSL_is_init_finished(ssl) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		SSL_shutdown(ssl);
+	ERR_clear_error();
 }
 
 /* The previous chunk left the output buffer: queue the next one, or finish. */
@@ -282,7 +303,7 @@ bytes_next(struct evhttp_connection *evcon, void *arg)
 	size_t n;
 
 	if (st->st_left == 0) {
-		evhttp_connection_set_closecb(st->st_evcon, NULL, NULL);
+		evhttp_connection_set_closecb(st->st_evcon, conn_closed, NULL);
 		evbuffer_free(st->st_buf);
 		free(st);
 		evhttp_send_reply_end(req);
@@ -323,7 +344,7 @@ handle_bytes(struct evhttp_request *req, const char *arg)
 	snprintf(len, sizeof(len), "%llu", n);
 	evhttp_add_header(hdr, "Content-Type", "application/octet-stream");
 	evhttp_add_header(hdr, "Content-Length", len);
-	evhttp_connection_set_closecb(st->st_evcon, bytes_closed, st);
+	evhttp_connection_set_closecb(st->st_evcon, conn_closed, st);
 	evhttp_send_reply_start(req, 200, "OK");
 	bytes_next(st->st_evcon, st);
 }
@@ -416,6 +437,7 @@ handle_request(struct evhttp_request *req, void *arg)
 
 	if (path == NULL)
 		path = "/";
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, NULL);
 	log_debug("%s %s", evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" :
 	    evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "other", path);
 	switch (evhttp_request_get_command(req)) {

@@ -107,6 +107,15 @@ keepalive_requests_are_not_delayed() {
 	echo "50 requests in $ms ms"
 	[ "$ms" -lt 1000 ]
 }
+connection_close_sends_close_notify() {
+	# OpenSSL reports "unexpected eof" when the server closes without close_notify.
+	local out
+	out=$(printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$host" |
+		timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername "$host" \
+		-CAfile "$certs/root.crt" -verify_return_error -ign_eof 2>&1)
+	echo "$out" | tail -n 5
+	grep -q '"success"' <<<"$out" && ! grep -q 'unexpected eof' <<<"$out"
+}
 version_and_help_exit_0() {
 	bin/internal-server --version | grep -q '^internal-server ' && bin/internal-server --help >/dev/null
 }
@@ -169,6 +178,7 @@ check "TLS 1.3 client works" tls13_client_works
 check "200 POSTs with parallel -j 25 all answer 200" parallel_200_posts_all_succeed
 check "two URLs in one curl reuse the connection" keepalive_reuses_connection
 check "50 keep-alive requests take under 1 s (no Nagle stall)" keepalive_requests_are_not_delayed
+check "Connection: close ends with a TLS close_notify" connection_close_sends_close_notify
 check "--version and --help exit 0" version_and_help_exit_0
 check "a missing certificate exits 2 with a one-line reason" missing_cert_exits_2_with_one_line
 check "a second server on the same port exits 1" second_server_on_same_port_exits_1

@@ -11,6 +11,10 @@
  *                      400 {"message": "invalid JSON"} otherwise;
  *                      413 {"message": "body too large"} above IS_MAX_JSON.
  *   GET  /bytes/N with N not a decimal number <= IS_MAX_BYTES: 400 {"message": "invalid length"}.
+ *   Other methods: 405 {"message": "method not allowed"}.  A body above
+ *   IS_MAX_BODY: 413 from evhttp itself (HTML), connection closed.
+ * Connections get TCP_NODELAY (replies are several TLS records) and a TLS
+ * close_notify when evhttp closes them.
  *
  * The /bytes pattern: byte i of the stream (i counted from 0) is i mod 251,
  * that is the 251 bytes 0x00, 0x01, ... 0xfa repeated.  A prime period catches
@@ -391,7 +395,8 @@ json_valid(const char *buf, size_t len)
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	/* len + 1 passes the terminating NUL: numbers have no other end. */
 	obj = json_tokener_parse_ex(tok, buf, (int)len + 1);
-	if (obj != NULL && json_tokener_get_error(tok) == json_tokener_success) {
+	/* The JSON literal null parses to a NULL object: the error code decides. */
+	if (json_tokener_get_error(tok) == json_tokener_success) {
 		end = json_tokener_get_parse_end(tok);
 		while (end < len && strchr(" \t\r\n", buf[end]) != NULL && buf[end] != '\0')
 			end++;

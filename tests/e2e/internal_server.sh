@@ -31,6 +31,12 @@ get_answers_success() {
 }
 post_object_is_echoed() { expect_eq '{} 200' "$(c -d '{}' -w ' %{http_code}' "$url/")"; }
 post_number_is_echoed() { expect_eq '5 200' "$(c -d 5 -w ' %{http_code}' "$url/")"; }
+post_literals_are_echoed() {
+	local v
+	for v in null true false '"text"' '-1.5e3' '[]'; do
+		expect_eq "$v 200" "$(c -d "$v" -w ' %{http_code}' "$url/")" || return 1
+	done
+}
 post_nested_value_is_echoed() {
 	local v='{"a": [1, 2.5, "x\u00e9", null, true], "b": {"c": false}}'
 	expect_eq "$v" "$(c -H 'Content-Type: application/json' -d "$v" "$url/some/path")"
@@ -165,6 +171,7 @@ asan_server_is_clean_after_aborts_and_shutdown() {
 check "GET any path answers {\"message\": \"success\"}" get_answers_success
 check "POST {} is echoed" post_object_is_echoed
 check "POST 5 (a number) is echoed" post_number_is_echoed
+check "POST null, true, false, a string, -1.5e3, [] are echoed" post_literals_are_echoed
 check "POST a nested JSON value is echoed verbatim" post_nested_value_is_echoed
 check "POST 'not json' is 400 invalid JSON" post_invalid_json_is_400
 check "POST two JSON values is 400" post_two_values_is_400

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,6 +55,9 @@
 #define ALERT_DECODE_ERROR       50
 #define ALERT_INTERNAL_ERROR     80
 #define ALERT_UNRECOGNIZED_NAME  112
+
+/* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
+#define PUBLIC_FD_RESERVE        64
 
 enum pconn_state { PC_HELLO, PC_PARKED, PC_JOINED };
 
@@ -104,7 +108,8 @@ struct public {
 	struct loop_listener     p_tls_listener, p_data_listener;
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
 	long                     p_nconns;       /* client + data sockets held */
-	int                      p_paused;
+	int                      p_tls_paused, p_data_paused;
+	double                   p_full_logged;  /* last "max_connections" line */
 	unsigned char           *p_peekbuf;      /* hello_max_bytes, loop thread */
 };
 
@@ -115,21 +120,37 @@ static void pconn_arm_poll(struct pconn *);
 
 /* --- connection accounting ------------------------------------------------ */
 
+/*
+ * max_connections: the TLS listener pauses while the sockets held reach it.
+ * The data listener pauses only past it by the number of parked clients:
+ * each of them still needs its data connection, and a full proxy that
+ * refused those would hold its parked clients until accept_timeout.
+ * n: change of the socket count (0 after parking or unparking).
+ */
 static void
 public_conn_add(struct public *p, int n)
 {
+	long max = p->p_conf->pc_max_connections;
+	int tls_full, data_full;
+
 	p->p_nconns += n;
-	if (!p->p_paused && p->p_nconns >= p->p_conf->pc_max_connections) {
-		log_warnx("max_connections (%ld) reached: accepting paused",
-		    p->p_conf->pc_max_connections);
+	tls_full = p->p_nconns >= max;
+	data_full = p->p_nconns >= max + (long)token_count(p->p_tokens);
+	if (tls_full && !p->p_tls_paused) {
+		/* Under a flood this flips often: one line per 10 s is enough. */
+		if (now_mono() - p->p_full_logged >= 10 || p->p_full_logged == 0) {
+			log_warnx("max_connections (%ld) reached: accepting paused", max);
+			p->p_full_logged = now_mono();
+		}
 		loop_listener_pause(&p->p_tls_listener);
-		loop_listener_pause(&p->p_data_listener);
-		p->p_paused = 1;
-	} else if (p->p_paused && p->p_nconns < p->p_conf->pc_max_connections) {
+	} else if (!tls_full && p->p_tls_paused)
 		loop_listener_resume(&p->p_tls_listener);
+	if (data_full && !p->p_data_paused)
+		loop_listener_pause(&p->p_data_listener);
+	else if (!data_full && p->p_data_paused)
 		loop_listener_resume(&p->p_data_listener);
-		p->p_paused = 0;
-	}
+	p->p_tls_paused = tls_full;
+	p->p_data_paused = data_full;
 }
 
 /* --- client connections --------------------------------------------------- */
@@ -229,6 +250,7 @@ pconn_park(struct pconn *c)
 	}
 	loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
 	c->c_state = PC_PARKED;
+	public_conn_add(p, 0);          /* one more data connection to admit */
 	loop_timer_arm(&p->p_park_timers, &c->c_timer);
 	in->in_pub = p;
 	memcpy(in->in_token, c->c_token, TOKEN_LEN);
@@ -409,6 +431,7 @@ dconn_join(struct dconn *d)
 	}
 	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
+	public_conn_add(p, 0);          /* one parked client less */
 	cfd = c->c_fd;
 	dfd = d->d_fd;
 	c->c_fd = -1;
@@ -494,7 +517,9 @@ incoming_reply(void *arg, struct json_object *result, struct json_object *error)
 	}
 	log_warnx("%s.incomingConnection for %s failed: %s", in->in_operator, in->in_sni,
 	    json_object_to_json_string(error));
-	loop_post(in->in_pub->p_loop, incoming_failed, in);
+	/* Out of memory: the client is closed at accept_timeout instead. */
+	if (loop_post(in->in_pub->p_loop, incoming_failed, in) < 0)
+		free(in);
 }
 
 static void
@@ -679,6 +704,36 @@ public_on_signal(int sig)
 		loop_stop(public_signal_loop);
 }
 
+/*
+ * Every socket held is a descriptor: raise the soft RLIMIT_NOFILE to the
+ * hard one and, when max_connections does not fit with a reserve for the
+ * listeners, the ring, the RPC thread and the relay's pipes, lower it.
+ */
+static void
+public_fd_limit(struct proxy_conf *pc)
+{
+	struct rlimit rl;
+	long avail;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);  /* keep what we have */
+	}
+	if (rl.rlim_cur == RLIM_INFINITY)
+		return;
+	avail = (long)rl.rlim_cur - PUBLIC_FD_RESERVE - 2 * pc->pc_max_pipes;
+	if (avail < 16)
+		avail = 16;     /* tiny limit: EMFILE backoff does the rest */
+	if (pc->pc_max_connections > avail) {
+		log_warnx("max_connections %ld does not fit RLIMIT_NOFILE %llu: using %ld",
+		    pc->pc_max_connections, (unsigned long long)rl.rlim_cur, avail);
+		pc->pc_max_connections = avail;
+	}
+}
+
 static int
 public_listen(struct public *p, struct loop_listener *l, const char *addr, const char *what,
     void (*cb)(struct loop_listener *, int))
@@ -700,6 +755,7 @@ public_run(struct proxy_conf *pc)
 {
 	struct public pub, *p = &pub;
 	struct relay_settings rs;
+	struct relay_stats st;
 	struct sigaction sa;
 	char err[512];
 	int rc = 1;
@@ -707,6 +763,7 @@ public_run(struct proxy_conf *pc)
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
 	signal(SIGPIPE, SIG_IGN);
+	public_fd_limit(pc);
 	p->p_announce = announce_table_new();
 	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
 	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits, 65536);
@@ -754,6 +811,9 @@ public_run(struct proxy_conf *pc)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	rc = loop_run(p->p_loop) < 0 ? 1 : 0;
+	relay_stats(p->p_relay, &st);
+	log_debug("active at stop: %ld sockets, %zu parked, %u relayed pairs", p->p_nconns,
+	    token_count(p->p_tokens), st.pairs_active);
 	log_info("stopping");
 out:
 	if (p->p_ctl.ct_side)

@@ -1,0 +1,522 @@
+#!/usr/bin/env bash
+# public.sh - the public proxy's limits, alerts, announcements and store
+# (SPEC 4), with the real chain on free loopback ports: hello_timeout,
+# hello_max_bytes, accept_timeout (Hyper down / private proxy stopped),
+# token_timeout, tcp_rate_limits, max_connections, IPv6, the three JSON-RPC
+# methods through real Hyper servers (plus a third operator, hd-1), the
+# datastore across a restart and with a torn last line, the log line, exit
+# codes.  Small timeouts come from an extra settings file in the role folder.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+. tests/e2e/lib.sh
+
+BIN=${CHAIN_BIN:-$root/bin}
+scripts/dev-settings.sh "$E2E_RUN/s" >/dev/null || { echo "dev-settings failed"; exit 1; }
+. "$E2E_RUN/s/ports.env"
+S=$E2E_RUN/s/roles
+CERTS=$root/settings/dev/certs
+CA=$CERTS/root.crt
+HOST=test.internal-server.local
+URL=https://$HOST:$TLS_PORT
+STORE=$E2E_RUN/s/run/public-proxy-1.db
+PLOG=$E2E_RUN/public.log
+HD_PORT=$(free_port)
+PY=$E2E_RUN/pt.py
+
+# Small limits for the public proxy; a large announce_interval so the private
+# proxy announces once, at start (the datastore check relies on it).
+cat >"$S/public-proxy-1/900_test.yml" <<EOF
+public:
+  hello_timeout: 0.5
+  hello_max_bytes: 1024
+  accept_timeout: 1
+  token_timeout: 0.5
+EOF
+cat >"$S/private-proxy-1/900_test.yml" <<EOF
+private:
+  announce_interval: 3600
+EOF
+# A third operator: hd-1 (certificate made by make-certs) may also call the
+# public proxy's methods in this copy of the directory.
+cat >"$E2E_RUN/s/directory/50-test.json" <<EOF
+{"records": [{"name": "hd-1", "section": "groups", "created_at": "2026-01-02T00:00:00Z",
+  "data": ["hd-users", "proxy-users"]}]}
+EOF
+mkdir -p "$E2E_RUN/hd1"
+cat >"$E2E_RUN/hd1/000.yml" <<EOF
+name: hd-1
+directory: {type: json, settings: {path: "$E2E_RUN/s/directory"}}
+channels:
+  - name: local-server
+    type: jsonrpc_server
+    settings:
+      bind_address: 127.0.0.1:$HD_PORT
+      tls: {ca_certificate_files: ["$CA"], certificate_file: "$CERTS/hd-1.crt",
+            key_file: "$CERTS/hd-1.key"}
+  - name: peer-client
+    type: peer_client
+    settings:
+      tls: {ca_certificate_files: ["$CA"], certificate_file: "$CERTS/hd-1.crt",
+            key_file: "$CERTS/hd-1.key"}
+EOF
+
+# --- python helpers -------------------------------------------------------------
+cat >"$PY" <<'PY'
+import os, socket, ssl, subprocess, sys, time
+
+ALERT = {"decode_error": "15030300020232", "internal_error": "15030300020250",
+         "unrecognized_name": "15030300020270"}
+
+def real_hello(host, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_hostname=host)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+def padded(hello, pad):
+    """The same ClientHello with a padding extension (21) of pad bytes."""
+    body = hello[9:]                    # after record + handshake headers
+    p = 2 + 32
+    p += 1 + body[p]                    # session id
+    p += 2 + int.from_bytes(body[p:p + 2], "big")   # cipher suites
+    p += 1 + body[p]                    # compression methods
+    ext, q, kept = body[p + 2:], 0, b""
+    while q < len(ext):
+        t, n = int.from_bytes(ext[q:q + 2], "big"), int.from_bytes(ext[q + 2:q + 4], "big")
+        if t != 21:
+            kept += ext[q:q + 4 + n]
+        q += 4 + n
+    kept += (21).to_bytes(2, "big") + pad.to_bytes(2, "big") + bytes(pad)
+    body = body[:p] + len(kept).to_bytes(2, "big") + kept
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return hello[:3] + len(hs).to_bytes(2, "big") + hs
+
+def until_close(s, limit=64, timeout=10):
+    """Bytes received until the peer closes (hex), and the seconds it took."""
+    s.settimeout(timeout)
+    t0, out = time.monotonic(), b""
+    try:
+        while len(out) < limit:
+            d = s.recv(limit)
+            if not d:
+                break
+            out += d
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return out.hex(), None
+    return out.hex(), time.monotonic() - t0
+
+def connect(port, host="127.0.0.1"):
+    s = socket.create_connection((host, port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+def cmd_silent(port, what):
+    """Connect and send nothing (or half a hello); time to the close."""
+    s = connect(int(port))
+    if what == "half":
+        h = real_hello("test.internal-server.local", os.environ["CA"])
+        s.sendall(h[:len(h) // 2])
+    got, t = until_close(s)
+    print("answer %r closed after %s s" % (got, t))
+    return t
+
+def cmd_hello(port, sni, pad, first=5):
+    """Send a (padded) real hello; print the first bytes back and the time."""
+    s = connect(int(port))
+    h = real_hello(sni, os.environ["CA"])
+    if int(pad) >= 0:
+        h = padded(h, int(pad))
+    print("hello of %d bytes" % len(h))
+    t0 = time.monotonic()
+    s.sendall(h)
+    got, t = until_close(s, limit=first)
+    print("answer %s after %.3f s (closed: %s)" % (got, time.monotonic() - t0, t is not None))
+    return got, time.monotonic() - t0
+
+def cmd_data(port, n):
+    """n bytes of a token on the data port, then silence."""
+    s = connect(int(port))
+    s.sendall(b"A" * int(n))
+    got, t = until_close(s)
+    print("answer %r closed after %s s" % (got, t))
+    return t
+
+def https_get(s, host, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    t = ctx.wrap_socket(s, server_hostname=host)
+    t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    body = b""
+    try:
+        while True:
+            d = t.recv(4096)
+            if not d:
+                break
+            body += d
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        pass
+    return b'"success"' in body
+
+def refused(s):
+    """The proxy closed s without sending a byte (EOF or reset pending)."""
+    s.setblocking(False)
+    try:
+        d = s.recv(1, socket.MSG_PEEK)
+        return d == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        s.setblocking(True)
+        s.settimeout(10)
+
+def cmd_burst(port, n):
+    """n connections at once: which ones are closed without an answer, which
+    are served; then one more after a second."""
+    host, ca = "test.internal-server.local", os.environ["CA"]
+    socks = [connect(int(port)) for _ in range(int(n))]
+    time.sleep(0.3)
+    res = ["refused" if refused(s) else "open" for s in socks]
+    for i, s in enumerate(socks):
+        if res[i] == "open":
+            res[i] = "served" if https_get(s, host, ca) else "failed"
+    time.sleep(1.1)
+    later = "served" if https_get(connect(int(port)), host, ca) else "failed"
+    print("burst:", " ".join(res), "| after 1 s:", later)
+    return res, later
+
+def wait_log(path, text, secs):
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        with open(path, errors="replace") as f:
+            if text in f.read():
+                return True
+        time.sleep(0.05)
+    return False
+
+def cmd_maxconn(port, n, log, *curl):
+    """n idle connections fill max_connections; a curl waits until one of
+    them closes; after all close, clients get through again."""
+    idle = [connect(int(port)) for _ in range(int(n))]
+    assert wait_log(log, "max_connections", 3), "no max_connections line in the log"
+    t0 = time.monotonic()
+    p = subprocess.Popen(list(curl), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    assert p.poll() is None, "curl finished while the proxy was full: %r" % p.communicate()[0]
+    idle.pop().close()
+    t1 = time.monotonic()
+    out = p.communicate(timeout=15)[0].decode(errors="replace")
+    print("curl waited %.2f s in total, %.2f s after one idle client closed: %s" %
+          (time.monotonic() - t0, time.monotonic() - t1, out.strip()[-60:]))
+    assert p.returncode == 0 and "success" in out, "curl failed after a slot opened"
+    assert time.monotonic() - t1 < 3, "curl not served soon after a slot opened"
+    for s in idle:
+        s.close()
+    time.sleep(0.3)
+    ok = sum(https_get(connect(int(port)), "test.internal-server.local", os.environ["CA"])
+             for _ in range(3))
+    print("after closing all: %d of 3 served" % ok)
+    assert ok == 3
+
+if __name__ == "__main__":
+    r = globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
+PY
+export CA
+py() { python3 -c "import sys; sys.path.insert(0, '$E2E_RUN'); import pt; $1"; }
+
+# --- processes ------------------------------------------------------------------
+start_internal() {
+	start_bg internal env IS_BIND_ADDRESS=127.0.0.1:$INTERNAL_PORT \
+		IS_CERT_FILE="$CERTS/internal-server.crt" IS_KEY_FILE="$CERTS/internal-server.key" \
+		"$BIN/internal-server"
+}
+start_public()        { start_bg public env PROXY_SETTINGS=$S/public-proxy-1 "$BIN/proxy" run public "$@"; }
+start_private()       { start_bg private env PROXY_SETTINGS=$S/private-proxy-1 "$BIN/proxy" run private; }
+start_public_hyper()  { start_bg public-hyper env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" server run; }
+start_private_hyper() { start_bg private-hyper env HYPER_SETTINGS=$S/private-proxy-hyper-1 "$BIN/hyper" server run; }
+start_hd_hyper()      { start_bg hd-hyper env HYPER_SETTINGS=$E2E_RUN/hd1 "$BIN/hyper" server run; }
+
+# Restart the public proxy (SIGTERM) and wait for its ports; extra args go to it.
+restart_public() {
+	stop_bg public || { echo "public proxy did not exit 0"; return 1; }
+	start_public "$@"
+	wait_port 127.0.0.1 "$DATA_PORT" 5 && wait_port 127.0.0.1 "$PUBLIC_RPC_PORT" 5
+}
+
+c() { curl -sS --max-time 10 --cacert "$CA" --resolve "$HOST:$TLS_PORT:127.0.0.1" "$@"; }
+# curl with SNI $1 on the TLS port
+csni() { local h=$1; shift; curl -sS --max-time 10 --cacert "$CA" --resolve "$h:$TLS_PORT:127.0.0.1" "https://$h:$TLS_PORT/" "$@"; }
+
+serves_within() {
+	local deadline=$((SECONDS + $1))
+	while [ $SECONDS -lt "$deadline" ]; do
+		[ "$(c --max-time 2 "$URL/" 2>/dev/null)" = '{"message": "success"}' ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# hyper call through the Hyper of role $1 (private|public|hd)
+hcall() {
+	local who=$1; shift
+	case $who in
+	private) HYPER_SETTINGS=$S/private-proxy-hyper-1 "$BIN/hyper" call --timeout 10 "$@" ;;
+	public)  HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call --timeout 10 "$@" ;;
+	hd)      HYPER_SETTINGS=$E2E_RUN/hd1 "$BIN/hyper" call --timeout 10 "$@" ;;
+	esac
+}
+compact() { tr -d ' \n'; }
+in_days() { date -u -d "+$1" +%Y-%m-%dT%H:%M:%SZ; }
+
+# --- settings error -------------------------------------------------------------
+settings_error_exits_2() {
+	local bad=$E2E_RUN/bad.yml rc out
+	printf 'public:\n  hello_timout: 3\n' >"$bad"
+	out=$(PROXY_SETTINGS=$S/public-proxy-1:$bad timeout 5 "$BIN/proxy" run public 2>&1)
+	rc=$?
+	echo "exit $rc: $out"
+	[ $rc -eq 2 ] && [[ "$out" == *bad.yml* ]] && [[ "$out" == *hello_timout* ]]
+}
+check "an unknown key in public: exits 2 naming the file and the key" settings_error_exits_2
+
+start_internal
+start_public_hyper
+start_private_hyper
+start_hd_hyper
+start_private
+start_public
+for p in $TLS_PORT $DATA_PORT $PUBLIC_RPC_PORT $PUBLIC_HYPER_PORT $PUBLIC_PEER_PORT \
+	$PRIVATE_HYPER_PORT $PRIVATE_PEER_PORT $PRIVATE_RPC_PORT $INTERNAL_PORT $HD_PORT; do
+	wait_port 127.0.0.1 "$p" 10 || true
+done
+check "the chain serves within 10 s of the start" serves_within 10
+
+# --- the log line -----------------------------------------------------------------
+log_line() {
+	# python reads to the server's close_notify and EOF, then closes:
+	# both directions end cleanly (curl may leave bytes unread: a reset).
+	py "assert pt.https_get(pt.connect($TLS_PORT), '$HOST', '$CA')" || return 1
+	sleep 0.3
+	local l
+	l=$(grep 'client 127.0.0.0/16 sni=test.internal-server.local operator=private-proxy-1.ga ' "$PLOG" | tail -n 1)
+	echo "line: $l"
+	[[ "$l" =~ bytes_in=([0-9]+)\ bytes_out=([0-9]+)\ end=eof$ ]] &&
+		[ "${BASH_REMATCH[1]}" -gt 0 ] && [ "${BASH_REMATCH[2]}" -gt 0 ]
+}
+check "one log line per connection: client /16, sni, operator, bytes both ways, end=eof" log_line
+
+# --- hello_timeout / hello_max_bytes --------------------------------------------
+hello_timeout() { # nothing|half
+	local t
+	t=$(py "print(pt.cmd_silent($TLS_PORT, '$1'))" | tee /dev/stderr | tail -n 1)
+	echo "closed after $t s (hello_timeout 0.5)"
+	python3 -c "import sys; t = float('$t'); sys.exit(not (0.4 <= t <= 2))" &&
+		grep -q 'end=hello timeout' "$PLOG"
+}
+check "a silent client is closed after hello_timeout (0.4..2 s), logged as hello timeout" hello_timeout nothing
+check "half a ClientHello is closed after hello_timeout (0.4..2 s)" hello_timeout half
+
+hello_padded() { # pad want(routed|closed)
+	local out
+	out=$(py "got, t = pt.cmd_hello($TLS_PORT, 'test.internal-server.local', $1); print('GOT', got)")
+	echo "$out"
+	case $2 in
+	routed) [[ "$out" == *"GOT 1603"* ]] ;;   # the internal server's ServerHello
+	closed) [[ "$out" == *"GOT "* && "$out" != *"GOT 1"* ]] && grep -q 'end=hello too large' "$PLOG" ;;
+	esac
+}
+check "a hello with 200 bytes of padding (under hello_max_bytes 1024) is routed" hello_padded 200 routed
+check "a hello with 2000 bytes of padding (over hello_max_bytes) is closed without answer" hello_padded 2000 closed
+
+# --- accept_timeout ----------------------------------------------------------------
+alert_when_hyper_down() {
+	local out
+	stop_bg public-hyper
+	out=$(py "got, t = pt.cmd_hello($TLS_PORT, '$HOST', -1, 16); print('GOT', got, t)")
+	start_public_hyper
+	wait_port 127.0.0.1 "$PUBLIC_HYPER_PORT" 5
+	echo "$out"
+	[[ "$out" =~ GOT\ 15030300020250\ ([0-9.]+) ]] &&
+		python3 -c "import sys; sys.exit(not float('${BASH_REMATCH[1]}') < 1)"
+}
+check "Hyper down: internal_error alert at once (< 1 s)" alert_when_hyper_down
+
+closed_at_accept_timeout() {
+	local out
+	kill -STOP "${E2E_PID[private]}"
+	out=$(py "got, t = pt.cmd_hello($TLS_PORT, '$HOST', -1, 16); print('GOT', repr(got), t)")
+	kill -CONT "${E2E_PID[private]}"
+	echo "$out"
+	[[ "$out" =~ GOT\ \'\'\ ([0-9.]+) ]] &&
+		python3 -c "import sys; t = float('${BASH_REMATCH[1]}'); sys.exit(not 0.9 <= t <= 2.2)" &&
+		grep -q 'end=not claimed (accept_timeout)' "$PLOG"
+}
+check "private proxy stopped: the parked client is closed after accept_timeout (0.9..2.2 s)" closed_at_accept_timeout
+check "the chain serves again after SIGCONT" serves_within 15
+
+# --- token_timeout ---------------------------------------------------------------
+token_timeout() {
+	local t
+	t=$(py "print(pt.cmd_data($DATA_PORT, 5))" | tee /dev/stderr | tail -n 1)
+	python3 -c "import sys; t = float('$t'); sys.exit(not (0.4 <= t <= 2))" &&
+		grep -q 'no token within token_timeout' "$PLOG"
+}
+check "a data connection with 5 bytes of token is closed after token_timeout (0.4..2 s)" token_timeout
+
+# --- tcp_rate_limits ---------------------------------------------------------------
+rate_limit() {
+	local out
+	printf 'public:\n  hello_timeout: 10\n  tcp_rate_limits: [{type: second, limit: 5}]\n' \
+		>"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	out=$(py "pt.cmd_burst($TLS_PORT, 10)")
+	echo "$out"
+	[ "$out" = "burst: served served served served served refused refused refused refused refused | after 1 s: served" ]
+}
+check "tcp_rate_limits 5/s: connections 6..10 closed unanswered, 1..5 served, served again after 1 s" rate_limit
+
+# --- max_connections ----------------------------------------------------------------
+max_connections() {
+	printf 'public:\n  hello_timeout: 20\n  accept_timeout: 10\n  max_connections: 16\n' \
+		>"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	py "pt.cmd_maxconn($TLS_PORT, 16, '$PLOG', 'curl', '-sS', '--max-time', '15', '--cacert', '$CA',
+		'--resolve', '$HOST:$TLS_PORT:127.0.0.1', '$URL/')"
+}
+check "max_connections 16: a 17th client waits until one closes, then all get through" max_connections
+
+# --- IPv6 -------------------------------------------------------------------------
+ipv6() {
+	local port6 out
+	if ! python3 -c "import socket; socket.socket(socket.AF_INET6).bind(('::1', 0))" 2>/dev/null; then
+		echo "::1 unavailable: skipped"
+		return 0
+	fi
+	port6=$(python3 -c "import socket; s = socket.socket(socket.AF_INET6); s.bind(('::1', 0)); print(s.getsockname()[1])")
+	printf 'public:\n  tls_bind_address: "[::1]:%s"\n' "$port6" >"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	wait_port ::1 "$port6" 5
+	out=$(curl -sS --max-time 10 --cacert "$CA" --resolve "$HOST:$port6:[::1]" "https://$HOST:$port6/")
+	echo "curl over ::1: $out"
+	sleep 0.3
+	[ "$out" = '{"message": "success"}' ] && grep -q 'client ::/32 sni=test' "$PLOG"
+}
+check "tls_bind_address [::1]:PORT serves curl over IPv6, logged as ::/32" ipv6
+rm -f "$S/public-proxy-1/950_mode.yml"
+check "back on 127.0.0.1 with the default limits" restart_public
+
+# --- announcement methods through the Hyper chain ------------------------------------
+# who method json want: the output without blanks equals want, or contains
+# it when want starts with "~".
+expect_call() {
+	local out
+	out=$(hcall "$1" "$2" "$3" 2>&1 | compact)
+	echo "$2 $3 -> $out"
+	case $4 in
+	"~"*) [[ "$out" == *"${4#"~"}"* ]] ;;
+	*) [ "$out" = "$4" ] ;;
+	esac
+}
+check "announceConnections outside allowed_domains: item 403 not allowed" expect_call private \
+	public-proxy-1.ga.announceConnections '{"connections": [{"domain": "www.example.com"}]}' \
+	'[{"code":403,"message":"notallowed"}]'
+check "announceConnections expiring in 8 days: item error" expect_call private \
+	public-proxy-1.ga.announceConnections "{\"connections\": [{\"domain\": \"x.internal-server.local\", \"expires_at\": \"$(in_days '8 days')\"}]}" \
+	'~"message":"expires_atistoofarinthefuture"'
+check "announceConnections from an operator without allowed_domains: 403 not authorized" expect_call public \
+	public-proxy-1.ga.announceConnections '{"connections": [{"domain": "y.internal-server.local"}]}' \
+	'~{"code":403,"message":"notauthorized"}'
+
+alert_for() { # sni alert-name
+	local out
+	out=$(py "got, t = pt.cmd_hello($TLS_PORT, '$1', -1, 16); print('GOT', got)")
+	echo "$out"
+	[[ "$out" == *"GOT $(py "print(pt.ALERT['$2'])")"* ]]
+}
+check "withdrawConnections removes the private proxy's domain" expect_call private \
+	public-proxy-1.ga.withdrawConnections "{\"domains\": [\"$HOST\"]}" '{"withdrawn":1}'
+check "a withdrawn domain gets unrecognized_name" alert_for "$HOST" unrecognized_name
+check "announceConnections of a valid domain (7 days ahead) answers null" expect_call private \
+	public-proxy-1.ga.announceConnections "{\"connections\": [{\"domain\": \"$HOST\", \"expires_at\": \"$(in_days '7 days - 1 minute')\"}]}" '[null]'
+check "the chain serves the announced domain at once" bash -c "[ \"\$(curl -sS --max-time 10 --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/)\" = '{\"message\": \"success\"}' ]"
+
+check "hd-1 announces hd.internal-server.local" expect_call hd \
+	public-proxy-1.ga.announceConnections '{"connections": [{"domain": "HD.internal-server.local."}]}' '[null]'
+check "the same domain from another operator: item 409 already taken" expect_call private \
+	public-proxy-1.ga.announceConnections '{"connections": [{"domain": "hd.internal-server.local"}, {"domain": "new.internal-server.local"}]}' \
+	'[{"code":409,"message":"alreadytaken"},null]'
+check "getAnnouncements shows only the caller's own (private-proxy-1.ga)" bash -c "
+	out=\$(HYPER_SETTINGS=$S/private-proxy-hyper-1 $BIN/hyper call public-proxy-1.ga.getAnnouncements | tr -d ' \n'); echo \$out
+	[[ \$out == *'\"domain\":\"$HOST\"'* && \$out == *new.internal-server.local* && \$out != *hd.internal* ]]"
+check "getAnnouncements shows only the caller's own (hd-1)" bash -c "
+	out=\$(HYPER_SETTINGS=$E2E_RUN/hd1 $BIN/hyper call public-proxy-1.ga.getAnnouncements | tr -d ' \n'); echo \$out
+	[ \"\$out\" = '[{\"domain\":\"hd.internal-server.local\",\"expires_at\":null}]' ]"
+check "an announced domain the private proxy does not know: internal_error alert" alert_for new.internal-server.local internal_error
+check "withdrawConnections of new.internal-server.local" expect_call private \
+	public-proxy-1.ga.withdrawConnections '{"domains": ["new.internal-server.local"]}' '{"withdrawn":1}'
+check "then its SNI gets unrecognized_name" alert_for new.internal-server.local unrecognized_name
+check "withdrawing another operator's domain removes nothing" expect_call private \
+	public-proxy-1.ga.withdrawConnections '{"domains": ["hd.internal-server.local"]}' '{"withdrawn":0}'
+expired_frees_domain() {
+	expect_call hd public-proxy-1.ga.announceConnections \
+		"{\"connections\": [{\"domain\": \"soon.internal-server.local\", \"expires_at\": \"$(in_days '1 second')\"}]}" '[null]' || return 1
+	sleep 2.1
+	expect_call private public-proxy-1.ga.announceConnections \
+		'{"connections": [{"domain": "soon.internal-server.local"}]}' '[null]'
+}
+check "an expired announcement of another operator no longer blocks" expired_frees_domain
+
+# --- datastore -----------------------------------------------------------------------
+served_from_store() {
+	local out
+	restart_public || return 1
+	wait_port 127.0.0.1 "$TLS_PORT" 5
+	out=$(c "$URL/")
+	echo "first curl: $out"
+	grep 'announce' "$PLOG"
+	[ "$out" = '{"message": "success"}' ] &&
+		! grep -q 'announced .* by private-proxy-1.ga' "$PLOG" &&
+		grep -q 'announced 1 domain(s) to public-proxy-1.ga' "$E2E_RUN/private.log" &&
+		[ "$(grep -c 'announced' "$E2E_RUN/private.log")" -eq 1 ]
+}
+check "restarted, the public proxy serves stored announcements at once (no re-announce)" served_from_store
+torn_line() {
+	local out
+	stop_bg public || return 1
+	printf '{"domain": "torn.internal-server.local", "oper' >>"$STORE"
+	start_public
+	wait_port 127.0.0.1 "$TLS_PORT" 5 || return 1
+	out=$(c "$URL/")
+	echo "curl: $out"
+	grep 'torn' "$PLOG"
+	[ "$out" = '{"message": "success"}' ] && grep -q 'torn last line ignored' "$PLOG" &&
+		! tail -c 200 "$STORE" | grep -q torn
+}
+check "a torn last line in the store: warning, start, serve; compacted away" torn_line
+
+# --- counters and exit ------------------------------------------------------------------
+counts_zero() {
+	restart_public --log-level debug || return 1
+	c -o /dev/null "$URL/" || return 1
+	py "pt.cmd_silent($TLS_PORT, 'nothing')"
+	py "pt.cmd_data($DATA_PORT, 5)"
+	alert_for nobody.example unrecognized_name
+	sleep 0.3
+	stop_bg public || return 1
+	grep 'active' "$PLOG"
+	grep -q 'active at stop: 0 sockets, 0 parked' "$PLOG"
+}
+check "every socket counted is released (0 active at stop, --log-level debug)" counts_zero
+start_public
+wait_port 127.0.0.1 "$TLS_PORT" 5
+for n in public private public-hyper private-hyper hd-hyper internal; do
+	check "$n exits 0 on SIGTERM" stop_bg "$n"
+done
+finish

@@ -334,6 +334,26 @@ pconn_arm_poll(struct pconn *c)
 	loop_poll(c->c_pub->p_loop, &c->c_poll, c->c_fd, POLLIN | POLLRDHUP, 0);
 }
 
+/* A dual-stack listener ([::]) reports IPv4 clients as ::ffff:a.b.c.d:
+ * log them (and key the rate limits) as the IPv4 addresses they are. */
+static void
+public_unmap(struct sockaddr_storage *ss)
+{
+	struct sockaddr_in6 s6;
+	struct sockaddr_in s4;
+
+	if (ss->ss_family != AF_INET6)
+		return;
+	memcpy(&s6, ss, sizeof(s6));
+	if (!IN6_IS_ADDR_V4MAPPED(&s6.sin6_addr))
+		return;
+	memset(&s4, 0, sizeof(s4));
+	s4.sin_family = AF_INET;
+	s4.sin_port = s6.sin6_port;
+	memcpy(&s4.sin_addr, &s6.sin6_addr.s6_addr[12], 4);
+	memcpy(ss, &s4, sizeof(s4));
+}
+
 static void
 public_tls_accept(struct loop_listener *l, int fd)
 {
@@ -347,6 +367,7 @@ public_tls_accept(struct loop_listener *l, int fd)
 		close(fd);      /* reset before we looked at it */
 		return;
 	}
+	public_unmap(&ss);
 	if (!ratelimit_allow(p->p_limits, (struct sockaddr *)&ss, now_mono())) {
 		char addr[64];
 		log_debug("client %s: over tcp_rate_limits",
@@ -483,6 +504,7 @@ public_data_accept(struct loop_listener *l, int fd)
 	}
 	sl = sizeof(d->d_peer);
 	getpeername(fd, (struct sockaddr *)&d->d_peer, &sl);
+	public_unmap(&d->d_peer);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	d->d_pub = p;
 	d->d_fd = fd;

@@ -393,22 +393,45 @@ max_connections() {
 check "max_connections 16: a 17th client waits until one closes, then all get through" max_connections
 
 # --- IPv6 -------------------------------------------------------------------------
-ipv6() {
+# curl on the TLS listener at port $1 over address $2 (127.0.0.1 or [::1])
+curl_at() {
+	curl -sS --max-time 10 --cacert "$CA" --resolve "$HOST:$1:$2" "https://$HOST:$1/"
+}
+v6_port() { # a free port on $1 (:: or ::1)
+	python3 -c "import socket; s = socket.socket(socket.AF_INET6); s.bind(('$1', 0)); print(s.getsockname()[1])"
+}
+ipv6_loopback() {
 	local port6 out
-	if ! python3 -c "import socket; socket.socket(socket.AF_INET6).bind(('::1', 0))" 2>/dev/null; then
-		echo "::1 unavailable: skipped"
-		return 0
-	fi
-	port6=$(python3 -c "import socket; s = socket.socket(socket.AF_INET6); s.bind(('::1', 0)); print(s.getsockname()[1])")
+	port6=$(v6_port ::1)
 	printf 'public:\n  tls_bind_address: "[::1]:%s"\n' "$port6" >"$S/public-proxy-1/950_mode.yml"
 	restart_public || return 1
 	wait_port ::1 "$port6" 5
-	out=$(curl -sS --max-time 10 --cacert "$CA" --resolve "$HOST:$port6:[::1]" "https://$HOST:$port6/")
+	out=$(curl_at "$port6" "[::1]")
 	echo "curl over ::1: $out"
 	sleep 0.3
 	[ "$out" = '{"message": "success"}' ] && grep -q 'client ::/32 sni=test' "$PLOG"
 }
-check "tls_bind_address [::1]:PORT serves curl over IPv6, logged as ::/32" ipv6
+# [::] takes IPv4 clients too (as ::ffff:a.b.c.d): logged as IPv4 /16.
+ipv6_dual_stack() {
+	local port6 out4 out6
+	port6=$(v6_port ::)
+	printf 'public:\n  tls_bind_address: "[::]:%s"\n' "$port6" >"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	wait_port ::1 "$port6" 5
+	out4=$(curl_at "$port6" 127.0.0.1)
+	out6=$(curl_at "$port6" "[::1]")
+	echo "curl over 127.0.0.1: $out4, over ::1: $out6"
+	sleep 0.3
+	grep 'client ' "$PLOG"
+	[ "$out4" = '{"message": "success"}' ] && [ "$out6" = '{"message": "success"}' ] &&
+		grep -q 'client 127.0.0.0/16 sni=test' "$PLOG" && grep -q 'client ::/32 sni=test' "$PLOG"
+}
+if python3 -c "import socket; socket.socket(socket.AF_INET6).bind(('::1', 0))" 2>/dev/null; then
+	check "tls_bind_address [::1]:PORT serves curl over IPv6, logged as ::/32" ipv6_loopback
+	check "tls_bind_address [::]:PORT serves IPv4 and IPv6; IPv4 logged as /16" ipv6_dual_stack
+else
+	echo "# skipped the IPv6 checks: ::1 is unavailable"
+fi
 rm -f "$S/public-proxy-1/950_mode.yml"
 check "back on 127.0.0.1 with the default limits" restart_public
 

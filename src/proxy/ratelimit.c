@@ -1,17 +1,22 @@
-/* ratelimit.c - per-address token buckets for the TLS listener. */
+/* ratelimit.c - per-address token buckets for the TLS listener.
+ *
+ * An IPv4 client is one address; an IPv6 client is its /64, the block a
+ * single host or site usually gets (one host can use any address in it). */
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 
+#include "log.h"
 #include "proxy_conf.h"
 #include "ratelimit.h"
 
 #define RL_MAX_RULES 4
 
 struct rl_entry {
-	uint8_t                  re_addr[16];   /* IPv4 mapped into ::ffff:0:0/96 */
+	uint8_t                  re_addr[16];   /* IPv4 mapped into ::ffff:0:0/96,
+						   IPv6 cut to its /64 */
 	double                   re_last;
 	double                   re_tokens[RL_MAX_RULES];
 	struct rl_entry         *re_next;       /* hash chain */
@@ -35,6 +40,8 @@ ratelimit_new(const struct rate_limit *rules, int nrules, size_t max_addresses)
 	if (rl == NULL)
 		return NULL;
 	rl->rl_nrules = nrules > RL_MAX_RULES ? RL_MAX_RULES : nrules;
+	if (nrules > RL_MAX_RULES)
+		log_warnx("tcp_rate_limits: only the first %d rules are used", RL_MAX_RULES);
 	if (rl->rl_nrules > 0)
 		memcpy(rl->rl_rules, rules, sizeof(*rules) * (size_t)rl->rl_nrules);
 	rl->rl_max = max_addresses ? max_addresses : 1;
@@ -72,8 +79,12 @@ rl_key(const struct sockaddr *sa, uint8_t key[16])
 	if (sa->sa_family == AF_INET) {
 		key[10] = key[11] = 0xff;
 		memcpy(key + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6)
-		memcpy(key, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+
+		/* IPv4-mapped (dual-stack listener): the whole IPv4 address */
+		memcpy(key, a, IN6_IS_ADDR_V4MAPPED(a) ? 16 : 8);
+	}
 }
 
 static size_t

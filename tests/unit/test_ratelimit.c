@@ -80,3 +80,38 @@ Test(ratelimit, no_rules_allow_everything)
 		cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&a, 0.0), 1);
 	ratelimit_free(rl);
 }
+
+static struct sockaddr_in6
+v6(const char *ip)
+{
+	struct sockaddr_in6 s = { .sin6_family = AF_INET6 };
+
+	inet_pton(AF_INET6, ip, &s.sin6_addr);
+	return s;
+}
+
+Test(ratelimit, ipv6_addresses_of_one_64_share_a_bucket)
+{
+	struct rate_limit r = { .rl_window = 1, .rl_limit = 1 };
+	struct ratelimit *rl = ratelimit_new(&r, 1, 100);
+	struct sockaddr_in6 a = v6("2001:db8:1:2::1"), b = v6("2001:db8:1:2:ffff::9"),
+	    c = v6("2001:db8:1:3::1");
+
+	cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&a, 5.0), 1);
+	cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&b, 5.0), 0);
+	cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&c, 5.0), 1);
+	ratelimit_free(rl);
+}
+
+Test(ratelimit, ipv4_mapped_addresses_count_as_ipv4)
+{
+	struct rate_limit r = { .rl_window = 1, .rl_limit = 1 };
+	struct ratelimit *rl = ratelimit_new(&r, 1, 100);
+	struct sockaddr_in a = v4("192.0.2.1");
+	struct sockaddr_in6 same = v6("::ffff:192.0.2.1"), other = v6("::ffff:192.0.2.2");
+
+	cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&a, 5.0), 1);
+	cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&same, 5.0), 0);
+	cr_assert_eq(ratelimit_allow(rl, (struct sockaddr *)&other, 5.0), 1);
+	ratelimit_free(rl);
+}

@@ -530,11 +530,20 @@ counts_zero() {
 	c -o /dev/null "$URL/" || return 1
 	py "pt.cmd_silent($TLS_PORT, 'nothing')"
 	py "pt.cmd_data($DATA_PORT, 5)"
+	py "pt.cmd_data($DATA_PORT, 40)"        # 32 bytes of a wrong token, then more
 	alert_for nobody.example unrecognized_name
+	# A parked client that goes away before its private proxy comes: freed at
+	# accept_timeout; the late data connection finds its token gone.
+	kill -STOP "${E2E_PID[private]}"
+	py "import time; s = pt.connect($TLS_PORT); s.sendall(pt.real_hello('$HOST', '$CA')); time.sleep(0.2); s.close()"
+	py "assert pt.wait_log('$PLOG', 'end=not claimed (accept_timeout)', 3)" || { kill -CONT "${E2E_PID[private]}"; return 1; }
+	kill -CONT "${E2E_PID[private]}"
+	py "assert pt.wait_log('$PLOG', 'unknown or used token', 5)" || return 1
+	c -o /dev/null "$URL/" || return 1
 	sleep 0.3
 	stop_bg public || return 1
-	grep 'active' "$PLOG"
-	grep -q 'active at stop: 0 sockets, 0 parked' "$PLOG"
+	grep -E 'active|not claimed|token' "$PLOG"
+	grep -q 'active at stop: 0 sockets, 0 parked, 0 relayed pairs' "$PLOG"
 }
 check "every socket counted is released (0 active at stop, --log-level debug)" counts_zero
 start_public

@@ -472,7 +472,7 @@ summarize() {
 	        ratio = "%.2f" % (m / d) if d and s != "direct" else ""
 	        extra = ""
 	        if me in ("p50_ms", "p99_ms") and d is not None and s != "direct":
-	            extra = "  (+%.2f ms)" % (m - d)
+	            extra = "  (%+.2f ms)" % (m - d)
 	        print("%-10s %-7s %-24s %-9s %28s %8s%s" % (sc, va, me, s,
 	              "%s [%s-%s]" % (fmt(m), fmt(min(v)), fmt(max(v))), ratio, extra))
 	# Chart data: one file per panel, a row per variant, a column per setup.

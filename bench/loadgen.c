@@ -16,7 +16,9 @@
  *   --bytes N          GET /bytes/N, the body is counted (MB/s)
  *   --upload N         POST /sha256 with N bytes, the answer is checked
  *                      against the SHA-256 of what was sent (MB/s)
- *   --handshake-only   TCP + TLS handshake, then close: no HTTP at all
+ *   --handshake-only   TCP + TLS handshake, then close: no HTTP at all (TLS 1.3
+ *                      tickets arrive after the handshake and are not read,
+ *                      so --resume only resumes TLS 1.2 sessions there)
  *   --hold S           handshake-only, but every connection stays open until
  *                      --requests connections are up, then S more seconds;
  *                      /proc of --pids is sampled while they are all held
@@ -148,6 +150,7 @@ static struct {
 	long		 errors;
 	long		 aborted;
 	long		 dropped;	/* held connections the peer closed */
+	long		 resumed;	/* handshakes that resumed a session */
 	long		 errlogged;
 	uint64_t	 bytes;
 	double		*lat;		/* milliseconds of every success */
@@ -548,6 +551,17 @@ lg_close(struct lg_conn *cn)
 	free(cn);
 }
 
+/*
+ * A finished exchange: mark the TLS connection as shut down without sending
+ * anything.  SSL_free() of a connection that was not shut down marks its
+ * session not resumable, which would defeat --resume.
+ */
+static void
+lg_quiet_shutdown(struct lg_conn *cn)
+{
+	SSL_set_shutdown(cn->cn_ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
 static void
 lg_success(struct lg_conn *cn)
 {
@@ -651,6 +665,7 @@ lg_done(struct lg_conn *cn)
 		lg_errorf("/sha256 answer does not match: %s", cn->cn_resp);
 	else {
 		lg_success(cn);
+		lg_quiet_shutdown(cn);
 		if (opt.mode == LG_BYTES)
 			lg.bytes += cn->cn_body;
 		else if (opt.mode == LG_UPLOAD)
@@ -785,8 +800,11 @@ lg_drive(struct lg_conn *cn, uint32_t events)
 			lg_close(cn);
 			return;
 		}
+		if (SSL_session_reused(cn->cn_ssl))
+			lg.resumed++;
 		if (opt.mode == LG_HANDSHAKE_ONLY) {
 			lg_success(cn);
+			lg_quiet_shutdown(cn);
 			lg_close(cn);
 			return;
 		}
@@ -888,6 +906,8 @@ lg_sweep(double now, int abort_all)
 		if (abort_all) {
 			if (cn->cn_state != LG_HELD)
 				lg.aborted++;
+			else
+				lg_quiet_shutdown(cn);
 			lg_close(cn);
 		} else if (cn->cn_state != LG_HELD && now >= cn->cn_deadline) {
 			lg_errorf("timeout after %.1f s in state %d", opt.timeout,
@@ -925,13 +945,16 @@ lg_report(double secs)
 	long	 per = opt.mode == LG_HOLD ? lg.ok : lg.ok + lg.errors;
 	int	 i;
 
-	qsort(lg.lat, lg.nlat, sizeof(*lg.lat), lg_cmp);
+	if (lg.nlat > 0)
+		qsort(lg.lat, lg.nlat, sizeof(*lg.lat), lg_cmp);
 	fprintf(h, "%ld requests, %ld errors, %ld aborted in %.2f s: %.1f req/s, "
 	    "latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f",
 	    lg.ok, lg.errors, lg.aborted, secs, rps, lg_pct(0.50),
 	    lg_pct(0.90), lg_pct(0.99), lg_pct(1.0));
 	if (lg.bytes > 0)
 		fprintf(h, ", %.1f MB/s", mbps);
+	if (opt.resume)
+		fprintf(h, ", %ld resumed", lg.resumed);
 	if (opt.mode == LG_HOLD)
 		fprintf(h, ", %ld held, %ld dropped", lg.ok - lg.dropped,
 		    lg.dropped);

@@ -463,7 +463,9 @@ summarize() {
 	    return "%.0f" % x if abs(x) >= 1000 else "%.4g" % x
 	print("%-10s %-7s %-24s %-9s %28s %8s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct"))
 	for (sc, va, me), per in vals.items():
-	    if me == "requests":
+	    # The CSV keeps everything; the table skips what says little.
+	    if me == "requests" or (sc == "bulk" and me in ("req_s", "p50_ms", "p99_ms")) \
+	            or (sc == "memory" and me in ("p50_ms", "p99_ms")):
 	        continue
 	    for s, v in per.items():
 	        m = statistics.median(v)

@@ -31,7 +31,7 @@ TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 EX_SRC    := $(wildcard examples/internal-server/*.c)
 BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
 
-.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick bench-bins fuzz clean install
+.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz clean install
 all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
 
 deps:
@@ -72,6 +72,7 @@ unit-bins: $(TEST_BIN)
 
 # Benchmarks: each bench/*.c is one program (bench/run.sh drives them).
 BENCH_BIN := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+.PHONY: bench-bins
 bench-bins: $(BENCH_BIN)
 $(B)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -31,7 +31,7 @@ TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 EX_SRC    := $(wildcard examples/internal-server/*.c)
 BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
 
-.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz clean install
+.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean install
 all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
 
 deps:
@@ -45,28 +45,34 @@ deps-check:
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	ar rcs $@ $^
+	@rm -f $@
+	@ar rcs $@ $^
 
 $(BINDIR)/hyper: $(B)/src/hyper/main.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
 
 $(BINDIR)/proxy: $(B)/src/proxy/main.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
 
 examples: deps-check $(BINDIR)/internal-server
 $(BINDIR)/internal-server: $(EX_SRC:%.c=$(B)/%.o) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS) -lcriterion
+	@echo "  CCLD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS) -lcriterion
 
 unit-bins: $(TEST_BIN)
 
@@ -97,6 +103,28 @@ demo: all examples
 	scripts/demo.sh demo
 run: all examples
 	scripts/demo.sh run
+
+# libFuzzer targets: each tests/fuzz/fuzz_*.c names the sources it needs in a
+# "fuzz-sources:" comment line and runs on a copy of tests/fuzz/corpus/<name>/.
+FUZZ_SECONDS ?= 60
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard include/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< \
+	    $$(sed -n 's/^.*fuzz-sources: //p' $<) $(LDLIBS)
+
+fuzz: deps-check $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); c=build/fuzz/corpus/$$n; \
+	  rm -rf $$c; mkdir -p $$c; cp tests/fuzz/corpus/$$n/* $$c/ 2>/dev/null; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/$$n- -print_final_stats=1 \
+	    $$c 2>build/fuzz/$$n.log || { tail -n 40 build/fuzz/$$n.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|cov:' build/fuzz/$$n.log | tail -n 2; done
+fuzz-short:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 install: all examples
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -18,7 +18,9 @@ void directory_ref(struct directory *d);
 void directory_unref(struct directory *d);
 
 /* Entry of operator name, as JSON {"name","groups","settings","services",
- * "channels","certificates"} (borrowed; NULL when unknown). */
+ * "channels","certificates"} (borrowed; NULL when unknown).  Read it only:
+ * json_object_get() or json_object_to_json_string() on it writes to shared
+ * memory, so copy it (json_object_deep_copy) to keep or serialise it. */
 struct json_object *directory_entry(const struct directory *d, const char *name);
 /* The `_client.entry` view of an operator: {"name","groups","settings"}
  * (new reference; NULL when unknown). */

@@ -218,6 +218,12 @@ tls_server_ctx(const struct tls_conf *t, tls_identity_fn id, void *arg, char *er
 			free(h);
 			return tls_ctx_fail(ctx, err, errlen, "identity hook", NULL);
 		}
+		/* A resumed session skips certificate verification, hence the
+		 * hook: no resumption, so every connection is checked against
+		 * the current directory. */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, tls_verify_cb);
 	return ctx;

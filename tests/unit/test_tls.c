@@ -206,6 +206,10 @@ server_run(void *arg)
 
 /* One handshake plus a two-byte message, server in a thread.  Both sockets
  * time out after 5 s so a failure can never hang the test. */
+static SSL_SESSION *resume_with;	/* offered by the next client handshake */
+static SSL_SESSION *last_session;	/* session of the last client handshake */
+static int last_reused;
+
 static void
 handshake(SSL_CTX *sctx, SSL_CTX *cctx, const char *server_name, int *server_ok, int *client_ok,
     int *version)
@@ -229,8 +233,16 @@ handshake(SSL_CTX *sctx, SSL_CTX *cctx, const char *server_name, int *server_ok,
 	ssl = SSL_new(cctx);
 	SSL_set_fd(ssl, sv[1]);
 	cr_assert_eq(tls_client_prepare(ssl, server_name), 0);
+	if (resume_with != NULL)
+		SSL_set_session(ssl, resume_with);
 	*client_ok = SSL_connect(ssl) == 1 && SSL_read(ssl, buf, 2) == 2 &&
 	    memcmp(buf, "ok", 2) == 0;
+	/* A clean shutdown keeps the session resumable. */
+	if (*client_ok)
+		SSL_shutdown(ssl);
+	SSL_SESSION_free(last_session);
+	last_session = SSL_get1_session(ssl);
+	last_reused = SSL_session_reused(ssl);
 	if (version != NULL)
 		*version = SSL_version(ssl);
 	SSL_free(ssl);
@@ -340,6 +352,40 @@ Test(tls, fingerprint_listed_under_a_name_the_certificate_lacks_is_not_an_identi
 	cr_assert(!sok && !cok);
 	X509_free(leaf);
 	SSL_CTX_free(s);
+	SSL_CTX_free(c);
+	directory_unref(w.d);
+}
+
+Test(tls, identity_hook_runs_on_every_connection_without_resumption)
+{
+	struct want w = { load_generated_directory(), NULL, "", 0 };
+	SSL_CTX *s = server_ctx("certs/public-proxy-1.ga", &w);
+	SSL_CTX *plain = server_ctx("certs/public-proxy-1.ga", NULL);
+	SSL_CTX *c = client_ctx("certs/private-proxy-1.ga", 1);
+	int sok, cok;
+
+	/* Control: without a hook, the session is resumed. */
+	handshake(plain, c, "public-proxy-1.ga", &sok, &cok, NULL);
+	cr_assert(sok && cok);
+	resume_with = last_session;
+	last_session = NULL;
+	handshake(plain, c, "public-proxy-1.ga", &sok, &cok, NULL);
+	cr_assert(sok && cok && last_reused, "resumption works without a hook");
+	SSL_SESSION_free(resume_with);
+	resume_with = NULL;
+
+	handshake(s, c, "public-proxy-1.ga", &sok, &cok, NULL);
+	cr_assert(sok && cok);
+	resume_with = last_session;
+	last_session = NULL;
+	handshake(s, c, "public-proxy-1.ga", &sok, &cok, NULL);
+	cr_assert(sok && cok);
+	cr_assert(!last_reused);
+	cr_assert_geq(w.calls, 2, "the hook ran for both connections");
+	SSL_SESSION_free(resume_with);
+	resume_with = NULL;
+	SSL_CTX_free(s);
+	SSL_CTX_free(plain);
 	SSL_CTX_free(c);
 	directory_unref(w.d);
 }

@@ -1,0 +1,66 @@
+/* announce.h - the announcements a proxy serves (SPEC 4.1, 4.3, 5).
+ *
+ * An in-memory table of {domain, operator, proxy, expires_at}, keyed by
+ * (domain, proxy).  On the public proxy proxy is "" and a domain has at
+ * most one entry; on the private proxy proxy names the public proxy the
+ * domain is announced to.  Thread-safe: a rwlock lets the io_uring thread
+ * look names up while the JSON-RPC thread writes.  Also the validation
+ * helpers the JSON-RPC methods share. */
+#ifndef HP_ANNOUNCE_H
+#define HP_ANNOUNCE_H
+
+#include <stddef.h>
+
+#define ANNOUNCE_DOMAIN_MAX	254	/* 253 bytes + NUL */
+#define ANNOUNCE_NAME_MAX	256	/* operator and proxy names, with NUL */
+#define ANNOUNCE_MAX_EXPIRY	(7 * 86400.0)	/* expires_at at most 7 days ahead */
+
+struct announcement {
+	char	an_domain[ANNOUNCE_DOMAIN_MAX];		/* lower-case */
+	char	an_operator[ANNOUNCE_NAME_MAX];		/* who announced it */
+	char	an_proxy[ANNOUNCE_NAME_MAX];		/* "" on the public side */
+	double	an_expires_at;				/* epoch seconds; 0 = never */
+};
+
+struct announce_table;
+
+struct announce_table *announce_table_new(void);
+void	announce_table_free(struct announce_table *t);
+
+/* Fill a from its fields; -1 when a name is too long or the domain is
+ * invalid (domain is normalized: lower-case, no trailing dot).  proxy may
+ * be NULL for "". */
+int	announce_make(struct announcement *a, const char *domain, const char *op,
+	    const char *proxy, double expires_at);
+/* Add, or replace the entry with the same (domain, proxy).  0 or -1 (ENOMEM). */
+int	announce_put(struct announce_table *t, const struct announcement *a);
+/* Remove the entry (domain, proxy) when op is NULL or owns it; proxy NULL
+ * means "any proxy".  Returns the number removed. */
+int	announce_remove(struct announce_table *t, const char *domain, const char *proxy,
+	    const char *op);
+/* Copy into out (may be NULL) the entry for exactly domain that has not
+ * expired at now (wall clock); proxy NULL matches any.  0 found, -1 not. */
+int	announce_lookup(struct announce_table *t, const char *domain, const char *proxy,
+	    double now, struct announcement *out);
+/* Unexpired entries of op (NULL: everyone), sorted by domain then proxy,
+ * in a malloc'ed array (*out, NULL when none) the caller frees.  Returns
+ * the count, or -1 when out of memory. */
+int	announce_list(struct announce_table *t, const char *op, double now,
+	    struct announcement **out);
+/* Drop the entries expired at now; returns how many. */
+int	announce_expire(struct announce_table *t, double now);
+size_t	announce_count(struct announce_table *t);
+
+/* Validation for the JSON-RPC methods. */
+/* Lower-case, drop one trailing dot and validate in into out.  0 or -1. */
+int	announce_check_domain(const char *in, char out[ANNOUNCE_DOMAIN_MAX]);
+/* 1 when domain ends with one of allowed[0..n) (each starting with '.')
+ * and is longer than it, else 0.  Entries not starting with '.' never match. */
+int	announce_domain_allowed(const char *domain, const char *const *allowed, size_t n);
+/* expires_at (RFC 3339, NULL or "" = never) into *out (0 = never).
+ * Returns 0, or -1 with a reason in *why: unparsable, not in the future, or
+ * more than max_seconds after now. */
+int	announce_check_expiry(const char *expires_at, double now, double max_seconds,
+	    double *out, const char **why);
+
+#endif

@@ -1,0 +1,111 @@
+/* hyper.h - the Hyper server (SPEC section 3): settings, lifecycle and
+ * routing of JSON-RPC calls between named operators.
+ *
+ * One struct hyper serves one operator on one event_base (single thread):
+ *   local  (jsonrpc_server)  the operator's own applications call out;
+ *   app    (jsonrpc_client)  calls addressed to this operator are delivered;
+ *   peer   (peer_server)     other Hyper servers call in (mutual TLS);
+ *   peers  (peer_client)     calls to other operators go out (mutual TLS),
+ *                            one jsonrpc_client per target operator. */
+#ifndef HP_HYPER_H
+#define HP_HYPER_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#include "tls.h"
+
+struct event_base;
+struct event;
+struct json_object;
+struct directory;
+struct directory_watch;
+struct jsonrpc_server;
+struct jsonrpc_client;
+struct jsonrpc_call;
+
+/* A listening channel (jsonrpc_server or peer_server). */
+struct hyper_listen_conf {
+	int              set;
+	char            *chname;       /* channel name from the settings */
+	char            *bind_address;
+	char            *path;         /* jsonrpc_server only; peers use /jsonrpc */
+	struct tls_conf  tls;
+	long             max_body;     /* request size limit, bytes */
+	double           idle_timeout; /* idle/read timeout of a connection */
+};
+
+struct hyper_conf {
+	char   *name;                  /* own operator name */
+	char  **dir_paths;             /* directory.settings.path */
+	double  dir_poll;              /* directory.settings.poll_interval */
+	double  stop_timeout;          /* grace for in-flight calls on stop */
+	char   *log_level;             /* NULL: keep the current level */
+	struct hyper_listen_conf local;  /* jsonrpc_server (required) */
+	struct hyper_listen_conf peer;   /* peer_server */
+	struct {
+		int              set;
+		char            *chname;
+		char            *endpoint;
+		struct tls_conf  tls;
+		double           timeout, connect_timeout;
+		long             pool_size;
+	} app;                           /* jsonrpc_client */
+	struct {
+		int              set;
+		char            *chname;
+		struct tls_conf  tls;
+		double           connect_timeout, call_timeout;
+		long             pool_size;
+	} peers;                         /* peer_client */
+};
+
+/* Read and check the whole settings tree strictly.  Returns 0, or -1 with
+ * "file: key: reason" in err. */
+int  hyper_conf_read(struct json_object *tree, struct hyper_conf *hc, char *err, size_t errlen);
+void hyper_conf_free(struct hyper_conf *hc);
+
+/* A peer_client connection pool towards one operator. */
+struct hyper_peer {
+	struct hyper_peer     *hp_next;
+	char                  *hp_name;
+	char                  *hp_address;   /* host:port it was created for */
+	struct jsonrpc_client *hp_client;
+};
+
+struct hyper {
+	const struct hyper_conf *h_conf;
+	const char              *h_name;
+	struct event_base       *h_base;
+	struct directory_watch  *h_watch;
+	struct directory        *h_dir;       /* current directory (one reference) */
+	struct event            *h_poll;      /* directory poll timer */
+	SSL_CTX                 *h_local_ctx, *h_peer_ctx, *h_app_ctx, *h_peers_ctx;
+	struct jsonrpc_server   *h_local;     /* local ingress */
+	struct jsonrpc_server   *h_peer;      /* peer ingress (NULL: none) */
+	struct jsonrpc_client   *h_app;       /* local delivery (NULL: none) */
+	struct hyper_peer       *h_peers;     /* egress pools by target */
+	int                      h_inflight;  /* calls waiting for a reply */
+	int                      h_stopping;
+};
+
+/* Load the directory, build the TLS contexts, start listening.  NULL with a
+ * reason in err; *settings_error is set when the reason is a settings or
+ * directory problem (exit 2) rather than a runtime one. */
+struct hyper *hyper_new(struct event_base *base, const struct hyper_conf *hc,
+	    int *settings_error, char *err, size_t errlen);
+int  hyper_local_port(const struct hyper *h);
+int  hyper_peer_port(const struct hyper *h);
+/* Stop accepting new calls (they are refused with 503). */
+void hyper_stop(struct hyper *h);
+/* Free everything; pending calls are answered with 502 first. */
+void hyper_free(struct hyper *h);
+
+/* route.c: request handlers of the two ingress channels. */
+void route_local(void *arg, struct jsonrpc_call *call);
+void route_peer(void *arg, struct jsonrpc_call *call);
+/* Split "<operator>.<method>" at the last dot; 0 or -1 when malformed. */
+int  route_split(const char *full, char *op, size_t oplen, const char **method);
+void route_peers_free(struct hyper *h);
+
+#endif

@@ -1,0 +1,468 @@
+/* datastore.c - append-only JSON-lines file of announcements (SPEC 4.4).
+ *
+ * Life of the file: open -> read whole -> replay into the table -> drop
+ * expired entries -> write the table to "<file>.XXXXXX" in the same folder,
+ * fsync, rename over the file, fsync the folder -> reopen with O_APPEND.
+ * Each change is one write() of one line followed by fdatasync(); a failed
+ * append is cut off again with ftruncate() so that the next line does not
+ * land on a torn one.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "announce.h"
+#include "datastore.h"
+#include "log.h"
+#include "util.h"
+
+struct datastore {
+	char			*ds_path;
+	int			 ds_fd;
+	struct announce_table	*ds_table;
+};
+
+enum ds_line {
+	DS_ADD,		/* an announcement */
+	DS_WITHDRAW,	/* a withdrawal; a.an_proxy "" with any_proxy means every proxy */
+	DS_BAD
+};
+
+static const char *
+ds_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Parse one line (without its newline) into a. */
+static enum ds_line
+ds_parse_line(const char *line, size_t len, struct announcement *a, int *any_proxy,
+    const char **why)
+{
+	struct json_tokener *tok;
+	struct json_object *o, *v;
+	const char *domain, *op, *proxy, *exp;
+	enum ds_line kind = DS_BAD;
+	double expires_at = 0;
+	size_t end;
+
+	*why = "not a JSON object";
+	/* json-c would stop at a NUL; such a line was not written by us */
+	if (len > DATASTORE_LINE_MAX || memchr(line, '\0', len) != NULL) {
+		*why = "line too long or binary";
+		return DS_BAD;
+	}
+	if ((tok = json_tokener_new()) == NULL) {
+		*why = "out of memory";
+		return DS_BAD;
+	}
+	o = json_tokener_parse_ex(tok, line, (int)len);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (o == NULL)
+		return DS_BAD;
+	while (end < len && (line[end] == ' ' || line[end] == '\t' || line[end] == '\r'))
+		end++;
+	if (end != len || !json_object_is_type(o, json_type_object))
+		goto done;
+
+	op = ds_str(o, "operator");
+	proxy = ds_str(o, "proxy");
+	*any_proxy = (proxy == NULL);
+	if (json_object_object_get_ex(o, "withdraw", &v)) {
+		domain = json_object_is_type(v, json_type_string) ?
+		    json_object_get_string(v) : NULL;
+		kind = DS_WITHDRAW;
+	} else {
+		domain = ds_str(o, "domain");
+		kind = DS_ADD;
+		if (json_object_object_get_ex(o, "expires_at", &v) &&
+		    !json_object_is_type(v, json_type_null)) {
+			exp = json_object_is_type(v, json_type_string) ?
+			    json_object_get_string(v) : NULL;
+			if (exp == NULL || rfc3339_parse(exp, &expires_at) == -1 ||
+			    expires_at <= 0) {
+				*why = "invalid expires_at";
+				kind = DS_BAD;
+				goto done;
+			}
+		}
+	}
+	if (domain == NULL || op == NULL) {
+		*why = "missing domain or operator";
+		kind = DS_BAD;
+	} else if (announce_make(a, domain, op, proxy, expires_at) == -1) {
+		*why = "invalid domain, operator or proxy";
+		kind = DS_BAD;
+	}
+done:
+	json_object_put(o);
+	return kind;
+}
+
+static int
+ds_blank(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+			return 0;
+	return 1;
+}
+
+int
+datastore_replay(const char *name, const char *buf, size_t len,
+    struct announce_table *t, double now)
+{
+	struct announcement a;
+	const char *line = buf, *nl, *why;
+	size_t lineno = 0, n;
+	int skipped = 0, any_proxy;
+
+	while (line < buf + len) {
+		lineno++;
+		nl = memchr(line, '\n', (size_t)(buf + len - line));
+		n = nl != NULL ? (size_t)(nl - line) : (size_t)(buf + len - line);
+		/* blank lines are harmless */
+		if (ds_blank(line, n))
+			goto next;
+		switch (ds_parse_line(line, n, &a, &any_proxy, &why)) {
+		case DS_ADD:
+			if (announce_put(t, &a) == -1) {
+				log_warnx("%s:%zu: out of memory", name, lineno);
+				skipped++;
+			}
+			break;
+		case DS_WITHDRAW:
+			announce_remove(t, a.an_domain, any_proxy ? NULL : a.an_proxy,
+			    a.an_operator);
+			break;
+		case DS_BAD:
+			/* a torn last line is an interrupted append; elsewhere
+			 * it is damage, but one line never stops the rest */
+			log_warnx("%s:%zu: %s line ignored: %s", name, lineno,
+			    nl == NULL ? "torn last" : "unparsable", why);
+			skipped++;
+			break;
+		}
+next:
+		if (nl == NULL)
+			break;
+		line = nl + 1;
+	}
+	announce_expire(t, now);
+	return skipped;
+}
+
+/* One line for a (withdraw == NULL) or a withdrawal, with its newline;
+ * malloc'ed. */
+static char *
+ds_format(const struct announcement *a, const char *withdraw, const char *op,
+    const char *proxy)
+{
+	struct json_object *o = json_object_new_object();
+	char ts[32], *s = NULL;
+
+	if (o == NULL)
+		return NULL;
+	if (withdraw != NULL) {
+		json_object_object_add(o, "withdraw", json_object_new_string(withdraw));
+		json_object_object_add(o, "operator", json_object_new_string(op));
+		if (proxy != NULL)
+			json_object_object_add(o, "proxy", json_object_new_string(proxy));
+	} else {
+		json_object_object_add(o, "domain", json_object_new_string(a->an_domain));
+		json_object_object_add(o, "operator", json_object_new_string(a->an_operator));
+		if (a->an_proxy[0] != '\0')
+			json_object_object_add(o, "proxy",
+			    json_object_new_string(a->an_proxy));
+		if (a->an_expires_at > 0)
+			json_object_object_add(o, "expires_at", json_object_new_string(
+			    rfc3339_format(a->an_expires_at, ts, sizeof(ts))));
+	}
+	if (asprintf(&s, "%s\n", json_object_to_json_string_ext(o,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)) == -1)
+		s = NULL;
+	json_object_put(o);
+	return s;
+}
+
+/* write() all of buf; -1 with errno. */
+static int
+ds_write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, buf, len);
+		if (n == -1 && errno == EINTR)
+			continue;	/* a signal before anything was written */
+		if (n == -1)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* mkdir -p of the folder holding path. */
+static int
+ds_mkdirs(const char *path, char *err, size_t errlen)
+{
+	char *dir = strdup(path), *p;
+
+	if (dir == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if ((p = strrchr(dir, '/')) == NULL || p == dir) {
+		free(dir);
+		return 0;
+	}
+	*p = '\0';
+	for (p = dir + 1; ; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		/* EEXIST: already there (a file there fails at open) */
+		if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+			snprintf(err, errlen, "%s: mkdir %s: %s", path, dir, strerror(errno));
+			free(dir);
+			return -1;
+		}
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	free(dir);
+	return 0;
+}
+
+/* Whole file into memory; *buf NULL and 0 when it does not exist. */
+static int
+ds_slurp(const char *path, char **buf, size_t *len, char *err, size_t errlen)
+{
+	struct stat st;
+	size_t cap, n = 0;
+	ssize_t r;
+	char *b;
+	int fd;
+
+	*buf = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		if (errno == ENOENT)
+			return 0;	/* first start: nothing to replay */
+		snprintf(err, errlen, "%s: open: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	cap = (size_t)st.st_size + 1;
+	if ((b = malloc(cap)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		if (n == cap) {
+			char *nb = realloc(b, cap * 2);
+			if (nb == NULL) {
+				snprintf(err, errlen, "%s: out of memory", path);
+				goto fail;
+			}
+			b = nb;
+			cap *= 2;
+		}
+		r = read(fd, b + n, cap - n);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			snprintf(err, errlen, "%s: read: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	*buf = b;
+	*len = n;
+	return 0;
+fail:
+	free(b);
+	close(fd);
+	return -1;
+}
+
+/* Rewrite path with the live entries of t only. */
+static int
+ds_compact(const char *path, struct announce_table *t, double now, char *err,
+    size_t errlen)
+{
+	struct announcement *v = NULL;
+	char *tmp = NULL, *line, *dir = NULL;
+	int fd = -1, dfd, n, rc = -1;
+
+	if ((n = announce_list(t, NULL, now, &v)) == -1 ||
+	    asprintf(&tmp, "%s.XXXXXX", path) == -1) {
+		tmp = NULL;
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto out;
+	}
+	if ((fd = mkstemp(tmp)) == -1) {
+		snprintf(err, errlen, "%s: create %s: %s", path, tmp, strerror(errno));
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		if ((line = ds_format(&v[i], NULL, NULL, NULL)) == NULL) {
+			snprintf(err, errlen, "%s: out of memory", path);
+			goto out;
+		}
+		if (ds_write_all(fd, line, strlen(line)) == -1) {
+			snprintf(err, errlen, "%s: write: %s", tmp, strerror(errno));
+			free(line);
+			goto out;
+		}
+		free(line);
+	}
+	if (fsync(fd) == -1) {
+		snprintf(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (rename(tmp, path) == -1) {
+		snprintf(err, errlen, "%s: rename: %s", path, strerror(errno));
+		goto out;
+	}
+	free(tmp);
+	tmp = NULL;
+	/* the rename itself is durable once the folder is synced */
+	if ((dir = strdup(path)) != NULL &&
+	    (dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
+		if (fsync(dfd) == -1)
+			log_warn("%s: fsync of its folder", path);
+		close(dfd);
+	}
+	rc = 0;
+out:
+	if (fd != -1)
+		close(fd);
+	if (tmp != NULL) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(dir);
+	free(v);
+	return rc;
+}
+
+struct datastore *
+datastore_open(const char *filename, struct announce_table *t, double now, char *err,
+    size_t errlen)
+{
+	struct datastore *ds;
+	char *buf;
+	size_t len;
+	int skipped;
+
+	if (filename == NULL || filename[0] == '\0') {
+		snprintf(err, errlen, "datastore: no filename");
+		return NULL;
+	}
+	if (ds_mkdirs(filename, err, errlen) == -1 ||
+	    ds_slurp(filename, &buf, &len, err, errlen) == -1)
+		return NULL;
+	skipped = datastore_replay(filename, buf != NULL ? buf : "", len, t, now);
+	free(buf);
+	if (ds_compact(filename, t, now, err, errlen) == -1)
+		return NULL;
+	if ((ds = calloc(1, sizeof(*ds))) == NULL || (ds->ds_path = strdup(filename)) == NULL) {
+		free(ds);
+		snprintf(err, errlen, "%s: out of memory", filename);
+		return NULL;
+	}
+	if ((ds->ds_fd = open(filename, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: open: %s", filename, strerror(errno));
+		free(ds->ds_path);
+		free(ds);
+		return NULL;
+	}
+	ds->ds_table = t;
+	log_info("datastore %s: %zu announcements, %d lines skipped", filename,
+	    announce_count(t), skipped);
+	return ds;
+}
+
+void
+datastore_close(struct datastore *ds)
+{
+	if (ds == NULL)
+		return;
+	close(ds->ds_fd);
+	free(ds->ds_path);
+	free(ds);
+}
+
+/* Append one line and make it durable, or leave the file as it was. */
+static int
+ds_append(struct datastore *ds, char *line, char *err, size_t errlen)
+{
+	off_t end;
+	int saved;
+
+	if (line == NULL) {
+		snprintf(err, errlen, "%s: out of memory", ds->ds_path);
+		return -1;
+	}
+	end = lseek(ds->ds_fd, 0, SEEK_END);
+	if (end == -1 || ds_write_all(ds->ds_fd, line, strlen(line)) == -1 ||
+	    fdatasync(ds->ds_fd) == -1) {
+		saved = errno;
+		snprintf(err, errlen, "%s: append: %s", ds->ds_path, strerror(saved));
+		/* cut a partial line (ENOSPC) so the next append starts clean */
+		if (end != -1 && ftruncate(ds->ds_fd, end) == -1)
+			log_warn("%s: truncate after a failed append", ds->ds_path);
+		free(line);
+		errno = saved;
+		return -1;
+	}
+	free(line);
+	return 0;
+}
+
+int
+datastore_announce(struct datastore *ds, const struct announcement *a, char *err,
+    size_t errlen)
+{
+	if (ds_append(ds, ds_format(a, NULL, NULL, NULL), err, errlen) == -1)
+		return -1;
+	if (announce_put(ds->ds_table, a) == -1) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+int
+datastore_withdraw(struct datastore *ds, const char *domain, const char *proxy,
+    const char *op, char *err, size_t errlen)
+{
+	if (ds_append(ds, ds_format(NULL, domain, op, proxy), err, errlen) == -1)
+		return -1;
+	return announce_remove(ds->ds_table, domain, proxy, op);
+}

@@ -1,0 +1,222 @@
+/* token.c - parked connections keyed by single-use 32-byte tokens.
+ *
+ * Entries live in two intrusive lists at once: a bucket chain of a hash
+ * table keyed by SipHash-2-4 of the token (random key per table, so the
+ * layout cannot be predicted from outside), and one FIFO in insertion
+ * order.  Every entry has the same timeout, so the FIFO head is always the
+ * next to expire.  All operations are O(1) on average.
+ */
+#include <sys/queue.h>
+
+#include <bsd/stdlib.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "token.h"
+#include "util.h"
+
+struct token_entry {
+	LIST_ENTRY(token_entry)	 te_bucket;
+	TAILQ_ENTRY(token_entry) te_fifo;
+	uint8_t			 te_token[TOKEN_LEN];
+	void			*te_value;
+	double			 te_deadline;
+};
+
+LIST_HEAD(token_bucket, token_entry);
+TAILQ_HEAD(token_fifo, token_entry);
+
+struct token_table {
+	struct token_bucket	*tt_buckets;
+	size_t			 tt_mask;	/* bucket count - 1 (power of two) */
+	struct token_fifo	 tt_fifo;
+	size_t			 tt_count;
+	size_t			 tt_max;
+	double			 tt_timeout;
+	uint64_t		 tt_key[2];	/* SipHash key */
+};
+
+#define ROTL(x, b)	(uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static uint64_t
+token_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+#define SIPROUND(v0, v1, v2, v3) do {					\
+	v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);	\
+	v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;				\
+	v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;				\
+	v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);	\
+} while (0)
+
+/* SipHash-2-4 of exactly TOKEN_LEN bytes (a multiple of 8). */
+static uint64_t
+token_hash(const struct token_table *t, const uint8_t tok[TOKEN_LEN])
+{
+	uint64_t v0 = 0x736f6d6570736575ULL ^ t->tt_key[0];
+	uint64_t v1 = 0x646f72616e646f6dULL ^ t->tt_key[1];
+	uint64_t v2 = 0x6c7967656e657261ULL ^ t->tt_key[0];
+	uint64_t v3 = 0x7465646279746573ULL ^ t->tt_key[1];
+	uint64_t m;
+
+	for (size_t i = 0; i < TOKEN_LEN; i += 8) {
+		m = token_le64(tok + i);
+		v3 ^= m;
+		SIPROUND(v0, v1, v2, v3);
+		SIPROUND(v0, v1, v2, v3);
+		v0 ^= m;
+	}
+	/* final block: only the length byte, as the message is block-aligned */
+	m = (uint64_t)TOKEN_LEN << 56;
+	v3 ^= m;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	v0 ^= m;
+	v2 ^= 0xff;
+	for (int i = 0; i < 4; i++)
+		SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+struct token_table *
+token_table_new(size_t max_entries, double timeout)
+{
+	struct token_table *t;
+	size_t n = 16;
+
+	if (max_entries == 0 || timeout < 0)
+		return NULL;
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return NULL;
+	/* load factor at most 1 when full */
+	while (n < max_entries && n < ((size_t)1 << 24))
+		n <<= 1;
+	if ((t->tt_buckets = calloc(n, sizeof(*t->tt_buckets))) == NULL) {
+		free(t);
+		return NULL;
+	}
+	t->tt_mask = n - 1;
+	t->tt_max = max_entries;
+	t->tt_timeout = timeout;
+	TAILQ_INIT(&t->tt_fifo);
+	arc4random_buf(t->tt_key, sizeof(t->tt_key));
+	return t;
+}
+
+static void
+token_unlink(struct token_table *t, struct token_entry *e)
+{
+	LIST_REMOVE(e, te_bucket);
+	TAILQ_REMOVE(&t->tt_fifo, e, te_fifo);
+	t->tt_count--;
+}
+
+void
+token_table_free(struct token_table *t)
+{
+	struct token_entry *e;
+
+	if (t == NULL)
+		return;
+	while ((e = TAILQ_FIRST(&t->tt_fifo)) != NULL) {
+		token_unlink(t, e);
+		free(e);
+	}
+	free(t->tt_buckets);
+	free(t);
+}
+
+/* The entry for tok, comparing every candidate in constant time. */
+static struct token_entry *
+token_find(const struct token_table *t, const uint8_t tok[TOKEN_LEN])
+{
+	struct token_entry *e;
+
+	LIST_FOREACH(e, &t->tt_buckets[token_hash(t, tok) & t->tt_mask], te_bucket)
+		if (ct_memcmp(e->te_token, tok, TOKEN_LEN) == 0)
+			return e;
+	return NULL;
+}
+
+int
+token_park(struct token_table *t, void *value, double now, uint8_t token[TOKEN_LEN])
+{
+	struct token_entry *e;
+
+	/* NULL is the "not found" answer of claim: it cannot be parked */
+	if (value == NULL || t->tt_count >= t->tt_max)
+		return -1;
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		return -1;
+	/* a collision of 256 random bits will not happen; redraw anyway */
+	do {
+		arc4random_buf(e->te_token, TOKEN_LEN);
+	} while (token_find(t, e->te_token) != NULL);
+	e->te_value = value;
+	e->te_deadline = now + t->tt_timeout;
+	LIST_INSERT_HEAD(&t->tt_buckets[token_hash(t, e->te_token) & t->tt_mask], e,
+	    te_bucket);
+	TAILQ_INSERT_TAIL(&t->tt_fifo, e, te_fifo);
+	t->tt_count++;
+	memcpy(token, e->te_token, TOKEN_LEN);
+	return 0;
+}
+
+static void *
+token_take(struct token_table *t, struct token_entry *e)
+{
+	void *v;
+
+	if (e == NULL)
+		return NULL;
+	v = e->te_value;
+	token_unlink(t, e);
+	explicit_bzero(e->te_token, TOKEN_LEN);
+	free(e);
+	return v;
+}
+
+void *
+token_claim(struct token_table *t, const uint8_t token[TOKEN_LEN])
+{
+	return token_take(t, token_find(t, token));
+}
+
+void *
+token_cancel(struct token_table *t, const uint8_t token[TOKEN_LEN])
+{
+	return token_take(t, token_find(t, token));
+}
+
+void *
+token_expire(struct token_table *t, double now)
+{
+	struct token_entry *e = TAILQ_FIRST(&t->tt_fifo);
+
+	if (e == NULL || e->te_deadline > now)
+		return NULL;
+	return token_take(t, e);
+}
+
+size_t
+token_count(const struct token_table *t)
+{
+	return t->tt_count;
+}
+
+double
+token_next_deadline(const struct token_table *t, double now)
+{
+	const struct token_entry *e = TAILQ_FIRST(&t->tt_fifo);
+
+	if (e == NULL)
+		return -1;
+	return e->te_deadline > now ? e->te_deadline - now : 0;
+}

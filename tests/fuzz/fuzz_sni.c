@@ -1,0 +1,66 @@
+/* fuzz_sni.c - libFuzzer target for sni_parse (make fuzz).
+ * fuzz-sources: src/proxy/sni.c src/common/util.c src/common/log.c
+ *
+ * The input is a stream prefix.  Checks, besides memory safety: the
+ * documented bounds of *need, the shape of a returned name, and that
+ * feeding exactly *need bytes each time reaches the same verdict as the
+ * whole input, however the bytes arrive (the resumable contract). */
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sni.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* abort() with the failed condition, so a finding names its invariant */
+#define check(c) do {							\
+	if (!(c)) {							\
+		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
+		    __LINE__, #c);					\
+		abort();						\
+	}								\
+} while (0)
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char name[SNI_NAME_MAX];
+	size_t max = 16384, need = 0, have = 0, steps = 0;
+	enum sni_result whole, r;
+
+	/* the first byte may pick a smaller budget, to reach TOO_LARGE */
+	if (size > 0 && data[0] != 22)
+		max = 64 + (size_t)data[0] * 32;
+	whole = sni_parse(data, size, max, name, &need);
+	switch (whole) {
+	case SNI_OK:
+		check(strlen(name) >= 1 && strlen(name) <= 253);
+		for (size_t i = 0; name[i] != '\0'; i++)
+			check(!isupper((unsigned char)name[i]) && name[i] != ' ');
+		break;
+	case SNI_NEED_MORE:
+		check(need > size && need <= max);
+		break;
+	case SNI_NO_SNI:
+	case SNI_MALFORMED:
+	case SNI_TOO_LARGE:
+	case SNI_BAD_NAME:
+		check(name[0] == '\0');
+		break;
+	default:
+		check(0);
+	}
+	/* follow *need from nothing, then take the whole input: the verdict
+	 * must not depend on how the bytes arrived */
+	while ((r = sni_parse(data, have, max, name, &need)) == SNI_NEED_MORE &&
+	    have < size) {
+		check(need > have);
+		have = need < size ? need : size;
+		check(++steps < 100000);
+	}
+	check(r == whole);
+	return 0;
+}

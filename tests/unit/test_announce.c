@@ -1,0 +1,220 @@
+/* Tests for announce.c: the table and the JSON-RPC validation helpers. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "announce.h"
+#include "util.h"
+
+static struct announcement
+mk(const char *domain, const char *op, const char *proxy, double exp)
+{
+	struct announcement a;
+
+	cr_assert_eq(announce_make(&a, domain, op, proxy, exp), 0, "%s", domain);
+	return a;
+}
+
+Test(announce, lookup_finds_exact_domain_only)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("App.Example.com.", "op1", NULL, 0), out;
+
+	cr_assert_str_eq(a.an_domain, "app.example.com");
+	cr_assert_eq(announce_put(t, &a), 0);
+	cr_assert_eq(announce_lookup(t, "app.example.com", NULL, 1000, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op1");
+	cr_assert_eq(announce_lookup(t, "example.com", NULL, 1000, NULL), -1);
+	cr_assert_eq(announce_lookup(t, "x.app.example.com", NULL, 1000, NULL), -1);
+	announce_table_free(t);
+}
+
+Test(announce, lookup_ignores_expired_entries)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("a.example.com", "op1", NULL, 2000);
+
+	announce_put(t, &a);
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, 1999, NULL), 0);
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, 2000, NULL), -1);
+	cr_assert_eq(announce_count(t), 1, "kept until expired entries are dropped");
+	cr_assert_eq(announce_expire(t, 2000), 1);
+	cr_assert_eq(announce_count(t), 0);
+	announce_table_free(t);
+}
+
+Test(announce, put_replaces_same_domain_and_proxy)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("a.example.com", "op1", "pub1", 0);
+	struct announcement b = mk("a.example.com", "op2", "pub1", 0);
+	struct announcement c = mk("a.example.com", "op1", "pub2", 0), out;
+
+	announce_put(t, &a);
+	announce_put(t, &b);
+	cr_assert_eq(announce_count(t), 1);
+	announce_put(t, &c);
+	cr_assert_eq(announce_count(t), 2);
+	cr_assert_eq(announce_lookup(t, "a.example.com", "pub1", 0, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op2");
+	cr_assert_eq(announce_lookup(t, "a.example.com", "pub3", 0, NULL), -1);
+	announce_table_free(t);
+}
+
+Test(announce, remove_respects_operator_and_proxy)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("a.example.com", "op1", "pub1", 0);
+	struct announcement b = mk("a.example.com", "op1", "pub2", 0);
+
+	announce_put(t, &a);
+	announce_put(t, &b);
+	cr_assert_eq(announce_remove(t, "a.example.com", NULL, "op2"), 0);
+	cr_assert_eq(announce_remove(t, "a.example.com", "pub1", "op1"), 1);
+	cr_assert_eq(announce_lookup(t, "a.example.com", "pub2", 0, NULL), 0);
+	cr_assert_eq(announce_remove(t, "a.example.com", NULL, NULL), 1);
+	cr_assert_eq(announce_count(t), 0);
+	announce_table_free(t);
+}
+
+Test(announce, list_by_operator_is_sorted_and_unexpired)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement *v;
+	char d[64];
+
+	/* enough entries to grow the table */
+	for (int i = 0; i < 200; i++) {
+		snprintf(d, sizeof(d), "h%03d.example.com", i);
+		struct announcement a = mk(d, i % 2 ? "odd" : "even", NULL,
+		    i == 1 ? 50 : 0);
+		cr_assert_eq(announce_put(t, &a), 0);
+	}
+	cr_assert_eq(announce_list(t, "odd", 100, &v), 99);
+	cr_assert_str_eq(v[0].an_domain, "h003.example.com");
+	cr_assert_str_eq(v[98].an_domain, "h199.example.com");
+	for (int i = 0; i < 99; i++)
+		cr_assert_str_eq(v[i].an_operator, "odd");
+	free(v);
+	cr_assert_eq(announce_list(t, NULL, 100, &v), 199);
+	free(v);
+	cr_assert_eq(announce_list(t, "nobody", 100, &v), 0);
+	cr_assert_null(v);
+	for (int i = 0; i < 200; i++) {
+		snprintf(d, sizeof(d), "h%03d.example.com", i);
+		cr_assert_eq(announce_lookup(t, d, NULL, 0, NULL), 0, "%s", d);
+	}
+	announce_table_free(t);
+}
+
+Test(announce, make_rejects_bad_fields)
+{
+	struct announcement a;
+	char longop[300];
+
+	memset(longop, 'o', sizeof(longop) - 1);
+	longop[sizeof(longop) - 1] = '\0';
+	cr_assert_eq(announce_make(&a, "bad..name", "op", NULL, 0), -1);
+	cr_assert_eq(announce_make(&a, "a.com", "", NULL, 0), -1);
+	cr_assert_eq(announce_make(&a, "a.com", NULL, NULL, 0), -1);
+	cr_assert_eq(announce_make(&a, "a.com", longop, NULL, 0), -1);
+	cr_assert_eq(announce_make(&a, "a.com", "op", longop, 0), -1);
+}
+
+Test(announce, check_domain_normalizes)
+{
+	char out[ANNOUNCE_DOMAIN_MAX];
+	char big[400];
+
+	cr_assert_eq(announce_check_domain("Test.Internal-Server.LOCAL.", out), 0);
+	cr_assert_str_eq(out, "test.internal-server.local");
+	cr_assert_eq(announce_check_domain("", out), -1);
+	cr_assert_eq(announce_check_domain("a.com..", out), -1);
+	cr_assert_eq(announce_check_domain("a b.com", out), -1);
+	cr_assert_eq(announce_check_domain(NULL, out), -1);
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cr_assert_eq(announce_check_domain(big, out), -1);
+}
+
+Test(announce, allowed_domains_need_a_proper_suffix)
+{
+	const char *allowed[] = { ".internal-server.local", "nodot.com", ".Example.COM" };
+
+	cr_assert_eq(announce_domain_allowed("a.internal-server.local", allowed, 3), 1);
+	cr_assert_eq(announce_domain_allowed("internal-server.local", allowed, 3), 0);
+	cr_assert_eq(announce_domain_allowed(".internal-server.local", allowed, 3), 0);
+	cr_assert_eq(announce_domain_allowed("evilinternal-server.local", allowed, 3), 0);
+	cr_assert_eq(announce_domain_allowed("x.nodot.com", allowed, 3), 0,
+	    "entries without a leading dot never match");
+	cr_assert_eq(announce_domain_allowed("b.example.com", allowed, 3), 1);
+	cr_assert_eq(announce_domain_allowed("b.example.com", allowed, 0), 0);
+}
+
+Test(announce, expiry_is_limited_to_seven_days)
+{
+	double now, out = -1, t;
+	const char *why = NULL;
+	char buf[32];
+
+	cr_assert_eq(rfc3339_parse("2026-01-01T00:00:00Z", &now), 0);
+	cr_assert_eq(announce_check_expiry(NULL, now, ANNOUNCE_MAX_EXPIRY, &out, &why), 0);
+	cr_assert_eq(out, 0);
+	cr_assert_eq(announce_check_expiry("2026-01-08T00:00:00Z", now, ANNOUNCE_MAX_EXPIRY,
+	    &out, &why), 0);
+	cr_assert_eq(out, now + 7 * 86400);
+	cr_assert_eq(announce_check_expiry("2026-01-08T00:00:01Z", now, ANNOUNCE_MAX_EXPIRY,
+	    &out, &why), -1);
+	cr_assert_str_eq(why, "expires_at is too far in the future");
+	cr_assert_eq(announce_check_expiry("2025-12-31T23:59:59Z", now, ANNOUNCE_MAX_EXPIRY,
+	    &out, &why), -1);
+	cr_assert_str_eq(why, "expires_at is in the past");
+	cr_assert_eq(announce_check_expiry("tomorrow", now, ANNOUNCE_MAX_EXPIRY, &out, &why),
+	    -1);
+	cr_assert_str_eq(why, "expires_at is not an RFC 3339 timestamp");
+	t = now + 3600.5;
+	rfc3339_format(t, buf, sizeof(buf));
+	cr_assert_eq(announce_check_expiry(buf, now, ANNOUNCE_MAX_EXPIRY, &out, &why), 0);
+}
+
+static struct announce_table *shared;
+static volatile int stop;
+
+static void *
+writer(void *arg)
+{
+	struct announcement a;
+	char d[64];
+
+	for (int i = 0; i < 20000; i++) {
+		snprintf(d, sizeof(d), "w%d.example.com", i % 100);
+		announce_make(&a, d, "op", NULL, 0);
+		announce_put(shared, &a);
+		if (i % 3 == 0)
+			announce_remove(shared, d, NULL, NULL);
+	}
+	stop = 1;
+	return NULL;
+}
+
+Test(announce, concurrent_reader_sees_consistent_entries)
+{
+	struct announcement out;
+	pthread_t th;
+	long found = 0;
+
+	shared = announce_table_new();
+	struct announcement a = mk("fixed.example.com", "op", NULL, 0);
+	announce_put(shared, &a);
+	cr_assert_eq(pthread_create(&th, NULL, writer, NULL), 0);
+	for (long i = 0; i < 2000000 && !stop; i++)
+		if (announce_lookup(shared, "fixed.example.com", NULL, 0, &out) == 0 &&
+		    strcmp(out.an_domain, "fixed.example.com") == 0)
+			found++;
+	pthread_join(th, NULL);
+	cr_assert_gt(found, 0);
+	cr_assert_eq(announce_lookup(shared, "fixed.example.com", NULL, 0, NULL), 0);
+	announce_table_free(shared);
+}

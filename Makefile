@@ -76,6 +76,19 @@ $(B)/tests/%: tests/unit/%.c $(LIB)
 
 unit-bins: $(TEST_BIN)
 
+# Benchmarks: each bench/*.c is one program (bench/run.sh drives them).
+BENCH_BIN := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+.PHONY: bench-bins
+bench-bins: $(BENCH_BIN)
+$(B)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  CCLD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS)
+bench: examples bench-bins
+	bench/run.sh
+bench-quick: examples bench-bins
+	bench/run.sh --quick
+
 # Development certificates (SPEC section 7); generated, never committed.
 certs:
 	scripts/make-certs.sh settings/dev

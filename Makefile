@@ -7,7 +7,7 @@ V       ?= rel
 VERSION := 0.1.0
 
 # Debian packages the build, the tests and the demo need.
-DEB_PACKAGES := gcc make pkg-config openssl curl parallel procps psmisc iproute2 \
+DEB_PACKAGES := gcc make pkg-config openssl curl parallel procps psmisc iproute2 python3 \
 	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
 	libyaml-dev libssl-dev clang libclang-rt-14-dev
 

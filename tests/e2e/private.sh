@@ -75,7 +75,7 @@ errcode() { js "$T/raw" 'j["error"]["code"]'; }
 errmsg() { js "$T/raw" 'j["error"]["message"]'; }
 # wait_for SECONDS CMD...: poll CMD every 0.1 s.
 wait_for() {
-	local deadline; deadline=$(awk "BEGIN { print $(now) + $1 }"); shift
+	local deadline; deadline=$(awk "BEGIN { printf \"%.3f\", $(now) + $1 }"); shift
 	while lt "$(now)" "$deadline"; do
 		"$@" && return 0
 		sleep 0.1
@@ -154,11 +154,17 @@ incoming test.internal-server.local "$(token)" "127.0.0.1:$DOWN_PORT"
 check "a refusing public endpoint is logged and the proxy carries on" \
 	eval '[ $rc = 0 ] && wait_for 3 grep -q "public endpoint 127.0.0.1:$DOWN_PORT: Connection refused" "$T/private.log" && alive'
 
+# Accepts, never reads, closes each connection after 2 s.
 start_bg silent python3 -c '
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
-c = s.accept()[0]; time.sleep(2); c.close(); time.sleep(30)' "$SILENT_PORT"
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); s.settimeout(0.1)
+held, end = [], time.time() + 60
+while time.time() < end:
+    try: held.append((s.accept()[0], time.time()))
+    except socket.timeout: pass
+    for c, t in [h for h in held if time.time() - h[1] > 2]:
+        c.close(); held.remove((c, t))' "$SILENT_PORT"
 wait_port 127.0.0.1 "$SILENT_PORT" 5
 incoming test.internal-server.local "$(token)" "127.0.0.1:$SILENT_PORT"
 rc1=$rc
@@ -184,7 +190,7 @@ rm -f "$T/fk/streaming"
 tok=$(token)
 incoming test.internal-server.local "$tok"
 if wait_for 5 test -e "$T/fk/streaming"; then
-	stop_bg internal KILL
+	{ stop_bg internal KILL; } 2>/dev/null
 fi
 check "internal server closing mid-stream ends the relay at once" \
 	eval 'wait_for 5 data_line "$tok" && [ -n "$(js "$T/line.json" "j[\"end\"]")" ] &&
@@ -258,16 +264,16 @@ stop_bg private TERM; rc=$?
 secs=$(awk "BEGIN { printf \"%.2f\", $(now) - $t0 }")
 check "SIGTERM with a relay in flight exits 0 within 2 s (${secs}s)" eval '[ $rc = 0 ] && lt $secs 2'
 mv "$T/private.log" "$T/private.1.log"
-start_private
-wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 5
-opcall hd-1 getAnnouncements '{}'
-check "announcements made over JSON-RPC survive a restart (datastore)" \
-	eval '[ "$(js "$T/raw" "\",\".join(a[\"domain\"] for a in j[\"result\"])")" = hd2.internal-server.local ]'
 
 # ---- the real public proxy: full chain and restarts ----------------------
 stop_bg fake
 PROXY_SETTINGS=$R/public-proxy-1 start_bg public bin/proxy run public
 wait_port 127.0.0.1 "$TLS_PORT" 5
+start_private
+wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 5
+opcall hd-1 getAnnouncements '{}'
+check "announcements made over JSON-RPC survive a restart (datastore)" \
+	eval '[ "$(js "$T/raw" "\",\".join(a[\"domain\"] for a in j[\"result\"])")" = hd2.internal-server.local ]'
 curl_ok() {
 	curl -s --max-time 2 --cacert "$C/root.crt" \
 		--resolve "test.internal-server.local:$TLS_PORT:127.0.0.1" \

@@ -113,7 +113,7 @@ void	 relay_free(struct relay *r);
 struct relay_pair *relay_join(struct relay *r, int fd_a, int fd_b,
 	     const char *name_a, const char *name_b, relay_done_cb done, void *arg);
 /* End a pair now (reason "closed"); done() follows once the kernel has let
- * go of the sockets. */
+ * go of the sockets, which may be before this returns (nothing in flight). */
 void	 relay_pair_close(struct relay_pair *p);
 /* End every pair (reason "shutdown"). */
 void	 relay_close_all(struct relay *r);

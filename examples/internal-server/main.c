@@ -11,6 +11,10 @@
  *                      400 {"message": "invalid JSON"} otherwise;
  *                      413 {"message": "body too large"} above IS_MAX_JSON.
  *   GET  /bytes/N with N not a decimal number <= IS_MAX_BYTES: 400 {"message": "invalid length"}.
+ *   Other methods: 405 {"message": "method not allowed"}.  A body above
+ *   IS_MAX_BODY: 413 from evhttp itself (HTML), connection closed.
+ * Connections get TCP_NODELAY (replies are several TLS records) and a TLS
+ * close_notify when evhttp closes them.
  *
  * The /bytes pattern: byte i of the stream (i counted from 0) is i mod 251,
  * that is the 251 bytes 0x00, 0x01, ... 0xfa repeated.  A prime period catches
@@ -101,7 +105,7 @@ struct is_worker {
 /*
  * One GET /bytes/N answer in flight.  It lives from evhttp_send_reply_start
  * until either the last chunk left the output buffer (bytes_next ends it) or
- * the connection closed early (bytes_closed ends it); exactly one of the two
+ * the connection closed early (conn_closed ends it); exactly one of the two
  * frees it.
  */
 struct is_stream {
@@ -255,22 +259,43 @@ reply(struct evhttp_request *req, int code, const char *reason, const char *type
 #define reply_json(req, code, reason, msg) \
 	reply((req), (code), (reason), "application/json", (msg), sizeof(msg) - 1)
 
-/* Connection went away while a /bytes answer was in flight. */
+/*
+ * Every connection that served a request ends here (evhttp's close callback,
+ * set per request), with arg the /bytes answer still in flight or NULL.
+ */
 static void
-bytes_closed(struct evhttp_connection *evcon, void *arg)
+conn_closed(struct evhttp_connection *evcon, void *arg)
 {
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
 	struct is_stream *st = arg;
+	SSL *ssl;
 
-	log_debug("/bytes: connection closed with %" PRIu64 " bytes left", st->st_left);
+	if (st != NULL) {
+		log_debug("/bytes: connection closed with %" PRIu64 " bytes left",
+		    st->st_left);
+		/*
+		 * A write error detached the request from the connection
+		 * (libevent keeps it for us); ending it frees it.  On a server
+		 * shutdown the request is still attached and the connection
+		 * frees it.
+		 */
+		if (evhttp_request_get_connection(st->st_req) == NULL)
+			evhttp_send_reply_end(st->st_req);
+		evbuffer_free(st->st_buf);
+		free(st);
+		return;
+	}
 	/*
-	 * A write error detached the request from the connection (libevent
-	 * keeps it for us); ending it frees it.  On a server shutdown the
-	 * request is still attached and the connection frees it.
+	 * evhttp closes without a TLS close_notify; send one so a client
+	 * reading to EOF sees a clean end.  The socket is non-blocking and
+	 * idle here, so this never waits; a failure (peer gone) is harmless,
+	 * but its errors must not stay queued for the next connection.
 	 */
-	if (evhttp_request_get_connection(st->st_req) == NULL)
-		evhttp_send_reply_end(st->st_req);
-	evbuffer_free(st->st_buf);
-	free(st);
+	ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+	if (ssl != NULL && SSL_is_init_finished(ssl) &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		SSL_shutdown(ssl);
+	ERR_clear_error();
 }
 
 /* The previous chunk left the output buffer: queue the next one, or finish. */
@@ -282,7 +307,7 @@ bytes_next(struct evhttp_connection *evcon, void *arg)
 	size_t n;
 
 	if (st->st_left == 0) {
-		evhttp_connection_set_closecb(st->st_evcon, NULL, NULL);
+		evhttp_connection_set_closecb(st->st_evcon, conn_closed, NULL);
 		evbuffer_free(st->st_buf);
 		free(st);
 		evhttp_send_reply_end(req);
@@ -323,7 +348,7 @@ handle_bytes(struct evhttp_request *req, const char *arg)
 	snprintf(len, sizeof(len), "%llu", n);
 	evhttp_add_header(hdr, "Content-Type", "application/octet-stream");
 	evhttp_add_header(hdr, "Content-Length", len);
-	evhttp_connection_set_closecb(st->st_evcon, bytes_closed, st);
+	evhttp_connection_set_closecb(st->st_evcon, conn_closed, st);
 	evhttp_send_reply_start(req, 200, "OK");
 	bytes_next(st->st_evcon, st);
 }
@@ -370,7 +395,8 @@ json_valid(const char *buf, size_t len)
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	/* len + 1 passes the terminating NUL: numbers have no other end. */
 	obj = json_tokener_parse_ex(tok, buf, (int)len + 1);
-	if (obj != NULL && json_tokener_get_error(tok) == json_tokener_success) {
+	/* The JSON literal null parses to a NULL object: the error code decides. */
+	if (json_tokener_get_error(tok) == json_tokener_success) {
 		end = json_tokener_get_parse_end(tok);
 		while (end < len && strchr(" \t\r\n", buf[end]) != NULL && buf[end] != '\0')
 			end++;
@@ -416,8 +442,9 @@ handle_request(struct evhttp_request *req, void *arg)
 
 	if (path == NULL)
 		path = "/";
-	log_debug("%s %s", evhttp_request_get_command(req) == EVHTTP_REQ_GET ?
-	    "GET" : "POST", path);
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, NULL);
+	log_debug("%s %s", evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" :
+	    evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "other", path);
 	switch (evhttp_request_get_command(req)) {
 	case EVHTTP_REQ_GET:
 		if (strncmp(path, "/bytes/", 7) == 0)
@@ -479,13 +506,13 @@ worker_main(void *arg)
 }
 
 static void
-worker_setup(struct is_worker *w, const char *bind)
+worker_setup(struct is_worker *w, const char *hostport)
 {
 	struct timeval tv = { conf.ic_timeout, 0 };
 	char err[256];
 	int one = 1;
 
-	if ((w->w_fd = listen_tcp(bind, 1024, err, sizeof(err))) < 0)
+	if ((w->w_fd = listen_tcp(hostport, 1024, err, sizeof(err))) < 0)
 		fatalx("listen %s", err);
 	/*
 	 * Accepted sockets inherit TCP_NODELAY from the listener on Linux;
@@ -510,23 +537,56 @@ worker_setup(struct is_worker *w, const char *bind)
 }
 
 /*
+ * SO_REUSEPORT would let us silently share the port with a stale server of
+ * the same user: a plain bind first proves the port is ours.  Port 0 always is.
+ */
+static int
+sock_port_of(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+static void
+bind_probe(const char *hostport)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char err[256];
+	int fd, one = 1;
+
+	if (addr_parse(hostport, &ss, &sl, err, sizeof(err)) < 0)
+		conf_fail("IS_BIND_ADDRESS=%s: %s", hostport, err);
+	if (sock_port_of(&ss) == 0)
+		return;
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		fatal("socket");
+	/* SO_REUSEADDR still refuses a port someone listens on; it only skips TIME_WAIT. */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
+		fatal("listen %s", hostport);
+	close(fd);
+}
+
+/*
  * The address every worker binds: the configured one, except that port 0
  * becomes the port the first worker got, so all of them share it.
  */
 static void
-bind_resolved(const char *bind, int port, char *out, size_t len)
+bind_resolved(const char *hostport, int port, char *out, size_t len)
 {
-	const char *colon = strrchr(bind, ':');
-	int hostlen = colon != NULL ? (int)(colon - bind) : (int)strlen(bind);
+	const char *colon = strrchr(hostport, ':');
+	int hostlen = colon != NULL ? (int)(colon - hostport) : (int)strlen(hostport);
 
-	snprintf(out, len, "%.*s:%d", hostlen, bind, port);
+	snprintf(out, len, "%.*s:%d", hostlen, hostport, port);
 }
 
 int
 main(int argc, char *argv[])
 {
 	struct is_worker *workers;
-	char bind[300];
+	char hostport[300];
 	sigset_t set;
 	int sig, port;
 
@@ -559,21 +619,22 @@ main(int argc, char *argv[])
 
 	if ((workers = calloc(conf.ic_threads, sizeof(*workers))) == NULL)
 		fatal("calloc");
-	snprintf(bind, sizeof(bind), "%s", conf.ic_bind);
+	bind_probe(conf.ic_bind);
+	snprintf(hostport, sizeof(hostport), "%s", conf.ic_bind);
 	for (long i = 0; i < conf.ic_threads; i++) {
 		workers[i].w_id = i;
-		worker_setup(&workers[i], bind);
+		worker_setup(&workers[i], hostport);
 		if (i == 0) {
 			if ((port = sock_port(workers[0].w_fd)) < 0)
 				fatal("getsockname");
-			bind_resolved(conf.ic_bind, port, bind, sizeof(bind));
+			bind_resolved(conf.ic_bind, port, hostport, sizeof(hostport));
 		}
 	}
 	for (long i = 0; i < conf.ic_threads; i++)
 		if ((errno = pthread_create(&workers[i].w_thread, NULL, worker_main,
 		    &workers[i])) != 0)
 			fatal("pthread_create");
-	log_info("listening on %s (%ld threads, TLS 1.2-1.3)", bind, conf.ic_threads);
+	log_info("listening on %s (%ld threads, TLS 1.2-1.3)", hostport, conf.ic_threads);
 
 	while (sigwait(&set, &sig) != 0)
 		;

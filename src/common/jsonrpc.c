@@ -15,6 +15,11 @@
  *   close callback is removed before the reply is sent, so it never points
  *   at a freed call.
  *
+ * Limits: a request body over max_body (declared or chunked) is refused by
+ * evhttp itself before server_request() runs: HTTP 413 with evhttp's own
+ * small HTML body, then the connection is closed; the server goes on serving
+ * other connections.  evhttp offers no hook to put a JSON-RPC error there.
+ *
  * Client connection states (struct rpc_conn, one request in flight at most):
  *   CONN_BUSY   a request is in flight (the first one also connects)
  *   CONN_IDLE   connected, keep-alive, free for the next call
@@ -35,6 +40,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -379,7 +386,7 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 {
 	struct jsonrpc_server *s;
 	struct timeval tv;
-	int fd;
+	int fd, one = 1;
 
 	/* A peer closing mid-write must give EPIPE, not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -399,6 +406,9 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 	if ((fd = listen_tcp(conf->bind_address, 128, err, errlen)) < 0)
 		goto fail;
 	s->js_port = sock_port(fd);
+	/* Accepted sockets inherit it: a TLS reply is several records, and
+	 * Nagle would hold the last one for the peer's delayed ACK. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (evhttp_accept_socket_with_handle(s->js_http, fd) == NULL) {
 		snprintf(err, errlen, "%s: cannot accept", conf->bind_address);
 		close(fd);
@@ -440,14 +450,18 @@ jsonrpc_server_free(struct jsonrpc_server *s)
 
 	if (s == NULL)
 		return;
-	/* Pending calls lose their connection through server_conn_closed();
-	 * the handler may still answer them, which then only frees them. */
-	if (s->js_http != NULL)
-		evhttp_free(s->js_http);
+	/* Pending calls lose their connection (evhttp_free frees it with its
+	 * request); the handler may still answer them, which only frees them. */
 	while ((c = TAILQ_FIRST(&s->js_calls)) != NULL) {
 		TAILQ_REMOVE(&s->js_calls, c, jc_entry);
+		if (c->jc_evcon != NULL) {
+			evhttp_connection_set_closecb(c->jc_evcon, NULL, NULL);
+			server_conn_closed(c->jc_evcon, c);
+		}
 		c->jc_server = NULL;
 	}
+	if (s->js_http != NULL)
+		evhttp_free(s->js_http);
 	SSL_CTX_free(s->js_ssl_ctx);
 	free(s->js_path);
 	free(s);
@@ -532,6 +546,7 @@ struct rpc_conn {
 	struct evhttp_connection *rc_evcon;
 	SSL			*rc_ssl;	/* owned by the bufferevent */
 	struct event		*rc_connect_ev;	/* connect deadline */
+	struct evbuffer_cb_entry *rc_output_cb;	/* conn_output() */
 	struct rpc_req		*rc_req;	/* in flight, or NULL */
 	enum rpc_conn_state	 rc_state;
 	int			 rc_connected;	/* TCP and TLS handshake done */
@@ -575,8 +590,6 @@ struct jsonrpc_client {
 	TAILQ_HEAD(, rpc_req)	 rc_queue;
 	TAILQ_HEAD(, rpc_req)	 rc_done;
 };
-
-static void client_dispatch(struct jsonrpc_client *);
 
 static void
 client_kick(struct jsonrpc_client *c)
@@ -639,11 +652,25 @@ conn_free(struct rpc_conn *rc)
 
 	/* evhttp frees a request still queued without calling back. */
 	evhttp_connection_set_closecb(rc->rc_evcon, NULL, NULL);
+	evbuffer_remove_cb_entry(bufferevent_get_output(
+	    evhttp_connection_get_bufferevent(rc->rc_evcon)), rc->rc_output_cb);
 	evhttp_connection_free(rc->rc_evcon);
 	event_free(rc->rc_connect_ev);
 	TAILQ_REMOVE(&c->rc_conns, rc, rc_entry);
 	c->rc_nconns--;
 	free(rc);
+}
+
+/* The output buffer drains only into an established connection (for TLS,
+ * after the handshake): that is how we learn the connection came up.  evhttp
+ * never holds output while connecting, so its drain on reset does not count. */
+static void
+conn_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct rpc_conn *rc = arg;
+
+	if (info->n_deleted > 0)
+		rc->rc_connected = 1;
 }
 
 static void
@@ -654,6 +681,18 @@ conn_closed(struct evhttp_connection *evcon, void *arg)
 	/* Inside evhttp: only mark it; client_run() frees it. */
 	rc->rc_state = CONN_DEAD;
 	client_kick(rc->rc_client);
+}
+
+/* TCP_NODELAY once the socket exists (the handshake starts on a connected
+ * socket): TLS writes a request as several records, and Nagle would hold the
+ * last one for the server's delayed ACK. */
+static void
+conn_tls_info(const SSL *ssl, int where, int ret)
+{
+	int fd, one = 1;
+
+	if ((where & SSL_CB_HANDSHAKE_START) && (fd = SSL_get_fd(ssl)) >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* Text of the first TLS error of the connection, or NULL. */
@@ -716,9 +755,11 @@ req_transport_error(struct rpc_req *r, struct rpc_conn *rc)
 	default:
 		break;
 	}
+	/* evhttp reports a failed connect without its reason (it closes the
+	 * socket first, errno is then ENOTCONN). */
 	return jsonrpc_error_new(HP_ERR_UNREACHABLE, "operator unreachable: %s: %s",
 	    c->rc_hostport, rc->rc_connected ? "connection closed" :
-	    "cannot connect (refused or unreachable)");
+	    "connection failed (refused or unreachable)");
 }
 
 /* A JSON-RPC response for our id: its "error" object, or NULL with *ok. */
@@ -816,23 +857,6 @@ req_timeout(evutil_socket_t fd, short what, void *arg)
 	    "timeout: no reply from %s within %.3g s", c->rc_hostport, c->rc_call_timeout));
 }
 
-/* Has the connection finished TCP connect and TLS handshake? */
-static int
-conn_is_up(struct rpc_conn *rc)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	int fd;
-
-	if (rc->rc_connected)
-		return 1;
-	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(rc->rc_evcon));
-	/* getpeername fails with ENOTCONN while the connect is in progress. */
-	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return 0;
-	return rc->rc_ssl == NULL || SSL_is_init_finished(rc->rc_ssl);
-}
-
 static void
 conn_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -840,10 +864,8 @@ conn_connect_timeout(evutil_socket_t fd, short what, void *arg)
 	struct jsonrpc_client *c = rc->rc_client;
 	struct rpc_req *r = rc->rc_req;
 
-	if (rc->rc_state == CONN_DEAD || conn_is_up(rc)) {
-		rc->rc_connected = 1;
+	if (rc->rc_state == CONN_DEAD || rc->rc_connected)
 		return;
-	}
 	rc->rc_req = NULL;
 	conn_free(rc);
 	if (r != NULL)
@@ -880,6 +902,7 @@ conn_new(struct jsonrpc_client *c)
 		}
 		SSL_set_verify(ssl, SSL_VERIFY_PEER,
 		    SSL_CTX_get_verify_callback(c->rc_ssl_ctx));
+		SSL_set_info_callback(ssl, conn_tls_info);
 		bev = bufferevent_openssl_socket_new(c->rc_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (bev == NULL) {
@@ -908,6 +931,12 @@ conn_new(struct jsonrpc_client *c)
 	evhttp_connection_set_max_body_size(rc->rc_evcon, (ev_ssize_t)c->rc_max_body);
 	evhttp_connection_set_max_headers_size(rc->rc_evcon, JSONRPC_MAX_HEADERS);
 	evhttp_connection_set_closecb(rc->rc_evcon, conn_closed, rc);
+	if ((rc->rc_output_cb = evbuffer_add_cb(bufferevent_get_output(bev),
+	    conn_output, rc)) == NULL) {
+		evhttp_connection_free(rc->rc_evcon);
+		event_free(rc->rc_connect_ev);
+		goto fail;
+	}
 	tv = jsonrpc_tv(c->rc_connect_timeout);
 	evtimer_add(rc->rc_connect_ev, &tv);
 	rc->rc_state = CONN_IDLE;

@@ -298,5 +298,6 @@ dns_name_normalize(char *name)
 		if (++label > 63)
 			return -1;
 	}
-	return name[n - 1] == '-' ? -1 : 0;
+	/* Only one trailing dot is dropped: "a.com.." ends in an empty label. */
+	return name[n - 1] == '-' || name[n - 1] == '.' ? -1 : 0;
 }

@@ -156,7 +156,8 @@ static void
 call_done(void *arg, struct json_object *result, struct json_object *error)
 {
 	struct call_state *st = arg;
-	const int flags = JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE;
+	const int flags = JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+	    JSON_C_TO_STRING_NOSLASHESCAPE;
 
 	if (error != NULL) {
 		fprintf(stderr, "%s\n", json_object_to_json_string_ext(error, flags));

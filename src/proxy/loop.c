@@ -343,8 +343,13 @@ void
 loop_connect(struct loop *loop, struct loop_op *op, int fd, const struct sockaddr *sa,
     socklen_t salen, unsigned timeout_ms)
 {
-	struct io_uring_sqe *sqe = loop_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	/* A link timeout must directly follow its request: make room for both
+	 * now, so no flush can split the pair. */
+	if (timeout_ms && io_uring_sq_space_left(&loop->l_ring) < 2)
+		io_uring_submit(&loop->l_ring);
+	sqe = loop_sqe(loop);
 	io_uring_prep_connect(sqe, fd, sa, salen);
 	loop_queue(op, sqe);
 	if (timeout_ms == 0)
@@ -353,14 +358,7 @@ loop_connect(struct loop *loop, struct loop_op *op, int fd, const struct sockadd
 	sqe->flags |= IOSQE_IO_LINK;
 	op->lo_ts.tv_sec = timeout_ms / 1000;
 	op->lo_ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-	/* The link timeout must directly follow its request in the SQ; a full
-	 * SQ here would split the pair, so loop_sqe() flushes only before the
-	 * connect, never between the two. */
-	if ((sqe = io_uring_get_sqe(&loop->l_ring)) == NULL) {
-		/* Cannot happen often: SQ filled exactly now; drop the link. */
-		op->lo_timed = 0;
-		return;
-	}
+	sqe = loop_sqe(loop);
 	io_uring_prep_link_timeout(sqe, &op->lo_ts, 0);
 	io_uring_sqe_set_data(sqe, NULL);
 }

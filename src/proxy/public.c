@@ -175,8 +175,15 @@ pconn_close(struct pconn *c, int alert, const char *how)
 		/* Fatal alert record; seven bytes always fit the empty send
 		 * buffer of a fresh socket, and a short write is harmless. */
 		unsigned char rec[7] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, (unsigned char)alert };
+
+		/* close() with unread bytes sends a RST, which can make the
+		 * client drop the alert unread: consume the peeked bytes first. */
+		for (int i = 0; i < 4 && recv(c->c_fd, p->p_peekbuf,
+		    (size_t)p->p_conf->pc_hello_max_bytes, MSG_DONTWAIT) > 0; i++)
+			;
 		if (send(c->c_fd, rec, sizeof(rec), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 			log_debug("alert: %s", strerror(errno));
+		shutdown(c->c_fd, SHUT_WR);
 	}
 	pconn_log(c, how, 0, 0);
 	if (c->c_poll.lo_busy)

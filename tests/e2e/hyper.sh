@@ -6,7 +6,8 @@
 # proxy (tests/e2e/echo-service.c), certificates from scripts/make-certs.sh,
 # and a directory with two extra operators: down.test (nothing listens on its
 # peer port) and silent.test (accepts TCP, never answers).  Every wait is
-# bounded.  Last line: "N passed, N failed".
+# bounded.  HYPER_BIN selects the binary (e.g. build/asan/bin/hyper).
+# Last line: "N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
 
@@ -28,6 +29,7 @@ OP2=private-proxy-1.ga
 PKGS="json-c libevent libevent_openssl libevent_pthreads openssl yaml-0.1 libbsd liburing"
 
 # ---- setup ----------------------------------------------------------------
+HYPER=${HYPER_BIN:-bin/hyper}
 make -s bin/hyper build/rel/libhp.a >"$T/make.log" 2>&1 || { cat "$T/make.log"; echo "0 passed, 1 failed"; exit 1; }
 cc -std=gnu11 -D_GNU_SOURCE -Iinclude -o "$T/echo-service" tests/e2e/echo-service.c \
 	build/rel/libhp.a $(pkg-config --cflags --libs $PKGS) -lpthread -lm ||
@@ -64,6 +66,8 @@ cat >"$T/directory/10-operators.json" <<EOF
     {"name": "fail", "permissions": [{"group": "callers", "rights": ["call"]}]},
     {"name": "secret", "permissions": [{"group": "nobody", "rights": ["call"]}]}]}]},
  {"name": "hd-1", "section": "groups", "created_at": "2026-01-01T00:00:00Z", "data": ["hd"]},
+ {"name": "hd-1", "section": "channels", "created_at": "2026-01-01T00:00:00Z",
+  "data": [{"type": "peer_server", "settings": {"address": "127.0.0.1:$P2"}}]},
  {"name": "down.test", "section": "channels", "created_at": "2026-01-01T00:00:00Z",
   "data": [{"type": "peer_server", "settings": {"address": "127.0.0.1:$DOWN"}}]},
  {"name": "silent.test", "section": "channels", "created_at": "2026-01-01T00:00:00Z",
@@ -121,8 +125,8 @@ held, end = [], time.time() + 120
 while time.time() < end:
     try: held.append(s.accept()[0])
     except socket.timeout: pass' "$SILENT"
-HYPER_SETTINGS=$T/h1 start hyper1 bin/hyper server run
-HYPER_SETTINGS=$T/h2 start hyper2 bin/hyper server run
+HYPER_SETTINGS=$T/h1 start hyper1 "$HYPER" server run
+HYPER_SETTINGS=$T/h2 start hyper2 "$HYPER" server run
 for p in "$A1" "$A2" "$SILENT" "$L1" "$P1" "$L2" "$P2"; do
 	wait_port "$p" || { echo "port $p never opened"; cat "$T"/*.log; echo "0 passed, 1 failed"; exit 1; }
 done
@@ -131,9 +135,10 @@ done
 call() {
 	local t0 t1
 	t0=$(date +%s.%N)
-	HYPER_SETTINGS=$T/h1 bin/hyper call "$@" >"$T/call.out" 2>"$T/call.err"
+	HYPER_SETTINGS=$T/h1 "$HYPER" call "$@" >"$T/call.out" 2>"$T/call.err"
 	rc=$?
 	t1=$(date +%s.%N)
+	grep -E 'Sanitizer|runtime error' "$T/call.err" >>"$T/hyper-call.log"
 	out=$(cat "$T/call.out"); err=$(cat "$T/call.err")
 	secs=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")
 }
@@ -143,6 +148,7 @@ lt() { awk "BEGIN { exit !($1 < $2) }"; }
 # raw PORT NAME CERT CURL-ARGS...: POST to 127.0.0.1:PORT verifying NAME; body to $T/raw.
 raw() {
 	local port=$1 name=$2 cert=$3; shift 3
+	rm -f "$T/raw"
 	curl -s -o "$T/raw" -w '%{http_code}' --max-time 5 --cacert "$C/root.crt" \
 		--cert "$C/$cert.crt" --key "$C/$cert.key" \
 		--resolve "$name:$port:127.0.0.1" "https://$name:$port/jsonrpc" "$@"
@@ -223,6 +229,12 @@ if [ $rc = 1 ] && [ "$(js "$T/call.err" 'j["code"]')" = 504 ] && lt "$secs" 3.5 
 	ok "a peer that never answers is 504 within the call timeout (${secs}s)"
 else nok "a peer that never answers is 504 within the call timeout" "rc=$rc secs=$secs err=$err"; fi
 
+# hd-1's directory address leads to op2's Hyper, whose certificate is not hd-1's.
+call hd-1._ping
+if [ $rc = 1 ] && [ "$(js "$T/call.err" 'j["code"]')" = 502 ]; then
+	ok "a peer Hyper presenting another operator's certificate is refused ($(js "$T/call.err" 'j["message"]'))"
+else nok "a peer Hyper presenting another operator's certificate is refused" "rc=$rc out=$out err=$err"; fi
+
 call $OP2._ping
 if [ $rc = 0 ]; then ok "calls keep working after failures"
 else nok "calls keep working after failures" "rc=$rc err=$err"; fi
@@ -233,6 +245,7 @@ if [ "$code" != 200 ] && ! grep -q result "$T/raw" 2>/dev/null; then
 	ok "a local client with another operator's certificate is refused"
 else nok "a local client with another operator's certificate is refused" "http=$code"; fi
 
+rm -f "$T/raw"
 code=$(curl -s -o "$T/raw" -w '%{http_code}' --max-time 5 --cacert "$C/root.crt" \
 	--resolve "$OP1:$L1:127.0.0.1" "https://$OP1:$L1/jsonrpc" -H 'Content-Type: application/json' \
 	--data-binary '{"jsonrpc":"2.0","method":"'$OP1'._ping","params":{},"id":1}')
@@ -320,25 +333,25 @@ else nok "an operator removed from the directory is unknown again" "err=$err"; f
 # ---- command line and settings errors ----------------------------------------
 mkdir -p "$T/bad"
 sed 's/max_body: 4096/max_bodi: 4096/' "$T/h1/hyper.yml" >"$T/bad/hyper.yml"
-HYPER_SETTINGS=$T/bad timeout 5 bin/hyper server run >/dev/null 2>"$T/bad.err"
+HYPER_SETTINGS=$T/bad timeout 5 "$HYPER" server run >/dev/null 2>"$T/bad.err"
 rc=$?
 if [ $rc = 2 ] && [ "$(wc -l <"$T/bad.err")" = 1 ] && grep -q "^hyper: settings: .*$T/bad/hyper.yml.*max_bodi" "$T/bad.err"; then
 	ok "a settings error exits 2 naming file and key"
 else nok "a settings error exits 2 naming file and key" "rc=$rc $(cat "$T/bad.err")"; fi
 
 grep -v '^name:' "$T/h1/hyper.yml" >"$T/bad/hyper.yml"
-HYPER_SETTINGS=$T/bad timeout 5 bin/hyper call x.y >/dev/null 2>"$T/bad.err"
+HYPER_SETTINGS=$T/bad timeout 5 "$HYPER" call x.y >/dev/null 2>"$T/bad.err"
 rc=$?
 if [ $rc = 2 ] && grep -q "^hyper: settings: .*name" "$T/bad.err"; then
 	ok "hyper call with a settings error exits 2"
 else nok "hyper call with a settings error exits 2" "rc=$rc $(cat "$T/bad.err")"; fi
 
-if bin/hyper --version | grep -q '^hyper [0-9]' && bin/hyper --help | grep -q 'server run'; then
+if "$HYPER" --version | grep -q '^hyper [0-9]' && "$HYPER" --help | grep -q 'server run'; then
 	ok "--version and --help"
 else nok "--version and --help"; fi
 
 # ---- graceful stop --------------------------------------------------------------
-(HYPER_SETTINGS=$T/h1 timeout 10 bin/hyper call silent.test.echo >/dev/null 2>"$T/inflight.err"; echo $? >"$T/inflight.rc") &
+(HYPER_SETTINGS=$T/h1 timeout 10 "$HYPER" call silent.test.echo >/dev/null 2>"$T/inflight.err"; echo $? >"$T/inflight.rc") &
 inflight=$!
 sleep 0.3
 t0=$(date +%s.%N)
@@ -353,12 +366,17 @@ if [ "$(cat "$T/inflight.rc")" = 1 ] && [ -n "$(js "$T/inflight.err" 'j["code"]'
 	ok "a call in flight at SIGTERM still gets a JSON-RPC answer"
 else nok "a call in flight at SIGTERM still gets a JSON-RPC answer" "$(cat "$T/inflight.err")"; fi
 
+call $OP2._ping
+if [ $rc = 1 ] && [[ "$err" == *"operator unreachable"* ]]; then
+	ok "hyper call without a running local Hyper exits 1 saying so"
+else nok "hyper call without a running local Hyper exits 1 saying so" "rc=$rc err=$err"; fi
+
 kill -INT "$PID_hyper2"; wait "$PID_hyper2"; rc=$?
 if [ $rc = 0 ]; then ok "SIGINT stops the server with exit 0"
 else nok "SIGINT stops the server with exit 0" "rc=$rc"; fi
 
-if ! grep -qiE 'AddressSanitizer|runtime error' "$T"/hyper*.log; then ok "no sanitizer reports"
-else nok "no sanitizer reports" "$(grep -iE 'AddressSanitizer|runtime error' "$T"/hyper*.log | head -3)"; fi
+if ! grep -qiE 'AddressSanitizer|LeakSanitizer|runtime error' "$T"/hyper*.log; then ok "no sanitizer reports"
+else nok "no sanitizer reports" "$(grep -iE 'AddressSanitizer|LeakSanitizer|runtime error' "$T"/hyper*.log | head -3)"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

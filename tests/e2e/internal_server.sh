@@ -31,6 +31,12 @@ get_answers_success() {
 }
 post_object_is_echoed() { expect_eq '{} 200' "$(c -d '{}' -w ' %{http_code}' "$url/")"; }
 post_number_is_echoed() { expect_eq '5 200' "$(c -d 5 -w ' %{http_code}' "$url/")"; }
+post_literals_are_echoed() {
+	local v
+	for v in null true false '"text"' '-1.5e3' '[]'; do
+		expect_eq "$v 200" "$(c -d "$v" -w ' %{http_code}' "$url/")" || return 1
+	done
+}
 post_nested_value_is_echoed() {
 	local v='{"a": [1, 2.5, "x\u00e9", null, true], "b": {"c": false}}'
 	expect_eq "$v" "$(c -H 'Content-Type: application/json' -d "$v" "$url/some/path")"
@@ -107,6 +113,15 @@ keepalive_requests_are_not_delayed() {
 	echo "50 requests in $ms ms"
 	[ "$ms" -lt 1000 ]
 }
+connection_close_sends_close_notify() {
+	# OpenSSL reports "unexpected eof" when the server closes without close_notify.
+	local out
+	out=$(printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$host" |
+		timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername "$host" \
+		-CAfile "$certs/root.crt" -verify_return_error -ign_eof 2>&1)
+	echo "$out" | tail -n 5
+	grep -q '"success"' <<<"$out" && ! grep -q 'unexpected eof' <<<"$out"
+}
 version_and_help_exit_0() {
 	bin/internal-server --version | grep -q '^internal-server ' && bin/internal-server --help >/dev/null
 }
@@ -117,6 +132,15 @@ missing_cert_exits_2_with_one_line() {
 	rc=$?
 	echo "rc=$rc out=$out"
 	[ $rc -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'absent.crt' <<<"$out"
+}
+second_server_on_same_port_exits_1() {
+	# SO_REUSEPORT must not let a second server silently share the port.
+	local out rc
+	out=$(IS_BIND_ADDRESS="127.0.0.1:$port" IS_CERT_FILE="$certs/internal-server.crt" \
+		IS_KEY_FILE="$certs/internal-server.key" timeout 10 bin/internal-server 2>&1)
+	rc=$?
+	echo "rc=$rc out=$out"
+	[ $rc -eq 1 ] && grep -q 'in use' <<<"$out"
 }
 sigterm_exits_0() { stop_bg server TERM; }
 asan_server_is_clean_after_aborts_and_shutdown() {
@@ -147,6 +171,7 @@ asan_server_is_clean_after_aborts_and_shutdown() {
 check "GET any path answers {\"message\": \"success\"}" get_answers_success
 check "POST {} is echoed" post_object_is_echoed
 check "POST 5 (a number) is echoed" post_number_is_echoed
+check "POST null, true, false, a string, -1.5e3, [] are echoed" post_literals_are_echoed
 check "POST a nested JSON value is echoed verbatim" post_nested_value_is_echoed
 check "POST 'not json' is 400 invalid JSON" post_invalid_json_is_400
 check "POST two JSON values is 400" post_two_values_is_400
@@ -160,8 +185,10 @@ check "TLS 1.3 client works" tls13_client_works
 check "200 POSTs with parallel -j 25 all answer 200" parallel_200_posts_all_succeed
 check "two URLs in one curl reuse the connection" keepalive_reuses_connection
 check "50 keep-alive requests take under 1 s (no Nagle stall)" keepalive_requests_are_not_delayed
+check "Connection: close ends with a TLS close_notify" connection_close_sends_close_notify
 check "--version and --help exit 0" version_and_help_exit_0
 check "a missing certificate exits 2 with a one-line reason" missing_cert_exits_2_with_one_line
+check "a second server on the same port exits 1" second_server_on_same_port_exits_1
 check "SIGTERM stops the server with exit code 0" sigterm_exits_0
 check "ASan build: aborts, streams at SIGTERM, no error or leak" \
 	asan_server_is_clean_after_aborts_and_shutdown

@@ -17,6 +17,7 @@ E2E_RUN=$(mktemp -d "${TMPDIR:-/tmp}/e2e.XXXXXX")
 E2E_PASS=0
 E2E_FAIL=0
 E2E_LAST_PID=
+E2E_FINISHED=
 declare -A E2E_PID=()
 
 free_port() {
@@ -89,7 +90,9 @@ check() { # NAME CMD...
 
 finish() {
 	stop_all
+	[ "$E2E_FAIL" -eq 0 ] || echo "# logs kept in $E2E_RUN"
 	echo "$E2E_PASS passed, $E2E_FAIL failed"
+	E2E_FINISHED=1
 	[ "$E2E_FAIL" -eq 0 ] || exit 1
 	exit 0
 }
@@ -99,8 +102,8 @@ e2e_cleanup() {
 	stop_all
 	if [ "$rc" -eq 0 ] && [ "$E2E_FAIL" -eq 0 ]; then
 		rm -rf "$E2E_RUN"
-	else
-		echo "# logs kept in $E2E_RUN" >&2
+	elif [ -z "${E2E_FINISHED:-}" ]; then
+		echo "# stopped before finish (exit $rc); logs kept in $E2E_RUN" >&2
 	fi
 	return $rc
 }

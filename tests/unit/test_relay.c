@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -11,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -489,7 +491,7 @@ idle_pair_holds_nothing(size_t threshold, int spliced)
 		;
 	cr_assert_eq(got, MIB);
 	cr_assert_eq(send(sv, buf, 1000, 0), 1000);
-	cr_assert_eq(recv(c, buf, MIB, MSG_WAITALL), 1000);
+	cr_assert_eq(recv(c, buf, 1000, MSG_WAITALL), 1000);
 	usleep(50000);
 	st = stats();
 	cr_assert_eq(st.pairs_active, 1);
@@ -783,7 +785,7 @@ static void
 lis_start(void *a)
 {
 	char err[128];
-	int fd = listen_tcp("127.0.0.1:0", 16, err, sizeof(err));
+	int fd = a ? *(int *)a : listen_tcp("127.0.0.1:0", 16, err, sizeof(err));
 
 	cr_assert(fd >= 0, "%s", err);
 	LC.port = sock_port(fd);
@@ -857,12 +859,15 @@ conn_cb(struct loop_op *op, int res, unsigned flags)
 	atomic_store(&CC.done, 1);
 }
 
+static unsigned conn_timeout_ms = 2000;
+
 static void
 conn_start(void *a)
 {
 	CC.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	loop_op_init(&CC.op, conn_cb);
-	loop_connect(E.loop, &CC.op, CC.fd, (struct sockaddr *)&CC.sin, sizeof(CC.sin), 2000);
+	loop_connect(E.loop, &CC.op, CC.fd, (struct sockaddr *)&CC.sin, sizeof(CC.sin),
+	    conn_timeout_ms);
 }
 
 static int
@@ -892,5 +897,90 @@ Test(loop, connect_reports_refused_and_success)
 	cr_assert_eq(connect_via_loop(port), 0);
 	close(l);
 	cr_assert_eq(connect_via_loop(port), -ECONNREFUSED);
+	env_stop();
+}
+
+static int
+max_fd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int m = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.' && atoi(e->d_name) > m)
+			m = atoi(e->d_name);
+	closedir(d);
+	return m;
+}
+
+Test(loop, accept_out_of_fds_backs_off_instead_of_spinning)
+{
+	struct rlimit old, low;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	char err[128];
+	int fd, lfd, fill[64], nfill = 0;
+
+	memset(&LC, 0, sizeof(LC));
+	env_start(NULL);
+	lfd = listen_tcp("127.0.0.1:0", 16, err, sizeof(err));
+	cr_assert(lfd >= 0, "%s", err);
+	sin.sin_port = htons((uint16_t)sock_port(lfd));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert(fd >= 0);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)max_fd() + 1;	/* no free descriptor left */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while (nfill < 64 && (fill[nfill] = open("/dev/null", O_RDONLY)) >= 0)
+		nfill++;	/* plug the holes below the limit */
+	cr_assert_lt(nfill, 64);
+	/* The kernel reads the limit when the accept is submitted. */
+	in_loop(lis_start, &lfd);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	usleep(350000);
+	cr_assert_eq(atomic_load(&LC.accepted), 0, "accepted with emfile=%lu nfill=%d",
+	    (unsigned long)LC.l.ll_emfile, nfill);
+	cr_assert(LC.l.ll_emfile >= 1, "EMFILE seen");
+	cr_assert(LC.l.ll_emfile <= 6, "no spinning: %lu EMFILE in 350 ms",
+	    (unsigned long)LC.l.ll_emfile);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	while (nfill > 0)
+		close(fill[--nfill]);
+	cr_assert_eq(wait_accepted(1), 1, "accepting resumes once fds are free");
+	close(fd);
+	env_stop();
+}
+
+Test(loop, connect_times_out_when_the_peer_never_answers)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l, fill[4];
+	uint64_t t0;
+	int res;
+
+	env_start(NULL);
+	/* A listener whose accept queue is full drops further SYNs. */
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(l, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(l, 0), 0);
+	cr_assert_eq(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+	for (int i = 0; i < 4; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		connect(fill[i], (struct sockaddr *)&sin, sizeof(sin));
+	}
+	usleep(50000);
+	conn_timeout_ms = 200;
+	t0 = now_mono_ms();
+	res = connect_via_loop(ntohs(sin.sin_port));
+	cr_assert_eq(res, -ETIMEDOUT, "res %d", res);
+	cr_assert(now_mono_ms() - t0 >= 190 && now_mono_ms() - t0 < 1500);
+	for (int i = 0; i < 4; i++)
+		close(fill[i]);
+	close(l);
 	env_stop();
 }

@@ -34,7 +34,7 @@ Test(util, base64_rejects_bad_alphabet_length_and_overflow)
 Test(util, dns_names_are_lowercased_and_validated)
 {
 	char a[] = "Test.Internal-Server.LOCAL.";
-	char b[] = "bad..name", c[] = "-x.com", d[] = "ok.com-", e[] = "sp ace.com";
+	char b[] = "bad..name", c[] = "-x.com", d[] = "ok.com-", e[] = "sp ace.com", g[] = "a.com..";
 	char f[300];
 
 	cr_assert_eq(dns_name_normalize(a), 0);
@@ -43,6 +43,7 @@ Test(util, dns_names_are_lowercased_and_validated)
 	cr_assert_eq(dns_name_normalize(c), -1);
 	cr_assert_eq(dns_name_normalize(d), -1);
 	cr_assert_eq(dns_name_normalize(e), -1);
+	cr_assert_eq(dns_name_normalize(g), -1);
 	memset(f, 'a', sizeof(f) - 1);
 	f[sizeof(f) - 1] = '\0';
 	cr_assert_eq(dns_name_normalize(f), -1);

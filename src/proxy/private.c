@@ -958,7 +958,7 @@ private_run(struct proxy_conf *pc)
 	struct relay_settings rs;
 	sigset_t mask;
 	char err[512];
-	int rc = 1;
+	int rc = 1, crc;
 
 	memset(&pv, 0, sizeof(pv));
 	pv.pv_conf = pc;
@@ -1005,8 +1005,10 @@ private_run(struct proxy_conf *pc)
 	loop_op_init(&pv.pv_drainop, private_drain_timeout);
 	loop_poll(pv.pv_loop, &pv.pv_sigop, pv.pv_sigfd, POLLIN, 0);
 
-	if (control_start(&pv.pv_ctl, pc, private_rpc, &pv, err, sizeof(err)) < 0) {
+	if ((crc = control_start(&pv.pv_ctl, pc, private_rpc, &pv, err, sizeof(err))) < 0) {
 		log_warnx("%s", err);
+		if (crc == -2)
+			rc = 2;
 		goto out;
 	}
 	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",

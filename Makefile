@@ -91,7 +91,7 @@ run: all examples
 # "fuzz-sources:" comment line and runs on a copy of tests/fuzz/corpus/<name>/.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard include/*.h)

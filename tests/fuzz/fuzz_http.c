@@ -9,6 +9,8 @@
  * deferred reply has been sent, at most FUZZ_INPUT_SECONDS per input.
  * Methods: "echo" answers its params, "later" answers from a timer (so
  * replies race with the client going away), "fail" answers an error.
+ * An input ending in a NUL byte resets its connection as soon as a
+ * deferred call is pending, so that reply goes to a closed connection.
  * Checks, besides memory safety: whatever the server writes starts as an
  * HTTP status line (evhttp answers in the version of the request, "HTTP/0.1" included), and the server still answers a valid call after
  * every input. */
@@ -54,6 +56,7 @@ struct peer {
 	char		 got[FUZZ_KEEP + 1];
 	size_t		 ngot;
 	int		 eof, expired;
+	int		 abrupt;	/* reset the connection once a call is pending */
 	struct event	*rev, *wev, *deadline;
 };
 
@@ -133,7 +136,7 @@ peer_deadline(evutil_socket_t fd, short what, void *arg)
 	p->expired = 1;
 }
 
-/* Sends data as one connection; returns what the server wrote back. */
+/* Sends data as one connection; p->got is what the server wrote back. */
 static void
 peer_run(struct peer *p, const uint8_t *data, size_t size)
 {
@@ -141,6 +144,9 @@ peer_run(struct peer *p, const uint8_t *data, size_t size)
 	struct timeval tv = { FUZZ_INPUT_SECONDS, 0 };
 
 	memset(p, 0, sizeof(*p));
+	/* a last byte NUL: this client resets the connection instead of
+	 * waiting for a deferred reply */
+	p->abrupt = size > 0 && data[size - 1] == '\0';
 	p->data = data;
 	p->size = size;
 	memset(&sin, 0, sizeof(sin));
@@ -158,12 +164,26 @@ peer_run(struct peer *p, const uint8_t *data, size_t size)
 	event_add(p->rev, NULL);
 	event_add(p->wev, NULL);
 	evtimer_add(p->deadline, &tv);
-	while (!p->expired && (!p->eof || pending > 0))
+	while (!p->expired && (!p->eof || pending > 0)) {
+		if (p->abrupt && !p->eof && p->sent == p->size && pending > 0) {
+			struct linger lg = { 1, 0 };
+
+			/* gone before the reply: a reset, not a FIN */
+			setsockopt(p->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			event_del(p->rev);
+			event_del(p->wev);
+			close(p->fd);
+			p->fd = -1;
+			p->eof = 1;
+			continue;
+		}
 		event_base_loop(base, EVLOOP_ONCE);
+	}
 	event_free(p->rev);
 	event_free(p->wev);
 	event_free(p->deadline);
-	close(p->fd);
+	if (p->fd != -1)
+		close(p->fd);
 	p->got[p->ngot] = '\0';
 }
 

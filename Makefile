@@ -50,24 +50,29 @@ $(B)/%.o: %.c
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	ar rcs $@ $^
+	@rm -f $@
+	@ar rcs $@ $^
 
 $(BINDIR)/hyper: $(B)/src/hyper/main.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
 
 $(BINDIR)/proxy: $(B)/src/proxy/main.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
 
 examples: deps-check $(BINDIR)/internal-server
 $(BINDIR)/internal-server: $(EX_SRC:%.c=$(B)/%.o) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS_$(V)) -o $@ $^ $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS) -lcriterion
+	@echo "  CCLD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS) -lcriterion
 
 unit-bins: $(TEST_BIN)
 

@@ -1,0 +1,72 @@
+/* proxy_conf.h - settings of `proxy run public` and `proxy run private`
+ * (SPEC sections 4 and 5), read strictly from PROXY_SETTINGS. */
+#ifndef HP_PROXY_CONF_H
+#define HP_PROXY_CONF_H
+
+#include <stddef.h>
+
+#include "tls.h"
+
+enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
+
+struct rate_limit {
+	double rl_window;      /* 1, 60 or 3600 seconds */
+	long   rl_limit;       /* connections per window per source address */
+};
+
+struct static_announcement {
+	char  *sa_domain;
+	char  *sa_proxy;
+	double sa_expires_at;  /* 0: never */
+};
+
+struct proxy_conf {
+	enum proxy_role pc_role;
+	char   *pc_name;
+
+	/* public */
+	char   *pc_tls_bind;           /* tls_bind_address */
+	char   *pc_data_bind;          /* internal_bind_address */
+	char   *pc_data_endpoint;      /* internal_endpoint (public: told to private proxies) */
+	double  pc_hello_timeout;
+	long    pc_hello_max_bytes;
+	double  pc_accept_timeout;
+	double  pc_token_timeout;
+	struct rate_limit *pc_rate_limits;
+	int     pc_nrate_limits;
+
+	/* private */
+	char   *pc_internal_address;   /* internal_endpoint.address */
+	double  pc_connect_timeout;
+	double  pc_announce_interval;
+	struct static_announcement *pc_announcements;
+	int     pc_nannouncements;
+
+	/* both */
+	double  pc_idle_timeout;       /* 0: never */
+	long    pc_max_connections;
+	char   *pc_datastore_file;
+	long    pc_splice_threshold;   /* bytes before a direction moves to splice; -1 never */
+	long    pc_pipe_size;
+	long    pc_max_pipes;
+	char   *pc_log_level;
+
+	char   *pc_rpc_client_url;     /* jsonrpc_client.endpoint */
+	struct tls_conf pc_rpc_client_tls;
+	double  pc_rpc_connect_timeout;
+	double  pc_rpc_timeout;
+	char   *pc_rpc_server_bind;    /* jsonrpc_server.bind_address */
+	char   *pc_rpc_server_path;
+	struct tls_conf pc_rpc_server_tls;
+};
+
+/* Load PROXY_SETTINGS (pathlist) for role.  0, or -1 with "file: key: reason". */
+int  proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *pc,
+	     char *err, size_t errlen);
+void proxy_conf_free(struct proxy_conf *pc);
+
+struct relay_settings;
+/* The relay engine's settings from a proxy's settings. */
+void proxy_conf_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs);
+
+#endif

@@ -1,0 +1,211 @@
+/* conf.c - read the public: or private: section of PROXY_SETTINGS. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "proxy_conf.h"
+#include "relay.h"
+#include "settings.h"
+#include "util.h"
+
+#define DAY (24.0 * 3600)
+
+static int
+conf_rpc(struct cfg *sec, struct proxy_conf *pc)
+{
+	struct cfg cl, sv;
+
+	if (cfg_section(sec, "jsonrpc_client", 1, &cl) == 0) {
+		cfg_string(&cl, "endpoint", NULL, 1, &pc->pc_rpc_client_url);
+		tls_conf_read(&cl, "tls", 1, &pc->pc_rpc_client_tls);
+		cfg_seconds(&cl, "connect_timeout", 2, 0.001, DAY, &pc->pc_rpc_connect_timeout);
+		cfg_seconds(&cl, "timeout", 10, 0.001, DAY, &pc->pc_rpc_timeout);
+		cfg_done(&cl);
+	}
+	if (cfg_section(sec, "jsonrpc_server", 1, &sv) == 0) {
+		cfg_string(&sv, "bind_address", NULL, 1, &pc->pc_rpc_server_bind);
+		cfg_string(&sv, "path", "/jsonrpc", 0, &pc->pc_rpc_server_path);
+		tls_conf_read(&sv, "tls", 1, &pc->pc_rpc_server_tls);
+		cfg_done(&sv);
+	}
+	return 0;
+}
+
+static int
+conf_datastore(struct cfg *sec, struct proxy_conf *pc)
+{
+	struct cfg ds, st;
+	char *type = NULL;
+
+	if (cfg_section(sec, "datastore", 0, &ds) < 0)
+		return -1;
+	if (ds.obj == NULL)
+		return 0;        /* in memory only */
+	cfg_string(&ds, "type", "file", 0, &type);
+	if (type && strcmp(type, "file") != 0)
+		cfg_error(&ds, "type", "only \"file\" is supported");
+	free(type);
+	if (cfg_section(&ds, "settings", 1, &st) == 0) {
+		cfg_string(&st, "filename", NULL, 1, &pc->pc_datastore_file);
+		cfg_done(&st);
+	}
+	return cfg_done(&ds);
+}
+
+static void
+conf_rate_limits(struct cfg *sec, struct proxy_conf *pc)
+{
+	int n = cfg_list_len(sec, "tcp_rate_limits");
+
+	if (n <= 0)
+		return;
+	pc->pc_rate_limits = calloc((size_t)n, sizeof(*pc->pc_rate_limits));
+	for (int i = 0; i < n && pc->pc_rate_limits; i++) {
+		struct cfg rl;
+		char *type = NULL;
+
+		if (cfg_list_map(sec, "tcp_rate_limits", i, &rl) < 0)
+			return;
+		cfg_string(&rl, "type", NULL, 1, &type);
+		cfg_int(&rl, "limit", 0, 1, 1000000000L, &pc->pc_rate_limits[i].rl_limit);
+		if (type && strcmp(type, "second") == 0)
+			pc->pc_rate_limits[i].rl_window = 1;
+		else if (type && strcmp(type, "minute") == 0)
+			pc->pc_rate_limits[i].rl_window = 60;
+		else if (type && strcmp(type, "hour") == 0)
+			pc->pc_rate_limits[i].rl_window = 3600;
+		else if (type)
+			cfg_error(&rl, "type", "must be second, minute or hour");
+		free(type);
+		cfg_done(&rl);
+		pc->pc_nrate_limits = i + 1;
+	}
+}
+
+static void
+conf_announcements(struct cfg *sec, struct proxy_conf *pc)
+{
+	int n = cfg_list_len(sec, "announcements");
+
+	if (n <= 0)
+		return;
+	pc->pc_announcements = calloc((size_t)n, sizeof(*pc->pc_announcements));
+	for (int i = 0; i < n && pc->pc_announcements; i++) {
+		struct static_announcement *a = &pc->pc_announcements[i];
+		struct cfg an;
+		char *exp = NULL;
+
+		if (cfg_list_map(sec, "announcements", i, &an) < 0)
+			return;
+		pc->pc_nannouncements = i + 1;
+		cfg_string(&an, "domain", NULL, 1, &a->sa_domain);
+		cfg_string(&an, "proxy", NULL, 1, &a->sa_proxy);
+		cfg_string(&an, "expires_at", NULL, 0, &exp);
+		if (a->sa_domain && dns_name_normalize(a->sa_domain) < 0)
+			cfg_error(&an, "domain", "not a valid DNS name");
+		if (exp && rfc3339_parse(exp, &a->sa_expires_at) < 0)
+			cfg_error(&an, "expires_at", "expected an RFC 3339 time");
+		free(exp);
+		cfg_done(&an);
+	}
+}
+
+int
+proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *pc,
+    char *err, size_t errlen)
+{
+	struct json_object *tree;
+	struct cfg root, sec;
+	const char *secname = role == PROXY_PUBLIC ? "public" : "private";
+
+	memset(pc, 0, sizeof(*pc));
+	pc->pc_role = role;
+	if (pathlist == NULL || *pathlist == '\0') {
+		snprintf(err, errlen, "PROXY_SETTINGS is not set");
+		return -1;
+	}
+	if ((tree = settings_load(pathlist, err, errlen)) == NULL)
+		return -1;
+	cfg_root(&root, tree);
+	/* A settings folder may hold both roles; the other one is not read. */
+	cfg_raw(&root, role == PROXY_PUBLIC ? "private" : "public");
+	cfg_string(&root, "log_level", "info", 0, &pc->pc_log_level);
+	if (cfg_section(&root, secname, 1, &sec) == 0) {
+		cfg_string(&sec, "name", NULL, 1, &pc->pc_name);
+		if (role == PROXY_PUBLIC) {
+			cfg_string(&sec, "tls_bind_address", "localhost:443", 0, &pc->pc_tls_bind);
+			cfg_string(&sec, "internal_bind_address", "localhost:9999", 0, &pc->pc_data_bind);
+			cfg_string(&sec, "internal_endpoint", "localhost:9999", 0, &pc->pc_data_endpoint);
+			cfg_seconds(&sec, "hello_timeout", 5, 0.001, DAY, &pc->pc_hello_timeout);
+			cfg_int(&sec, "hello_max_bytes", 16384, 512, 1 << 20, &pc->pc_hello_max_bytes);
+			cfg_seconds(&sec, "accept_timeout", 10, 0.001, DAY, &pc->pc_accept_timeout);
+			cfg_seconds(&sec, "token_timeout", 5, 0.001, DAY, &pc->pc_token_timeout);
+			conf_rate_limits(&sec, pc);
+		} else {
+			struct cfg ie;
+
+			if (cfg_section(&sec, "internal_endpoint", 0, &ie) == 0) {
+				cfg_string(&ie, "address", "localhost:8888", 0, &pc->pc_internal_address);
+				cfg_done(&ie);
+			}
+			cfg_seconds(&sec, "connect_timeout", 5, 0.001, DAY, &pc->pc_connect_timeout);
+			cfg_seconds(&sec, "announce_interval", 300, 1, 30 * DAY, &pc->pc_announce_interval);
+			conf_announcements(&sec, pc);
+		}
+		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
+		cfg_int(&sec, "max_connections", 65536, 16, 1 << 24, &pc->pc_max_connections);
+		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
+		cfg_int(&sec, "pipe_size", 1 << 20, 4096, 1 << 30, &pc->pc_pipe_size);
+		cfg_int(&sec, "max_pipes", 1024, 0, 1 << 20, &pc->pc_max_pipes);
+		conf_datastore(&sec, pc);
+		conf_rpc(&sec, pc);
+		cfg_done(&sec);
+	}
+	cfg_done(&root);
+	if (root.failed)
+		snprintf(err, errlen, "%s", cfg_errstr(&root));
+	json_object_put(tree);
+	if (root.failed) {
+		proxy_conf_free(pc);
+		return -1;
+	}
+	return 0;
+}
+
+void
+proxy_conf_free(struct proxy_conf *pc)
+{
+	free(pc->pc_name);
+	free(pc->pc_tls_bind);
+	free(pc->pc_data_bind);
+	free(pc->pc_data_endpoint);
+	free(pc->pc_rate_limits);
+	free(pc->pc_internal_address);
+	for (int i = 0; i < pc->pc_nannouncements; i++) {
+		free(pc->pc_announcements[i].sa_domain);
+		free(pc->pc_announcements[i].sa_proxy);
+	}
+	free(pc->pc_announcements);
+	free(pc->pc_datastore_file);
+	free(pc->pc_log_level);
+	free(pc->pc_rpc_client_url);
+	free(pc->pc_rpc_server_bind);
+	free(pc->pc_rpc_server_path);
+	tls_conf_free(&pc->pc_rpc_client_tls);
+	tls_conf_free(&pc->pc_rpc_server_tls);
+	memset(pc, 0, sizeof(*pc));
+}
+
+void
+proxy_conf_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs)
+{
+	relay_settings_default(rs);
+	rs->splice_threshold = pc->pc_splice_threshold < 0 ? SIZE_MAX :
+	    (size_t)pc->pc_splice_threshold;
+	rs->pipe_size = (size_t)pc->pc_pipe_size;
+	rs->max_pipes = (unsigned)pc->pc_max_pipes;
+	rs->idle_timeout = pc->pc_idle_timeout;
+}

@@ -1,0 +1,155 @@
+/* control.c - the proxies' JSON-RPC server and client on the side thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "control.h"
+#include "log.h"
+#include "proxy_conf.h"
+#include "side.h"
+#include "tls.h"
+
+/* Only our own Hyper may call us; it presents the operator's certificate. */
+static int
+control_identity(void *arg, X509 *leaf)
+{
+	const struct proxy_conf *pc = arg;
+
+	if (tls_cert_has_name(leaf, pc->pc_name))
+		return 1;
+	log_warnx("control: refused a JSON-RPC client whose certificate is not %s's",
+	    pc->pc_name);
+	return 0;
+}
+
+int
+control_start(struct control *ct, const struct proxy_conf *pc, jsonrpc_handler_fn fn,
+    void *arg, char *err, size_t errlen)
+{
+	struct jsonrpc_server_conf sc;
+	struct jsonrpc_client_conf cc;
+	char why[512];
+
+	memset(ct, 0, sizeof(*ct));
+	ct->ct_conf = pc;
+	if ((ct->ct_side = side_new(err, errlen)) == NULL)
+		return -1;
+	ct->ct_server_ctx = tls_server_ctx(&pc->pc_rpc_server_tls, control_identity,
+	    (void *)(uintptr_t)pc, why, sizeof(why));
+	if (ct->ct_server_ctx == NULL) {
+		snprintf(err, errlen, "jsonrpc_server: %s", why);
+		goto fail;
+	}
+	ct->ct_client_ctx = tls_client_ctx(&pc->pc_rpc_client_tls, why, sizeof(why));
+	if (ct->ct_client_ctx == NULL) {
+		snprintf(err, errlen, "jsonrpc_client: %s", why);
+		goto fail;
+	}
+	memset(&sc, 0, sizeof(sc));
+	sc.bind_address = pc->pc_rpc_server_bind;
+	sc.path = pc->pc_rpc_server_path;
+	sc.ssl_ctx = ct->ct_server_ctx;
+	ct->ct_server = jsonrpc_server_new(side_base(ct->ct_side), &sc, fn, arg, why, sizeof(why));
+	if (ct->ct_server == NULL) {
+		snprintf(err, errlen, "jsonrpc_server %s: %s", pc->pc_rpc_server_bind, why);
+		goto fail;
+	}
+	memset(&cc, 0, sizeof(cc));
+	cc.url = pc->pc_rpc_client_url;
+	cc.ssl_ctx = ct->ct_client_ctx;
+	cc.server_name = pc->pc_rpc_client_tls.server_name;
+	cc.connect_timeout = pc->pc_rpc_connect_timeout;
+	cc.call_timeout = pc->pc_rpc_timeout;
+	cc.pool_size = 4;
+	ct->ct_client = jsonrpc_client_new(side_base(ct->ct_side), &cc, why, sizeof(why));
+	if (ct->ct_client == NULL) {
+		snprintf(err, errlen, "jsonrpc_client %s: %s", pc->pc_rpc_client_url, why);
+		goto fail;
+	}
+	if (side_start(ct->ct_side, err, errlen) < 0)
+		goto fail;
+	return 0;
+fail:
+	control_stop(ct);
+	return -1;
+}
+
+void
+control_stop(struct control *ct)
+{
+	if (ct->ct_side)
+		side_stop(ct->ct_side);
+	if (ct->ct_client)
+		jsonrpc_client_free(ct->ct_client);
+	if (ct->ct_server)
+		jsonrpc_server_free(ct->ct_server);
+	if (ct->ct_side)
+		side_free(ct->ct_side);
+	if (ct->ct_server_ctx)
+		SSL_CTX_free(ct->ct_server_ctx);
+	if (ct->ct_client_ctx)
+		SSL_CTX_free(ct->ct_client_ctx);
+	memset(ct, 0, sizeof(*ct));
+}
+
+void
+control_call(struct control *ct, const char *op, const char *method,
+    struct json_object *params, jsonrpc_reply_fn fn, void *arg)
+{
+	char full[512];
+
+	snprintf(full, sizeof(full), "%s.%s", op, method);
+	jsonrpc_client_call(ct->ct_client, full, params, fn, arg);
+}
+
+const char *
+control_caller(struct json_object *params)
+{
+	struct json_object *client, *name;
+
+	if (!json_object_object_get_ex(params, "_client", &client) ||
+	    !json_object_object_get_ex(client, "name", &name) ||
+	    !json_object_is_type(name, json_type_string))
+		return NULL;
+	return json_object_get_string(name);
+}
+
+int
+control_allowed_domains(struct json_object *params, const char ***out)
+{
+	struct json_object *client, *entry, *settings;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(params, "_client", &client) ||
+	    !json_object_object_get_ex(client, "entry", &entry) ||
+	    !json_object_object_get_ex(entry, "settings", &settings) ||
+	    !json_object_is_type(settings, json_type_array))
+		return -1;
+	for (size_t i = 0; i < json_object_array_length(settings); i++) {
+		struct json_object *s = json_object_array_get_idx(settings, i);
+		struct json_object *svc, *inner, *allowed;
+		const char **v;
+		size_t n;
+		int k = 0;
+
+		if (!json_object_object_get_ex(s, "service", &svc) ||
+		    strcmp(json_object_get_string(svc), "proxy") != 0 ||
+		    !json_object_object_get_ex(s, "settings", &inner) ||
+		    !json_object_object_get_ex(inner, "allowed_domains", &allowed) ||
+		    !json_object_is_type(allowed, json_type_array))
+			continue;
+		n = json_object_array_length(allowed);
+		if ((v = calloc(n + 1, sizeof(*v))) == NULL)
+			return -1;
+		for (size_t j = 0; j < n; j++) {
+			struct json_object *d = json_object_array_get_idx(allowed, j);
+			if (json_object_is_type(d, json_type_string))
+				v[k++] = json_object_get_string(d);
+		}
+		*out = v;
+		return k;
+	}
+	return -1;
+}

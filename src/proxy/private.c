@@ -1,0 +1,1057 @@
+/* private.c - `proxy run private` (SPEC 5): announce domains to public
+ * proxies, dial back when one hands over a connection, relay it to the
+ * internal server.
+ *
+ * Threads
+ *   main  the io_uring loop: signalfd, dial jobs, the relay engine.
+ *   side  the control plane (control.h): the JSON-RPC methods and the
+ *         announcer.  It hands dial jobs to the loop with loop_post().
+ *   Shared: the announcement table (its own lock) and pv_nsockets (atomic).
+ *
+ * Announcer (side thread), one target per public proxy:
+ *   IDLE     timer armed: next pass at announce_interval, or after a backoff
+ *            (1 s doubling to 30 s; 2 s at most until a first pass has been
+ *            accepted, so a chain started in any order comes up quickly).
+ *   CALLING  announceConnections in flight; a change meanwhile sets
+ *            tg_again and the pass is repeated as soon as it answers.
+ *   A withdrawal that fails and a later call to that proxy that succeeds
+ *   trigger a pass at once (the proxy may have been restarted).
+ *
+ * Dial job (loop thread), one per incomingConnection, two sides:
+ *   CONNECTING -> CONNECTED | FAILED for both the public data endpoint and
+ *   the internal server, in parallel, each within connect_timeout.  The
+ *   public side writes the token as soon as it is connected.  Both
+ *   connected: relay_join (the job lives on until the relay's report).
+ *   Internal failed: the public side still connects and sends its token,
+ *   then closes, so the public proxy drops the client at once instead of
+ *   after accept_timeout.  Public failed: the internal side is cancelled
+ *   or closed.  The job is freed when neither connect is in flight. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <bsd/string.h>
+#include <event2/event.h>
+#include <json-c/json.h>
+
+#include "announce.h"
+#include "control.h"
+#include "datastore.h"
+#include "jsonrpc.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "proxy_conf.h"
+#include "relay.h"
+#include "side.h"
+#include "util.h"
+
+#define PRIVATE_TOKEN_LEN	32
+#define PRIVATE_BACKOFF_MIN	1.0	/* seconds, first retry of a failed pass */
+#define PRIVATE_BACKOFF_MAX	30.0	/* after a pass has been accepted once */
+#define PRIVATE_BACKOFF_START	2.0	/* cap until the first accepted pass */
+#define PRIVATE_DRAIN_MS	2000	/* relays get this long to close at a stop */
+
+struct target {
+	TAILQ_ENTRY(target)	 tg_entry;
+	struct private		*tg_pv;
+	char			 tg_proxy[ANNOUNCE_NAME_MAX];
+	struct event		*tg_timer;
+	int			 tg_calling;	/* announceConnections in flight */
+	int			 tg_again;	/* changed while calling */
+	int			 tg_accepted;	/* a pass was accepted once */
+	int			 tg_failing;	/* the last call to this proxy failed */
+	double			 tg_backoff;	/* next retry delay; 0: not failing */
+};
+
+enum dial_state {
+	DIAL_CONNECTING,	/* loop_connect in flight */
+	DIAL_CONNECTED,		/* connected (public: token written) */
+	DIAL_FAILED,		/* refused, timed out, cancelled; fd closed */
+};
+
+struct dial_side {
+	struct loop_op		 ds_op;
+	int			 ds_fd;
+	enum dial_state		 ds_state;
+	struct sockaddr_storage	 ds_sa;
+	socklen_t		 ds_salen;
+};
+
+struct dial {
+	TAILQ_ENTRY(dial)	 dl_entry;	/* pv_dials until joined */
+	struct private		*dl_pv;
+	struct dial_side	 dl_pub;	/* the public proxy's data endpoint */
+	struct dial_side	 dl_int;	/* the internal server */
+	int			 dl_failed;	/* one side failed: no join */
+	int			 dl_joined;
+	uint8_t			 dl_token[PRIVATE_TOKEN_LEN];
+	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
+	char			 dl_endpoint[64];
+};
+
+struct private {
+	struct proxy_conf	*pv_conf;
+	struct announce_table	*pv_table;
+	struct datastore	*pv_store;	/* NULL: memory only; side thread */
+	struct control		 pv_ctl;
+	atomic_int		 pv_stopping;
+	atomic_long		 pv_nsockets;	/* reserved by the side, freed by the loop */
+
+	/* side thread */
+	TAILQ_HEAD(, target)	 pv_targets;
+
+	/* loop thread */
+	struct loop		*pv_loop;
+	struct relay		*pv_relay;
+	TAILQ_HEAD(, dial)	 pv_dials;
+	int			 pv_sigfd;
+	struct loop_op		 pv_sigop;
+	struct loop_op		 pv_drainop;
+};
+
+static void	private_announce(struct target *);
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static const char *
+param_string(struct json_object *params, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(params, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* expires_at may be absent, null or an RFC 3339 string. */
+static int
+param_expires(struct json_object *params, const char **out)
+{
+	struct json_object *v;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(params, "expires_at", &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_string))
+		return -1;
+	*out = json_object_get_string(v);
+	return 0;
+}
+
+static struct json_object *
+private_ok(void)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "message", json_object_new_string("ok"));
+	return o;
+}
+
+/* ---- announcer (side thread) --------------------------------------------- */
+
+static struct target *
+private_target(struct private *pv, const char *proxy)
+{
+	struct target *tg;
+
+	TAILQ_FOREACH(tg, &pv->pv_targets, tg_entry)
+		if (strcmp(tg->tg_proxy, proxy) == 0)
+			return tg;
+	return NULL;
+}
+
+static void
+private_target_fire(evutil_socket_t fd, short what, void *arg)
+{
+	private_announce(arg);
+}
+
+static struct target *
+private_target_get(struct private *pv, const char *proxy)
+{
+	struct target *tg;
+
+	if ((tg = private_target(pv, proxy)) != NULL)
+		return tg;
+	if ((tg = calloc(1, sizeof(*tg))) == NULL)
+		return NULL;
+	tg->tg_pv = pv;
+	strlcpy(tg->tg_proxy, proxy, sizeof(tg->tg_proxy));
+	tg->tg_timer = evtimer_new(side_base(pv->pv_ctl.ct_side), private_target_fire, tg);
+	if (tg->tg_timer == NULL) {
+		free(tg);
+		return NULL;
+	}
+	TAILQ_INSERT_TAIL(&pv->pv_targets, tg, tg_entry);
+	return tg;
+}
+
+static void
+private_target_schedule(struct target *tg, double seconds)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(tg->tg_timer, &tv);
+}
+
+/* Announce now (or as soon as the call in flight has answered). */
+static void
+private_target_kick(struct private *pv, const char *proxy)
+{
+	struct target *tg = private_target_get(pv, proxy);
+
+	if (tg == NULL) {
+		log_warnx("announce to %s: out of memory", proxy);
+		return;
+	}
+	if (tg->tg_calling)
+		tg->tg_again = 1;
+	else
+		private_announce(tg);
+}
+
+/* A call to tg's proxy answered: note failures, and re-announce at once
+ * when the proxy answers again after a failure. */
+static void
+private_target_health(struct target *tg, int failed)
+{
+	if (failed) {
+		tg->tg_failing = 1;
+		return;
+	}
+	if (tg->tg_failing && !tg->tg_calling) {
+		tg->tg_failing = 0;
+		private_announce(tg);
+	}
+}
+
+struct announce_call {
+	struct target	*ac_tg;
+	int		 ac_n;
+	char		 (*ac_domains)[ANNOUNCE_DOMAIN_MAX];
+};
+
+static void
+private_announce_reply(void *arg, struct json_object *result, struct json_object *error)
+{
+	struct announce_call *ac = arg;
+	struct target *tg = ac->ac_tg;
+	struct private *pv = tg->tg_pv;
+	struct json_object *code, *msg;
+	double cap;
+	int rejected = 0;
+
+	if (atomic_load(&pv->pv_stopping))
+		goto done;
+	tg->tg_calling = 0;
+	if (error != NULL) {
+		cap = tg->tg_accepted ? PRIVATE_BACKOFF_MAX : PRIVATE_BACKOFF_START;
+		tg->tg_backoff = tg->tg_backoff == 0 ? PRIVATE_BACKOFF_MIN : tg->tg_backoff * 2;
+		if (tg->tg_backoff > cap)
+			tg->tg_backoff = cap;
+		json_object_object_get_ex(error, "code", &code);
+		json_object_object_get_ex(error, "message", &msg);
+		log_warnx("announce %d domain(s) to %s: error %d %s; retry in %.0f s", ac->ac_n,
+		    tg->tg_proxy, json_object_get_int(code), json_object_get_string(msg),
+		    tg->tg_backoff);
+		tg->tg_failing = 1;
+		private_target_schedule(tg, tg->tg_backoff);
+		goto done;
+	}
+	/* Per item: null, or {code, message} for the domain at that index. */
+	for (int i = 0; i < ac->ac_n; i++) {
+		struct json_object *it = NULL;
+
+		if (json_object_is_type(result, json_type_array) &&
+		    (size_t)i < json_object_array_length(result))
+			it = json_object_array_get_idx(result, (size_t)i);
+		if (it == NULL || !json_object_is_type(it, json_type_object))
+			continue;
+		json_object_object_get_ex(it, "code", &code);
+		json_object_object_get_ex(it, "message", &msg);
+		log_warnx("announce %s to %s: refused: %d %s", ac->ac_domains[i], tg->tg_proxy,
+		    json_object_get_int(code), msg ? json_object_get_string(msg) : "");
+		rejected++;
+	}
+	if (tg->tg_backoff != 0 || !tg->tg_accepted)
+		log_info("announced %d domain(s) to %s (%d refused)", ac->ac_n - rejected,
+		    tg->tg_proxy, rejected);
+	tg->tg_accepted = 1;
+	tg->tg_failing = 0;
+	tg->tg_backoff = 0;
+	if (tg->tg_again) {
+		tg->tg_again = 0;
+		private_announce(tg);
+	} else
+		private_target_schedule(tg, pv->pv_conf->pc_announce_interval);
+done:
+	free(ac->ac_domains);
+	free(ac);
+}
+
+/* One pass: every unexpired announcement to tg's proxy, in one call. */
+static void
+private_announce(struct target *tg)
+{
+	struct private *pv = tg->tg_pv;
+	struct announcement *list = NULL;
+	struct announce_call *ac = NULL;
+	struct json_object *params, *conns;
+	double now = now_wall();
+	char ts[32];
+	int n, k = 0;
+
+	evtimer_del(tg->tg_timer);
+	tg->tg_again = 0;
+	announce_expire(pv->pv_table, now);
+	if ((n = announce_list(pv->pv_table, NULL, now, &list)) < 0 ||
+	    (ac = calloc(1, sizeof(*ac))) == NULL ||
+	    (ac->ac_domains = calloc((size_t)n + 1, sizeof(*ac->ac_domains))) == NULL) {
+		log_warnx("announce to %s: out of memory", tg->tg_proxy);
+		free(ac);
+		free(list);
+		private_target_schedule(tg, PRIVATE_BACKOFF_MIN);
+		return;
+	}
+	params = json_object_new_object();
+	conns = json_object_new_array();
+	for (int i = 0; i < n; i++) {
+		struct json_object *c;
+
+		if (strcmp(list[i].an_proxy, tg->tg_proxy) != 0)
+			continue;
+		c = json_object_new_object();
+		json_object_object_add(c, "domain", json_object_new_string(list[i].an_domain));
+		if (list[i].an_expires_at != 0)
+			json_object_object_add(c, "expires_at", json_object_new_string(
+			    rfc3339_format(list[i].an_expires_at, ts, sizeof(ts))));
+		json_object_array_add(conns, c);
+		memcpy(ac->ac_domains[k++], list[i].an_domain, ANNOUNCE_DOMAIN_MAX);
+	}
+	free(list);
+	if (k == 0) {
+		/* Nothing left for this proxy: look again at the next interval. */
+		json_object_put(params);
+		json_object_put(conns);
+		free(ac->ac_domains);
+		free(ac);
+		private_target_schedule(tg, pv->pv_conf->pc_announce_interval);
+		return;
+	}
+	json_object_object_add(params, "connections", conns);
+	ac->ac_tg = tg;
+	ac->ac_n = k;
+	tg->tg_calling = 1;
+	log_debug("announcing %d domain(s) to %s", k, tg->tg_proxy);
+	control_call(&pv->pv_ctl, tg->tg_proxy, "announceConnections", params,
+	    private_announce_reply, ac);
+	json_object_put(params);
+}
+
+/* First closure on the side thread: one target per proxy, announce all. */
+static void
+private_announce_start(void *arg)
+{
+	struct private *pv = arg;
+	struct announcement *list = NULL;
+	int n;
+
+	if ((n = announce_list(pv->pv_table, NULL, now_wall(), &list)) < 0)
+		n = 0;
+	for (int i = 0; i < n; i++)
+		if (private_target(pv, list[i].an_proxy) == NULL)
+			private_target_kick(pv, list[i].an_proxy);
+	free(list);
+}
+
+struct withdraw_call {
+	struct private	*wc_pv;
+	char		 wc_proxy[ANNOUNCE_NAME_MAX];
+	char		 wc_domain[ANNOUNCE_DOMAIN_MAX];
+};
+
+static void
+private_withdraw_reply(void *arg, struct json_object *result, struct json_object *error)
+{
+	struct withdraw_call *wc = arg;
+	struct json_object *msg;
+	struct target *tg;
+
+	if (atomic_load(&wc->wc_pv->pv_stopping))
+		goto done;
+	if (error != NULL) {
+		json_object_object_get_ex(error, "message", &msg);
+		log_warnx("withdraw %s from %s: %s", wc->wc_domain, wc->wc_proxy,
+		    json_object_get_string(msg));
+	} else
+		log_info("withdrew %s from %s", wc->wc_domain, wc->wc_proxy);
+	if ((tg = private_target(wc->wc_pv, wc->wc_proxy)) != NULL)
+		private_target_health(tg, error != NULL);
+done:
+	free(wc);
+}
+
+/* ---- dial jobs (loop thread) --------------------------------------------- */
+
+static void
+private_drained(struct private *pv)
+{
+	if (atomic_load(&pv->pv_stopping) && atomic_load(&pv->pv_nsockets) == 0)
+		loop_stop(pv->pv_loop);
+}
+
+static void
+dial_free(struct dial *d)
+{
+	struct private *pv = d->dl_pv;
+
+	if (d->dl_pub.ds_fd >= 0)
+		close(d->dl_pub.ds_fd);
+	if (d->dl_int.ds_fd >= 0)
+		close(d->dl_int.ds_fd);
+	if (!d->dl_joined)
+		TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
+	free(d);
+	atomic_fetch_sub(&pv->pv_nsockets, 2);
+	private_drained(pv);
+}
+
+static void
+dial_done(const struct relay_report *rep, void *arg)
+{
+	struct dial *d = arg;
+	struct private *pv = d->dl_pv;
+
+	log_info("connection %s via %s: %.3f s, %llu bytes in, %llu bytes out, %s%s",
+	    d->dl_domain, d->dl_endpoint, rep->duration, (unsigned long long)rep->bytes_ab,
+	    (unsigned long long)rep->bytes_ba, rep->reason_str,
+	    rep->spliced ? " (spliced)" : "");
+	free(d);
+	atomic_fetch_sub(&pv->pv_nsockets, 2);
+	private_drained(pv);
+}
+
+static void
+dial_close(struct dial_side *s)
+{
+	if (s->ds_fd >= 0)
+		close(s->ds_fd);
+	s->ds_fd = -1;
+}
+
+/* Both connects are over: join, or give up. */
+static void
+dial_check(struct dial *d)
+{
+	struct private *pv = d->dl_pv;
+	int pub, in;
+
+	if (d->dl_pub.ds_op.lo_busy || d->dl_int.ds_op.lo_busy)
+		return;
+	if (d->dl_failed || atomic_load(&pv->pv_stopping)) {
+		dial_free(d);
+		return;
+	}
+	pub = d->dl_pub.ds_fd;
+	in = d->dl_int.ds_fd;
+	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
+	TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
+	d->dl_joined = 1;
+	log_debug("connection %s via %s: joined", d->dl_domain, d->dl_endpoint);
+	if (relay_join(pv->pv_relay, pub, in, "public", "internal", dial_done, d) == NULL) {
+		/* relay_join closed both sockets and will not call back. */
+		log_warnx("connection %s via %s: cannot join: out of memory", d->dl_domain,
+		    d->dl_endpoint);
+		free(d);
+		atomic_fetch_sub(&pv->pv_nsockets, 2);
+		private_drained(pv);
+	}
+}
+
+static void
+dial_fail(struct dial *d, struct dial_side *s, int err)
+{
+	char abuf[64];
+	int first = !d->dl_failed;
+
+	s->ds_state = DIAL_FAILED;
+	dial_close(s);
+	d->dl_failed = 1;
+	if (s == &d->dl_pub) {
+		if (first)
+			log_warnx("connection %s: public endpoint %s: %s; internal side closed",
+			    d->dl_domain, d->dl_endpoint, strerror(err));
+		/* Nothing to relay: drop the internal side, connected or not. */
+		if (d->dl_int.ds_state == DIAL_CONNECTING)
+			loop_cancel(d->dl_pv->pv_loop, &d->dl_int.ds_op);
+		else
+			dial_close(&d->dl_int);
+		return;
+	}
+	if (first)
+		log_warnx("connection %s via %s: internal server %s: %s; public data connection "
+		    "closed", d->dl_domain, d->dl_endpoint,
+		    addr_str((struct sockaddr *)&d->dl_int.ds_sa, abuf, sizeof(abuf)),
+		    strerror(err));
+	/* The public side closes right after its token (dial_pub_cb), so the
+	 * public proxy drops the waiting client now, not after accept_timeout. */
+	if (d->dl_pub.ds_state == DIAL_CONNECTED)
+		dial_close(&d->dl_pub);
+}
+
+static void
+dial_nodelay(int fd)
+{
+	int one = 1;
+
+	/* Only latency is at stake: a failure here is not worth a refusal. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void
+dial_pub_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_pub.ds_op);
+	ssize_t n;
+
+	if (res < 0) {
+		dial_fail(d, &d->dl_pub, -res);
+		dial_check(d);
+		return;
+	}
+	dial_nodelay(d->dl_pub.ds_fd);
+	/* A fresh connection has an empty send buffer: 32 bytes go at once;
+	 * anything short means the peer is gone. */
+	n = send(d->dl_pub.ds_fd, d->dl_token, sizeof(d->dl_token), MSG_NOSIGNAL);
+	if (n != (ssize_t)sizeof(d->dl_token)) {
+		dial_fail(d, &d->dl_pub, n < 0 ? errno : EIO);
+		dial_check(d);
+		return;
+	}
+	d->dl_pub.ds_state = DIAL_CONNECTED;
+	/* The internal side failed already: the token told the public proxy
+	 * which client to drop; closing now makes it do so at once. */
+	if (d->dl_failed)
+		dial_close(&d->dl_pub);
+	dial_check(d);
+}
+
+static void
+dial_int_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_int.ds_op);
+
+	if (res < 0) {
+		dial_fail(d, &d->dl_int, -res);
+		dial_check(d);
+		return;
+	}
+	d->dl_int.ds_state = DIAL_CONNECTED;
+	dial_nodelay(d->dl_int.ds_fd);
+	if (d->dl_failed)
+		dial_close(&d->dl_int);
+	dial_check(d);
+}
+
+static int
+dial_socket(struct dial_side *s)
+{
+	s->ds_fd = socket(s->ds_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	return s->ds_fd;
+}
+
+/* Posted by the side thread: start both connects. */
+static void
+dial_start(void *arg)
+{
+	struct dial *d = arg;
+	struct private *pv = d->dl_pv;
+	unsigned ms = (unsigned)(pv->pv_conf->pc_connect_timeout * 1000);
+
+	TAILQ_INSERT_TAIL(&pv->pv_dials, d, dl_entry);
+	if (atomic_load(&pv->pv_stopping)) {
+		dial_free(d);
+		return;
+	}
+	if (ms == 0)
+		ms = 1;
+	if (dial_socket(&d->dl_pub) < 0 || dial_socket(&d->dl_int) < 0) {
+		/* EMFILE and the like: the public proxy times the client out. */
+		log_warn("connection %s via %s: socket", d->dl_domain, d->dl_endpoint);
+		dial_free(d);
+		return;
+	}
+	loop_op_init(&d->dl_pub.ds_op, dial_pub_cb);
+	loop_op_init(&d->dl_int.ds_op, dial_int_cb);
+	loop_connect(pv->pv_loop, &d->dl_pub.ds_op, d->dl_pub.ds_fd,
+	    (struct sockaddr *)&d->dl_pub.ds_sa, d->dl_pub.ds_salen, ms);
+	loop_connect(pv->pv_loop, &d->dl_int.ds_op, d->dl_int.ds_fd,
+	    (struct sockaddr *)&d->dl_int.ds_sa, d->dl_int.ds_salen, ms);
+}
+
+/* ---- JSON-RPC methods (side thread) -------------------------------------- */
+
+static void
+rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+{
+	const char *domain, *token, *endpoint, *caller;
+	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
+	uint8_t tok[64];
+	struct dial *d;
+	long limit = pv->pv_conf->pc_max_connections;
+
+	domain = param_string(params, "domain");
+	token = param_string(params, "token");
+	endpoint = param_string(params, "endpoint");
+	caller = control_caller(params);
+	if (domain == NULL || token == NULL || endpoint == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "domain, token and endpoint must be strings");
+		return;
+	}
+	if (b64_decode(token, tok, sizeof(tok)) != PRIVATE_TOKEN_LEN) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "token must be base64 of %d bytes", PRIVATE_TOKEN_LEN);
+		return;
+	}
+	if (announce_check_domain(domain, dom) < 0) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid domain");
+		return;
+	}
+	if (caller == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
+		return;
+	}
+	if (announce_lookup(pv->pv_table, dom, caller, now_wall(), NULL) < 0) {
+		log_info("incomingConnection for %s from %s: no matching announcement", dom,
+		    caller);
+		jsonrpc_call_error(call, HP_ERR_NOT_FOUND, "no matching connection found");
+		return;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	d->dl_pv = pv;
+	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
+	memcpy(d->dl_token, tok, sizeof(d->dl_token));
+	strlcpy(d->dl_domain, dom, sizeof(d->dl_domain));
+	if (addr_parse(endpoint, &d->dl_pub.ds_sa, &d->dl_pub.ds_salen, err, sizeof(err)) < 0) {
+		free(d);
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid endpoint: %s", err);
+		return;
+	}
+	addr_str((struct sockaddr *)&d->dl_pub.ds_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
+	if (addr_parse(pv->pv_conf->pc_internal_address, &d->dl_int.ds_sa, &d->dl_int.ds_salen,
+	    err, sizeof(err)) < 0) {
+		free(d);
+		log_warnx("connection %s: internal endpoint %s", dom, err);
+		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "internal server unreachable");
+		return;
+	}
+	/* Refuse with an error reply, so the public proxy drops the client now. */
+	if (atomic_fetch_add(&pv->pv_nsockets, 2) + 2 > limit) {
+		atomic_fetch_sub(&pv->pv_nsockets, 2);
+		free(d);
+		log_warnx("connection %s from %s refused: max_connections (%ld) reached", dom,
+		    caller, limit);
+		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "too many connections");
+		return;
+	}
+	if (loop_post(pv->pv_loop, dial_start, d) < 0) {
+		atomic_fetch_sub(&pv->pv_nsockets, 2);
+		free(d);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	log_debug("incomingConnection %s from %s: dialing %s", dom, caller, d->dl_endpoint);
+	jsonrpc_call_reply(call, private_ok());
+}
+
+/* Checks shared by announceConnection and withdrawConnection. */
+static int
+rpc_check_operator(struct private *pv, struct jsonrpc_call *call, struct json_object *params,
+    char dom[ANNOUNCE_DOMAIN_MAX], const char **proxy, const char **caller)
+{
+	const char *domain, **allowed = NULL;
+	int n;
+
+	domain = param_string(params, "domain");
+	*proxy = param_string(params, "proxy");
+	*caller = control_caller(params);
+	if (domain == NULL || *proxy == NULL || **proxy == '\0') {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "domain and proxy must be strings");
+		return -1;
+	}
+	if (*caller == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
+		return -1;
+	}
+	if (strcmp(*proxy, pv->pv_conf->pc_name) == 0) {
+		jsonrpc_call_error(call, HP_ERR_BAD_REQUEST,
+		    "trying to announce with private proxy name");
+		return -1;
+	}
+	if (strlen(*proxy) >= ANNOUNCE_NAME_MAX) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "proxy name too long");
+		return -1;
+	}
+	if ((n = control_allowed_domains(params, &allowed)) < 0) {
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return -1;
+	}
+	if (announce_check_domain(domain, dom) < 0) {
+		free(allowed);
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid domain");
+		return -1;
+	}
+	if (!announce_domain_allowed(dom, allowed, (size_t)n)) {
+		free(allowed);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not allowed");
+		return -1;
+	}
+	free(allowed);
+	return 0;
+}
+
+static void
+rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+{
+	const char *proxy, *caller, *exp, *why;
+	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
+	struct announcement a, old;
+	double now = now_wall(), expires;
+
+	if (rpc_check_operator(pv, call, params, dom, &proxy, &caller) < 0)
+		return;
+	if (param_expires(params, &exp) < 0) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "expires_at must be a string");
+		return;
+	}
+	if (announce_check_expiry(exp, now, ANNOUNCE_MAX_EXPIRY, &expires, &why) < 0) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "expires_at: %s", why);
+		return;
+	}
+	if (announce_lookup(pv->pv_table, dom, proxy, now, &old) == 0 &&
+	    strcmp(old.an_operator, caller) != 0) {
+		jsonrpc_call_error(call, HP_ERR_CONFLICT, "already taken");
+		return;
+	}
+	if (announce_make(&a, dom, caller, proxy, expires) < 0) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid announcement");
+		return;
+	}
+	if (pv->pv_store != NULL) {
+		if (datastore_announce(pv->pv_store, &a, err, sizeof(err)) < 0) {
+			log_warnx("announceConnection %s: datastore: %s", dom, err);
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "cannot store: %s", err);
+			return;
+		}
+	} else if (announce_put(pv->pv_table, &a) < 0) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	log_info("%s announced %s to %s", caller, dom, proxy);
+	jsonrpc_call_reply(call, json_object_new_string("ok"));
+	private_target_kick(pv, proxy);
+}
+
+static void
+rpc_withdraw(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+{
+	const char *proxy, *caller;
+	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
+	struct withdraw_call *wc;
+	struct json_object *p, *domains;
+	int n;
+
+	if (rpc_check_operator(pv, call, params, dom, &proxy, &caller) < 0)
+		return;
+	if (pv->pv_store != NULL)
+		n = datastore_withdraw(pv->pv_store, dom, proxy, caller, err, sizeof(err));
+	else
+		n = announce_remove(pv->pv_table, dom, proxy, caller);
+	if (n < 0) {
+		log_warnx("withdrawConnection %s: datastore: %s", dom, err);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "cannot store: %s", err);
+		return;
+	}
+	if (n == 0) {
+		jsonrpc_call_error(call, HP_ERR_NOT_FOUND, "no matching connection found");
+		return;
+	}
+	log_info("%s withdrew %s from %s", caller, dom, proxy);
+	jsonrpc_call_reply(call, json_object_new_string("ok"));
+	if ((wc = calloc(1, sizeof(*wc))) == NULL)
+		return;
+	wc->wc_pv = pv;
+	strlcpy(wc->wc_proxy, proxy, sizeof(wc->wc_proxy));
+	strlcpy(wc->wc_domain, dom, sizeof(wc->wc_domain));
+	p = json_object_new_object();
+	domains = json_object_new_array();
+	json_object_array_add(domains, json_object_new_string(dom));
+	json_object_object_add(p, "domains", domains);
+	control_call(&pv->pv_ctl, proxy, "withdrawConnections", p, private_withdraw_reply, wc);
+	json_object_put(p);
+}
+
+/* The caller's own announcements; the own operator sees every one. */
+static void
+rpc_list(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+{
+	const char *caller = control_caller(params);
+	struct announcement *list = NULL;
+	struct json_object *res;
+	char ts[32];
+	int n, own;
+
+	if (caller == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
+		return;
+	}
+	own = strcmp(caller, pv->pv_conf->pc_name) == 0;
+	if ((n = announce_list(pv->pv_table, own ? NULL : caller, now_wall(), &list)) < 0) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	res = json_object_new_array();
+	for (int i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
+		json_object_object_add(o, "proxy", json_object_new_string(list[i].an_proxy));
+		json_object_object_add(o, "expires_at", list[i].an_expires_at == 0 ? NULL :
+		    json_object_new_string(rfc3339_format(list[i].an_expires_at, ts, sizeof(ts))));
+		if (own)
+			json_object_object_add(o, "operator",
+			    json_object_new_string(list[i].an_operator));
+		json_object_array_add(res, o);
+	}
+	free(list);
+	jsonrpc_call_reply(call, res);
+}
+
+static void
+private_rpc(void *arg, struct jsonrpc_call *call)
+{
+	struct private *pv = arg;
+	const char *method = jsonrpc_call_method(call);
+	struct json_object *params = jsonrpc_call_params(call);
+
+	if (atomic_load(&pv->pv_stopping))
+		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "shutting down");
+	else if (strcmp(method, "incomingConnection") == 0)
+		rpc_incoming(pv, call, params);
+	else if (strcmp(method, "announceConnection") == 0)
+		rpc_announce(pv, call, params);
+	else if (strcmp(method, "withdrawConnection") == 0)
+		rpc_withdraw(pv, call, params);
+	else if (strcmp(method, "getAnnouncements") == 0)
+		rpc_list(pv, call, params);
+	else
+		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method '%s' not found", method);
+}
+
+/* ---- life cycle (main thread) -------------------------------------------- */
+
+static void
+private_signal(struct loop_op *op, int res, unsigned flags)
+{
+	struct private *pv = LOOP_CONTAINER_OF(op, struct private, pv_sigop);
+	struct signalfd_siginfo si;
+
+	if (res < 0 && res != -ECANCELED)
+		log_warnx("signalfd poll: %s", strerror(-res));
+	if (read(pv->pv_sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		log_info("%s: stopping", strsignal((int)si.ssi_signo));
+	loop_stop(pv->pv_loop);
+}
+
+static void
+private_drain_timeout(struct loop_op *op, int res, unsigned flags)
+{
+	struct private *pv = LOOP_CONTAINER_OF(op, struct private, pv_drainop);
+
+	log_warnx("stop: %ld socket(s) still open after %d ms", atomic_load(&pv->pv_nsockets),
+	    PRIVATE_DRAIN_MS);
+	loop_stop(pv->pv_loop);
+}
+
+/* Static announcements from the settings, after the stored ones, so the
+ * settings win for the same (domain, proxy). */
+static void
+private_load_static(struct private *pv)
+{
+	struct proxy_conf *pc = pv->pv_conf;
+	struct announcement a;
+	double now = now_wall();
+
+	for (int i = 0; i < pc->pc_nannouncements; i++) {
+		struct static_announcement *sa = &pc->pc_announcements[i];
+
+		if (strcmp(sa->sa_proxy, pc->pc_name) == 0) {
+			log_warnx("announcement %s: proxy is this proxy's own name; skipped",
+			    sa->sa_domain);
+			continue;
+		}
+		if (announce_make(&a, sa->sa_domain, pc->pc_name, sa->sa_proxy,
+		    sa->sa_expires_at) < 0) {
+			log_warnx("announcement %s to %s: invalid; skipped", sa->sa_domain,
+			    sa->sa_proxy);
+			continue;
+		}
+		if (sa->sa_expires_at != 0 && sa->sa_expires_at <= now)
+			log_warnx("announcement %s to %s: expired already", sa->sa_domain,
+			    sa->sa_proxy);
+		if (announce_put(pv->pv_table, &a) < 0)
+			fatalx("out of memory");
+	}
+}
+
+static void
+private_targets_free(struct private *pv)
+{
+	struct target *tg;
+
+	while ((tg = TAILQ_FIRST(&pv->pv_targets)) != NULL) {
+		TAILQ_REMOVE(&pv->pv_targets, tg, tg_entry);
+		event_free(tg->tg_timer);
+		free(tg);
+	}
+}
+
+static void
+private_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs)
+{
+	relay_settings_default(rs);
+	rs->splice_threshold = pc->pc_splice_threshold < 0 ? SIZE_MAX :
+	    (size_t)pc->pc_splice_threshold;
+	rs->pipe_size = (size_t)pc->pc_pipe_size;
+	rs->max_pipes = (unsigned)pc->pc_max_pipes;
+	rs->idle_timeout = pc->pc_idle_timeout;
+}
+
+int
+private_run(struct proxy_conf *pc)
+{
+	struct private pv;
+	struct relay_settings rs;
+	sigset_t mask;
+	char err[512];
+	int rc = 1;
+
+	memset(&pv, 0, sizeof(pv));
+	pv.pv_conf = pc;
+	pv.pv_sigfd = -1;
+	TAILQ_INIT(&pv.pv_targets);
+	TAILQ_INIT(&pv.pv_dials);
+	if (pc->pc_internal_address == NULL &&
+	    (pc->pc_internal_address = strdup("localhost:8888")) == NULL)
+		fatal("strdup");
+	/* splice(2) to a socket cannot pass MSG_NOSIGNAL. */
+	signal(SIGPIPE, SIG_IGN);
+	/* Blocked before any thread starts, so only the signalfd sees them. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	if ((pv.pv_sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+		log_warn("signalfd");
+		return 1;
+	}
+
+	if ((pv.pv_table = announce_table_new()) == NULL)
+		fatalx("out of memory");
+	if (pc->pc_datastore_file != NULL) {
+		pv.pv_store = datastore_open(pc->pc_datastore_file, pv.pv_table, now_wall(),
+		    err, sizeof(err));
+		if (pv.pv_store == NULL) {
+			log_warnx("datastore: %s", err);
+			goto out;
+		}
+	}
+	private_load_static(&pv);
+
+	if ((pv.pv_loop = loop_new(4096)) == NULL) {
+		log_warn("io_uring");
+		goto out;
+	}
+	private_relay_settings(pc, &rs);
+	if ((pv.pv_relay = relay_new(pv.pv_loop, &rs)) == NULL) {
+		log_warn("relay");
+		goto out;
+	}
+	loop_op_init(&pv.pv_sigop, private_signal);
+	loop_op_init(&pv.pv_drainop, private_drain_timeout);
+	loop_poll(pv.pv_loop, &pv.pv_sigop, pv.pv_sigfd, POLLIN, 0);
+
+	if (control_start(&pv.pv_ctl, pc, private_rpc, &pv, err, sizeof(err)) < 0) {
+		log_warnx("%s", err);
+		goto out;
+	}
+	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",
+	    pc->pc_name, pc->pc_rpc_server_bind, pc->pc_internal_address,
+	    announce_count(pv.pv_table), loop_mode(pv.pv_loop));
+	side_post(pv.pv_ctl.ct_side, private_announce_start, &pv);
+
+	if (loop_run(pv.pv_loop) < 0) {
+		log_warnx("io_uring loop failed");
+		rc = 1;
+	} else
+		rc = 0;
+
+	/* Stop: no more RPC, then end the relays and wait a little for them. */
+	atomic_store(&pv.pv_stopping, 1);
+	side_stop(pv.pv_ctl.ct_side);
+	private_targets_free(&pv);
+	control_stop(&pv.pv_ctl);
+	{
+		struct dial *d;
+
+		TAILQ_FOREACH(d, &pv.pv_dials, dl_entry) {
+			loop_cancel(pv.pv_loop, &d->dl_pub.ds_op);
+			loop_cancel(pv.pv_loop, &d->dl_int.ds_op);
+		}
+	}
+	relay_close_all(pv.pv_relay);
+	if (atomic_load(&pv.pv_nsockets) > 0) {
+		loop_timeout(pv.pv_loop, &pv.pv_drainop, PRIVATE_DRAIN_MS);
+		if (loop_run(pv.pv_loop) < 0)
+			rc = 1;
+	}
+	log_info("stopped");
+out:
+	atomic_store(&pv.pv_stopping, 1);
+	if (pv.pv_ctl.ct_side != NULL) {
+		side_stop(pv.pv_ctl.ct_side);
+		private_targets_free(&pv);
+		control_stop(&pv.pv_ctl);
+	}
+	if (pv.pv_relay)
+		relay_free(pv.pv_relay);
+	if (pv.pv_loop)
+		loop_free(pv.pv_loop);
+	if (pv.pv_store)
+		datastore_close(pv.pv_store);
+	if (pv.pv_table)
+		announce_table_free(pv.pv_table);
+	if (pv.pv_sigfd >= 0)
+		close(pv.pv_sigfd);
+	return rc;
+}

@@ -1,0 +1,773 @@
+/* public.c - `proxy run public` (SPEC section 4).
+ *
+ * Threads: the main thread runs the io_uring loop and owns every socket,
+ * the token table and the rate limiter; the side thread (control.c) runs
+ * the JSON-RPC server for announcements and calls incomingConnection
+ * through the own Hyper.  They talk only through loop_post / side_post and
+ * the announcement table (which has its own lock).
+ *
+ * A client connection (struct pconn):
+ *   HELLO   accepted; a one-shot POLLIN waits for bytes, then the stream's
+ *           prefix is peeked (MSG_PEEK: the bytes stay in the socket and
+ *           later travel with the stream) and parsed.  Incomplete: the
+ *           socket's SO_RCVLOWAT is raised to the byte count the parser
+ *           needs, so the next poll fires only when that much has arrived.
+ *           Bounded by hello_timeout and hello_max_bytes.
+ *   PARKED  SNI announced: parked in the token table under a fresh token;
+ *           the side thread calls <operator>.incomingConnection.  Ends by a
+ *           data connection presenting the token (JOINED), an error reply
+ *           (alert internal_error) or accept_timeout.
+ *   JOINED  handed to the relay with the data connection; the relay's
+ *           report ends it with one log line.
+ * A data connection (struct dconn) reads exactly TOKEN_LEN bytes within
+ * token_timeout, across as many reads as it takes, then claims the token.
+ * Closing with a request in flight cancels it first and frees on the final
+ * completion (io_uring still holds the file until then). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "announce.h"
+#include "control.h"
+#include "datastore.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "proxy_conf.h"
+#include "ratelimit.h"
+#include "relay.h"
+#include "side.h"
+#include "sni.h"
+#include "token.h"
+#include "util.h"
+
+/* TLS alert descriptions (RFC 8446 6.2). */
+#define ALERT_DECODE_ERROR       50
+#define ALERT_INTERNAL_ERROR     80
+#define ALERT_UNRECOGNIZED_NAME  112
+
+enum pconn_state { PC_HELLO, PC_PARKED, PC_JOINED };
+
+struct public;
+
+struct pconn {
+	struct public           *c_pub;
+	enum pconn_state         c_state;
+	int                      c_fd;
+	int                      c_closing;
+	struct loop_op           c_poll;
+	struct loop_timer        c_timer;       /* hello, then accept timeout */
+	struct sockaddr_storage  c_peer;
+	uint64_t                 c_start_ms;
+	uint8_t                  c_token[TOKEN_LEN];
+	char                     c_sni[SNI_NAME_MAX];
+	char                     c_operator[ANNOUNCE_NAME_MAX];
+};
+
+struct dconn {
+	struct public           *d_pub;
+	int                      d_fd;
+	int                      d_closing;
+	struct loop_op           d_recv;
+	struct loop_timer        d_timer;
+	size_t                   d_got;
+	uint8_t                  d_token[TOKEN_LEN];
+	struct sockaddr_storage  d_peer;
+};
+
+/* A call to incomingConnection in flight on the side thread. */
+struct incoming {
+	struct public           *in_pub;
+	uint8_t                  in_token[TOKEN_LEN];
+	char                     in_sni[SNI_NAME_MAX];
+	char                     in_operator[ANNOUNCE_NAME_MAX];
+};
+
+struct public {
+	struct proxy_conf       *p_conf;
+	struct loop             *p_loop;
+	struct relay            *p_relay;
+	struct control           p_ctl;
+	struct announce_table   *p_announce;
+	struct datastore        *p_store;        /* side thread only */
+	struct token_table      *p_tokens;
+	struct ratelimit        *p_limits;
+	struct loop_listener     p_tls_listener, p_data_listener;
+	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
+	long                     p_nconns;       /* client + data sockets held */
+	int                      p_paused;
+	unsigned char           *p_peekbuf;      /* hello_max_bytes, loop thread */
+};
+
+static struct loop *public_signal_loop;
+
+static void pconn_poll_cb(struct loop_op *, int, unsigned);
+static void pconn_arm_poll(struct pconn *);
+
+/* --- connection accounting ------------------------------------------------ */
+
+static void
+public_conn_add(struct public *p, int n)
+{
+	p->p_nconns += n;
+	if (!p->p_paused && p->p_nconns >= p->p_conf->pc_max_connections) {
+		log_warnx("max_connections (%ld) reached: accepting paused",
+		    p->p_conf->pc_max_connections);
+		loop_listener_pause(&p->p_tls_listener);
+		loop_listener_pause(&p->p_data_listener);
+		p->p_paused = 1;
+	} else if (p->p_paused && p->p_nconns < p->p_conf->pc_max_connections) {
+		loop_listener_resume(&p->p_tls_listener);
+		loop_listener_resume(&p->p_data_listener);
+		p->p_paused = 0;
+	}
+}
+
+/* --- client connections --------------------------------------------------- */
+
+static void
+pconn_log(struct pconn *c, const char *how, uint64_t in, uint64_t out)
+{
+	char addr[64];
+
+	log_info("client %s sni=%s operator=%s duration=%.3fs bytes_in=%llu bytes_out=%llu end=%s",
+	    addr_str_masked((struct sockaddr *)&c->c_peer, addr, sizeof(addr)),
+	    c->c_sni[0] ? c->c_sni : "-", c->c_operator[0] ? c->c_operator : "-",
+	    (double)(loop_now_ms(c->c_pub->p_loop) - c->c_start_ms) / 1000.0,
+	    (unsigned long long)in, (unsigned long long)out, how);
+}
+
+static void
+pconn_free(struct pconn *c)
+{
+	if (c->c_fd >= 0) {
+		close(c->c_fd);
+		public_conn_add(c->c_pub, -1);
+	}
+	free(c);
+}
+
+/* End a connection that never reached the relay, with an optional alert. */
+static void
+pconn_close(struct pconn *c, int alert, const char *how)
+{
+	struct public *p = c->c_pub;
+
+	if (c->c_closing)
+		return;
+	c->c_closing = 1;
+	if (c->c_state == PC_HELLO)
+		loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
+	else if (c->c_state == PC_PARKED) {
+		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
+		token_cancel(p->p_tokens, c->c_token);
+	}
+	if (alert) {
+		/* Fatal alert record; seven bytes always fit the empty send
+		 * buffer of a fresh socket, and a short write is harmless. */
+		unsigned char rec[7] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, (unsigned char)alert };
+
+		/* close() with unread bytes sends a RST, which can make the
+		 * client drop the alert unread: consume the peeked bytes first. */
+		for (int i = 0; i < 4 && recv(c->c_fd, p->p_peekbuf,
+		    (size_t)p->p_conf->pc_hello_max_bytes, MSG_DONTWAIT) > 0; i++)
+			;
+		if (send(c->c_fd, rec, sizeof(rec), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("alert: %s", strerror(errno));
+		shutdown(c->c_fd, SHUT_WR);
+	}
+	pconn_log(c, how, 0, 0);
+	if (c->c_poll.lo_busy)
+		loop_cancel(p->p_loop, &c->c_poll);     /* freed by the final callback */
+	else
+		pconn_free(c);
+}
+
+static void
+pconn_hello_expired(struct loop_timer *t, void *arg)
+{
+	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "hello timeout");
+}
+
+static void
+pconn_park_expired(struct loop_timer *t, void *arg)
+{
+	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "not claimed (accept_timeout)");
+}
+
+static void incoming_call(void *arg);
+
+static void
+pconn_park(struct pconn *c)
+{
+	struct public *p = c->c_pub;
+	struct announcement a;
+	struct incoming *in;
+	int one = 1;
+
+	if (announce_lookup(p->p_announce, c->c_sni, NULL, now_wall(), &a) < 0) {
+		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "no announcement");
+		return;
+	}
+	snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
+	/* Back to the default low-water mark before the relay reads. */
+	setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if ((in = calloc(1, sizeof(*in))) == NULL ||
+	    token_park(p->p_tokens, c, now_mono(), c->c_token) < 0) {
+		free(in);
+		pconn_close(c, ALERT_INTERNAL_ERROR, "token table full");
+		return;
+	}
+	loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
+	c->c_state = PC_PARKED;
+	loop_timer_arm(&p->p_park_timers, &c->c_timer);
+	in->in_pub = p;
+	memcpy(in->in_token, c->c_token, TOKEN_LEN);
+	memcpy(in->in_sni, c->c_sni, sizeof(in->in_sni));
+	memcpy(in->in_operator, c->c_operator, sizeof(in->in_operator));
+	side_post(p->p_ctl.ct_side, incoming_call, in);
+}
+
+/* Bytes (or EOF) arrived on a connection waiting for its ClientHello. */
+static void
+pconn_hello(struct pconn *c, unsigned revents)
+{
+	struct public *p = c->c_pub;
+	size_t max = (size_t)p->p_conf->pc_hello_max_bytes, need = 0;
+	enum sni_result r;
+	ssize_t n;
+	int lowat;
+
+	n = recv(c->c_fd, p->p_peekbuf, max, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		pconn_arm_poll(c);
+		return;
+	}
+	if (n <= 0) {
+		pconn_close(c, 0, n == 0 ? "closed before hello" : "error before hello");
+		return;
+	}
+	r = sni_parse(p->p_peekbuf, (size_t)n, max, c->c_sni, &need);
+	switch (r) {
+	case SNI_OK:
+		pconn_park(c);
+		return;
+	case SNI_NEED_MORE:
+		/* The peer closed its side: no more bytes will come. */
+		if (revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			pconn_close(c, 0, "incomplete hello");
+			return;
+		}
+		/* Wake up only when the parser can make progress. */
+		lowat = (int)need;
+		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+		pconn_arm_poll(c);
+		return;
+	case SNI_NO_SNI:
+		c->c_sni[0] = '\0';
+		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "no sni");
+		return;
+	case SNI_BAD_NAME:
+		c->c_sni[0] = '\0';
+		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "invalid sni");
+		return;
+	case SNI_TOO_LARGE:
+		pconn_close(c, 0, "hello too large");
+		return;
+	case SNI_MALFORMED:
+	default:
+		pconn_close(c, ALERT_DECODE_ERROR, "malformed hello");
+		return;
+	}
+}
+
+static void
+pconn_poll_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct pconn *c = LOOP_CONTAINER_OF(op, struct pconn, c_poll);
+
+	if (c->c_closing) {
+		pconn_free(c);
+		return;
+	}
+	if (res < 0) {
+		pconn_close(c, 0, "poll error");
+		return;
+	}
+	pconn_hello(c, (unsigned)res);
+}
+
+static void
+pconn_arm_poll(struct pconn *c)
+{
+	loop_poll(c->c_pub->p_loop, &c->c_poll, c->c_fd, POLLIN | POLLRDHUP, 0);
+}
+
+static void
+public_tls_accept(struct loop_listener *l, int fd)
+{
+	struct public *p = l->ll_arg;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct pconn *c;
+	int one = 1;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		close(fd);      /* reset before we looked at it */
+		return;
+	}
+	if (!ratelimit_allow(p->p_limits, (struct sockaddr *)&ss, now_mono())) {
+		char addr[64];
+		log_debug("client %s: over tcp_rate_limits",
+		    addr_str_masked((struct sockaddr *)&ss, addr, sizeof(addr)));
+		close(fd);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->c_pub = p;
+	c->c_fd = fd;
+	c->c_peer = ss;
+	c->c_state = PC_HELLO;
+	c->c_start_ms = loop_now_ms(p->p_loop);
+	loop_op_init(&c->c_poll, pconn_poll_cb);
+	public_conn_add(p, 1);
+	loop_timer_arm(&p->p_hello_timers, &c->c_timer);
+	pconn_arm_poll(c);
+}
+
+/* --- joined pairs ---------------------------------------------------------- */
+
+static void
+public_relay_done(const struct relay_report *rep, void *arg)
+{
+	struct pconn *c = arg;
+
+	pconn_log(c, rep->reason_str, rep->bytes_ab, rep->bytes_ba);
+	public_conn_add(c->c_pub, -2);
+	free(c);
+}
+
+/* --- data connections from private proxies -------------------------------- */
+
+static void
+dconn_free(struct dconn *d)
+{
+	if (d->d_fd >= 0) {
+		close(d->d_fd);
+		public_conn_add(d->d_pub, -1);
+	}
+	free(d);
+}
+
+static void
+dconn_close(struct dconn *d, const char *why)
+{
+	char addr[64];
+
+	if (d->d_closing)
+		return;
+	d->d_closing = 1;
+	loop_timer_disarm(&d->d_pub->p_token_timers, &d->d_timer);
+	log_info("data connection %s closed: %s",
+	    addr_str((struct sockaddr *)&d->d_peer, addr, sizeof(addr)), why);
+	if (d->d_recv.lo_busy)
+		loop_cancel(d->d_pub->p_loop, &d->d_recv);
+	else
+		dconn_free(d);
+}
+
+static void
+dconn_token_expired(struct loop_timer *t, void *arg)
+{
+	dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), "no token within token_timeout");
+}
+
+static void
+dconn_join(struct dconn *d)
+{
+	struct public *p = d->d_pub;
+	struct pconn *c;
+	int cfd, dfd;
+
+	loop_timer_disarm(&p->p_token_timers, &d->d_timer);
+	if ((c = token_claim(p->p_tokens, d->d_token)) == NULL) {
+		dconn_close(d, "unknown or used token");
+		return;
+	}
+	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
+	c->c_state = PC_JOINED;
+	cfd = c->c_fd;
+	dfd = d->d_fd;
+	c->c_fd = -1;
+	d->d_fd = -1;
+	free(d);
+	/* The relay owns both sockets now, also when it fails. */
+	if (relay_join(p->p_relay, cfd, dfd, "client", "private", public_relay_done, c) == NULL) {
+		pconn_log(c, "relay failed", 0, 0);
+		public_conn_add(p, -2);
+		free(c);
+	}
+}
+
+static void
+dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct dconn *d = LOOP_CONTAINER_OF(op, struct dconn, d_recv);
+
+	if (d->d_closing) {
+		dconn_free(d);
+		return;
+	}
+	if (res <= 0) {
+		dconn_close(d, res == 0 ? "closed before its token" : strerror(-res));
+		return;
+	}
+	/* A token may arrive in pieces: read exactly what is still missing,
+	 * so not one byte of the relayed stream is consumed here. */
+	d->d_got += (size_t)res;
+	if (d->d_got < TOKEN_LEN) {
+		loop_recv(d->d_pub->p_loop, &d->d_recv, d->d_fd, d->d_token + d->d_got,
+		    TOKEN_LEN - d->d_got, -1);
+		return;
+	}
+	dconn_join(d);
+}
+
+static void
+public_data_accept(struct loop_listener *l, int fd)
+{
+	struct public *p = l->ll_arg;
+	struct dconn *d;
+	socklen_t sl;
+	int one = 1;
+
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		close(fd);
+		return;
+	}
+	sl = sizeof(d->d_peer);
+	getpeername(fd, (struct sockaddr *)&d->d_peer, &sl);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	d->d_pub = p;
+	d->d_fd = fd;
+	loop_op_init(&d->d_recv, dconn_recv_cb);
+	public_conn_add(p, 1);
+	loop_timer_arm(&p->p_token_timers, &d->d_timer);
+	loop_recv(p->p_loop, &d->d_recv, fd, d->d_token, TOKEN_LEN, -1);
+}
+
+/* --- incomingConnection through the Hyper (side thread) ------------------- */
+
+static void
+incoming_failed(void *arg)
+{
+	struct incoming *in = arg;
+	struct pconn *c = token_cancel(in->in_pub->p_tokens, in->in_token);
+
+	/* Still parked: nobody will come for it, close now, not at accept_timeout. */
+	if (c != NULL)
+		pconn_close(c, ALERT_INTERNAL_ERROR, "incomingConnection failed");
+	free(in);
+}
+
+static void
+incoming_reply(void *arg, struct json_object *result, struct json_object *error)
+{
+	struct incoming *in = arg;
+
+	if (error == NULL) {
+		free(in);
+		return;
+	}
+	log_warnx("%s.incomingConnection for %s failed: %s", in->in_operator, in->in_sni,
+	    json_object_to_json_string(error));
+	loop_post(in->in_pub->p_loop, incoming_failed, in);
+}
+
+static void
+incoming_call(void *arg)
+{
+	struct incoming *in = arg;
+	struct public *p = in->in_pub;
+	struct json_object *params = json_object_new_object();
+	char tok[64];
+
+	b64_encode(in->in_token, TOKEN_LEN, tok);
+	json_object_object_add(params, "domain", json_object_new_string(in->in_sni));
+	json_object_object_add(params, "token", json_object_new_string(tok));
+	json_object_object_add(params, "endpoint",
+	    json_object_new_string(p->p_conf->pc_data_endpoint));
+	control_call(&p->p_ctl, in->in_operator, "incomingConnection", params,
+	    incoming_reply, in);
+	json_object_put(params);
+}
+
+/* --- JSON-RPC methods (side thread) ---------------------------------------- */
+
+static struct json_object *
+item_error(int code, const char *msg)
+{
+	return jsonrpc_error_new(code, "%s", msg);
+}
+
+static void
+rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *conns, *result;
+	const char **allowed;
+	int nallowed;
+	double now = now_wall();
+
+	if ((nallowed = control_allowed_domains(params, &allowed)) < 0) {
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	if (!json_object_object_get_ex(params, "connections", &conns) ||
+	    !json_object_is_type(conns, json_type_array)) {
+		free(allowed);
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "connections: expected a list");
+		return;
+	}
+	result = json_object_new_array();
+	for (size_t i = 0; i < json_object_array_length(conns); i++) {
+		struct json_object *item = json_object_array_get_idx(conns, i), *jd, *je;
+		char domain[ANNOUNCE_DOMAIN_MAX], err[256];
+		struct announcement a, cur;
+		const char *why = NULL;
+		double exp = 0;
+
+		if (!json_object_is_type(item, json_type_object) ||
+		    !json_object_object_get_ex(item, "domain", &jd) ||
+		    !json_object_is_type(jd, json_type_string) ||
+		    announce_check_domain(json_object_get_string(jd), domain) < 0) {
+			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
+			    "invalid domain"));
+			continue;
+		}
+		if (!announce_domain_allowed(domain, allowed, (size_t)nallowed)) {
+			json_object_array_add(result, item_error(HP_ERR_FORBIDDEN, "not allowed"));
+			continue;
+		}
+		if (json_object_object_get_ex(item, "expires_at", &je) && je != NULL &&
+		    (!json_object_is_type(je, json_type_string) ||
+		    announce_check_expiry(json_object_get_string(je), now,
+		    ANNOUNCE_MAX_EXPIRY, &exp, &why) < 0)) {
+			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
+			    why ? why : "expires_at: expected an RFC 3339 time"));
+			continue;
+		}
+		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0 &&
+		    strcmp(cur.an_operator, caller) != 0) {
+			json_object_array_add(result, item_error(HP_ERR_CONFLICT, "already taken"));
+			continue;
+		}
+		if (announce_make(&a, domain, caller, NULL, exp) < 0) {
+			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
+			    "invalid announcement"));
+			continue;
+		}
+		if (p->p_store ? datastore_announce(p->p_store, &a, err, sizeof(err)) < 0 :
+		    announce_put(p->p_announce, &a) < 0) {
+			log_warnx("announcement of %s by %s not stored: %s", domain, caller,
+			    p->p_store ? err : "out of memory");
+			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
+			    "not stored"));
+			continue;
+		}
+		log_info("announced %s by %s", domain, caller);
+		json_object_array_add(result, NULL);
+	}
+	free(allowed);
+	jsonrpc_call_reply(call, result);
+}
+
+static void
+rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *domains;
+	int removed = 0;
+
+	if (!json_object_object_get_ex(params, "domains", &domains) ||
+	    !json_object_is_type(domains, json_type_array)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "domains: expected a list");
+		return;
+	}
+	for (size_t i = 0; i < json_object_array_length(domains); i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, i);
+		char domain[ANNOUNCE_DOMAIN_MAX], err[256];
+		int n;
+
+		if (!json_object_is_type(jd, json_type_string) ||
+		    announce_check_domain(json_object_get_string(jd), domain) < 0)
+			continue;
+		n = p->p_store ? datastore_withdraw(p->p_store, domain, NULL, caller, err, sizeof(err)) :
+		    announce_remove(p->p_announce, domain, NULL, caller);
+		if (n < 0) {
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored: %s", err);
+			return;
+		}
+		removed += n;
+	}
+	struct json_object *res = json_object_new_object();
+	json_object_object_add(res, "withdrawn", json_object_new_int(removed));
+	jsonrpc_call_reply(call, res);
+}
+
+static void
+rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller)
+{
+	struct announcement *list;
+	struct json_object *res = json_object_new_array();
+	int n = announce_list(p->p_announce, caller, now_wall(), &list);
+	char buf[32];
+
+	for (int i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
+		json_object_object_add(o, "expires_at", list[i].an_expires_at > 0 ?
+		    json_object_new_string(rfc3339_format(list[i].an_expires_at, buf, sizeof(buf))) :
+		    NULL);
+		json_object_array_add(res, o);
+	}
+	free(list);
+	jsonrpc_call_reply(call, res);
+}
+
+static void
+public_rpc(void *arg, struct jsonrpc_call *call)
+{
+	struct public *p = arg;
+	struct json_object *params = jsonrpc_call_params(call);
+	const char *method = jsonrpc_call_method(call);
+	const char *caller = control_caller(params);
+
+	if (caller == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "_client missing");
+		return;
+	}
+	if (strcmp(method, "announceConnections") == 0)
+		rpc_announce(p, call, caller, params);
+	else if (strcmp(method, "withdrawConnections") == 0)
+		rpc_withdraw(p, call, caller, params);
+	else if (strcmp(method, "getAnnouncements") == 0)
+		rpc_get(p, call, caller);
+	else
+		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
+}
+
+/* --- start and stop -------------------------------------------------------- */
+
+static void
+public_on_signal(int sig)
+{
+	if (public_signal_loop)
+		loop_stop(public_signal_loop);
+}
+
+static int
+public_listen(struct public *p, struct loop_listener *l, const char *addr, const char *what,
+    void (*cb)(struct loop_listener *, int))
+{
+	char err[256];
+	int fd = listen_tcp(addr, 4096, err, sizeof(err));
+
+	if (fd < 0) {
+		log_warnx("%s: cannot listen on %s", what, err);
+		return -1;
+	}
+	loop_listener_start(p->p_loop, l, fd, cb, p);
+	log_info("%s listening on %s", what, addr);
+	return 0;
+}
+
+int
+public_run(struct proxy_conf *pc)
+{
+	struct public pub, *p = &pub;
+	struct relay_settings rs;
+	struct sigaction sa;
+	char err[512];
+	int rc = 1;
+
+	memset(p, 0, sizeof(*p));
+	p->p_conf = pc;
+	signal(SIGPIPE, SIG_IGN);
+	p->p_announce = announce_table_new();
+	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
+	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits, 65536);
+	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
+	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_peekbuf) {
+		log_warnx("out of memory");
+		goto out;
+	}
+	if (pc->pc_datastore_file &&
+	    (p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce, now_wall(),
+	    err, sizeof(err))) == NULL) {
+		log_warnx("datastore: %s", err);
+		goto out;
+	}
+	log_info("%zu announcement(s) loaded", announce_count(p->p_announce));
+	if ((p->p_loop = loop_new(4096)) == NULL) {
+		log_warn("io_uring setup");
+		goto out;
+	}
+	proxy_conf_relay_settings(pc, &rs);
+	if ((p->p_relay = relay_new(p->p_loop, &rs)) == NULL) {
+		log_warn("relay setup");
+		goto out;
+	}
+	loop_timer_list_init(p->p_loop, &p->p_hello_timers,
+	    (uint64_t)(pc->pc_hello_timeout * 1000), pconn_hello_expired, p);
+	loop_timer_list_init(p->p_loop, &p->p_park_timers,
+	    (uint64_t)(pc->pc_accept_timeout * 1000), pconn_park_expired, p);
+	loop_timer_list_init(p->p_loop, &p->p_token_timers,
+	    (uint64_t)(pc->pc_token_timeout * 1000), dconn_token_expired, p);
+	if (public_listen(p, &p->p_tls_listener, pc->pc_tls_bind, "TLS listener",
+	    public_tls_accept) < 0 ||
+	    public_listen(p, &p->p_data_listener, pc->pc_data_bind, "data listener",
+	    public_data_accept) < 0)
+		goto out;
+	if (control_start(&p->p_ctl, pc, public_rpc, p, err, sizeof(err)) < 0) {
+		log_warnx("%s", err);
+		goto out;
+	}
+	log_info("public proxy %s ready (io_uring %s)", pc->pc_name, loop_mode(p->p_loop));
+
+	public_signal_loop = p->p_loop;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = public_on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	rc = loop_run(p->p_loop) < 0 ? 1 : 0;
+	log_info("stopping");
+out:
+	if (p->p_ctl.ct_side)
+		control_stop(&p->p_ctl);
+	if (p->p_relay)
+		relay_free(p->p_relay);
+	if (p->p_loop)
+		loop_free(p->p_loop);
+	public_signal_loop = NULL;
+	if (p->p_store)
+		datastore_close(p->p_store);
+	announce_table_free(p->p_announce);
+	token_table_free(p->p_tokens);
+	ratelimit_free(p->p_limits);
+	free(p->p_peekbuf);
+	return rc;
+}

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# chain.sh - the seed's five processes on free loopback ports, driven by real
+# curl and openssl clients: the seed's request, POST, TLS 1.2 and 1.3, 64 MiB
+# each way checked byte for byte, 500 requests 25 at a time, bad input on both
+# public ports, and a restart of every process with recovery.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+. tests/e2e/lib.sh
+
+BIN=${CHAIN_BIN:-$root/bin}
+scripts/dev-settings.sh "$E2E_RUN/s" >/dev/null || { echo "dev-settings failed"; exit 1; }
+. "$E2E_RUN/s/ports.env"
+S=$E2E_RUN/s/roles
+CA=$root/settings/dev/certs/root.crt
+HOST=test.internal-server.local
+URL=https://$HOST:$TLS_PORT
+
+start_internal() {
+	start_bg internal env IS_BIND_ADDRESS=127.0.0.1:$INTERNAL_PORT \
+		IS_CERT_FILE="$root/settings/dev/certs/internal-server.crt" \
+		IS_KEY_FILE="$root/settings/dev/certs/internal-server.key" "$BIN/internal-server"
+}
+start_public()        { start_bg public env PROXY_SETTINGS=$S/public-proxy-1 "$BIN/proxy" run public; }
+start_private()       { start_bg private env PROXY_SETTINGS=$S/private-proxy-1 "$BIN/proxy" run private; }
+start_public_hyper()  { start_bg public-hyper env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" server run; }
+start_private_hyper() { start_bg private-hyper env HYPER_SETTINGS=$S/private-proxy-hyper-1 "$BIN/hyper" server run; }
+
+c() { curl -sS --max-time 20 --cacert "$CA" --resolve "$HOST:$TLS_PORT:127.0.0.1" "$@"; }
+
+# The chain answers the seed's request within $1 seconds.
+serves_within() {
+	local deadline=$((SECONDS + $1))
+	while [ $SECONDS -lt "$deadline" ]; do
+		[ "$(c --max-time 2 "$URL/jsonrpc" 2>/dev/null)" = '{"message": "success"}' ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# Started in the "wrong" order on purpose: peers come up after those calling them.
+start_private
+start_public
+sleep 0.3
+start_private_hyper
+start_public_hyper
+start_internal
+for p in $TLS_PORT $DATA_PORT $PUBLIC_RPC_PORT $PUBLIC_HYPER_PORT $PUBLIC_PEER_PORT \
+	$PRIVATE_HYPER_PORT $PRIVATE_PEER_PORT $PRIVATE_RPC_PORT $INTERNAL_PORT; do
+	wait_port 127.0.0.1 "$p" 10 || true
+done
+
+check "the seed's request prints the success message within 5 s of the last start" serves_within 5
+check "seed request body is exact" \
+	bash -c "[ \"\$(curl -sS --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/jsonrpc)\" = '{\"message\": \"success\"}' ]"
+check "POST of a JSON value is echoed" \
+	bash -c "[ \"\$(curl -sS --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/jsonrpc --data '{\"a\": [1, 2]}' | tr -d ' ')\" = '{\"a\":[1,2]}' ]"
+check "TLS 1.2 client" c --tls-max 1.2 -o /dev/null -f "$URL/"
+check "TLS 1.3 client" c --tlsv1.3 -o /dev/null -f "$URL/"
+check "upper-case SNI with a trailing dot still routes" \
+	bash -c "echo | timeout 5 openssl s_client -connect 127.0.0.1:$TLS_PORT -servername TEST.Internal-Server.LOCAL -CAfile $CA -verify_return_error -brief 2>&1 | grep -q 'Verification: OK'"
+
+# 64 MiB each way, compared byte for byte.
+N=$((64 << 20))
+download_matches() {
+	local a b
+	a=$(c --max-time 60 "$URL/bytes/$N" | sha256sum | cut -d' ' -f1)
+	b=$(curl -sS --max-time 60 --cacert "$CA" --resolve "$HOST:$INTERNAL_PORT:127.0.0.1" \
+		"https://$HOST:$INTERNAL_PORT/bytes/$N" | sha256sum | cut -d' ' -f1)
+	echo "chain $a direct $b"
+	[ -n "$a" ] && [ "$a" = "$b" ]
+}
+upload_matches() {
+	local f=$E2E_RUN/upload.bin want got
+	head -c "$N" /dev/urandom >"$f"
+	want=$(sha256sum "$f" | cut -d' ' -f1)
+	got=$(c --max-time 60 "$URL/sha256" --data-binary "@$f" -H 'Content-Type: application/octet-stream')
+	rm -f "$f"
+	echo "want $want got $got"
+	[[ "$got" == *"$want"* ]]
+}
+parallel_500() {
+	seq 1 500 | parallel -j 25 curl -sS -o /dev/null -w "'%{http_code} '" --max-time 20 \
+		--cacert "$CA" --resolve "$HOST:$TLS_PORT:127.0.0.1" "$URL/jsonrpc" --data '{}' \
+		>"$E2E_RUN/p.txt"
+	local ok
+	ok=$(tr ' ' '\n' <"$E2E_RUN/p.txt" | grep -c '^200$')
+	echo "$ok of 500 answered 200"
+	[ "$ok" -eq 500 ]
+}
+check "64 MiB download through the chain matches /bytes/N read directly" download_matches
+check "64 MiB upload through the chain arrives intact (/sha256)" upload_matches
+check "500 requests, 25 in parallel, no failure" parallel_500
+
+# --- bad input on the public ports -------------------------------------------
+# Send stdin's bytes to the TLS port, print what comes back (hex) until close.
+answer_to() {
+	python3 -c "
+import socket, sys
+s = socket.create_connection(('127.0.0.1', $TLS_PORT), timeout=5)
+s.sendall(sys.stdin.buffer.read())
+out = b''
+while len(out) < 64:
+    d = s.recv(64)
+    if not d: break
+    out += d
+print(out.hex())"
+}
+decode_error_for_http() {
+	local got
+	got=$(printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' | answer_to)
+	echo "answer: $got"
+	[ "$got" = 15030300020232 ]
+}
+decode_error_for_garbage_record() {
+	local got
+	# a handshake record whose ClientHello length exceeds the record
+	got=$(printf '\x16\x03\x01\x00\x08\x01\x00\x00\x04\x03\x03\x00\x00' | answer_to)
+	echo "answer: $got"
+	[ "$got" = 15030300020232 ] || [ -z "$got" ]
+}
+check "non-TLS bytes get a decode_error alert" decode_error_for_http
+check "a malformed ClientHello gets a decode_error alert or a close" decode_error_for_garbage_record
+check "unknown SNI gets an unrecognized_name alert" bash -c "
+	echo | timeout 5 openssl s_client -connect 127.0.0.1:$TLS_PORT -servername nobody.example 2>&1 | grep -qi 'unrecognized name'"
+check "no SNI gets an unrecognized_name alert" bash -c "
+	echo | timeout 5 openssl s_client -connect 127.0.0.1:$TLS_PORT -noservername 2>&1 | grep -qi 'unrecognized name'"
+check "a ClientHello split into 1-byte segments still routes" python3 - "$TLS_PORT" "$CA" "$HOST" <<'PY'
+import socket, ssl, sys, time
+port, ca, host = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname=host)
+try: tls.do_handshake()
+except ssl.SSLWantReadError: pass
+hello = out.read()
+s = socket.create_connection(('127.0.0.1', port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for i in range(0, 300):
+    s.send(hello[i:i+1]); time.sleep(0.002)
+s.sendall(hello[300:])
+while True:
+    try:
+        tls.do_handshake(); break
+    except ssl.SSLWantReadError:
+        o = out.read()
+        if o: s.sendall(o)
+        d = s.recv(65536)
+        if not d: sys.exit("closed during handshake")
+        inc.write(d)
+o = out.read()
+if o: s.sendall(o)
+tls.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); s.sendall(out.read())
+body = b""
+while True:
+    try:
+        body += tls.read(65536)
+    except ssl.SSLWantReadError:
+        d = s.recv(65536)
+        if not d: break
+        inc.write(d)
+    except (ssl.SSLZeroReturnError, ssl.SSLEOFError): break
+print(body[-40:])
+sys.exit(0 if b'"success"' in body else 1)
+PY
+check "a wrong token on the data port is closed, the proxy keeps serving" bash -c "
+	python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.1', $DATA_PORT), timeout=5)
+s.sendall(b'A' * 32)
+assert s.recv(10) == b''\" && curl -sS -f -o /dev/null --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/"
+check "a short token then silence is dropped, the proxy keeps serving" bash -c "
+	python3 -c \"
+import socket
+s = socket.create_connection(('127.0.0.1', $DATA_PORT), timeout=5)
+s.sendall(b'A' * 5); s.close()\" && curl -sS -f -o /dev/null --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/"
+
+# --- restarts ------------------------------------------------------------------
+restart() { # name start-function
+	stop_bg "$1" KILL
+	"$2"
+	serves_within 10
+}
+for p in internal:start_internal public:start_public private:start_private \
+	public-hyper:start_public_hyper private-hyper:start_private_hyper; do
+	name=${p%%:*}; fn=${p#*:}
+	check "kill -9 and restart of $name: the chain serves again" restart "$name" "$fn"
+done
+
+for n in public private public-hyper private-hyper internal; do
+	check "$n exits 0 on SIGTERM" stop_bg "$n"
+done
+finish

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,9 @@ peer_run(struct peer *p, const uint8_t *data, size_t size)
 {
 	struct sockaddr_in sin;
 	struct timeval tv = { FUZZ_INPUT_SECONDS, 0 };
+	struct sockaddr_in src;
+	static unsigned nconn;
+	int one = 1, err;
 
 	memset(p, 0, sizeof(*p));
 	/* a last byte NUL: this client resets the connection instead of
@@ -154,8 +158,23 @@ peer_run(struct peer *p, const uint8_t *data, size_t size)
 	sin.sin_port = htons((uint16_t)port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	check((p->fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	/* The client closes first (SHUT_WR), so each connection leaves a
+	 * TIME_WAIT behind for a minute: spread the source over 127.1.0.0/20
+	 * so the ephemeral ports of one source address never run out. */
+	memset(&src, 0, sizeof(src));
+	src.sin_family = AF_INET;
+	src.sin_addr.s_addr = htonl(0x7f010000u | (nconn++ & 0xfffu));
+	setsockopt(p->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	check(bind(p->fd, (struct sockaddr *)&src, sizeof(src)) == 0);
 	/* loopback: the connect completes from the backlog, before accept */
-	check(connect(p->fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+	if (connect(p->fd, (struct sockaddr *)&sin, sizeof(sin)) == -1) {
+		struct pollfd pfd = { p->fd, POLLOUT, 0 };
+		socklen_t sl = sizeof(err);
+
+		/* EINTR (libFuzzer's timer signal): the connect goes on */
+		check(errno == EINTR && poll(&pfd, 1, 1000) == 1);
+		check(getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0 && err == 0);
+	}
 	check(evutil_make_socket_nonblocking(p->fd) == 0);
 	p->rev = event_new(base, p->fd, EV_READ | EV_PERSIST, peer_read, p);
 	p->wev = event_new(base, p->fd, EV_WRITE | EV_PERSIST, peer_write, p);

@@ -109,7 +109,7 @@ run: all examples
 # "fuzz-sources:" comment line and runs on a copy of tests/fuzz/corpus/<name>/.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard include/*.h)
@@ -124,8 +124,8 @@ fuzz: deps-check $(FUZZ_BIN)
 	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/$$n- -print_final_stats=1 \
 	    $$c 2>build/fuzz/$$n.log || { tail -n 40 build/fuzz/$$n.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units|cov:' build/fuzz/$$n.log | tail -n 2; done
-fuzz-short:
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+fuzz-short: deps-check
+	FUZZ_SECONDS=10 scripts/fuzz-short.sh
 
 install: all examples
 	install -d $(DESTDIR)$(PREFIX)/bin

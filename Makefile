@@ -7,7 +7,7 @@ V       ?= rel
 VERSION := 0.1.0
 
 # Debian packages the build, the tests and the demo need.
-DEB_PACKAGES := gcc make pkg-config openssl curl parallel procps psmisc iproute2 \
+DEB_PACKAGES := gcc make pkg-config openssl curl parallel procps psmisc iproute2 python3 \
 	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
 	libyaml-dev libssl-dev clang libclang-rt-14-dev
 
@@ -76,6 +76,19 @@ $(B)/tests/%: tests/unit/%.c $(LIB)
 
 unit-bins: $(TEST_BIN)
 
+# Benchmarks: each bench/*.c is one program (bench/run.sh drives them).
+BENCH_BIN := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+.PHONY: bench-bins
+bench-bins: $(BENCH_BIN)
+$(B)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  CCLD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS_$(V)) $(LDLIBS)
+bench: examples bench-bins
+	bench/run.sh
+bench-quick: examples bench-bins
+	bench/run.sh --quick
+
 # Development certificates (SPEC section 7); generated, never committed.
 certs:
 	scripts/make-certs.sh settings/dev
@@ -96,7 +109,7 @@ run: all examples
 # "fuzz-sources:" comment line and runs on a copy of tests/fuzz/corpus/<name>/.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard include/*.h)
@@ -111,8 +124,8 @@ fuzz: deps-check $(FUZZ_BIN)
 	  $$f -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/$$n- -print_final_stats=1 \
 	    $$c 2>build/fuzz/$$n.log || { tail -n 40 build/fuzz/$$n.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units|cov:' build/fuzz/$$n.log | tail -n 2; done
-fuzz-short:
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+fuzz-short: deps-check
+	FUZZ_SECONDS=10 scripts/fuzz-short.sh
 
 install: all examples
 	install -d $(DESTDIR)$(PREFIX)/bin

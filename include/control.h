@@ -24,7 +24,9 @@ struct control {
 };
 
 /* Build the contexts, bind the JSON-RPC server (handler runs on the side
- * thread) and the client, then start the side thread.  0, or -1 + err. */
+ * thread) and the client, then start the side thread.  0; -1 + err on a
+ * runtime failure (port in use); -2 + err when a certificate or key of the
+ * settings cannot be used (the process then exits 2, like any settings error). */
 int  control_start(struct control *ct, const struct proxy_conf *pc,
 	     jsonrpc_handler_fn fn, void *arg, char *err, size_t errlen);
 /* Stop the side thread and free everything (no callbacks afterwards). */

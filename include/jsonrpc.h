@@ -9,6 +9,7 @@
 #define HP_JSONRPC_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 
 struct event_base;
@@ -91,5 +92,29 @@ void jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 	struct json_object *params, jsonrpc_reply_fn fn, void *arg);
 /* Cancels pending calls (their callbacks run with 502 "client closed"). */
 void jsonrpc_client_free(struct jsonrpc_client *c);
+
+/* ---- for tests and fuzzing: the body checks the server and client use ---- */
+
+/* Parses a request body (one strict JSON value filling len bytes) and checks
+ * it is a JSON-RPC 2.0 request: "jsonrpc" "2.0", "method" a string of 1 to
+ * 200 characters, "id" absent, null, an integer or a string of at most 1024
+ * bytes, "params" absent, null or an object.  Returns NULL when valid, else
+ * the error message with *code its JSON-RPC error code.  Either way
+ * *request is the parsed value (own reference; NULL when it is not JSON) and
+ * *id its id when that is a string or an integer (borrowed from *request),
+ * else NULL. */
+const char *jsonrpc_parse_request(const char *body, size_t len,
+	struct json_object **request, struct json_object **id, int *code);
+
+/* Parses a response body to the request numbered id.  Returns
+ *    0  a result: *response is the parsed object (own reference), the
+ *       result is its "result" member;
+ *    1  an error response: *error is its "error" object (own reference),
+ *       which has an integer "code";
+ *   -1  not a JSON-RPC 2.0 response;
+ *   -2  a result for another id.
+ * *response and *error are NULL unless set as above. */
+int jsonrpc_parse_response(const char *body, size_t len, int64_t id,
+	struct json_object **response, struct json_object **error);
 
 #endif

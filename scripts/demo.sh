@@ -85,16 +85,16 @@ seq 1 "$N" | parallel -j "$J" --bar curl -sS -o /dev/null -w "'%{http_code} %{ti
 	--resolve test.internal-server.local:4433:127.0.0.1 \
 	https://test.internal-server.local:4433/jsonrpc --data "{}" >"$out" 2>"$run/stress.err"
 end_t=$(date +%s.%N)
-summary=$(awk -v n="$N" -v t0="$start_t" -v t1="$end_t" '
-	{ if ($1 == 200) { ok++; lat[ok] = $2 } }
-	END {
-		m = asort(lat)
-		p50 = m ? lat[int((m - 1) * 0.50) + 1] : 0
-		p99 = m ? lat[int((m - 1) * 0.99) + 1] : 0
-		printf "%d requests in %.1f s: %.1f requests/s, %d failures, p50 %.1f ms, p99 %.1f ms\n",
-			n, t1 - t0, n / (t1 - t0), n - ok, p50 * 1000, p99 * 1000
-		exit (ok == n) ? 0 : 1
-	}' "$out")
+ok=$(awk '$1 == 200' "$out" | wc -l)
+awk '$1 == 200 { print $2 }' "$out" | sort -n >"$run/latency.txt"
+pct() { # percentile of the sorted latencies, in ms
+	local n; n=$(wc -l <"$run/latency.txt")
+	[ "$n" -gt 0 ] || { echo 0; return; }
+	awk -v p="$1" -v n="$n" 'NR == int((n - 1) * p) + 1 { printf "%.1f", $1 * 1000 }' "$run/latency.txt"
+}
+summary=$(awk -v n="$N" -v ok="$ok" -v t0="$start_t" -v t1="$end_t" -v p50="$(pct 0.50)" -v p99="$(pct 0.99)" \
+	'BEGIN { printf "%d requests in %.1f s: %.1f requests/s, %d failures, p50 %s ms, p99 %s ms", n, t1 - t0, n / (t1 - t0), n - ok, p50, p99 }')
+[ "$ok" -eq "$N" ]
 rc=$?
 echo "$summary"
 exit $rc

@@ -266,6 +266,28 @@ server_validate(struct json_object *o, int *code)
 	return NULL;
 }
 
+const char *
+jsonrpc_parse_request(const char *body, size_t len, struct json_object **request,
+    struct json_object **id, int *code)
+{
+	struct json_object *o;
+	int ok;
+
+	*request = NULL;
+	*id = NULL;
+	*code = JSONRPC_PARSE_ERROR;
+	o = jsonrpc_parse(body, len, &ok);
+	if (!ok)
+		return "parse error";
+	*request = o;
+	if (json_object_is_type(o, json_type_object) &&
+	    json_object_object_get_ex(o, "id", id) &&
+	    !json_object_is_type(*id, json_type_string) &&
+	    !json_object_is_type(*id, json_type_int))
+		*id = NULL;	/* never echo an id of the wrong type */
+	return server_validate(o, code);
+}
+
 static void
 server_conn_closed(struct evhttp_connection *evcon, void *arg)
 {
@@ -290,7 +312,7 @@ server_request(struct evhttp_request *req, void *arg)
 	struct jsonrpc_call *c;
 	const char *why;
 	size_t len;
-	int ok, code;
+	int code;
 
 	if (s->js_ssl_ctx != NULL &&
 	    bufferevent_openssl_get_ssl(evhttp_connection_get_bufferevent(evcon)) == NULL) {
@@ -319,18 +341,8 @@ server_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	len = evbuffer_get_length(in);
-	o = jsonrpc_parse((const char *)evbuffer_pullup(in, -1), len, &ok);
-	if (!ok) {
-		server_send_error(req, HTTP_BADREQUEST, "Bad Request", NULL,
-		    JSONRPC_PARSE_ERROR, "parse error");
-		return;
-	}
-	if (json_object_is_type(o, json_type_object) &&
-	    json_object_object_get_ex(o, "id", &id) &&
-	    !json_object_is_type(id, json_type_string) &&
-	    !json_object_is_type(id, json_type_int))
-		id = NULL;	/* never echo an id of the wrong type */
-	if ((why = server_validate(o, &code)) != NULL) {
+	if ((why = jsonrpc_parse_request((const char *)evbuffer_pullup(in, -1), len,
+	    &o, &id, &code)) != NULL) {
 		server_send_error(req, HTTP_BADREQUEST, "Bad Request", id, code, why);
 		json_object_put(o);
 		return;
@@ -762,39 +774,42 @@ req_transport_error(struct rpc_req *r, struct rpc_conn *rc)
 	    "connection failed (refused or unreachable)");
 }
 
-/* A JSON-RPC response for our id: its "error" object, or NULL with *ok. */
-static struct json_object *
-req_check_reply(struct rpc_req *r, struct json_object *o, int status, int *ok)
+int
+jsonrpc_parse_response(const char *body, size_t len, int64_t id,
+    struct json_object **response, struct json_object **error)
 {
-	struct json_object *v, *e, *code;
+	struct json_object *o, *v, *e, *code;
+	int ok, rv = -1;
 
-	*ok = 0;
+	*response = NULL;
+	*error = NULL;
+	o = jsonrpc_parse(body, len, &ok);
 	if (!json_object_is_type(o, json_type_object) ||
 	    !json_object_object_get_ex(o, "jsonrpc", &v) ||
 	    !json_object_is_type(v, json_type_string) ||
 	    strcmp(json_object_get_string(v), "2.0") != 0)
-		goto bad;
+		goto done;
 	if (json_object_object_get_ex(o, "error", &e) && e != NULL) {
 		if (!json_object_is_type(e, json_type_object) ||
 		    !json_object_object_get_ex(e, "code", &code) ||
 		    !json_object_is_type(code, json_type_int))
-			goto bad;
-		*ok = 1;
-		return json_object_get(e);
+			goto done;
+		*error = json_object_get(e);
+		rv = 1;
+		goto done;
 	}
 	if (!json_object_object_get_ex(o, "result", &v))
-		goto bad;
+		goto done;
 	if (!json_object_object_get_ex(o, "id", &v) ||
-	    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) != r->rq_id)
-		return jsonrpc_error_new(HP_ERR_UNREACHABLE,
-		    "operator unreachable: %s answered another request id",
-		    r->rq_client->rc_hostport);
-	*ok = 1;
-	return NULL;
-bad:
-	return jsonrpc_error_new(HP_ERR_UNREACHABLE,
-	    "operator unreachable: %s: HTTP %d without a JSON-RPC response",
-	    r->rq_client->rc_hostport, status);
+	    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) != id) {
+		rv = -2;
+		goto done;
+	}
+	*response = o;
+	return 0;
+done:
+	json_object_put(o);
+	return rv;
 }
 
 static void
@@ -814,7 +829,6 @@ req_http_done(struct evhttp_request *http, void *arg)
 	struct json_object *o, *err;
 	struct evbuffer *in;
 	int status = http != NULL ? evhttp_request_get_response_code(http) : 0;
-	int ok;
 
 	if (r->rq_errno == 0)
 		r->rq_errno = errno;
@@ -830,13 +844,23 @@ req_http_done(struct evhttp_request *http, void *arg)
 	if (rc->rc_state != CONN_DEAD)
 		rc->rc_state = CONN_IDLE;
 	in = evhttp_request_get_input_buffer(http);
-	o = jsonrpc_parse((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), &ok);
-	err = req_check_reply(r, o, status, &ok);
-	if (!ok) {
+	switch (jsonrpc_parse_response((const char *)evbuffer_pullup(in, -1),
+	    evbuffer_get_length(in), r->rq_id, &o, &err)) {
+	case 0:		/* a result */
+	case 1:		/* an error object */
+		break;
+	case -2:
+		err = jsonrpc_error_new(HP_ERR_UNREACHABLE,
+		    "operator unreachable: %s answered another request id",
+		    r->rq_client->rc_hostport);
+		break;
+	default:
 		/* Not a JSON-RPC peer: do not trust the connection further. */
 		rc->rc_state = CONN_DEAD;
-		json_object_put(o);
-		o = NULL;
+		err = jsonrpc_error_new(HP_ERR_UNREACHABLE,
+		    "operator unreachable: %s: HTTP %d without a JSON-RPC response",
+		    r->rq_client->rc_hostport, status);
+		break;
 	}
 	req_done(r, o, err);
 }

@@ -184,6 +184,13 @@ tls_server_ctx(const struct tls_conf *t, tls_identity_fn id, void *arg, char *er
 		snprintf(err, errlen, "tls: certificate_file is required for a server");
 		return NULL;
 	}
+	/* Where the caller checks identities, an unverified client would be
+	 * taken for whoever it claims to be (the Go system's W20). */
+	if (id != NULL && !t->verify_client) {
+		snprintf(err, errlen, "tls: verify_client must be true here: clients are identified "
+		    "by their certificate");
+		return NULL;
+	}
 	if (t->verify_client && (t->ca_files == NULL || t->ca_files[0] == NULL)) {
 		snprintf(err, errlen, "tls: verify_client needs ca_certificate_files");
 		return NULL;

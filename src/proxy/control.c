@@ -31,6 +31,7 @@ control_start(struct control *ct, const struct proxy_conf *pc, jsonrpc_handler_f
 	struct jsonrpc_server_conf sc;
 	struct jsonrpc_client_conf cc;
 	char why[512];
+	int rc = -1;
 
 	memset(ct, 0, sizeof(*ct));
 	ct->ct_conf = pc;
@@ -39,12 +40,14 @@ control_start(struct control *ct, const struct proxy_conf *pc, jsonrpc_handler_f
 	ct->ct_server_ctx = tls_server_ctx(&pc->pc_rpc_server_tls, control_identity,
 	    (void *)(uintptr_t)pc, why, sizeof(why));
 	if (ct->ct_server_ctx == NULL) {
-		snprintf(err, errlen, "jsonrpc_server: %s", why);
+		snprintf(err, errlen, "settings: jsonrpc_server: %s", why);
+		rc = -2;
 		goto fail;
 	}
 	ct->ct_client_ctx = tls_client_ctx(&pc->pc_rpc_client_tls, why, sizeof(why));
 	if (ct->ct_client_ctx == NULL) {
-		snprintf(err, errlen, "jsonrpc_client: %s", why);
+		snprintf(err, errlen, "settings: jsonrpc_client: %s", why);
+		rc = -2;
 		goto fail;
 	}
 	memset(&sc, 0, sizeof(sc));
@@ -73,7 +76,7 @@ control_start(struct control *ct, const struct proxy_conf *pc, jsonrpc_handler_f
 	return 0;
 fail:
 	control_stop(ct);
-	return -1;
+	return rc;
 }
 
 void

@@ -768,8 +768,9 @@ rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		return;
 	}
 	log_info("%s announced %s to %s", caller, dom, proxy);
+	/* params (and proxy with them) are freed by the reply. */
+	private_target_kick(pv, a.an_proxy);
 	jsonrpc_call_reply(call, json_object_new_string("ok"));
-	private_target_kick(pv, proxy);
 }
 
 static void
@@ -797,9 +798,10 @@ rpc_withdraw(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		return;
 	}
 	log_info("%s withdrew %s from %s", caller, dom, proxy);
-	jsonrpc_call_reply(call, json_object_new_string("ok"));
-	if ((wc = calloc(1, sizeof(*wc))) == NULL)
+	if ((wc = calloc(1, sizeof(*wc))) == NULL) {
+		jsonrpc_call_reply(call, json_object_new_string("ok"));
 		return;
+	}
 	wc->wc_pv = pv;
 	strlcpy(wc->wc_proxy, proxy, sizeof(wc->wc_proxy));
 	strlcpy(wc->wc_domain, dom, sizeof(wc->wc_domain));
@@ -807,8 +809,10 @@ rpc_withdraw(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	domains = json_object_new_array();
 	json_object_array_add(domains, json_object_new_string(dom));
 	json_object_object_add(p, "domains", domains);
-	control_call(&pv->pv_ctl, proxy, "withdrawConnections", p, private_withdraw_reply, wc);
+	control_call(&pv->pv_ctl, wc->wc_proxy, "withdrawConnections", p, private_withdraw_reply,
+	    wc);
 	json_object_put(p);
+	jsonrpc_call_reply(call, json_object_new_string("ok"));
 }
 
 /* The caller's own announcements; the own operator sees every one. */
@@ -954,7 +958,7 @@ private_run(struct proxy_conf *pc)
 	struct relay_settings rs;
 	sigset_t mask;
 	char err[512];
-	int rc = 1;
+	int rc = 1, crc;
 
 	memset(&pv, 0, sizeof(pv));
 	pv.pv_conf = pc;
@@ -1001,8 +1005,10 @@ private_run(struct proxy_conf *pc)
 	loop_op_init(&pv.pv_drainop, private_drain_timeout);
 	loop_poll(pv.pv_loop, &pv.pv_sigop, pv.pv_sigfd, POLLIN, 0);
 
-	if (control_start(&pv.pv_ctl, pc, private_rpc, &pv, err, sizeof(err)) < 0) {
+	if ((crc = control_start(&pv.pv_ctl, pc, private_rpc, &pv, err, sizeof(err))) < 0) {
 		log_warnx("%s", err);
+		if (crc == -2)
+			rc = 2;
 		goto out;
 	}
 	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",

@@ -780,7 +780,7 @@ public_run(struct proxy_conf *pc)
 	struct relay_stats st;
 	struct sigaction sa;
 	char err[512];
-	int rc = 1;
+	int rc = 1, crc;
 
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
@@ -821,8 +821,10 @@ public_run(struct proxy_conf *pc)
 	    public_listen(p, &p->p_data_listener, pc->pc_data_bind, "data listener",
 	    public_data_accept) < 0)
 		goto out;
-	if (control_start(&p->p_ctl, pc, public_rpc, p, err, sizeof(err)) < 0) {
+	if ((crc = control_start(&p->p_ctl, pc, public_rpc, p, err, sizeof(err))) < 0) {
 		log_warnx("%s", err);
+		if (crc == -2)
+			rc = 2;
 		goto out;
 	}
 	log_info("public proxy %s ready (io_uring %s)", pc->pc_name, loop_mode(p->p_loop));

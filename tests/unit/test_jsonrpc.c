@@ -1009,3 +1009,72 @@ Test(jsonrpc, reply_to_a_client_that_went_away_is_dropped, .init = st_start, .fi
 	usleep(200000);
 	raw_assert_serving();
 }
+
+/* ---- the pure body checks ---- */
+
+static const char *
+parse_req(const char *body, int *code, char *id, size_t idlen)
+{
+	struct json_object *o, *v;
+	const char *why;
+
+	why = jsonrpc_parse_request(body, strlen(body), &o, &v, code);
+	snprintf(id, idlen, "%s", v != NULL ? json_object_to_json_string(v) : "-");
+	json_object_put(o);
+	return why;
+}
+
+Test(jsonrpc, request_parser_gives_the_code_and_the_echoable_id)
+{
+	char id[64];
+	int code;
+
+	cr_assert_null(parse_req("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":7} \r\n",
+	    &code, id, sizeof(id)));
+	cr_assert_str_eq(id, "7");
+	cr_assert_not_null(parse_req("{\"jsonrpc\":\"2.0\"} x", &code, id, sizeof(id)));
+	cr_assert_eq(code, JSONRPC_PARSE_ERROR);
+	cr_assert_str_eq(id, "-");
+	cr_assert_not_null(parse_req("\"x\"", &code, id, sizeof(id)));
+	cr_assert_eq(code, JSONRPC_INVALID_REQUEST);
+	cr_assert_not_null(parse_req("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":\"a\","
+	    "\"params\":[1]}", &code, id, sizeof(id)));
+	cr_assert_eq(code, JSONRPC_INVALID_PARAMS);
+	cr_assert_str_eq(id, "\"a\"");
+	cr_assert_not_null(parse_req("{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":1.5}",
+	    &code, id, sizeof(id)));
+	cr_assert_eq(code, JSONRPC_INVALID_REQUEST);
+	cr_assert_str_eq(id, "-", "a fractional id is never echoed");
+}
+
+static int
+parse_resp(const char *body, int64_t id, int *code)
+{
+	struct json_object *o, *e, *c;
+	int rv;
+
+	*code = 0;
+	rv = jsonrpc_parse_response(body, strlen(body), id, &o, &e);
+	cr_assert((rv == 0) == (o != NULL) && (rv == 1) == (e != NULL));
+	if (e != NULL && json_object_object_get_ex(e, "code", &c))
+		*code = json_object_get_int(c);
+	json_object_put(o);
+	json_object_put(e);
+	return rv;
+}
+
+Test(jsonrpc, response_parser_classifies_bodies)
+{
+	int code;
+
+	cr_assert_eq(parse_resp("{\"jsonrpc\":\"2.0\",\"result\":null,\"id\":3}", 3, &code), 0);
+	cr_assert_eq(parse_resp("{\"jsonrpc\":\"2.0\",\"result\":1,\"id\":4}", 3, &code), -2);
+	cr_assert_eq(parse_resp("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":409,"
+	    "\"message\":\"x\"},\"id\":null}", 3, &code), 1);
+	cr_assert_eq(code, 409);
+	cr_assert_eq(parse_resp("{\"jsonrpc\":\"2.0\",\"error\":{\"message\":\"x\"}}", 3,
+	    &code), -1);
+	cr_assert_eq(parse_resp("{\"jsonrpc\":\"1.0\",\"result\":1,\"id\":3}", 3, &code), -1);
+	cr_assert_eq(parse_resp("<html>", 3, &code), -1);
+	cr_assert_eq(parse_resp("", 3, &code), -1);
+}

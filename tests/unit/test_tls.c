@@ -422,6 +422,23 @@ Test(tls, server_without_client_verification_accepts_anonymous_clients)
 	SSL_CTX_free(c);
 }
 
+static int
+accept_any(void *arg, X509 *leaf)
+{
+	return 1;
+}
+
+Test(tls, identity_checked_server_refuses_verify_client_false)
+{
+	struct tls_conf t;
+	char err[512];
+
+	conf_for(&t, "certs/public-proxy-1.ga", 1);
+	t.verify_client = 0;
+	cr_assert_null(tls_server_ctx(&t, accept_any, NULL, err, sizeof(err)));
+	cr_assert(strstr(err, "verify_client") != NULL, "%s", err);
+}
+
 /* ---- chain and name verification ------------------------------------------ */
 
 Test(tls, chain_needs_the_intermediate_sent_by_the_server)

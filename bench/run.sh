@@ -1,0 +1,625 @@
+#!/usr/bin/env bash
+# bench/run.sh - the relay benchmarks (`make bench`, `make bench-quick`).
+#
+#   bench/run.sh [--quick] [--reps N] [--setups "direct chain haproxy sniproxy"]
+#                [--scenarios "rate latency bulk handshake stress memory"]
+#
+# Setups (every one ends at the same internal-server, all on 127.0.0.1):
+#   direct    client -> internal-server
+#   chain     client -> public proxy -> private proxy -> internal-server, brokered
+#             by two Hyper servers (bin/proxy, bin/hyper; skipped when they fail)
+#   haproxy   client -> HAProxy (mode tcp, SNI routing) -> HAProxy (tcp) -> internal-server
+#   sniproxy  client -> sniproxy (SNI routing) -> internal-server (first hop only)
+# Scenarios:
+#   rate       new TLS connection + GET per request, concurrency 25 and 100
+#   latency    concurrency 1: p50/p99 and the latency added to direct
+#   bulk       GET /bytes and POST /sha256, 1 and 16 streams: MB/s, CPU s/GiB
+#   handshake  TCP + TLS handshake only: brokered connections per second
+#   stress     the seed's `seq 1 N | parallel -j 25 curl ...` command
+#   memory     idle TLS connections held: peak RSS and fds per connection
+# --quick: shorter runs (see below), setups "direct chain haproxy" unless
+# --setups names others, memory measured once; under 3 minutes.
+# Setups alternate (A B A B ...) within each scenario; every figure is the
+# median of the repetitions with min-max, and its ratio to direct.
+# Output: bench/results/<date>.csv (one measurement a row), <date>.png
+# (gnuplot), and a table on stdout.  Every process started here is stopped on
+# exit; every wait is bounded.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# Bench-only Debian packages, installed when missing.
+BENCH_PACKAGES="haproxy sniproxy gnuplot-nox"
+
+QUICK=0
+REPS=3
+SETUPS=""
+SCENARIOS="rate latency bulk handshake stress memory"
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1 ;;
+	--reps) REPS=${2:?}; shift ;;
+	--setups) SETUPS=${2:?}; shift ;;
+	--scenarios) SCENARIOS=${2:?}; shift ;;
+	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+# Quick: no sniproxy unless asked for (--setups), memory measured once.
+[ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct chain haproxy" || SETUPS="direct chain haproxy sniproxy"; }
+MEM_REPS=$REPS
+[ $QUICK = 1 ] && MEM_REPS=1
+GiB=1073741824
+MiB=1048576
+if [ $QUICK = 1 ]; then
+	RATE_SECS=5; RATE_CONC="25"; LAT_REQS=300; BULK_DOWN=$((64 * MiB))
+	BULK_UP=$((128 * MiB)); HS_SECS=2; STRESS_N=300; MEM_CONNS=1000
+else
+	RATE_SECS=10; RATE_CONC="25 100"; LAT_REQS=2000; BULK_DOWN=$GiB
+	BULK_UP=$((256 * MiB)); HS_SECS=10; STRESS_N=2000; MEM_CONNS=10000
+fi
+
+SNI=test.internal-server.local
+CERTS=$ROOT/settings/dev/certs
+LOADGEN=$ROOT/build/rel/bench/loadgen
+DATE=$(date +%Y%m%d-%H%M%S)
+OUTDIR=$ROOT/bench/results
+CSV=$OUTDIR/$DATE.csv
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
+mkdir -p "$RUN/log" "$OUTDIR"
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# ---------------------------------------------------------------- processes
+declare -A PID=()		# process name -> pid
+declare -A SETUP_ADDR=()	# setup -> host:port the client connects to
+declare -A SETUP_PROCS=()	# setup -> process names whose CPU is sampled
+
+start_proc() { # NAME CMD... (env assignments through `env`, which execs)
+	local name=$1; shift
+	"$@" >"$RUN/log/$name.log" 2>&1 &
+	PID[$name]=$!
+}
+
+stop_proc() { # NAME
+	local name=$1 pid=${PID[$1]:-} i
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	unset "PID[$name]"
+}
+
+stop_all() {
+	local n
+	for n in "${!PID[@]}"; do stop_proc "$n"; done
+}
+
+cleanup() {
+	stop_all
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		echo "run directory kept: $RUN"
+	else
+		rm -rf "$RUN"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Wait until PID listens on PORT, and make sure nobody else does: a listener
+# with SO_REUSEPORT would otherwise silently share the port with ours.
+wait_listen() { # PID PORT SECONDS
+	local pid=$1 port=$2 i lines
+	for ((i = 0; i < ${3:-10} * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 1
+		lines=$(ss -Hltnp "sport = :$port" 2>/dev/null)
+		if grep -q "pid=$pid," <<<"$lines"; then
+			if grep -v "pid=$pid," <<<"$lines" | grep -q "pid="; then
+				echo "port $port is shared with another process:" >&2
+				echo "$lines" >&2
+				return 1
+			fi
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+proc_cpu_ticks() { # PID -> utime+stime of the whole process, in clock ticks
+	local line rest
+	read -r line <"/proc/$1/stat" 2>/dev/null || { echo 0; return; }
+	rest=${line##*) }
+	set -- $rest
+	echo $(( ${12} + ${13} ))
+}
+
+proc_rss_kb() { # PID -> VmRSS
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+pids_of() { # SETUP -> comma-separated pids, in SETUP_PROCS order
+	local n out=""
+	for n in ${SETUP_PROCS[$1]}; do out+=${out:+,}${PID[$n]}; done
+	echo "$out"
+}
+
+# ---------------------------------------------------------------- setups
+start_internal() {
+	local port
+	port=$(free_port)
+	start_proc internal env IS_BIND_ADDRESS=127.0.0.1:$port IS_LOG_LEVEL=warn \
+		IS_CERT_FILE="$CERTS/internal-server.crt" IS_KEY_FILE="$CERTS/internal-server.key" \
+		"$ROOT/bin/internal-server"
+	wait_listen "${PID[internal]}" "$port" 10 || { echo "internal-server did not start" >&2; tail -5 "$RUN/log/internal.log" >&2; return 1; }
+	INTERNAL_PORT=$port
+}
+
+setup_direct() {
+	SETUP_ADDR[direct]=127.0.0.1:$INTERNAL_PORT
+	SETUP_PROCS[direct]="internal"
+}
+
+setup_haproxy() {
+	local p1 p2 maxconn
+	p1=$(free_port); p2=$(free_port)
+	# HAProxy sizes its file limit from maxconn (2 sockets + pipes each).
+	maxconn=$((($(ulimit -n) - 1000) / 3))
+	command -v haproxy >/dev/null || { echo "haproxy: not installed"; return 1; }
+	# Hop 1 reads the ClientHello and routes on its SNI, like the public proxy.
+	cat >"$RUN/haproxy1.cfg" <<-EOF
+	global
+	    maxconn $maxconn
+	defaults
+	    mode tcp
+	    option splice-auto
+	    timeout connect 5s
+	    timeout client 1h
+	    timeout server 1h
+	frontend public
+	    bind 127.0.0.1:$p1
+	    tcp-request inspect-delay 5s
+	    tcp-request content accept if { req.ssl_hello_type 1 }
+	    use_backend private if { req.ssl_sni -i $SNI }
+	backend private
+	    server hop2 127.0.0.1:$p2
+	EOF
+	# Hop 2 is a plain TCP relay, like the private proxy.
+	cat >"$RUN/haproxy2.cfg" <<-EOF
+	global
+	    maxconn $maxconn
+	defaults
+	    mode tcp
+	    option splice-auto
+	    timeout connect 5s
+	    timeout client 1h
+	    timeout server 1h
+	frontend private
+	    bind 127.0.0.1:$p2
+	    default_backend internal
+	backend internal
+	    server internal 127.0.0.1:$INTERNAL_PORT
+	EOF
+	start_proc haproxy2 haproxy -db -f "$RUN/haproxy2.cfg"
+	start_proc haproxy1 haproxy -db -f "$RUN/haproxy1.cfg"
+	wait_listen "${PID[haproxy2]}" "$p2" 10 && wait_listen "${PID[haproxy1]}" "$p1" 10 ||
+		{ echo "haproxy: did not start (see below)"; tail -n 3 "$RUN"/log/haproxy*.log; return 1; }
+	SETUP_ADDR[haproxy]=127.0.0.1:$p1
+	SETUP_PROCS[haproxy]="haproxy1 haproxy2 internal"
+}
+
+setup_sniproxy() {
+	local p
+	p=$(free_port)
+	command -v sniproxy >/dev/null || { echo "sniproxy: not installed"; return 1; }
+	cat >"$RUN/sniproxy.conf" <<-EOF
+	user $(id -un)
+	error_log {
+	    filename $RUN/log/sniproxy-error.log
+	    priority warning
+	}
+	listener 127.0.0.1:$p {
+	    protocol tls
+	    table bench
+	}
+	table bench {
+	    $SNI 127.0.0.1:$INTERNAL_PORT
+	}
+	EOF
+	start_proc sniproxy sniproxy -f -c "$RUN/sniproxy.conf"
+	wait_listen "${PID[sniproxy]}" "$p" 10 ||
+		{ echo "sniproxy: did not start"; tail -3 "$RUN/log/sniproxy.log"; return 1; }
+	SETUP_ADDR[sniproxy]=127.0.0.1:$p
+	SETUP_PROCS[sniproxy]="sniproxy internal"
+}
+
+# The five processes of the seed on free ports: settings/dev copied with its
+# ports rewritten and its certificate and data paths made absolute.
+setup_chain() {
+	local dir=$RUN/chain port new role
+	[ -x "$ROOT/bin/proxy" ] && [ -x "$ROOT/bin/hyper" ] ||
+		{ echo "chain: bin/proxy or bin/hyper is missing (make all failed?)"; return 1; }
+	rm -rf "$dir"
+	mkdir -p "$dir/roles" "$dir/directory" "$dir/data"
+	cp -r "$ROOT"/settings/dev/roles/* "$dir/roles/"
+	cp "$ROOT"/settings/dev/directory/* "$dir/directory/"
+	local sed_args=(-e "s#\\\$DIR/\\.\\./\\.\\./certs#$CERTS#g"
+		-e "s#\\\$DIR/\\.\\./\\.\\./\\.\\./\\.\\./run/dev#$dir/data#g"
+		-e "s#\\(localhost\\|127\\.0\\.0\\.1\\):8888\\b#127.0.0.1:$INTERNAL_PORT#g")
+	declare -gA CHAIN_PORT=()
+	for port in 4433 9999 6655 5544 5556 7766 7776 8877; do
+		new=$(free_port)
+		CHAIN_PORT[$port]=$new
+		sed_args+=(-e "s#\\(localhost\\|127\\.0\\.0\\.1\\):$port\\b#127.0.0.1:$new#g")
+	done
+	find "$dir/roles" "$dir/directory" -type f -exec sed -i "${sed_args[@]}" {} +
+	if grep -rq -e '\$DIR/\.\./\.\./certs' -e ':4433\b' "$dir/roles"; then
+		echo "chain: settings rewrite incomplete"; return 1
+	fi
+	start_proc public-hyper env HYPER_SETTINGS="$dir/roles/public-proxy-hyper-1" \
+		"$ROOT/bin/hyper" server run
+	start_proc private-hyper env HYPER_SETTINGS="$dir/roles/private-proxy-hyper-1" \
+		"$ROOT/bin/hyper" server run
+	start_proc public-proxy env PROXY_SETTINGS="$dir/roles/public-proxy-1" \
+		"$ROOT/bin/proxy" run public
+	start_proc private-proxy env PROXY_SETTINGS="$dir/roles/private-proxy-1" \
+		"$ROOT/bin/proxy" run private
+	for role in public-hyper:5544 private-hyper:7766 public-proxy:4433 private-proxy:8877; do
+		if ! wait_listen "${PID[${role%%:*}]}" "${CHAIN_PORT[${role##*:}]}" 10; then
+			echo "chain: ${role%%:*} did not start; its log:"
+			tail -5 "$RUN/log/${role%%:*}.log"
+			stop_chain
+			return 1
+		fi
+	done
+	SETUP_ADDR[chain]=127.0.0.1:${CHAIN_PORT[4433]}
+	SETUP_PROCS[chain]="public-proxy public-hyper private-hyper private-proxy internal"
+	# Ready once the announcement went through: a request succeeds end to end.
+	local i
+	for ((i = 0; i < 40; i++)); do
+		"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[chain]}" --requests 1 \
+			--timeout 2 --duration 3 --quiet >/dev/null 2>&1 && return 0
+		sleep 0.5
+	done
+	echo "chain: no request went through within 20 s; logs:"
+	tail -n 3 "$RUN"/log/p*-*.log
+	stop_chain
+	return 1
+}
+
+stop_setup() { # SETUP
+	local n
+	for n in ${SETUP_PROCS[$1]:-}; do [ "$n" = internal ] || stop_proc "$n"; done
+}
+stop_chain() {
+	local n
+	for n in public-proxy private-proxy public-hyper private-hyper; do stop_proc "$n"; done
+}
+
+LG_TLS=(--sni "$SNI" --cacert "$CERTS/root.crt")
+ACTIVE=""	# setups that started and answered
+
+# ---------------------------------------------------------------- results
+echo "scenario,variant,setup,rep,metric,value" >"$CSV"
+record() { # SCENARIO VARIANT SETUP REP METRIC VALUE
+	echo "$1,$2,$3,$4,$5,$6" >>"$CSV"
+}
+
+# One loadgen run; its CSV line is split into rows.  Prints a progress line.
+# LG line: requests,errors,aborted,seconds,rps,p50,p90,p99,max,mbps,bytes,
+#          then cpu_us_per_req,fds_per_conn,vmhwm_kb per pid.
+lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
+	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 n f cpu
+	shift 4
+	out=$("$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --csv --quiet \
+		--pids "$(pids_of "$s")" "$@" 2>"$RUN/lg.err")
+	if [ -z "$out" ]; then
+		log "  $sc $va $s #$rep: loadgen failed: $(head -c 300 "$RUN/lg.err")"
+		return 1
+	fi
+	IFS=, read -r -a f <<<"$out"
+	record "$sc" "$va" "$s" "$rep" requests "${f[0]}"
+	record "$sc" "$va" "$s" "$rep" errors "${f[1]}"
+	record "$sc" "$va" "$s" "$rep" req_s "${f[4]}"
+	record "$sc" "$va" "$s" "$rep" p50_ms "${f[5]}"
+	record "$sc" "$va" "$s" "$rep" p99_ms "${f[7]}"
+	[ "${f[10]}" != 0 ] && record "$sc" "$va" "$s" "$rep" mb_s "${f[9]}"
+	for n in ${SETUP_PROCS[$s]}; do
+		cpu=${f[i]}
+		if [ "${f[10]}" != 0 ]; then
+			# CPU seconds per GiB moved: us/req * requests / bytes.
+			record "$sc" "$va" "$s" "$rep" "cpu_s_gib.$n" \
+				"$(awk -v c="$cpu" -v r="${f[0]}" -v b="${f[10]}" 'BEGIN { printf "%.3f", c * r / 1e6 / (b / 1073741824) }')"
+		else
+			record "$sc" "$va" "$s" "$rep" "cpu_us_req.$n" "$cpu"
+		fi
+		if [ "$sc" = memory ]; then
+			record "$sc" "$va" "$s" "$rep" "fds_conn.$n" "${f[i + 1]}"
+			record "$sc" "$va" "$s" "$rep" "hwm_kb.$n" "${f[i + 2]}"
+		fi
+		i=$((i + 3))
+	done
+	PROGRESS=$((PROGRESS + 1))
+	log "  [$PROGRESS] $sc $va $s #$rep: ${f[0]} ok, ${f[1]} errors, ${f[4]} req/s, p50 ${f[5]} ms, p99 ${f[7]} ms$([ "${f[10]}" != 0 ] && echo ", ${f[9]} MB/s")"
+	LAST_LG=("${f[@]}")
+}
+PROGRESS=0
+
+# ---------------------------------------------------------------- scenarios
+each_rep() { # FUNCTION ARGS...: for rep: for setup (A B A B ...)
+	local rep s reps=${EACH_REPS:-$REPS}
+	for ((rep = 1; rep <= reps; rep++)); do
+		for s in $ACTIVE; do "$@" "$s" "$rep"; done
+	done
+}
+
+sc_rate() { # CONC SETUP REP
+	lg_run rate "c$1" "$2" "$3" --concurrency "$1" --duration "$RATE_SECS" --timeout 10
+}
+sc_latency() { # SETUP REP
+	lg_run latency c1 "$1" "$2" --concurrency 1 --requests "$LAT_REQS" \
+		--duration "$((LAT_REQS / 10 + 30))" --timeout 10
+}
+sc_bulk() { # KIND STREAMS SETUP REP
+	local kind=$1 streams=$2 total each
+	[ "$kind" = down ] && total=$BULK_DOWN || total=$BULK_UP
+	each=$((total / streams))
+	if [ "$kind" = down ]; then
+		lg_run bulk "down$streams" "$3" "$4" --bytes "$each" --requests "$streams" \
+			--concurrency "$streams" --timeout 300 --duration 300
+	else
+		lg_run bulk "up$streams" "$3" "$4" --upload "$each" --requests "$streams" \
+			--concurrency "$streams" --timeout 300 --duration 300
+	fi
+}
+sc_handshake() { # SETUP REP
+	lg_run handshake c25 "$1" "$2" --handshake-only --concurrency 25 \
+		--duration "$HS_SECS" --timeout 10
+}
+
+# The seed's stress command, as written, against the setup's address.
+sc_stress() { # SETUP REP
+	local s=$1 rep=$2 port=${SETUP_ADDR[$1]##*:} n t0 t1 out=$RUN/stress.txt summary
+	declare -A c0=()
+	for n in ${SETUP_PROCS[$s]}; do c0[$n]=$(proc_cpu_ticks "${PID[$n]}"); done
+	t0=$(date +%s.%N)
+	seq 1 "$STRESS_N" | timeout 600 parallel -j 25 curl -sS -o /dev/null \
+		-w "'%{http_code} %{time_total}\n'" --max-time 30 \
+		--cacert "$CERTS/root.crt" --resolve "$SNI:$port:127.0.0.1" \
+		"https://$SNI:$port/jsonrpc" --data "{}" >"$out" 2>"$RUN/stress.err"
+	t1=$(date +%s.%N)
+	# The latencies of the successes, sorted, give p50 and p99.
+	summary=$(awk '$1 == 200 { print $2 }' "$out" | sort -g | awk -v n="$STRESS_N" -v t0="$t0" -v t1="$t1" '
+		{ lat[NR] = $1 }
+		END {
+			p50 = NR ? lat[int((NR - 1) * 0.50 + 0.5) + 1] * 1000 : 0
+			p99 = NR ? lat[int((NR - 1) * 0.99 + 0.5) + 1] * 1000 : 0
+			printf "%.3f %.1f %d %.2f %.2f\n", t1 - t0, n / (t1 - t0), n - NR, p50, p99
+		}')
+	set -- $summary
+	record stress "j25" "$s" "$rep" wall_s "$1"
+	record stress "j25" "$s" "$rep" req_s "$2"
+	record stress "j25" "$s" "$rep" errors "$3"
+	record stress "j25" "$s" "$rep" p50_ms "$4"
+	record stress "j25" "$s" "$rep" p99_ms "$5"
+	local tck
+	tck=$(getconf CLK_TCK)
+	for n in ${SETUP_PROCS[$s]}; do
+		record stress "j25" "$s" "$rep" "cpu_s.$n" \
+			"$(awk -v a="${c0[$n]}" -v b="$(proc_cpu_ticks "${PID[$n]}")" -v t="$tck" 'BEGIN { printf "%.2f", (b - a) / t }')"
+	done
+	PROGRESS=$((PROGRESS + 1))
+	log "  [$PROGRESS] stress j25 $s #$rep: $STRESS_N requests in $1 s, $2 req/s, $3 failures, p50 $4 ms, p99 $5 ms"
+}
+
+# Idle connections held through fresh processes: peak RSS, fds per connection.
+sc_memory() { # SETUP REP
+	local s=$1 rep=$2 n
+	stop_all
+	start_internal || return 1
+	unset "SETUP_ADDR[$s]"
+	if ! setup_"$s" >"$RUN/setup-$s.txt" 2>&1; then
+		log "  memory $s #$rep: setup failed: $(head -c 300 "$RUN/setup-$s.txt")"
+		return 1
+	fi
+	declare -A rss0=()
+	for n in ${SETUP_PROCS[$s]}; do rss0[$n]=$(proc_rss_kb "${PID[$n]}"); done
+	lg_run memory "n$MEM_CONNS" "$s" "$rep" --hold 2 --requests "$MEM_CONNS" \
+		--concurrency 50 --timeout 30 --duration $((MEM_CONNS / 20 + 60)) || return 1
+	local i=11
+	for n in ${SETUP_PROCS[$s]}; do
+		# Peak RSS above the idle process, per connection held.
+		record memory "n$MEM_CONNS" "$s" "$rep" "kb_conn.$n" \
+			"$(awk -v h="${LAST_LG[i + 2]}" -v r="${rss0[$n]}" -v c="${LAST_LG[0]}" 'BEGIN { printf "%.2f", c ? (h - r) / c : 0 }')"
+		i=$((i + 3))
+	done
+}
+
+# ---------------------------------------------------------------- summary
+summarize() {
+	python3 - "$CSV" "$OUTDIR/$DATE" <<-'EOF'
+	import csv, statistics, sys, collections
+	rows = list(csv.DictReader(open(sys.argv[1])))
+	base = sys.argv[2]
+	vals = collections.OrderedDict()
+	setups = []
+	for r in rows:
+	    key = (r["scenario"], r["variant"], r["metric"])
+	    vals.setdefault(key, collections.OrderedDict()).setdefault(r["setup"], []).append(float(r["value"]))
+	    if r["setup"] not in setups:
+	        setups.append(r["setup"])
+	med = {}
+	def fmt(x):
+	    return "%.0f" % x if abs(x) >= 1000 else "%.4g" % x
+	print("%-10s %-7s %-24s %-9s %28s %8s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct"))
+	for (sc, va, me), per in vals.items():
+	    # The CSV keeps everything; the table skips what says little.
+	    if me == "requests" or (sc == "bulk" and me in ("req_s", "p50_ms", "p99_ms")) \
+	            or (sc == "memory" and me in ("p50_ms", "p99_ms")):
+	        continue
+	    for s, v in per.items():
+	        m = statistics.median(v)
+	        med[(sc, va, me, s)] = m
+	        d = med.get((sc, va, me, "direct"))
+	        ratio = "%.2f" % (m / d) if d and s != "direct" else ""
+	        extra = ""
+	        if me in ("p50_ms", "p99_ms") and d is not None and s != "direct":
+	            extra = "  (%+.2f ms)" % (m - d)
+	        print("%-10s %-7s %-24s %-9s %28s %8s%s" % (sc, va, me, s,
+	              "%s [%s-%s]" % (fmt(m), fmt(min(v)), fmt(max(v))), ratio, extra))
+	# Chart data: one file per panel, a row per variant, a column per setup.
+	def panel(name, items):
+	    with open("%s.%s.dat" % (base, name), "w") as f:
+	        f.write("label " + " ".join(setups) + "\n")
+	        if not any((sc, va, me, s) in med for _, sc, va, me in items for s in setups):
+	            f.write("none" + " 0" * len(setups) + "\n")
+	        for label, sc, va, me in items:
+	            if not any((sc, va, me, s) in med for s in setups):
+	                continue
+	            f.write(label + " " + " ".join("%g" % med.get((sc, va, me, s), 0) for s in setups) + "\n")
+	panel("rate", [("GET_c25", "rate", "c25", "req_s"), ("GET_c100", "rate", "c100", "req_s"),
+	               ("handshake_c25", "handshake", "c25", "req_s"), ("stress_j25", "stress", "j25", "req_s")])
+	panel("latency", [("p50_c1", "latency", "c1", "p50_ms"), ("p99_c1", "latency", "c1", "p99_ms")])
+	panel("bulk", [("down1", "bulk", "down1", "mb_s"), ("down16", "bulk", "down16", "mb_s"),
+	               ("up1", "bulk", "up1", "mb_s"), ("up16", "bulk", "up16", "mb_s")])
+	mem = []
+	for (sc, va, me), per in vals.items():
+	    if sc == "memory" and me.startswith("kb_conn."):
+	        mem.append((me[8:], sc, va, me))
+	panel("memory", mem)
+	EOF
+}
+
+chart() {
+	local b=$OUTDIR/$DATE ncol
+	command -v gnuplot >/dev/null || { log "gnuplot missing: no chart"; return; }
+	ncol=$(head -1 "$b.rate.dat" | wc -w)
+	gnuplot <<-EOF 2>"$RUN/gnuplot.err" || log "gnuplot failed: $(head -c 300 "$RUN/gnuplot.err")"
+	set terminal pngcairo size 1400,1000 noenhanced
+	set output "$b.png"
+	set style data histogram
+	set style histogram cluster gap 1
+	set style fill solid 0.8 border -1
+	set key top right
+	set grid ytics
+	set yrange [0:*]
+	set multiplot layout 2,2 title "relay benchmarks $DATE"
+	set title "connections per second (one request per TLS connection)"
+	plot for [i=2:$ncol] "$b.rate.dat" using i:xtic(1) title columnheader(i)
+	set title "latency at concurrency 1 (ms)"
+	plot for [i=2:$ncol] "$b.latency.dat" using i:xtic(1) title columnheader(i)
+	set title "bulk throughput (MB/s)"
+	plot for [i=2:$ncol] "$b.bulk.dat" using i:xtic(1) title columnheader(i)
+	set title "peak RSS per idle connection held (kB), per process"
+	plot for [i=2:$ncol] "$b.memory.dat" using i:xtic(1) title columnheader(i)
+	unset multiplot
+	EOF
+	rm -f "$b".*.dat
+	[ -f "$b.png" ] && log "chart: $b.png"
+}
+
+# ---------------------------------------------------------------- main
+install_missing() {
+	local p missing=""
+	for p in $BENCH_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing+=" $p"; done
+	[ -z "$missing" ] && return
+	log "installing bench packages:$missing"
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing; } \
+		>"$RUN/apt.log" 2>&1 || log "apt-get failed (see $RUN/apt.log); setups needing them are skipped"
+}
+
+raise_nofile() {
+	local want=$((MEM_CONNS * 6 + 1024)) hard
+	ulimit -Hn "$want" 2>/dev/null
+	hard=$(ulimit -Hn)
+	[ "$hard" = unlimited ] && hard=1048576
+	ulimit -n "$hard" 2>/dev/null
+	# A relay hop holds 2 sockets and up to 2 pipes (4 fds) per connection.
+	if [ "$hard" -lt "$want" ]; then
+		local fit=$(((hard - 1024) / 6))
+		log "memory: the file limit is $hard (cannot raise it to $want): holding $fit connections instead of $MEM_CONNS"
+		MEM_CONNS=$fit
+	fi
+}
+
+main() {
+	local s t_start=$SECONDS
+	install_missing
+	raise_nofile
+	log "building (make examples bench-bins; make all for the chain)"
+	make --no-print-directory -s examples bench-bins >"$RUN/make.log" 2>&1 ||
+		{ cat "$RUN/make.log"; echo "run.sh: build failed" >&2; exit 1; }
+	[ -f "$CERTS/root.crt" ] || make --no-print-directory -s certs >>"$RUN/make.log" 2>&1
+	if [[ " $SETUPS " == *" chain "* ]]; then
+		make --no-print-directory -s all >>"$RUN/make.log" 2>&1 ||
+			log "make all failed: the chain setup will be skipped"
+	fi
+	log "benchmarks $([ $QUICK = 1 ] && echo quick || echo full), $REPS repetitions, results in $CSV"
+	start_internal || exit 1
+	for s in $SETUPS; do
+		unset "SETUP_ADDR[$s]"
+		if setup_"$s" >"$RUN/setup-$s.txt" 2>&1; then
+			ACTIVE+="$s "
+		else
+			log "skipping $s: $(tr '\n' ' ' <"$RUN/setup-$s.txt" | head -c 600)"
+		fi
+	done
+	# Each setup must serve one request before it is measured.
+	for s in $ACTIVE; do
+		if ! "$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --requests 1 \
+			--duration 5 >"$RUN/check-$s.txt" 2>&1; then
+			log "skipping $s: a test request failed: $(tr '\n' ' ' <"$RUN/check-$s.txt" | head -c 300)"
+			ACTIVE=${ACTIVE/$s /}
+		fi
+	done
+	[[ " $ACTIVE " == *" direct "* ]] || { log "direct setup failed: nothing to compare"; exit 1; }
+	log "setups: $ACTIVE"
+	local c kind st
+	for sc in $SCENARIOS; do
+		case $sc in
+		rate)
+			for c in $RATE_CONC; do
+				log "rate: one request per new TLS connection, concurrency $c, $RATE_SECS s"
+				each_rep sc_rate "$c"
+			done ;;
+		latency)
+			log "latency: concurrency 1, $LAT_REQS requests"
+			each_rep sc_latency ;;
+		bulk)
+			for kind in down up; do
+				for st in 1 16; do
+					log "bulk: $kind, $st stream(s), $([ $kind = down ] && echo $((BULK_DOWN / MiB)) || echo $((BULK_UP / MiB))) MiB in total"
+					each_rep sc_bulk "$kind" "$st"
+				done
+			done ;;
+		handshake)
+			log "handshake: TCP + TLS handshake only, concurrency 25, $HS_SECS s"
+			each_rep sc_handshake ;;
+		stress)
+			log "stress: seq 1 $STRESS_N | parallel -j 25 curl ..."
+			each_rep sc_stress ;;
+		memory) ;;
+		*) log "unknown scenario $sc" ;;
+		esac
+	done
+	if [[ " $SCENARIOS " == *" memory "* ]]; then
+		log "memory: $MEM_CONNS idle TLS connections held, fresh processes each time"
+		EACH_REPS=$MEM_REPS each_rep sc_memory
+	fi
+	stop_all
+	log "done in $((SECONDS - t_start)) s; results: $CSV"
+	summarize
+	chart
+}
+
+main

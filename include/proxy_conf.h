@@ -44,6 +44,7 @@ struct proxy_conf {
 
 	/* both */
 	double  pc_idle_timeout;       /* 0: never */
+	double  pc_shutdown_timeout;   /* seconds joined pairs may drain at a stop */
 	long    pc_max_connections;
 	char   *pc_datastore_file;
 	long    pc_splice_threshold;   /* bytes before a direction moves to splice; -1 never */

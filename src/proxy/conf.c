@@ -156,6 +156,7 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			conf_announcements(&sec, pc);
 		}
 		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
+		cfg_seconds(&sec, "shutdown_timeout", 10, 0, DAY, &pc->pc_shutdown_timeout);
 		cfg_int(&sec, "max_connections", 65536, 16, 1 << 24, &pc->pc_max_connections);
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
 		cfg_int(&sec, "pipe_size", 1 << 20, 4096, 1 << 30, &pc->pc_pipe_size);

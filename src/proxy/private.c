@@ -62,7 +62,7 @@
 #define PRIVATE_BACKOFF_MIN	1.0	/* seconds, first retry of a failed pass */
 #define PRIVATE_BACKOFF_MAX	30.0	/* after a pass has been accepted once */
 #define PRIVATE_BACKOFF_START	2.0	/* cap until the first accepted pass */
-#define PRIVATE_DRAIN_MS	2000	/* relays get this long to close at a stop */
+#define PRIVATE_DRAIN_MS	2000	/* closed relays get this long to report at a stop */
 
 struct target {
 	TAILQ_ENTRY(target)	 tg_entry;
@@ -108,6 +108,7 @@ struct private {
 	struct datastore	*pv_store;	/* NULL: memory only; side thread */
 	struct control		 pv_ctl;
 	atomic_int		 pv_stopping;
+	int			 pv_drain_forced;	/* relay_close_all done at a stop */
 	atomic_long		 pv_nsockets;	/* reserved by the side, freed by the loop */
 
 	/* side thread */
@@ -892,8 +893,16 @@ private_drain_timeout(struct loop_op *op, int res, unsigned flags)
 {
 	struct private *pv = LOOP_CONTAINER_OF(op, struct private, pv_drainop);
 
-	log_warnx("stop: %ld socket(s) still open after %d ms", atomic_load(&pv->pv_nsockets),
-	    PRIVATE_DRAIN_MS);
+	/* First expiry: shutdown_timeout is over, end the relays; their
+	 * reports bring the count to zero.  Second: give up waiting. */
+	if (!pv->pv_drain_forced) {
+		log_warnx("stop: %ld socket(s) still open after shutdown_timeout; closing them",
+		    atomic_load(&pv->pv_nsockets));
+		pv->pv_drain_forced = 1;
+		relay_close_all(pv->pv_relay);
+		loop_timeout(pv->pv_loop, &pv->pv_drainop, PRIVATE_DRAIN_MS);
+		return;
+	}
 	loop_stop(pv->pv_loop);
 }
 
@@ -1035,9 +1044,9 @@ private_run(struct proxy_conf *pc)
 			loop_cancel(pv.pv_loop, &d->dl_int.ds_op);
 		}
 	}
-	relay_close_all(pv.pv_relay);
 	if (atomic_load(&pv.pv_nsockets) > 0) {
-		loop_timeout(pv.pv_loop, &pv.pv_drainop, PRIVATE_DRAIN_MS);
+		log_info("stopping: relays may drain for up to %.1f s", pc->pc_shutdown_timeout);
+		loop_timeout(pv.pv_loop, &pv.pv_drainop, (unsigned)(pc->pc_shutdown_timeout * 1000));
 		if (loop_run(pv.pv_loop) < 0)
 			rc = 1;
 	}

@@ -111,6 +111,9 @@ struct public {
 	int                      p_tls_paused, p_data_paused;
 	double                   p_full_logged;  /* last "max_connections" line */
 	unsigned char           *p_peekbuf;      /* hello_max_bytes, loop thread */
+	int                      p_stopping;     /* draining after SIGTERM */
+	int                      p_nlisteners;   /* not yet closed by the kernel */
+	struct loop_op           p_drain;        /* shutdown_timeout, then the last call */
 };
 
 static struct loop *public_signal_loop;
@@ -127,6 +130,24 @@ static void pconn_arm_poll(struct pconn *);
  * refused those would hold its parked clients until accept_timeout.
  * n: change of the socket count (0 after parking or unparking).
  */
+/* Stopping: done once every socket is closed, the listening ones too (an
+ * exit with requests still in the ring makes the kernel's teardown slow). */
+static void
+public_drained(struct public *p)
+{
+	if (p->p_nconns == 0 && p->p_nlisteners == 0)
+		loop_stop(p->p_loop);
+}
+
+static void
+public_listener_closed(struct loop_listener *l)
+{
+	struct public *p = l->ll_arg;
+
+	p->p_nlisteners--;
+	public_drained(p);
+}
+
 static void
 public_conn_add(struct public *p, int n)
 {
@@ -134,6 +155,10 @@ public_conn_add(struct public *p, int n)
 	int tls_full, data_full;
 
 	p->p_nconns += n;
+	if (p->p_stopping) {
+		public_drained(p);
+		return;         /* the listeners are closed */
+	}
 	tls_full = p->p_nconns >= max;
 	data_full = p->p_nconns >= max + (long)token_count(p->p_tokens);
 	if (tls_full && !p->p_tls_paused) {
@@ -768,8 +793,55 @@ public_listen(struct public *p, struct loop_listener *l, const char *addr, const
 		return -1;
 	}
 	loop_listener_start(p->p_loop, l, fd, cb, p);
+	p->p_nlisteners++;
 	log_info("%s listening on %s", what, addr);
 	return 0;
+}
+
+/* shutdown_timeout ran out: end the pairs still relaying.  Their reports
+ * bring the count to zero; a second expiry gives up waiting. */
+static void
+public_drain_expired(struct loop_op *op, int res, unsigned flags)
+{
+	struct public *p = LOOP_CONTAINER_OF(op, struct public, p_drain);
+	struct relay_stats st;
+
+	relay_stats(p->p_relay, &st);
+	if (p->p_stopping == 1 && st.pairs_active > 0) {
+		log_warnx("stop: closing %u pair(s) still relaying after shutdown_timeout",
+		    st.pairs_active);
+		relay_close_all(p->p_relay);
+		p->p_stopping = 2;
+		loop_timeout(p->p_loop, &p->p_drain, 1000);
+		return;
+	}
+	loop_stop(p->p_loop);
+}
+
+/* SIGTERM: stop accepting, close every connection not yet joined, let the
+ * joined pairs finish for up to shutdown_timeout. */
+static int
+public_drain(struct public *p)
+{
+	struct loop_timer *t;
+	struct relay_stats st;
+
+	p->p_stopping = 1;
+	loop_listener_stop(&p->p_tls_listener, public_listener_closed);
+	loop_listener_stop(&p->p_data_listener, public_listener_closed);
+	/* Each list holds exactly the connections waiting in that state. */
+	while ((t = TAILQ_FIRST(&p->p_hello_timers.tl_head)) != NULL)
+		pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "shutdown");
+	while ((t = TAILQ_FIRST(&p->p_park_timers.tl_head)) != NULL)
+		pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "shutdown");
+	while ((t = TAILQ_FIRST(&p->p_token_timers.tl_head)) != NULL)
+		dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), "shutdown");
+	relay_stats(p->p_relay, &st);
+	log_info("stopping: %u pair(s) may drain for up to %.1f s", st.pairs_active,
+	    p->p_conf->pc_shutdown_timeout);
+	loop_op_init(&p->p_drain, public_drain_expired);
+	loop_timeout(p->p_loop, &p->p_drain, (unsigned)(p->p_conf->pc_shutdown_timeout * 1000));
+	return loop_run(p->p_loop);
 }
 
 int
@@ -834,11 +906,11 @@ public_run(struct proxy_conf *pc)
 	sa.sa_handler = public_on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	rc = loop_run(p->p_loop) < 0 ? 1 : 0;
+	rc = loop_run(p->p_loop) < 0 || public_drain(p) < 0 ? 1 : 0;
 	relay_stats(p->p_relay, &st);
 	log_debug("active at stop: %ld sockets, %zu parked, %u relayed pairs", p->p_nconns,
 	    token_count(p->p_tokens), st.pairs_active);
-	log_info("stopping");
+	log_info("stopped");
 out:
 	if (p->p_ctl.ct_side)
 		control_stop(&p->p_ctl);

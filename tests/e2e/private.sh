@@ -42,6 +42,7 @@ cat >"$R/private-proxy-1/010_test.yml" <<EOF
 private:
   connect_timeout: 1
   max_connections: 16
+  shutdown_timeout: 0.5
   announcements:
     - {domain: test.internal-server.local, proxy: public-proxy-1.ga}
     - {domain: taken.internal-server.local, proxy: public-proxy-1.ga}
@@ -262,7 +263,8 @@ sleep 0.3
 t0=$(now)
 stop_bg private TERM; rc=$?
 secs=$(awk "BEGIN { printf \"%.2f\", $(now) - $t0 }")
-check "SIGTERM with a relay in flight exits 0 within 2 s (${secs}s)" eval '[ $rc = 0 ] && lt $secs 2'
+check "SIGTERM with a relay in flight drains for shutdown_timeout (0.5 s), exits 0 within 2 s (${secs}s)" \
+	eval '[ $rc = 0 ] && lt $secs 2 && grep -q "after shutdown_timeout; closing" "$T/private.log"'
 mv "$T/private.log" "$T/private.1.log"
 
 # ---- the real public proxy: full chain and restarts ----------------------

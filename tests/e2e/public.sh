@@ -546,6 +546,33 @@ counts_zero() {
 	grep -q 'active at stop: 0 sockets, 0 parked, 0 relayed pairs' "$PLOG"
 }
 check "every socket counted is released (0 active at stop, --log-level debug)" counts_zero
+# --- graceful stop -----------------------------------------------------------------------
+# SIGTERM: listeners close at once, a transfer in flight may go on for
+# shutdown_timeout (1 s here), then it is cut and the process exits 0.
+graceful_stop() {
+	local t0 t1 rc got
+	printf 'public:\n  shutdown_timeout: 1\n' >"$S/public-proxy-1/950_mode.yml"
+	start_public
+	wait_port 127.0.0.1 "$DATA_PORT" 5 || return 1
+	c --limit-rate 2M "$URL/bytes/100000000" -o "$E2E_RUN/slow.bin" 2>/dev/null &
+	local curl_pid=$!
+	sleep 1
+	t0=$(date +%s.%N)
+	kill -TERM "${E2E_PID[public]}"
+	sleep 0.3
+	# the listener is gone while the transfer still runs
+	if (exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null; then echo "still accepting"; return 1; fi
+	stop_bg public 0; rc=$?         # signal 0: only wait (a second TERM stops at once)
+	t1=$(date +%s.%N)
+	wait "$curl_pid"
+	got=$(stat -c %s "$E2E_RUN/slow.bin")
+	rm -f "$E2E_RUN/slow.bin" "$S/public-proxy-1/950_mode.yml"
+	echo "exit $rc after $(awk "BEGIN { print $t1 - $t0 }") s, $got bytes received"
+	grep -E 'stopping|shutdown_timeout|end=shutdown' "$PLOG"
+	[ "$rc" = 0 ] && awk "BEGIN { exit !($t1 - $t0 >= 0.9 && $t1 - $t0 < 3) }" &&
+		[ "$got" -gt 2000000 ] && [ "$got" -lt 100000000 ] && grep -q 'end=shutdown' "$PLOG"
+}
+check "SIGTERM: accepting stops, a transfer drains for shutdown_timeout (1 s), then exit 0" graceful_stop
 start_public
 wait_port 127.0.0.1 "$TLS_PORT" 5
 for n in public private public-hyper private-hyper hd-hyper internal; do

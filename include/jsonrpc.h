@@ -28,6 +28,10 @@ struct json_object;
 #define HP_ERR_UNREACHABLE       502
 #define HP_ERR_TIMEOUT           504
 
+/* A new event base for JSON-RPC traffic: epoll with a change list, so the
+ * add/delete pairs of one loop iteration cost one epoll_ctl, not several. */
+struct event_base *jsonrpc_base_new(void);
+
 /* New {"code": code, "message": msg} object. */
 struct json_object *jsonrpc_error_new(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -108,8 +108,10 @@ void	 relay_free(struct relay *r);
  * outlive the pair (string literals).  Bytes already waiting in either
  * socket (e.g. a peeked ClientHello) are forwarded first.  To send bytes of
  * your own first (the private proxy's token), write them to fd_b before
- * joining.  Returns the pair, or NULL (ENOMEM) with both fds closed and no
- * callback. */
+ * joining.  The caller sets TCP_NODELAY (the relay forwards whole chunks
+ * and Nagle would only delay them; accepted sockets inherit it from a
+ * listener that has it).  Returns the pair, or NULL (ENOMEM) with both fds
+ * closed and no callback. */
 struct relay_pair *relay_join(struct relay *r, int fd_a, int fd_b,
 	     const char *name_a, const char *name_b, relay_done_cb done, void *arg);
 /* End a pair now (reason "closed"); done() follows once the kernel has let

@@ -23,6 +23,17 @@ int      b64_decode(const char *in, uint8_t *out, size_t outlen);
  * in err. */
 int      addr_parse(const char *hostport, struct sockaddr_storage *ss, socklen_t *len,
 	     char *err, size_t errlen);
+/* addr_parse through a one-entry cache: the same hostport within ttl
+ * seconds is not resolved again (getaddrinfo reads /etc/hosts and friends on
+ * every call).  Not thread-safe: one cache per thread. */
+struct addr_cache {
+	char                    ac_key[256];
+	struct sockaddr_storage ac_ss;
+	socklen_t               ac_len;
+	double                  ac_until;       /* monotonic */
+};
+int      addr_parse_cached(struct addr_cache *c, const char *hostport, double ttl,
+	     struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
 /* Printable "ip:port" / "[ip]:port"; buf of 64 bytes is enough. */
 const char *addr_str(const struct sockaddr *sa, char *buf, size_t len);
 /* Shortened client address for logs: IPv4 /16, IPv6 /32 ("10.1.0.0/16"). */

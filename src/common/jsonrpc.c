@@ -1228,3 +1228,17 @@ jsonrpc_client_free(struct jsonrpc_client *c)
 	if (!c->rc_running)
 		client_destroy(c);
 }
+
+struct event_base *
+jsonrpc_base_new(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *base;
+
+	if (cfg == NULL)
+		return NULL;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return base;
+}

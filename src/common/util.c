@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,28 @@ bad:
 	return -1;
 }
 
+int
+addr_parse_cached(struct addr_cache *c, const char *hostport, double ttl,
+    struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
+{
+	double now = now_mono();
+
+	if (now < c->ac_until && strcmp(c->ac_key, hostport) == 0) {
+		*ss = c->ac_ss;
+		*len = c->ac_len;
+		return 0;
+	}
+	if (addr_parse(hostport, ss, len, err, errlen) < 0)
+		return -1;
+	if (strlen(hostport) < sizeof(c->ac_key)) {
+		strcpy(c->ac_key, hostport);
+		c->ac_ss = *ss;
+		c->ac_len = *len;
+		c->ac_until = now + ttl;
+	}
+	return 0;
+}
+
 const char *
 addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {
@@ -194,6 +217,8 @@ listen_tcp(const char *hostport, int backlog, char *err, size_t errlen)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	/* Accepted sockets inherit it: no setsockopt per connection. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, backlog) < 0) {
 		snprintf(err, errlen, "%s: %s", hostport, strerror(errno));
 		close(fd);

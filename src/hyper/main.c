@@ -118,7 +118,7 @@ server_run(int loglevel)
 	/* A peer closing mid-write must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
 	memset(&st, 0, sizeof(st));
-	if ((st.base = event_base_new()) == NULL)
+	if ((st.base = jsonrpc_base_new()) == NULL)
 		fatalx("cannot create the event loop");
 	if ((st.hyper = hyper_new(st.base, &hc, &settings_error, err, sizeof(err))) == NULL) {
 		if (settings_error) {
@@ -228,7 +228,7 @@ call_run(const char *method, const char *json, double timeout)
 		fprintf(stderr, "hyper: settings: channel %s: tls: %s\n", hc.local.chname, err);
 		return 2;
 	}
-	if ((st.base = event_base_new()) == NULL)
+	if ((st.base = jsonrpc_base_new()) == NULL)
 		fatalx("cannot create the event loop");
 	memset(&cc, 0, sizeof(cc));
 	cc.url = url;

@@ -62,6 +62,7 @@
 #define PRIVATE_BACKOFF_MIN	1.0	/* seconds, first retry of a failed pass */
 #define PRIVATE_BACKOFF_MAX	30.0	/* after a pass has been accepted once */
 #define PRIVATE_BACKOFF_START	2.0	/* cap until the first accepted pass */
+#define PRIVATE_RESOLVE_TTL	10	/* seconds a resolved endpoint is reused */
 #define PRIVATE_DRAIN_MS	2000	/* closed relays get this long to report at a stop */
 
 struct target {
@@ -109,6 +110,8 @@ struct private {
 	struct control		 pv_ctl;
 	atomic_int		 pv_stopping;
 	int			 pv_drain_forced;	/* relay_close_all done at a stop */
+	struct addr_cache	 pv_endpoint_cache;	/* side thread */
+	struct addr_cache	 pv_internal_cache;	/* side thread */
 	atomic_long		 pv_nsockets;	/* reserved by the side, freed by the loop */
 
 	/* side thread */
@@ -517,15 +520,6 @@ dial_fail(struct dial *d, struct dial_side *s, int err)
 }
 
 static void
-dial_nodelay(int fd)
-{
-	int one = 1;
-
-	/* Only latency is at stake: a failure here is not worth a refusal. */
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-static void
 dial_pub_cb(struct loop_op *op, int res, unsigned flags)
 {
 	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_pub.ds_op);
@@ -536,7 +530,6 @@ dial_pub_cb(struct loop_op *op, int res, unsigned flags)
 		dial_check(d);
 		return;
 	}
-	dial_nodelay(d->dl_pub.ds_fd);
 	/* A fresh connection has an empty send buffer: 32 bytes go at once;
 	 * anything short means the peer is gone. */
 	n = send(d->dl_pub.ds_fd, d->dl_token, sizeof(d->dl_token), MSG_NOSIGNAL);
@@ -564,7 +557,6 @@ dial_int_cb(struct loop_op *op, int res, unsigned flags)
 		return;
 	}
 	d->dl_int.ds_state = DIAL_CONNECTED;
-	dial_nodelay(d->dl_int.ds_fd);
 	if (d->dl_failed)
 		dial_close(&d->dl_int);
 	dial_check(d);
@@ -573,7 +565,12 @@ dial_int_cb(struct loop_op *op, int res, unsigned flags)
 static int
 dial_socket(struct dial_side *s)
 {
+	int one = 1;
+
 	s->ds_fd = socket(s->ds_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* The relay forwards whole chunks: Nagle would only delay them. */
+	if (s->ds_fd >= 0)
+		(void)setsockopt(s->ds_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return s->ds_fd;
 }
 
@@ -653,14 +650,15 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
 	memcpy(d->dl_token, tok, sizeof(d->dl_token));
 	strlcpy(d->dl_domain, dom, sizeof(d->dl_domain));
-	if (addr_parse(endpoint, &d->dl_pub.ds_sa, &d->dl_pub.ds_salen, err, sizeof(err)) < 0) {
+	if (addr_parse_cached(&pv->pv_endpoint_cache, endpoint, PRIVATE_RESOLVE_TTL,
+	    &d->dl_pub.ds_sa, &d->dl_pub.ds_salen, err, sizeof(err)) < 0) {
 		free(d);
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid endpoint: %s", err);
 		return;
 	}
 	addr_str((struct sockaddr *)&d->dl_pub.ds_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
-	if (addr_parse(pv->pv_conf->pc_internal_address, &d->dl_int.ds_sa, &d->dl_int.ds_salen,
-	    err, sizeof(err)) < 0) {
+	if (addr_parse_cached(&pv->pv_internal_cache, pv->pv_conf->pc_internal_address,
+	    PRIVATE_RESOLVE_TTL, &d->dl_int.ds_sa, &d->dl_int.ds_salen, err, sizeof(err)) < 0) {
 		free(d);
 		log_warnx("connection %s: internal endpoint %s", dom, err);
 		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "internal server unreachable");

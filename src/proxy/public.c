@@ -68,6 +68,7 @@ struct pconn {
 	enum pconn_state         c_state;
 	int                      c_fd;
 	int                      c_closing;
+	int                      c_lowat;        /* SO_RCVLOWAT was raised */
 	struct loop_op           c_poll;
 	struct loop_timer        c_timer;       /* hello, then accept timeout */
 	struct sockaddr_storage  c_peer;
@@ -266,7 +267,8 @@ pconn_park(struct pconn *c)
 	}
 	snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
 	/* Back to the default low-water mark before the relay reads. */
-	setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if (c->c_lowat)
+		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 	if ((in = calloc(1, sizeof(*in))) == NULL ||
 	    token_park(p->p_tokens, c, now_mono(), c->c_token) < 0) {
 		free(in);
@@ -317,6 +319,7 @@ pconn_hello(struct pconn *c, unsigned revents)
 		/* Wake up only when the parser can make progress. */
 		lowat = (int)need;
 		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+		c->c_lowat = 1;
 		pconn_arm_poll(c);
 		return;
 	case SNI_NO_SNI:
@@ -386,7 +389,6 @@ public_tls_accept(struct loop_listener *l, int fd)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct pconn *c;
-	int one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
 		close(fd);      /* reset before we looked at it */
@@ -404,7 +406,6 @@ public_tls_accept(struct loop_listener *l, int fd)
 		close(fd);
 		return;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->c_pub = p;
 	c->c_fd = fd;
 	c->c_peer = ss;
@@ -521,7 +522,6 @@ public_data_accept(struct loop_listener *l, int fd)
 	struct public *p = l->ll_arg;
 	struct dconn *d;
 	socklen_t sl;
-	int one = 1;
 
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		close(fd);
@@ -530,7 +530,6 @@ public_data_accept(struct loop_listener *l, int fd)
 	sl = sizeof(d->d_peer);
 	getpeername(fd, (struct sockaddr *)&d->d_peer, &sl);
 	public_unmap(&d->d_peer);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	d->d_pub = p;
 	d->d_fd = fd;
 	loop_op_init(&d->d_recv, dconn_recv_cb);

@@ -696,7 +696,6 @@ relay_join(struct relay *r, int fd_a, int fd_b, const char *name_a, const char *
     relay_done_cb done, void *arg)
 {
 	struct relay_pair *p;
-	int one = 1;
 
 	if ((p = calloc(1, sizeof(*p))) == NULL) {
 		close(fd_a);
@@ -714,10 +713,11 @@ relay_join(struct relay *r, int fd_a, int fd_b, const char *name_a, const char *
 	for (int i = 0; i < 2; i++) {
 		struct relay_dir *d = &p->p_dir[i];
 
-		/* splice(2) honours only the socket's own O_NONBLOCK. */
-		fd_set_nonblock(p->p_fd[i]);
-		/* We forward whole chunks; do not let Nagle delay them. */
-		setsockopt(p->p_fd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* splice(2) honours only the socket's own O_NONBLOCK; accepted
+		 * and dialed sockets usually have it already. */
+		int fl = fcntl(p->p_fd[i], F_GETFL);
+		if (fl >= 0 && !(fl & O_NONBLOCK))
+			fcntl(p->p_fd[i], F_SETFL, fl | O_NONBLOCK);
 		d->d_pair = p;
 		d->d_idx = i;
 		d->d_src = p->p_fd[i];

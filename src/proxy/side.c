@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "jsonrpc.h"
 #include "log.h"
 #include "side.h"
 
@@ -59,7 +60,7 @@ side_new(char *err, size_t errlen)
 	}
 	pthread_mutex_init(&s->sd_lock, NULL);
 	STAILQ_INIT(&s->sd_queue);
-	s->sd_base = event_base_new();
+	s->sd_base = jsonrpc_base_new();
 	if (s->sd_base == NULL ||
 	    (s->sd_wake = event_new(s->sd_base, -1, 0, side_drain, s)) == NULL) {
 		snprintf(err, errlen, "cannot create the event loop");

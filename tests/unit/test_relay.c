@@ -156,6 +156,10 @@ tcp_pair(int *x, int *y)
 	close(l);
 	set_timeouts(*x, 10);
 	set_timeouts(*y, 10);
+	/* As the proxies do: the relay leaves socket options to its callers. */
+	int one = 1;
+	setsockopt(*x, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(*y, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 struct join_arg {

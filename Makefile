@@ -112,7 +112,7 @@ FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.
 FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard include/*.h)
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(LIB_SRC) $(wildcard include/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< \
 	    $$(sed -n 's/^.*fuzz-sources: //p' $<) $(LDLIBS)

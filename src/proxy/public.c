@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,6 +66,7 @@ struct public;
 
 struct pconn {
 	struct public           *c_pub;
+	TAILQ_ENTRY(pconn)       c_entry;       /* p_pconns, until freed */
 	enum pconn_state         c_state;
 	int                      c_fd;
 	int                      c_closing;
@@ -80,6 +82,7 @@ struct pconn {
 
 struct dconn {
 	struct public           *d_pub;
+	TAILQ_ENTRY(dconn)       d_entry;       /* p_dconns, until freed */
 	int                      d_fd;
 	int                      d_closing;
 	struct loop_op           d_recv;
@@ -115,6 +118,8 @@ struct public {
 	int                      p_stopping;     /* draining after SIGTERM */
 	int                      p_nlisteners;   /* not yet closed by the kernel */
 	struct loop_op           p_drain;        /* shutdown_timeout, then the last call */
+	TAILQ_HEAD(, pconn)      p_pconns;       /* freed at stop if still open */
+	TAILQ_HEAD(, dconn)      p_dconns;
 };
 
 static struct loop *public_signal_loop;
@@ -196,6 +201,7 @@ pconn_log(struct pconn *c, const char *how, uint64_t in, uint64_t out)
 static void
 pconn_free(struct pconn *c)
 {
+	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
 	if (c->c_fd >= 0) {
 		close(c->c_fd);
 		public_conn_add(c->c_pub, -1);
@@ -407,6 +413,7 @@ public_tls_accept(struct loop_listener *l, int fd)
 		return;
 	}
 	c->c_pub = p;
+	TAILQ_INSERT_TAIL(&p->p_pconns, c, c_entry);
 	c->c_fd = fd;
 	c->c_peer = ss;
 	c->c_state = PC_HELLO;
@@ -426,6 +433,7 @@ public_relay_done(const struct relay_report *rep, void *arg)
 
 	pconn_log(c, rep->reason_str, rep->bytes_ab, rep->bytes_ba);
 	public_conn_add(c->c_pub, -2);
+	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
 	free(c);
 }
 
@@ -434,6 +442,7 @@ public_relay_done(const struct relay_report *rep, void *arg)
 static void
 dconn_free(struct dconn *d)
 {
+	TAILQ_REMOVE(&d->d_pub->p_dconns, d, d_entry);
 	if (d->d_fd >= 0) {
 		close(d->d_fd);
 		public_conn_add(d->d_pub, -1);
@@ -483,11 +492,13 @@ dconn_join(struct dconn *d)
 	dfd = d->d_fd;
 	c->c_fd = -1;
 	d->d_fd = -1;
+	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
 	free(d);
 	/* The relay owns both sockets now, also when it fails. */
 	if (relay_join(p->p_relay, cfd, dfd, "client", "private", public_relay_done, c) == NULL) {
 		pconn_log(c, "relay failed", 0, 0);
 		public_conn_add(p, -2);
+		TAILQ_REMOVE(&p->p_pconns, c, c_entry);
 		free(c);
 	}
 }
@@ -531,6 +542,7 @@ public_data_accept(struct loop_listener *l, int fd)
 	getpeername(fd, (struct sockaddr *)&d->d_peer, &sl);
 	public_unmap(&d->d_peer);
 	d->d_pub = p;
+	TAILQ_INSERT_TAIL(&p->p_dconns, d, d_entry);
 	d->d_fd = fd;
 	loop_op_init(&d->d_recv, dconn_recv_cb);
 	public_conn_add(p, 1);
@@ -851,12 +863,16 @@ public_run(struct proxy_conf *pc)
 	struct public pub, *p = &pub;
 	struct relay_settings rs;
 	struct relay_stats st;
+	struct pconn *c;
+	struct dconn *d;
 	struct sigaction sa;
 	char err[512];
 	int rc = 1, crc;
 
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
+	TAILQ_INIT(&p->p_pconns);
+	TAILQ_INIT(&p->p_dconns);
 	signal(SIGPIPE, SIG_IGN);
 	public_fd_limit(pc);
 	p->p_announce = announce_table_new();
@@ -920,6 +936,21 @@ out:
 	if (p->p_loop)
 		loop_free(p->p_loop);
 	public_signal_loop = NULL;
+	/* The loop is gone: no callback will free what is still open (waiting
+	 * for a hello or a token, parked, or joined: relay_free closed those
+	 * sockets without a report). */
+	while ((c = TAILQ_FIRST(&p->p_pconns)) != NULL) {
+		TAILQ_REMOVE(&p->p_pconns, c, c_entry);
+		if (c->c_fd >= 0)
+			close(c->c_fd);
+		free(c);
+	}
+	while ((d = TAILQ_FIRST(&p->p_dconns)) != NULL) {
+		TAILQ_REMOVE(&p->p_dconns, d, d_entry);
+		if (d->d_fd >= 0)
+			close(d->d_fd);
+		free(d);
+	}
 	if (p->p_store)
 		datastore_close(p->p_store);
 	announce_table_free(p->p_announce);

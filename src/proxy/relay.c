@@ -94,6 +94,7 @@ struct relay {
 	int				 r_idle_on;
 	unsigned			 r_active;
 	unsigned			 r_spliced;
+	int				 r_budget_logged;	/* EPERM warned once */
 	uint64_t			 r_total;
 	uint64_t			 r_bytes[2];
 	uint64_t			 r_enobufs;
@@ -429,7 +430,10 @@ relay_pipe_get(struct relay_dir *d)
 	if (errno == EPERM) {
 		/* Per-user pipe budget exhausted: a default-size pipe would
 		 * cost more CPU per byte than copying; stay on COPY. */
-		log_debug("relay: pipe budget exhausted, direction stays on recv/send");
+		if (!r->r_budget_logged)	/* once: it lasts until pipes free up */
+			log_warnx("relay: pipe budget exhausted (F_SETPIPE_SZ: EPERM, "
+			    "fs.pipe-user-pages-soft): directions stay on recv/send");
+		r->r_budget_logged = 1;
 		d->d_nosplice = 1;
 	} else if (errno != EAGAIN) {
 		log_debug("relay: pipe: %s", strerror(errno));

@@ -98,7 +98,7 @@ certs-check:
 
 test: deps-check
 	$(MAKE) --no-print-directory all examples unit-bins V=rel
-	$(MAKE) --no-print-directory unit-bins V=asan
+	$(MAKE) --no-print-directory all examples unit-bins V=asan
 	scripts/run-tests.sh
 
 # Reliability (docs/reliability.md): valgrind on the whole chain, the fault

@@ -181,12 +181,12 @@ s.sendall(b'A' * 5); s.close()\" && curl -sS -f -o /dev/null --cacert $CA --reso
 restart() { # name start-function
 	stop_bg "$1" KILL
 	"$2"
-	serves_within 10
+	serves_within 5
 }
 for p in internal:start_internal public:start_public private:start_private \
 	public-hyper:start_public_hyper private-hyper:start_private_hyper; do
 	name=${p%%:*}; fn=${p#*:}
-	check "kill -9 and restart of $name: the chain serves again" restart "$name" "$fn"
+	check "kill -9 and restart of $name: the chain serves again within 5 s" restart "$name" "$fn"
 done
 
 for n in public private public-hyper private-hyper internal; do

@@ -31,6 +31,14 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# Descriptors inherited from the caller (a pipe of a CI runner or a terminal
+# multiplexer) would pass to every process started here and be counted as
+# theirs: close all but stdio and bash's own script descriptor (255).
+for fd in /proc/$$/fd/*; do
+	fd=${fd##*/}
+	[ "$fd" -gt 2 ] && [ "$fd" != 255 ] && eval "exec $fd>&-" 2>/dev/null
+done
+
 # Bench-only Debian packages, installed when missing.
 BENCH_PACKAGES="haproxy sniproxy gnuplot-nox"
 
@@ -530,8 +538,17 @@ summarize() {
 	    if r["setup"] == "chain" and me.startswith("cpu_us_req.") and me[11:] in CHAIN4:
 	        k = (r["scenario"], r["variant"], r["rep"])
 	        chain4[k] = chain4.get(k, 0.0) + float(r["value"])
+	c4 = collections.OrderedDict()
 	for (sc, va, rep), v in chain4.items():
-	    vals.setdefault((sc, va, "cpu_us_req.chain4"), collections.OrderedDict()).setdefault("chain", []).append(v)
+	    c4.setdefault((sc, va, "cpu_us_req.chain4"), collections.OrderedDict()).setdefault("chain", []).append(v)
+	# The sum goes after the last row of its scenario and variant.
+	keys, ordered = list(vals), collections.OrderedDict()
+	for i, k in enumerate(keys):
+	    ordered[k] = vals[k]
+	    if i + 1 == len(keys) or keys[i + 1][:2] != k[:2]:
+	        if k[:2] + ("cpu_us_req.chain4",) in c4:
+	            ordered[k[:2] + ("cpu_us_req.chain4",)] = c4[k[:2] + ("cpu_us_req.chain4",)]
+	vals = ordered
 	med = {}
 	for (sc, va, me), per in vals.items():
 	    for s, v in per.items():
@@ -541,18 +558,18 @@ summarize() {
 
 	# Targets (2 cores, ratios from this run): (label, value text, met, rows marked).
 	targets = []
-	def target(label, value, ok, cond, mark=()):
+	def target(label, value, ok, cond, mark=(), tag=""):
 	    if value is None:
-	        targets.append((label, cond, "no data", "n/a", mark))
+	        targets.append((label, cond, "no data", "n/a", mark, tag))
 	    else:
-	        targets.append((label, cond, value, "met" if ok else "NOT met", mark))
+	        targets.append((label, cond, value, "met" if ok else "NOT met", mark, tag))
 	def ratio_target(label, key, other, want):
 	    c, o = m(*key, "chain"), m(*key, other)
 	    if c is None or not o:
 	        target(label, None, False, ">= %.2fx %s" % (want, other))
 	        return
 	    target(label, "%.2fx (%s vs %s)" % (c / o, fmt(c), fmt(o)), c / o >= want,
-	           ">= %.2fx %s" % (want, other), [key + ("chain",)])
+	           ">= %.2fx %s" % (want, other), [key + ("chain",)], " vs " + other)
 	def fmt(x):
 	    return "%.0f" % x if abs(x) >= 1000 else "%.4g" % x
 	ratio_target("rate c25 req/s vs direct", ("rate", "c25", "req_s"), "direct", 0.85)
@@ -587,9 +604,9 @@ summarize() {
 	else:
 	    target("io-wq (iou-wrk) threads of the chain", None, False, "none per connection")
 	marks = {}
-	for label, cond, value, status, mark in targets:
+	for label, cond, value, status, mark, tag in targets:
 	    for k in mark:
-	        marks[k] = status
+	        marks[k] = (marks[k] + ", " if k in marks else "") + status + tag
 
 	print("%-10s %-7s %-26s %-9s %30s %8s  %s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct", "target"))
 	for (sc, va, me), per in vals.items():
@@ -616,7 +633,7 @@ summarize() {
 	              marks.get((sc, va, me, s), "")))
 	print()
 	print("%-66s %-26s %-40s %s" % ("target (chain)", "wanted", "measured (medians)", "met?"))
-	for label, cond, value, status, mark in targets:
+	for label, cond, value, status, mark, tag in targets:
 	    print("%-66s %-26s %-40s %s" % (label, cond, value, status))
 	print()
 	print("stress: each request starts a curl process (fork, exec, TLS handshake in curl);")

@@ -93,7 +93,7 @@ declare -A SETUP_PROCS=()	# setup -> process names whose CPU is sampled
 
 start_proc() { # NAME CMD... (env assignments through `env`, which execs)
 	local name=$1; shift
-	"$@" >"$RUN/log/$name.log" 2>&1 &
+	"$@" </dev/null >"$RUN/log/$name.log" 2>&1 &
 	PID[$name]=$!
 }
 

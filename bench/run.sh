@@ -685,6 +685,7 @@ chart() {
 	set title "bulk throughput (MB/s)"
 	plot for [i=2:$ncol] "$b.bulk.dat" using i:xtic(1) title columnheader(i)
 	set title "peak RSS per idle connection held (kB), per process"
+	set xtics rotate by -30
 	plot for [i=2:$ncol] "$b.memory.dat" using i:xtic(1) title columnheader(i)
 	unset multiplot
 	EOF

@@ -27,12 +27,16 @@
  * thread of the process, dead ones included) before and after the run,
  * reported as CPU microseconds per request; VmHWM (peak RSS) of each; file
  * descriptors of each before and while every connection is held, reported per
- * held connection.
+ * held connection; the most threads and io-wq workers ("iou-wrk*" in
+ * /proc/P/task/T/comm) seen, sampled every 0.5 s; the pipes each holds and
+ * their total capacity (F_GETPIPE_SZ through /proc/P/fd), sampled every
+ * 0.5 s (most seen) and, with --hold, while every connection is held.
  *
  * Output: one human line (stdout, or stderr with --csv); with --csv, one
  * machine line on stdout:
  *   requests,errors,aborted,seconds,req_per_s,p50_ms,p90_ms,p99_ms,max_ms,
  *   mb_per_s,bytes[,cpu_us_per_req,fds_per_conn,vmhwm_kb for each pid]
+ *   [,threads,iou_wrk,pipes,pipe_kb for each pid]
  * Exit status: 0 when at least one request succeeded and none failed, 1 when
  * some failed, 2 on a usage error.
  *
@@ -46,12 +50,14 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -111,6 +117,10 @@ struct lg_proc {
 	long		 pr_fds0;
 	long		 pr_fds1;
 	long		 pr_hwm_kb;
+	long		 pr_threads;	/* most threads seen */
+	long		 pr_iowrk;	/* most io-wq workers seen */
+	long		 pr_pipes;	/* most pipes held seen */
+	long		 pr_pipe_kb;	/* their capacity, KiB */
 };
 
 static struct {
@@ -485,6 +495,141 @@ lg_proc_hwm(int pid)
 	return kb;
 }
 
+/* Threads of a process and how many of them are io-wq workers. */
+static void
+lg_proc_threads(int pid, long *threads, long *iowrk)
+{
+	char		 path[300], comm[64];
+	struct dirent	*de;
+	DIR		*d;
+	FILE		*f;
+
+	*threads = *iowrk = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	if ((d = opendir(path)) == NULL) {
+		*threads = *iowrk = -1;
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		(*threads)++;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", pid,
+		    de->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;	/* the thread just exited */
+		if (fgets(comm, sizeof(comm), f) != NULL &&
+		    strncmp(comm, "iou-wrk", 7) == 0)
+			(*iowrk)++;
+		fclose(f);
+	}
+	closedir(d);
+}
+
+struct lg_pipefd {
+	ino_t	 pf_ino;
+	int	 pf_fd;		/* descriptor number in the process */
+};
+
+static int
+lg_cmp_pipefd(const void *a, const void *b)
+{
+	ino_t x = ((const struct lg_pipefd *)a)->pf_ino;
+	ino_t y = ((const struct lg_pipefd *)b)->pf_ino;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Pipes a process holds (both ends of one pipe count once) and their
+ * capacity: one end of each pipe is reopened through /proc (a FIFO open of
+ * the same pipe) to ask F_GETPIPE_SZ.  Capacity is an upper bound of the
+ * kernel memory: pages are allocated only while data sits in the pipe.
+ */
+static void
+lg_proc_pipes(int pid, long *pipes, long *kb)
+{
+	char			 path[300], link[64];
+	struct lg_pipefd	*pf = NULL, *np;
+	struct dirent		*de;
+	struct stat		 st;
+	size_t			 n = 0, cap = 0, i;
+	DIR			*d;
+	ssize_t			 len;
+	long			 bytes = 0;
+	int			 fd, sz;
+
+	*pipes = *kb = -1;
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	if ((d = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%s", pid, de->d_name);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len <= 0)
+			continue;	/* closed meanwhile */
+		link[len] = '\0';
+		if (strncmp(link, "pipe:", 5) != 0 || stat(path, &st) == -1)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			if ((np = realloc(pf, cap * sizeof(*np))) == NULL)
+				break;
+			pf = np;
+		}
+		pf[n].pf_ino = st.st_ino;
+		pf[n].pf_fd = atoi(de->d_name);
+		n++;
+	}
+	closedir(d);
+	*pipes = *kb = 0;
+	if (n > 0)
+		qsort(pf, n, sizeof(*pf), lg_cmp_pipefd);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && pf[i].pf_ino == pf[i - 1].pf_ino)
+			continue;	/* the other end of the same pipe */
+		(*pipes)++;
+		sz = 65536;	/* default when the pipe went away meanwhile */
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, pf[i].pf_fd);
+		/* O_NONBLOCK: a FIFO open never waits for the other end. */
+		if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) != -1) {
+			if ((sz = fcntl(fd, F_GETPIPE_SZ)) == -1)
+				sz = 65536;
+			close(fd);
+		}
+		bytes += sz;
+	}
+	free(pf);
+	*kb = bytes / 1024;
+}
+
+/* Most threads, io-wq workers and pipes seen; pipes only when asked. */
+static void
+lg_procs_sample_tasks(int pipes)
+{
+	long	 t, w, p, kb;
+	int	 i;
+
+	for (i = 0; i < opt.nprocs; i++) {
+		struct lg_proc *pr = &opt.procs[i];
+
+		lg_proc_threads(pr->pr_pid, &t, &w);
+		if (t > pr->pr_threads)
+			pr->pr_threads = t;
+		if (w > pr->pr_iowrk)
+			pr->pr_iowrk = w;
+		if (!pipes)
+			continue;
+		lg_proc_pipes(pr->pr_pid, &p, &kb);
+		if (p > pr->pr_pipes) {
+			pr->pr_pipes = p;
+			pr->pr_pipe_kb = kb;
+		}
+	}
+}
+
 static void
 lg_procs_sample(int before)
 {
@@ -512,6 +657,7 @@ lg_procs_sample_fds(void)
 
 	for (i = 0; i < opt.nprocs; i++)
 		opt.procs[i].pr_fds1 = lg_proc_fds(opt.procs[i].pr_pid);
+	lg_procs_sample_tasks(1);
 }
 
 static void
@@ -984,6 +1130,10 @@ lg_report(double secs)
 
 		printf(",%.1f,%.3f,%ld", cpu, fpc, pr->pr_hwm_kb);
 	}
+	for (i = 0; i < opt.nprocs; i++)
+		printf(",%ld,%ld,%ld,%ld", opt.procs[i].pr_threads,
+		    opt.procs[i].pr_iowrk, opt.procs[i].pr_pipes,
+		    opt.procs[i].pr_pipe_kb);
 	printf("\n");
 	fflush(stdout);
 }
@@ -1005,7 +1155,7 @@ main(int argc, char **argv)
 {
 	struct epoll_event	 evs[256];
 	struct sigaction	 sa;
-	double			 now, deadline, last_sweep, hold_end = 0;
+	double			 now, deadline, last_sweep, last_task, hold_end = 0;
 	long			 limit, i;
 	int			 n, k;
 
@@ -1024,7 +1174,7 @@ main(int argc, char **argv)
 
 	limit = opt.requests > 0 ? opt.requests : LONG_MAX;
 	lg_procs_sample(1);
-	lg.t0 = lg.tlast = last_sweep = now_mono();
+	lg.t0 = lg.tlast = last_sweep = last_task = now_mono();
 	deadline = lg.t0 + opt.duration;
 	for (;;) {
 		now = now_mono();
@@ -1057,11 +1207,19 @@ main(int argc, char **argv)
 			lg_sweep(now, 0);
 			last_sweep = now;
 		}
+		/* Pipes are not sampled while thousands of connections are
+		 * held (one readlink per descriptor): once, when all are up. */
+		if (opt.nprocs > 0 && now - last_task >= 0.5) {
+			lg_procs_sample_tasks(opt.mode != LG_HOLD);
+			last_task = now;
+		}
 	}
 	if (opt.mode == LG_HOLD && hold_end == 0)
 		lg_procs_sample_fds();
 	now = now_mono();
 	lg_procs_sample(0);
+	if (opt.nprocs > 0)
+		lg_procs_sample_tasks(opt.mode != LG_HOLD);
 	lg_sweep(now, 1);
 	/* Seconds: until the last completion, or the limit when cut short. */
 	lg_report((lg.aborted > 0 ? now : lg.tlast) - lg.t0);

@@ -2,7 +2,7 @@
 # bench/run.sh - the relay benchmarks (`make bench`, `make bench-quick`).
 #
 #   bench/run.sh [--quick] [--reps N] [--setups "direct chain haproxy sniproxy"]
-#                [--scenarios "rate latency bulk handshake stress memory"]
+#                [--scenarios "rate latency bulk handshake stress memory profile"]
 #
 # Setups (every one ends at the same internal-server, all on 127.0.0.1):
 #   direct    client -> internal-server
@@ -16,7 +16,10 @@
 #   bulk       GET /bytes and POST /sha256, 1 and 16 streams: MB/s, CPU s/GiB
 #   handshake  TCP + TLS handshake only: brokered connections per second
 #   stress     the seed's `seq 1 N | parallel -j 25 curl ...` command
-#   memory     idle TLS connections held: peak RSS and fds per connection
+#   memory     idle TLS connections held: peak RSS and fds per connection,
+#              threads and io-wq workers, pipes held
+#   profile    perf record -g / perf trace -s of the chain during rate c25
+#              (bench/results/<date>.perf.txt; not in --quick)
 # --quick: shorter runs (see below), setups "direct chain haproxy" unless
 # --setups names others, memory measured once; under 3 minutes.
 # Setups alternate (A B A B ...) within each scenario; every figure is the
@@ -28,20 +31,28 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# Descriptors inherited from the caller (a pipe of a CI runner or a terminal
+# multiplexer) would pass to every process started here and be counted as
+# theirs: close all but stdio and bash's own script descriptor (255).
+for fd in /proc/$$/fd/*; do
+	fd=${fd##*/}
+	[ "$fd" -gt 2 ] && [ "$fd" != 255 ] && eval "exec $fd>&-" 2>/dev/null
+done
+
 # Bench-only Debian packages, installed when missing.
 BENCH_PACKAGES="haproxy sniproxy gnuplot-nox"
 
 QUICK=0
 REPS=3
 SETUPS=""
-SCENARIOS="rate latency bulk handshake stress memory"
+SCENARIOS="rate latency bulk handshake stress memory profile"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
 	--reps) REPS=${2:?}; shift ;;
 	--setups) SETUPS=${2:?}; shift ;;
 	--scenarios) SCENARIOS=${2:?}; shift ;;
-	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -51,6 +62,9 @@ done
 [ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct chain haproxy" || SETUPS="direct chain haproxy sniproxy"; }
 MEM_REPS=$REPS
 [ $QUICK = 1 ] && MEM_REPS=1
+# Quick: no profile unless asked for.
+[ $QUICK = 1 ] && [ "$SCENARIOS" = "rate latency bulk handshake stress memory profile" ] &&
+	SCENARIOS="rate latency bulk handshake stress memory"
 GiB=1073741824
 MiB=1048576
 if [ $QUICK = 1 ]; then
@@ -79,7 +93,7 @@ declare -A SETUP_PROCS=()	# setup -> process names whose CPU is sampled
 
 start_proc() { # NAME CMD... (env assignments through `env`, which execs)
 	local name=$1; shift
-	"$@" >"$RUN/log/$name.log" 2>&1 &
+	"$@" </dev/null >"$RUN/log/$name.log" 2>&1 &
 	PID[$name]=$!
 }
 
@@ -174,12 +188,14 @@ setup_haproxy() {
 	local p1 p2 maxconn
 	p1=$(free_port); p2=$(free_port)
 	# HAProxy sizes its file limit from maxconn (2 sockets + pipes each).
-	maxconn=$((($(ulimit -n) - 1000) / 3))
+	# 2 sockets per connection, up to maxpipes pipes (2 fds each) for splicing.
+	maxconn=$((($(ulimit -n) - 2200) / 2))
 	command -v haproxy >/dev/null || { echo "haproxy: not installed"; return 1; }
 	# Hop 1 reads the ClientHello and routes on its SNI, like the public proxy.
 	cat >"$RUN/haproxy1.cfg" <<-EOF
 	global
 	    maxconn $maxconn
+	    maxpipes 512
 	defaults
 	    mode tcp
 	    option splice-auto
@@ -198,6 +214,7 @@ setup_haproxy() {
 	cat >"$RUN/haproxy2.cfg" <<-EOF
 	global
 	    maxconn $maxconn
+	    maxpipes 512
 	defaults
 	    mode tcp
 	    option splice-auto
@@ -319,7 +336,7 @@ record() { # SCENARIO VARIANT SETUP REP METRIC VALUE
 # LG line: requests,errors,aborted,seconds,rps,p50,p90,p99,max,mbps,bytes,
 #          then cpu_us_per_req,fds_per_conn,vmhwm_kb per pid.
 lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
-	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 n f cpu
+	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 j n f cpu np=0
 	shift 4
 	out=$("$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --csv --quiet \
 		--pids "$(pids_of "$s")" "$@" 2>"$RUN/lg.err")
@@ -332,7 +349,9 @@ lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
 	record "$sc" "$va" "$s" "$rep" errors "${f[1]}"
 	record "$sc" "$va" "$s" "$rep" req_s "${f[4]}"
 	record "$sc" "$va" "$s" "$rep" p50_ms "${f[5]}"
+	record "$sc" "$va" "$s" "$rep" p90_ms "${f[6]}"
 	record "$sc" "$va" "$s" "$rep" p99_ms "${f[7]}"
+	record "$sc" "$va" "$s" "$rep" max_ms "${f[8]}"
 	[ "${f[10]}" != 0 ] && record "$sc" "$va" "$s" "$rep" mb_s "${f[9]}"
 	for n in ${SETUP_PROCS[$s]}; do
 		cpu=${f[i]}
@@ -348,6 +367,16 @@ lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
 			record "$sc" "$va" "$s" "$rep" "hwm_kb.$n" "${f[i + 2]}"
 		fi
 		i=$((i + 3))
+		np=$((np + 1))
+	done
+	# Then threads,iou_wrk,pipes,pipe_kb of each process (most seen).
+	j=$i
+	for n in ${SETUP_PROCS[$s]}; do
+		record "$sc" "$va" "$s" "$rep" "threads.$n" "${f[j]:--1}"
+		record "$sc" "$va" "$s" "$rep" "iou_wrk.$n" "${f[j + 1]:--1}"
+		record "$sc" "$va" "$s" "$rep" "pipes.$n" "${f[j + 2]:--1}"
+		record "$sc" "$va" "$s" "$rep" "pipe_kb.$n" "${f[j + 3]:--1}"
+		j=$((j + 4))
 	done
 	PROGRESS=$((PROGRESS + 1))
 	log "  [$PROGRESS] $sc $va $s #$rep: ${f[0]} ok, ${f[1]} errors, ${f[4]} req/s, p50 ${f[5]} ms, p99 ${f[7]} ms$([ "${f[10]}" != 0 ] && echo ", ${f[9]} MB/s")"
@@ -445,38 +474,173 @@ sc_memory() { # SETUP REP
 	done
 }
 
+# perf on the chain processes during a c25 rate run (not measured): the top
+# functions (perf record -g) and the syscalls (perf trace -s) of each.
+sc_profile() {
+	local out=$OUTDIR/$DATE.perf.txt pids secs=$RATE_SECS lgpid
+	[[ " $ACTIVE " == *" chain "* ]] || { log "profile: no chain setup"; return; }
+	command -v perf >/dev/null || { log "profile: perf missing (linux-perf)"; return; }
+	pids=$(IFS=,; echo "${PID[public-proxy]},${PID[private-proxy]},${PID[public-hyper]},${PID[private-hyper]}")
+	# One load run; perf record first, then perf trace (each would show in
+	# the other's profile if they ran together).
+	"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[chain]}" --concurrency 25 \
+		--duration $((2 * secs + 2)) --timeout 10 --quiet >"$RUN/profile-lg.txt" 2>&1 &
+	lgpid=$!
+	sleep 1
+	timeout $((secs + 10)) perf record -q -g -F 999 -p "$pids" -o "$RUN/perf.data" \
+		-- sleep "$secs" >"$RUN/perf-record.log" 2>&1
+	timeout $((secs + 10)) perf trace -s -p "${PID[public-proxy]},${PID[private-proxy]}" \
+		-o "$RUN/perf-trace.txt" -- sleep "$((secs / 2))" >"$RUN/perf-trace.log" 2>&1
+	wait "$lgpid" 2>/dev/null
+	{
+		echo "# perf during rate c25 through the chain ($secs s), $(date -u +%FT%TZ)"
+		echo "# pids: public-proxy ${PID[public-proxy]}, private-proxy ${PID[private-proxy]}," \
+			"public-hyper ${PID[public-hyper]}, private-hyper ${PID[private-hyper]}"
+		echo "# loadgen: $(cat "$RUN/profile-lg.txt")"
+		echo
+		echo "## perf report --no-children --sort pid,sym (self time, top entries)"
+		perf report -i "$RUN/perf.data" --stdio --no-children --sort pid,sym -g none \
+			--percent-limit 0.25 2>/dev/null | grep -v "^#" | grep -v "^$" | head -60
+		echo
+		echo "## perf report --sort pid,dso (where the time goes: kernel, libcrypto, libc, ...)"
+		perf report -i "$RUN/perf.data" --stdio --no-children --sort pid,dso -g none \
+			--percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
+		echo
+		echo "## perf report --sort pid (share of samples per process)"
+		perf report -i "$RUN/perf.data" --stdio --no-children --sort pid -g none \
+			2>/dev/null | grep -v '^#' | grep -v '^$' | head -10
+		echo
+		echo "## perf trace -s (syscalls of the two proxies)"
+		grep -v '^$' "$RUN/perf-trace.txt" 2>/dev/null | head -80
+	} >"$out"
+	log "profile: $out"
+}
+
 # ---------------------------------------------------------------- summary
 summarize() {
-	python3 - "$CSV" "$OUTDIR/$DATE" <<-'EOF'
+	python3 - "$CSV" "$OUTDIR/$DATE" "$MEM_CONNS" <<-'EOF'
 	import csv, statistics, sys, collections
 	rows = list(csv.DictReader(open(sys.argv[1])))
 	base = sys.argv[2]
+	mem_conns = int(sys.argv[3])
+	CHAIN4 = ("public-proxy", "public-hyper", "private-hyper", "private-proxy")
+	PROXIES = ("public-proxy", "private-proxy")
 	vals = collections.OrderedDict()
 	setups = []
+	chain4 = collections.OrderedDict()
 	for r in rows:
 	    key = (r["scenario"], r["variant"], r["metric"])
 	    vals.setdefault(key, collections.OrderedDict()).setdefault(r["setup"], []).append(float(r["value"]))
 	    if r["setup"] not in setups:
 	        setups.append(r["setup"])
+	    # CPU of the four chain processes per brokered connection, per repetition.
+	    me = r["metric"]
+	    if r["setup"] == "chain" and me.startswith("cpu_us_req.") and me[11:] in CHAIN4:
+	        k = (r["scenario"], r["variant"], r["rep"])
+	        chain4[k] = chain4.get(k, 0.0) + float(r["value"])
+	c4 = collections.OrderedDict()
+	for (sc, va, rep), v in chain4.items():
+	    c4.setdefault((sc, va, "cpu_us_req.chain4"), collections.OrderedDict()).setdefault("chain", []).append(v)
+	# The sum goes after the last row of its scenario and variant.
+	keys, ordered = list(vals), collections.OrderedDict()
+	for i, k in enumerate(keys):
+	    ordered[k] = vals[k]
+	    if i + 1 == len(keys) or keys[i + 1][:2] != k[:2]:
+	        if k[:2] + ("cpu_us_req.chain4",) in c4:
+	            ordered[k[:2] + ("cpu_us_req.chain4",)] = c4[k[:2] + ("cpu_us_req.chain4",)]
+	vals = ordered
 	med = {}
+	for (sc, va, me), per in vals.items():
+	    for s, v in per.items():
+	        med[(sc, va, me, s)] = statistics.median(v)
+	def m(sc, va, me, s):
+	    return med.get((sc, va, me, s))
+
+	# Targets (2 cores, ratios from this run): (label, value text, met, rows marked).
+	targets = []
+	def target(label, value, ok, cond, mark=(), tag=""):
+	    if value is None:
+	        targets.append((label, cond, "no data", "n/a", mark, tag))
+	    else:
+	        targets.append((label, cond, value, "met" if ok else "NOT met", mark, tag))
+	def ratio_target(label, key, other, want):
+	    c, o = m(*key, "chain"), m(*key, other)
+	    if c is None or not o:
+	        target(label, None, False, ">= %.2fx %s" % (want, other))
+	        return
+	    target(label, "%.2fx (%s vs %s)" % (c / o, fmt(c), fmt(o)), c / o >= want,
+	           ">= %.2fx %s" % (want, other), [key + ("chain",)], " vs " + other)
 	def fmt(x):
 	    return "%.0f" % x if abs(x) >= 1000 else "%.4g" % x
-	print("%-10s %-7s %-24s %-9s %28s %8s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct"))
+	ratio_target("rate c25 req/s vs direct", ("rate", "c25", "req_s"), "direct", 0.85)
+	ratio_target("rate c25 req/s vs haproxy", ("rate", "c25", "req_s"), "haproxy", 1.05)
+	for sc in ("handshake", "rate"):
+	    v = m(sc, "c25", "cpu_us_req.chain4", "chain")
+	    target("CPU of the 4 chain processes per connection (%s c25)" % sc,
+	           None if v is None else "%.0f us" % v, v is not None and v <= 400, "<= 400 us",
+	           [(sc, "c25", "cpu_us_req.chain4", "chain")])
+	for me, lim in (("p50_ms", 1.0), ("p99_ms", 3.0)):
+	    c, d = m("latency", "c1", me, "chain"), m("latency", "c1", me, "direct")
+	    ok = c is not None and d is not None and c - d <= lim
+	    target("added latency c1 %s (chain - direct)" % me[:3],
+	           None if c is None or d is None else "%+.2f ms" % (c - d), ok,
+	           "<= %g ms" % lim, [("latency", "c1", me, "chain")])
+	for va in ("down1", "down16"):
+	    ratio_target("bulk %s MB/s vs direct" % va, ("bulk", va, "mb_s"), "direct", 0.9)
+	    ratio_target("bulk %s MB/s vs haproxy" % va, ("bulk", va, "mb_s"), "haproxy", 1.3)
+	memva = next((va for (sc, va, me) in vals if sc == "memory"), None)
+	for p in PROXIES:
+	    v = m("memory", memva, "kb_conn." + p, "chain")
+	    target("user-space memory per idle connection, %s (%s)" % (p, memva),
+	           None if v is None else "%.2f KiB" % v, v is not None and v <= 2.0, "<= 2 KiB",
+	           [("memory", memva, "kb_conn." + p, "chain")])
+	# io-wq workers: the most seen in any scenario, against connections held.
+	wrk = [max(v) for (sc, va, me), per in vals.items() for s, v in per.items()
+	       if s == "chain" and me.startswith("iou_wrk.") and me[8:] in CHAIN4]
+	if wrk:
+	    target("io-wq (iou-wrk) threads of the chain, most seen in any scenario",
+	           "%d (with up to %d connections held)" % (max(wrk), mem_conns),
+	           max(wrk) <= 4, "none per connection (<= 4)")
+	else:
+	    target("io-wq (iou-wrk) threads of the chain", None, False, "none per connection")
+	marks = {}
+	for label, cond, value, status, mark, tag in targets:
+	    for k in mark:
+	        marks[k] = (marks[k] + ", " if k in marks else "") + status + tag
+
+	print("%-10s %-7s %-26s %-9s %30s %8s  %s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct", "target"))
 	for (sc, va, me), per in vals.items():
 	    # The CSV keeps everything; the table skips what says little.
-	    if me == "requests" or (sc == "bulk" and me in ("req_s", "p50_ms", "p99_ms")) \
-	            or (sc == "memory" and me in ("p50_ms", "p99_ms")):
+	    proc = me.split(".", 1)[1] if "." in me else ""
+	    if me == "requests" or (sc == "bulk" and me in ("req_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")) \
+	            or (sc == "memory" and me in ("req_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")) \
+	            or (sc not in ("rate", "stress") and me in ("p90_ms", "max_ms")):
 	        continue
+	    if me.split(".")[0] in ("threads", "iou_wrk", "pipes", "pipe_kb"):
+	        # Threads and pipes: proxies only, where they tell something.
+	        if proc == "internal" or sc not in ("rate", "bulk", "memory") or \
+	                (sc == "rate" and va != "c25") or (sc == "bulk" and va != "down16"):
+	            continue
 	    for s, v in per.items():
-	        m = statistics.median(v)
-	        med[(sc, va, me, s)] = m
+	        mm = med[(sc, va, me, s)]
 	        d = med.get((sc, va, me, "direct"))
-	        ratio = "%.2f" % (m / d) if d and s != "direct" else ""
+	        ratio = "%.2f" % (mm / d) if d and s != "direct" else ""
 	        extra = ""
 	        if me in ("p50_ms", "p99_ms") and d is not None and s != "direct":
-	            extra = "  (%+.2f ms)" % (m - d)
-	        print("%-10s %-7s %-24s %-9s %28s %8s%s" % (sc, va, me, s,
-	              "%s [%s-%s]" % (fmt(m), fmt(min(v)), fmt(max(v))), ratio, extra))
+	            extra = "(%+.2f ms) " % (mm - d)
+	        print("%-10s %-7s %-26s %-9s %30s %8s  %s%s" % (sc, va, me, s,
+	              "%s [%s-%s]" % (fmt(mm), fmt(min(v)), fmt(max(v))), ratio, extra,
+	              marks.get((sc, va, me, s), "")))
+	print()
+	print("%-66s %-26s %-40s %s" % ("target (chain)", "wanted", "measured (medians)", "met?"))
+	for label, cond, value, status, mark, tag in targets:
+	    print("%-66s %-26s %-40s %s" % (label, cond, value, status))
+	print()
+	print("stress: each request starts a curl process (fork, exec, TLS handshake in curl);")
+	print("        its req/s is bounded by that, not by the relay (compare rate c25).")
+	print("memory: kb_conn = (VmHWM - idle VmRSS) / connections held (user space);")
+	print("        pipe_kb = pipes held x F_GETPIPE_SZ (upper bound of pipe buffer memory:")
+	print("        pages exist only while data sits in a pipe).")
 	# Chart data: one file per panel, a row per variant, a column per setup.
 	def panel(name, items):
 	    with open("%s.%s.dat" % (base, name), "w") as f:
@@ -521,6 +685,7 @@ chart() {
 	set title "bulk throughput (MB/s)"
 	plot for [i=2:$ncol] "$b.bulk.dat" using i:xtic(1) title columnheader(i)
 	set title "peak RSS per idle connection held (kB), per process"
+	set xtics rotate by -30
 	plot for [i=2:$ncol] "$b.memory.dat" using i:xtic(1) title columnheader(i)
 	unset multiplot
 	EOF
@@ -538,16 +703,19 @@ install_missing() {
 		>"$RUN/apt.log" 2>&1 || log "apt-get failed (see $RUN/apt.log); setups needing them are skipped"
 }
 
+# Each process has its own limit: a relay hop holds 2 sockets per idle
+# connection (pipes only while data moves), the public proxy keeps 64 + 2 x
+# max_pipes (1024) descriptors out of max_connections, HAProxy wants 3 per
+# maxconn.  So a limit L holds about (L - 2200) / 2 idle connections.
 raise_nofile() {
-	local want=$((MEM_CONNS * 6 + 1024)) hard
+	local want=$((MEM_CONNS * 2 + 2200)) hard
 	ulimit -Hn "$want" 2>/dev/null
 	hard=$(ulimit -Hn)
 	[ "$hard" = unlimited ] && hard=1048576
 	ulimit -n "$hard" 2>/dev/null
-	# A relay hop holds 2 sockets and up to 2 pipes (4 fds) per connection.
 	if [ "$hard" -lt "$want" ]; then
-		local fit=$(((hard - 1024) / 6))
-		log "memory: the file limit is $hard (cannot raise it to $want): holding $fit connections instead of $MEM_CONNS"
+		local fit=$(((hard - 2200) / 2))
+		log "memory: the hard file limit is $hard (cannot raise it to $want): holding $fit connections instead of $MEM_CONNS"
 		MEM_CONNS=$fit
 	fi
 }
@@ -609,6 +777,9 @@ main() {
 			log "stress: seq 1 $STRESS_N | parallel -j 25 curl ..."
 			each_rep sc_stress ;;
 		memory) ;;
+		profile)
+			log "profile: perf record -g and perf trace -s on the chain, rate c25"
+			sc_profile ;;
 		*) log "unknown scenario $sc" ;;
 		esac
 	done
@@ -618,7 +789,7 @@ main() {
 	fi
 	stop_all
 	log "done in $((SECONDS - t_start)) s; results: $CSV"
-	summarize
+	summarize | tee "$OUTDIR/$DATE.txt"
 	chart
 }
 

@@ -97,6 +97,27 @@ cpu_of_a_live_pid_is_sampled_and_a_dead_one_is_minus_one() {
 	out=$(L --requests 20 --pids "$server_pid,999999999") || return 1
 	awk -F, '{ exit !($12 >= 0 && $15 == -1) }' <<<"$out" || { echo "$out"; return 1; }
 }
+threads_and_pipes_of_a_pid_are_reported() {
+	local out
+	# One pid: cpu,fds,hwm at 12-14, then threads,iou_wrk,pipes,pipe_kb at 15-18.
+	out=$(L --requests 20 --concurrency 4 --pids "$server_pid") || return 1
+	awk -F, -v want="$(ls /proc/"$server_pid"/task | wc -l)" \
+		'{ exit !(NF == 18 && $15 == want && $16 == 0 && $17 >= 0 && $18 == $17 * 64) }' \
+		<<<"$out" || { echo "$out (threads now: $(ls /proc/"$server_pid"/task | wc -l))"; return 1; }
+}
+pipes_are_counted_once_with_their_size() {
+	local out pid
+	# A process holding one 1 MiB pipe (both ends) and one default pipe
+	# and nothing else (no inherited descriptor, stdio on /dev/null).
+	python3 -c 'import os, fcntl, time
+os.closerange(3, 4096)
+r, w = os.pipe(); fcntl.fcntl(w, 1031, 1 << 20)
+r2, w2 = os.pipe(); time.sleep(5)' </dev/null >/dev/null 2>&1 &
+	pid=$!
+	sleep 0.5
+	out=$(L --requests 1 --pids "$pid"); kill "$pid"; wait "$pid" 2>/dev/null
+	expect_eq "2,1088" "$(field 17,18 "$out")"
+}
 refused_connections_are_errors() {
 	local dead out rc
 	dead=$(free_port)
@@ -122,6 +143,8 @@ check "no resumption by default" no_resume_by_default
 check "--duration limits an unbounded run" duration_limits_an_unbounded_run
 check "--hold counts server fds per connection" hold_counts_server_fds_per_connection
 check "CPU of a live pid is sampled, a dead one is -1" cpu_of_a_live_pid_is_sampled_and_a_dead_one_is_minus_one
+check "threads and pipes of a pid are reported" threads_and_pipes_of_a_pid_are_reported
+check "pipes are counted once, with their size" pipes_are_counted_once_with_their_size
 check "refused connections are errors" refused_connections_are_errors
 check "usage errors exit 2" usage_errors_exit_2
 finish

@@ -112,6 +112,9 @@ void	 loop_connect(struct loop *loop, struct loop_op *op, int fd,
 /* Multishot accept (fds come non-blocking, close-on-exec).  Prefer
  * loop_listener below, which handles pause, EMFILE and teardown. */
 void	 loop_accept(struct loop *loop, struct loop_op *op, int fd);
+/* Completes at once (res 0): a way to yield to other work and come back
+ * in the next iteration. */
+void	 loop_nop(struct loop *loop, struct loop_op *op);
 /* One-shot timer: the callback gets -ETIME when it expires. */
 void	 loop_timeout(struct loop *loop, struct loop_op *op, unsigned ms);
 /* Cancel op's request (no-op when idle).  The final callback still comes

@@ -411,6 +411,15 @@ loop_timeout(struct loop *loop, struct loop_op *op, unsigned ms)
 }
 
 void
+loop_nop(struct loop *loop, struct loop_op *op)
+{
+	struct io_uring_sqe *sqe = loop_sqe(loop);
+
+	io_uring_prep_nop(sqe);
+	loop_queue(op, sqe);
+}
+
+void
 loop_cancel(struct loop *loop, struct loop_op *op)
 {
 	struct io_uring_sqe *sqe;

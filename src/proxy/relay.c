@@ -9,8 +9,10 @@
  *           parked on r_waitbuf until a buffer comes back.
  *   SPLICE  multishot POLLIN on the source (d_rpoll) drives pump():
  *           src -> pipe -> dst until EAGAIN.  dst full: one-shot POLLOUT
- *           (d_kpoll) resumes; per-event budget used up: one-shot POLLIN on
- *           the source (d_kpoll) resumes.  The pipe goes back to the pool
+ *           on dst (d_wpoll) resumes; per-event budget used up: a NOP
+ *           (d_yield) resumes in the next loop iteration, whether or not
+ *           anything more arrives (bytes left in the pipe must still go out
+ *           when the sender has gone quiet).  The pipe goes back to the pool
  *           whenever it is empty and the source is drained.
  *   DONE    source at EOF and everything forwarded: SHUT_WR sent on dst.
  * Per direction flags: d_eof (source returned 0), d_wblk (dst returned
@@ -57,7 +59,7 @@ struct relay_dir {
 	int			 d_waitbuf;	/* on r_waitbuf */
 	TAILQ_ENTRY(relay_dir)	 d_wait_entry;
 	/* SPLICE */
-	struct loop_op		 d_rpoll, d_kpoll;
+	struct loop_op		 d_rpoll, d_wpoll, d_yield;
 	int			 d_pipe[2];	/* -1: none held */
 	size_t			 d_cap, d_inpipe;
 	int			 d_eof, d_wblk, d_nosplice, d_spliced;
@@ -161,7 +163,7 @@ relay_pair_busy(struct relay_pair *p)
 		struct relay_dir *d = &p->p_dir[i];
 
 		if (d->d_recv.lo_busy || d->d_send.lo_busy || d->d_rpoll.lo_busy ||
-		    d->d_kpoll.lo_busy)
+		    d->d_wpoll.lo_busy || d->d_yield.lo_busy)
 			return 1;
 	}
 	return 0;
@@ -281,7 +283,8 @@ relay_pair_end(struct relay_pair *p, enum relay_reason reason, int error, int si
 		loop_cancel(r->r_loop, &d->d_recv);
 		loop_cancel(r->r_loop, &d->d_send);
 		loop_cancel(r->r_loop, &d->d_rpoll);
-		loop_cancel(r->r_loop, &d->d_kpoll);
+		loop_cancel(r->r_loop, &d->d_wpoll);
+		loop_cancel(r->r_loop, &d->d_yield);
 	}
 	relay_pair_maybe_free(p);
 }
@@ -305,7 +308,8 @@ relay_dir_done(struct relay_dir *d)
 	if (d->d_mode == DIR_SPLICE) {
 		r->r_spliced--;
 		loop_cancel(r->r_loop, &d->d_rpoll);
-		loop_cancel(r->r_loop, &d->d_kpoll);
+		loop_cancel(r->r_loop, &d->d_wpoll);
+		loop_cancel(r->r_loop, &d->d_yield);
 	}
 	d->d_mode = DIR_DONE;
 	/* ENOTCONN: the peer is fully gone; the other direction will say so. */
@@ -465,7 +469,8 @@ relay_splice_stop(struct relay_dir *d)
 	d->d_mode = DIR_COPY;
 	r->r_spliced--;
 	loop_cancel(r->r_loop, &d->d_rpoll);
-	loop_cancel(r->r_loop, &d->d_kpoll);
+	loop_cancel(r->r_loop, &d->d_wpoll);
+	loop_cancel(r->r_loop, &d->d_yield);
 	relay_recv(d);
 }
 
@@ -518,8 +523,8 @@ relay_pump(struct relay_dir *d)
 			} else if (n < 0 && errno == EAGAIN) {
 				/* dst send buffer full: wait for POLLOUT. */
 				d->d_wblk = 1;
-				if (!d->d_kpoll.lo_busy)
-					loop_poll(r->r_loop, &d->d_kpoll, d->d_dst, POLLOUT, 0);
+				if (!d->d_wpoll.lo_busy)
+					loop_poll(r->r_loop, &d->d_wpoll, d->d_dst, POLLOUT, 0);
 			} else if (n < 0 && errno == EINTR) {
 				progress = 1;
 			} else {
@@ -530,11 +535,13 @@ relay_pump(struct relay_dir *d)
 	} while (progress && ++rounds < RELAY_PUMP_ROUNDS);
 	if (moved)
 		relay_touch(p);
-	if (progress && !d->d_wblk && !d->d_kpoll.lo_busy) {
-		/* Budget used up with data still flowing: yield to other
-		 * pairs; a one-shot POLLIN fires at once to resume (the
-		 * multishot one is edge-triggered and would stay quiet). */
-		loop_poll(r->r_loop, &d->d_kpoll, d->d_src, POLLIN | POLLRDHUP, 0);
+	if (progress && !d->d_wblk) {
+		/* Budget used up with data still flowing: yield to other pairs
+		 * and come back next iteration.  Not a POLLIN: the source may
+		 * have gone quiet with bytes still in the pipe, and the
+		 * multishot POLLIN is edge-triggered and would stay quiet too. */
+		if (!d->d_yield.lo_busy)
+			loop_nop(r->r_loop, &d->d_yield);
 		return;
 	}
 	if (d->d_inpipe == 0) {
@@ -570,10 +577,10 @@ relay_rpoll_cb(struct loop_op *op, int res, unsigned flags)
 	relay_pump(d);
 }
 
+/* dst writable again (d_wpoll) or our turn again after a yield (d_yield). */
 static void
-relay_kpoll_cb(struct loop_op *op, int res, unsigned flags)
+relay_resume(struct relay_dir *d, int writable)
 {
-	struct relay_dir *d = LOOP_CONTAINER_OF(op, struct relay_dir, d_kpoll);
 	struct relay_pair *p = d->d_pair;
 
 	if (p->p_closing) {
@@ -582,8 +589,21 @@ relay_kpoll_cb(struct loop_op *op, int res, unsigned flags)
 	}
 	if (d->d_mode != DIR_SPLICE)
 		return;
-	d->d_wblk = 0;
+	if (writable)
+		d->d_wblk = 0;
 	relay_pump(d);
+}
+
+static void
+relay_wpoll_cb(struct loop_op *op, int res, unsigned flags)
+{
+	relay_resume(LOOP_CONTAINER_OF(op, struct relay_dir, d_wpoll), 1);
+}
+
+static void
+relay_yield_cb(struct loop_op *op, int res, unsigned flags)
+{
+	relay_resume(LOOP_CONTAINER_OF(op, struct relay_dir, d_yield), 0);
 }
 
 /* Quiescent COPY direction (no buffer held, no RECV pending): go on. */
@@ -593,7 +613,8 @@ relay_dir_next(struct relay_dir *d)
 	struct relay *r = d->d_pair->p_relay;
 
 	if (r->r_set.splice_threshold != SIZE_MAX && d->d_bytes >= r->r_set.splice_threshold &&
-	    !d->d_nosplice && !d->d_rpoll.lo_busy && !d->d_kpoll.lo_busy &&
+	    !d->d_nosplice && !d->d_rpoll.lo_busy && !d->d_wpoll.lo_busy &&
+	    !d->d_yield.lo_busy &&
 	    relay_splice_start(d) == 0)
 		return;
 	relay_recv(d);
@@ -732,7 +753,8 @@ relay_join(struct relay *r, int fd_a, int fd_b, const char *name_a, const char *
 		loop_op_init(&d->d_recv, relay_recv_cb);
 		loop_op_init(&d->d_send, relay_send_cb);
 		loop_op_init(&d->d_rpoll, relay_rpoll_cb);
-		loop_op_init(&d->d_kpoll, relay_kpoll_cb);
+		loop_op_init(&d->d_wpoll, relay_wpoll_cb);
+		loop_op_init(&d->d_yield, relay_yield_cb);
 	}
 	TAILQ_INSERT_HEAD(&r->r_pairs, p, p_entry);
 	r->r_active++;

@@ -378,6 +378,111 @@ Test(relay, never_splice_copies_everything, .timeout = 60)
 	env_stop();
 }
 
+/* Request/response rounds of many sizes on a spliced direction: after each
+ * block the sender goes quiet until the whole block has arrived, so bytes
+ * left in a pipe with nothing more coming from the source must still be
+ * written out (a lost wake-up here stalls the round until the timeout). */
+struct rounds {
+	int		 fd;
+	int		 n;
+	uint32_t	 seed;
+	int		 ok;		/* rounds fully received and acknowledged */
+	pthread_t	 th;
+};
+
+static size_t
+round_size(uint32_t *seed)
+{
+	*seed = *seed * 1103515245u + 12345u;
+	return 1 + (*seed >> 8) % (3u << 20);
+}
+
+static void *
+round_server(void *a)
+{
+	struct rounds *rs = a;
+	static __thread uint8_t buf[65536];
+	uint32_t seed = rs->seed;
+
+	for (int i = 0; i < rs->n; i++) {
+		size_t want = round_size(&seed), got = 0;
+		ssize_t k;
+
+		while (got < want && (k = recv(rs->fd, buf, sizeof(buf) < want - got ?
+		    sizeof(buf) : want - got, 0)) > 0)
+			got += (size_t)k;
+		if (got < want || send(rs->fd, "k", 1, MSG_NOSIGNAL) != 1)
+			break;
+		rs->ok++;
+	}
+	return NULL;
+}
+
+struct round_client {
+	int		 fd;
+	int		 n;
+	uint32_t	 seed;
+	int		 done;		/* rounds sent and acknowledged */
+	pthread_t	 th;
+};
+
+static uint8_t round_block[3u << 20];
+
+static void *
+round_client(void *a)
+{
+	struct round_client *rc = a;
+	uint8_t *block = round_block;
+	uint32_t seed = rc->seed;
+	char ack;
+
+	for (int i = 0; i < rc->n; i++) {
+		size_t n = round_size(&seed), off = 0;
+		ssize_t k;
+
+		while (off < n && (k = send(rc->fd, block + off, n - off, MSG_NOSIGNAL)) > 0)
+			off += (size_t)k;
+		/* 10 s receive timeout (tcp_pair): a stall ends the rounds. */
+		if (off < n || recv(rc->fd, &ack, 1, 0) != 1)
+			break;
+		rc->done++;
+	}
+	return NULL;
+}
+
+#define ROUND_PAIRS 8
+
+Test(relay, quiet_sender_never_leaves_bytes_stranded_in_a_pipe, .timeout = 120)
+{
+	struct relay_settings set;
+	struct rounds rs[ROUND_PAIRS];
+	struct round_client rc[ROUND_PAIRS];
+	int c[ROUND_PAIRS], srv[ROUND_PAIRS];
+
+	relay_settings_default(&set);
+	set.splice_threshold = 0;
+	env_start(&set);
+	memset(round_block, 'x', sizeof(round_block));
+	for (int i = 0; i < ROUND_PAIRS; i++) {
+		join(&c[i], &srv[i]);
+		rs[i] = (struct rounds){ .fd = srv[i], .n = 20, .seed = 7 + (uint32_t)i };
+		rc[i] = (struct round_client){ .fd = c[i], .n = 20, .seed = 7 + (uint32_t)i };
+		cr_assert_eq(pthread_create(&rs[i].th, NULL, round_server, &rs[i]), 0);
+		cr_assert_eq(pthread_create(&rc[i].th, NULL, round_client, &rc[i]), 0);
+	}
+	for (int i = 0; i < ROUND_PAIRS; i++) {
+		pthread_join(rc[i].th, NULL);
+		pthread_join(rs[i].th, NULL);
+	}
+	for (int i = 0; i < ROUND_PAIRS; i++) {
+		cr_expect_eq(rc[i].done, rc[i].n, "pair %d stalled after %d of %d rounds", i,
+		    rc[i].done, rc[i].n);
+		close(c[i]);
+		close(srv[i]);
+	}
+	env_stop();
+}
+
 Test(relay, half_close_client_still_gets_the_reply)
 {
 	char buf[64];

@@ -380,6 +380,13 @@ json_tag(struct json_object *jso, struct origin *o)
 	}
 }
 
+/* JSON whitespace; strchr() would also match the terminating NUL. */
+static int
+json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 static struct json_object *
 json_parse(const char *file, const char *buf, size_t len, struct origin *o,
     char *err, size_t errlen)
@@ -389,7 +396,7 @@ json_parse(const char *file, const char *buf, size_t len, struct origin *o,
 	enum json_tokener_error jerr;
 	size_t end, line = 1, i;
 
-	for (i = 0; i < len && strchr(" \t\r\n", buf[i]) != NULL; i++)
+	for (i = 0; i < len && json_space(buf[i]); i++)
 		;
 	if (i == len) {
 		doc = json_object_new_object();
@@ -407,7 +414,7 @@ json_parse(const char *file, const char *buf, size_t len, struct origin *o,
 	json_tokener_free(tok);
 	if (jerr == json_tokener_success) {
 		/* Only whitespace may follow the value. */
-		for (i = end; i < len && strchr(" \t\r\n", buf[i]) != NULL; i++)
+		for (i = end; i < len && json_space(buf[i]); i++)
 			;
 		if (i < len) {
 			end = i;
@@ -425,6 +432,10 @@ json_parse(const char *file, const char *buf, size_t len, struct origin *o,
 		    doc != NULL ? "unexpected data after the JSON value" :
 		    json_tokener_error_desc(jerr));
 		json_object_put(doc);
+		return NULL;
+	}
+	if (doc == NULL) {          /* the document is a JSON null */
+		snprintf(err, errlen, "%s: the top level must be a map", file);
 		return NULL;
 	}
 	json_tag(doc, o);

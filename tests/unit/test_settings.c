@@ -597,3 +597,34 @@ Test(settings, loading_and_failing_leave_no_leaks)
 	cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "LeakSanitizer found leaks");
 #endif
 }
+
+/* Found by fuzz_settings: a NUL byte counted as JSON whitespace, and a
+ * document that is a JSON null came back as NULL without a message. */
+Test(settings, json_with_a_nul_byte_or_a_null_document_is_an_error_with_a_message)
+{
+	char path[PATH_MAX];
+	const char *bodies[] = { "null", "{\"a\": 1}", "  " };
+	size_t lens[] = { 5, 9, 3 };    /* each followed by one NUL byte */
+
+	for (int i = 0; i < 3; i++) {
+		FILE *fp;
+
+		snprintf(path, sizeof(path), "%s/n%d.json", tmp, i);
+		fp = fopen(path, "w");
+		cr_assert_not_null(fp);
+		fwrite(bodies[i], 1, strlen(bodies[i]), fp);
+		fwrite("", 1, lens[i] - strlen(bodies[i]), fp);
+		fclose(fp);
+		err[0] = '\0';
+		cr_assert_null(settings_load(path, err, sizeof(err)), "%s loaded", bodies[i]);
+		cr_assert(strncmp(err, path, strlen(path)) == 0, "got: '%s'", err);
+	}
+	snprintf(path, sizeof(path), "%s/null.json", tmp);
+	FILE *fp = fopen(path, "w");
+	cr_assert_not_null(fp);
+	fputs("null ", fp);
+	fclose(fp);
+	err[0] = '\0';
+	cr_assert_null(settings_load(path, err, sizeof(err)));
+	cr_assert(strstr(err, path) != NULL, "got: '%s'", err);
+}

@@ -179,6 +179,13 @@ for n in internal public private public-hyper private-hyper; do
 	fault_begin "kill -9 $n"
 	kill -KILL "${E2E_PID[$n]}"
 	wait "${E2E_PID[$n]}" 2>/dev/null
+	# A dead public proxy is only noticed when someone calls it: clients
+	# cannot reach it, so nothing in flight may log a thing. Call it the
+	# way the private side does, through both Hyper servers.
+	if [ "$n" = public ]; then
+		HYPER_SETTINGS=$S/private-proxy-hyper-1 timeout 10 "$BIN/hyper" call --timeout 5 \
+			public-proxy-1.ga.getAnnouncements '{}' >/dev/null 2>&1
+	fi
 	sleep 1	# the load runs into the dead process
 	restart_proc "$n"
 	check_recovered

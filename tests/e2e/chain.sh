@@ -8,47 +8,10 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 . tests/e2e/lib.sh
 
-BIN=${CHAIN_BIN:-$root/bin}
-scripts/dev-settings.sh "$E2E_RUN/s" >/dev/null || { echo "dev-settings failed"; exit 1; }
-. "$E2E_RUN/s/ports.env"
-S=$E2E_RUN/s/roles
-CA=$root/settings/dev/certs/root.crt
-HOST=test.internal-server.local
-URL=https://$HOST:$TLS_PORT
-
-start_internal() {
-	start_bg internal env IS_BIND_ADDRESS=127.0.0.1:$INTERNAL_PORT \
-		IS_CERT_FILE="$root/settings/dev/certs/internal-server.crt" \
-		IS_KEY_FILE="$root/settings/dev/certs/internal-server.key" "$BIN/internal-server"
-}
-start_public()        { start_bg public env PROXY_SETTINGS=$S/public-proxy-1 "$BIN/proxy" run public; }
-start_private()       { start_bg private env PROXY_SETTINGS=$S/private-proxy-1 "$BIN/proxy" run private; }
-start_public_hyper()  { start_bg public-hyper env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" server run; }
-start_private_hyper() { start_bg private-hyper env HYPER_SETTINGS=$S/private-proxy-hyper-1 "$BIN/hyper" server run; }
-
-c() { curl -sS --max-time 20 --cacert "$CA" --resolve "$HOST:$TLS_PORT:127.0.0.1" "$@"; }
-
-# The chain answers the seed's request within $1 seconds.
-serves_within() {
-	local deadline=$((SECONDS + $1))
-	while [ $SECONDS -lt "$deadline" ]; do
-		[ "$(c --max-time 2 "$URL/jsonrpc" 2>/dev/null)" = '{"message": "success"}' ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# Started in the "wrong" order on purpose: peers come up after those calling them.
-start_private
-start_public
-sleep 0.3
-start_private_hyper
-start_public_hyper
-start_internal
-for p in $TLS_PORT $DATA_PORT $PUBLIC_RPC_PORT $PUBLIC_HYPER_PORT $PUBLIC_PEER_PORT \
-	$PRIVATE_HYPER_PORT $PRIVATE_PEER_PORT $PRIVATE_RPC_PORT $INTERNAL_PORT; do
-	wait_port 127.0.0.1 "$p" 10 || true
-done
+. tests/e2e/five.sh
+five_setup
+# Started in the "wrong" order on purpose: callers come up before their callees.
+five_start_all
 
 check "the seed's request prints the success message within 5 s of the last start" serves_within 5
 check "seed request body is exact" \
@@ -178,15 +141,13 @@ s = socket.create_connection(('127.0.0.1', $DATA_PORT), timeout=5)
 s.sendall(b'A' * 5); s.close()\" && curl -sS -f -o /dev/null --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/"
 
 # --- restarts ------------------------------------------------------------------
-restart() { # name start-function
+restart() { # NAME
 	stop_bg "$1" KILL
-	"$2"
+	five_start "$1"
 	serves_within 5
 }
-for p in internal:start_internal public:start_public private:start_private \
-	public-hyper:start_public_hyper private-hyper:start_private_hyper; do
-	name=${p%%:*}; fn=${p#*:}
-	check "kill -9 and restart of $name: the chain serves again within 5 s" restart "$name" "$fn"
+for name in internal public private public-hyper private-hyper; do
+	check "kill -9 and restart of $name: the chain serves again within 5 s" restart "$name"
 done
 
 for n in public private public-hyper private-hyper internal; do

@@ -951,17 +951,6 @@ private_targets_free(struct private *pv)
 	}
 }
 
-static void
-private_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs)
-{
-	relay_settings_default(rs);
-	rs->splice_threshold = pc->pc_splice_threshold < 0 ? SIZE_MAX :
-	    (size_t)pc->pc_splice_threshold;
-	rs->pipe_size = (size_t)pc->pc_pipe_size;
-	rs->max_pipes = (unsigned)pc->pc_max_pipes;
-	rs->idle_timeout = pc->pc_idle_timeout;
-}
-
 int
 private_run(struct proxy_conf *pc)
 {
@@ -1007,7 +996,7 @@ private_run(struct proxy_conf *pc)
 		log_warn("io_uring");
 		goto out;
 	}
-	private_relay_settings(pc, &rs);
+	proxy_conf_relay_settings(pc, &rs);
 	if ((pv.pv_relay = relay_new(pv.pv_loop, &rs)) == NULL) {
 		log_warn("relay");
 		goto out;

@@ -28,6 +28,9 @@ PIPE_SOFT_SAVED=$(cat $PIPE_SOFT_FILE 2>/dev/null || echo)
 TMPFS=
 
 five_setup
+# A Hyper server that hangs must show up as a timeout within the SIGSTOP
+# window: the public Hyper gives up on a peer call after 2 s, not 10.
+sed -i 's/call_timeout: 10$/call_timeout: 2/' "$S/public-proxy-hyper-1/000_base.yml"
 chmod 755 "$E2E_RUN"
 now_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }
 
@@ -205,8 +208,13 @@ check_cause 'refused|reset' private
 # SIGSTOP of the private Hyper server.
 fault_begin "private Hyper stopped ${STOP_SECONDS} s"
 kill -STOP "${E2E_PID[private-hyper]}"
+# One call that is surely in flight while it hangs (the load may be between
+# requests, or waiting on a keep-alive connection that outlives the stop).
+HYPER_SETTINGS=$S/public-proxy-hyper-1 timeout 10 "$BIN/hyper" call --timeout 8 \
+	private-proxy-1.ga._ping '{}' >/dev/null 2>&1 &
 sleep "$STOP_SECONDS"
 kill -CONT "${E2E_PID[private-hyper]}"
+wait $! 2>/dev/null
 check_recovered
 check "$FAULT: no process died" others_alive
 check_cause 'time(d)? ?out|timeout|504' public-hyper public private

@@ -148,6 +148,17 @@ announce_put(struct announce_table *t, const struct announcement *a)
 	return rc;
 }
 
+/* Unlink and free the entry *pp points at; *pp then points at the next. */
+static void
+announce_drop(struct announce_table *t, struct announce_entry **pp)
+{
+	struct announce_entry *e = *pp;
+
+	*pp = e->ae_next;
+	free(e);
+	t->at_count--;
+}
+
 int
 announce_remove(struct announce_table *t, const char *domain, const char *proxy,
     const char *op)
@@ -161,9 +172,7 @@ announce_remove(struct announce_table *t, const char *domain, const char *proxy,
 		if (strcmp(e->ae_an.an_domain, domain) == 0 &&
 		    (proxy == NULL || strcmp(e->ae_an.an_proxy, proxy) == 0) &&
 		    (op == NULL || strcmp(e->ae_an.an_operator, op) == 0)) {
-			*pp = e->ae_next;
-			free(e);
-			t->at_count--;
+			announce_drop(t, pp);
 			n++;
 		} else
 			pp = &e->ae_next;
@@ -244,9 +253,7 @@ announce_expire(struct announce_table *t, double now)
 		pp = &t->at_buckets[i];
 		while ((e = *pp) != NULL) {
 			if (!announce_live(&e->ae_an, now)) {
-				*pp = e->ae_next;
-				free(e);
-				t->at_count--;
+				announce_drop(t, pp);
 				n++;
 			} else
 				pp = &e->ae_next;

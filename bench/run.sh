@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/run.sh - the relay benchmarks (`make bench`, `make bench-quick`).
 #
-#   bench/run.sh [--quick] [--reps N] [--setups "direct chain haproxy sniproxy"]
+#   bench/run.sh [--quick] [--reps N] [--setups "direct hop chain haproxy sniproxy"]
 #                [--scenarios "rate latency bulk handshake stress memory profile"]
 #
 # Setups (every one ends at the same internal-server, all on 127.0.0.1):
 #   direct    client -> internal-server
+#   hop       client -> one relay hop (bench/hop.c: the proxies' relay engine
+#             alone) -> internal-server
 #   chain     client -> public proxy -> private proxy -> internal-server, brokered
 #             by two Hyper servers (bin/proxy, bin/hyper; skipped when they fail)
 #   haproxy   client -> HAProxy (mode tcp, SNI routing) -> HAProxy (tcp) -> internal-server
@@ -20,7 +22,7 @@
 #              threads and io-wq workers, pipes held
 #   profile    perf record -g / perf trace -s of the chain during rate c25
 #              (bench/results/<date>.perf.txt; not in --quick)
-# --quick: shorter runs (see below), setups "direct chain haproxy" unless
+# --quick: shorter runs (see below), setups "direct hop chain haproxy" unless
 # --setups names others, memory measured once; under 3 minutes.
 # Setups alternate (A B A B ...) within each scenario; every figure is the
 # median of the repetitions with min-max, and its ratio to direct.
@@ -59,7 +61,7 @@ while [ $# -gt 0 ]; do
 done
 
 # Quick: no sniproxy unless asked for (--setups), memory measured once.
-[ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct chain haproxy" || SETUPS="direct chain haproxy sniproxy"; }
+[ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct hop chain haproxy" || SETUPS="direct hop chain haproxy sniproxy"; }
 MEM_REPS=$REPS
 [ $QUICK = 1 ] && MEM_REPS=1
 # Quick: no profile unless asked for.
@@ -233,6 +235,19 @@ setup_haproxy() {
 		{ echo "haproxy: did not start (see below)"; tail -n 3 "$RUN"/log/haproxy*.log; return 1; }
 	SETUP_ADDR[haproxy]=127.0.0.1:$p1
 	SETUP_PROCS[haproxy]="haproxy1 haproxy2 internal"
+}
+
+# One relay hop: the proxies' relay engine alone (bench/hop.c: accept, dial,
+# relay_join with the default relay settings), no SNI, token or Hyper call.
+setup_hop() {
+	local p
+	p=$(free_port)
+	start_proc hop "$ROOT/build/rel/bench/hop" --listen "127.0.0.1:$p" \
+		--connect "127.0.0.1:$INTERNAL_PORT"
+	wait_listen "${PID[hop]}" "$p" 10 ||
+		{ echo "hop: did not start"; tail -3 "$RUN/log/hop.log"; return 1; }
+	SETUP_ADDR[hop]=127.0.0.1:$p
+	SETUP_PROCS[hop]="hop internal"
 }
 
 setup_sniproxy() {
@@ -563,13 +578,13 @@ summarize() {
 	        targets.append((label, cond, "no data", "n/a", mark, tag))
 	    else:
 	        targets.append((label, cond, value, "met" if ok else "NOT met", mark, tag))
-	def ratio_target(label, key, other, want):
-	    c, o = m(*key, "chain"), m(*key, other)
+	def ratio_target(label, key, other, want, setup="chain"):
+	    c, o = m(*key, setup), m(*key, other)
 	    if c is None or not o:
 	        target(label, None, False, ">= %.2fx %s" % (want, other))
 	        return
 	    target(label, "%.2fx (%s vs %s)" % (c / o, fmt(c), fmt(o)), c / o >= want,
-	           ">= %.2fx %s" % (want, other), [key + ("chain",)], " vs " + other)
+	           ">= %.2fx %s" % (want, other), [key + (setup,)], " vs " + other)
 	def fmt(x):
 	    return "%.0f" % x if abs(x) >= 1000 else "%.4g" % x
 	ratio_target("rate c25 req/s vs direct", ("rate", "c25", "req_s"), "direct", 0.85)
@@ -588,6 +603,23 @@ summarize() {
 	for va in ("down1", "down16"):
 	    ratio_target("bulk %s MB/s vs direct" % va, ("bulk", va, "mb_s"), "direct", 0.9)
 	    ratio_target("bulk %s MB/s vs haproxy" % va, ("bulk", va, "mb_s"), "haproxy", 1.3)
+	# One relay hop (setup hop): throughput against direct, and relay CPU
+	# per GiB against the best variant of shared/research/relay-techniques.md
+	# at the same stream count (A_epoll_splice_1M: 0.51 s/GB at 1 stream,
+	# 0.35 at 16; 1 GiB = 1.074 GB).
+	for va, best_gb in (("down1", 0.51), ("down16", 0.35)):
+	    ratio_target("one hop: bulk %s MB/s vs direct" % va, ("bulk", va, "mb_s"), "direct", 0.9,
+	                 setup="hop")
+	    v = m("bulk", va, "cpu_s_gib.hop", "hop")
+	    lim = best_gb * 1.073741824
+	    target("one hop: relay CPU per GiB, bulk %s" % va,
+	           None if v is None else "%.2f s/GiB" % v, v is not None and v <= lim,
+	           "<= %.2f s/GiB (research best)" % lim, [("bulk", va, "cpu_s_gib.hop", "hop")])
+	for sc in ("rate", "handshake"):
+	    v = m(sc, "c25", "cpu_us_req.public-proxy", "chain")
+	    target("public proxy CPU (both threads) per brokered connection (%s c25)" % sc,
+	           None if v is None else "%.0f us" % v, v is not None and v < 150, "< 150 us",
+	           [(sc, "c25", "cpu_us_req.public-proxy", "chain")])
 	memva = next((va for (sc, va, me) in vals if sc == "memory"), None)
 	for p in PROXIES:
 	    v = m("memory", memva, "kb_conn." + p, "chain")
@@ -632,7 +664,7 @@ summarize() {
 	              "%s [%s-%s]" % (fmt(mm), fmt(min(v)), fmt(max(v))), ratio, extra,
 	              marks.get((sc, va, me, s), "")))
 	print()
-	print("%-66s %-26s %-40s %s" % ("target (chain)", "wanted", "measured (medians)", "met?"))
+	print("%-66s %-26s %-40s %s" % ("target (chain unless it says one hop)", "wanted", "measured (medians)", "met?"))
 	for label, cond, value, status, mark, tag in targets:
 	    print("%-66s %-26s %-40s %s" % (label, cond, value, status))
 	print()

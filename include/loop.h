@@ -117,6 +117,14 @@ void	 loop_accept(struct loop *loop, struct loop_op *op, int fd);
 void	 loop_nop(struct loop *loop, struct loop_op *op);
 /* One-shot timer: the callback gets -ETIME when it expires. */
 void	 loop_timeout(struct loop *loop, struct loop_op *op, unsigned ms);
+/* close(fd) at the next submission, with no callback and no system call of
+ * its own (IORING_OP_CLOSE, 5.6; a socket has no ->flush, so the kernel
+ * closes it inline, never on an io-wq thread).  Only for descriptors with no
+ * request in flight; the number may be reused once the batch is submitted.
+ * Before loop_run (ring still disabled) it is a plain close(2); loop_free()
+ * submits what is left.  (No ring shutdown: IORING_OP_SHUTDOWN is always
+ * handed to an io-wq worker.) */
+void	 loop_close(struct loop *loop, int fd);
 /* Cancel op's request (no-op when idle).  The final callback still comes
  * (usually -ECANCELED; a request that had already finished reports its real
  * result).  Safe to call more than once. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -161,6 +162,9 @@ loop_free(struct loop *loop)
 
 	if (loop == NULL)
 		return;
+	/* Queued closes and shutdowns run inline at submission. */
+	if (!loop->l_disabled)
+		io_uring_submit(&loop->l_ring);
 	io_uring_queue_exit(&loop->l_ring);
 	close(loop->l_evfd);
 	if (loop->l_reserve_fd != -1)
@@ -417,6 +421,20 @@ loop_nop(struct loop *loop, struct loop_op *op)
 
 	io_uring_prep_nop(sqe);
 	loop_queue(op, sqe);
+}
+
+void
+loop_close(struct loop *loop, int fd)
+{
+	struct io_uring_sqe *sqe;
+
+	if (loop->l_disabled) {		/* nothing will be submitted */
+		close(fd);
+		return;
+	}
+	sqe = loop_sqe(loop);
+	io_uring_prep_close(sqe, fd);
+	io_uring_sqe_set_data(sqe, NULL);
 }
 
 void

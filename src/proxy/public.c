@@ -89,7 +89,6 @@ struct dconn {
 	struct loop_timer        d_timer;
 	size_t                   d_got;
 	uint8_t                  d_token[TOKEN_LEN];
-	struct sockaddr_storage  d_peer;
 };
 
 /* A call to incomingConnection in flight on the side thread. */
@@ -203,7 +202,7 @@ pconn_free(struct pconn *c)
 {
 	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
 	if (c->c_fd >= 0) {
-		close(c->c_fd);
+		loop_close(c->c_pub->p_loop, c->c_fd);
 		public_conn_add(c->c_pub, -1);
 	}
 	free(c);
@@ -444,7 +443,7 @@ dconn_free(struct dconn *d)
 {
 	TAILQ_REMOVE(&d->d_pub->p_dconns, d, d_entry);
 	if (d->d_fd >= 0) {
-		close(d->d_fd);
+		loop_close(d->d_pub->p_loop, d->d_fd);
 		public_conn_add(d->d_pub, -1);
 	}
 	free(d);
@@ -453,14 +452,21 @@ dconn_free(struct dconn *d)
 static void
 dconn_close(struct dconn *d, const char *why)
 {
-	char addr[64];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char addr[64] = "-";
 
 	if (d->d_closing)
 		return;
 	d->d_closing = 1;
 	loop_timer_disarm(&d->d_pub->p_token_timers, &d->d_timer);
-	log_info("data connection %s closed: %s",
-	    addr_str((struct sockaddr *)&d->d_peer, addr, sizeof(addr)), why);
+	/* The peer's address is looked up only for this line: a data
+	 * connection that delivers its token is never logged on its own. */
+	if (getpeername(d->d_fd, (struct sockaddr *)&ss, &sl) == 0) {
+		public_unmap(&ss);
+		addr_str((struct sockaddr *)&ss, addr, sizeof(addr));
+	}
+	log_info("data connection %s closed: %s", addr, why);
 	if (d->d_recv.lo_busy)
 		loop_cancel(d->d_pub->p_loop, &d->d_recv);
 	else
@@ -532,15 +538,11 @@ public_data_accept(struct loop_listener *l, int fd)
 {
 	struct public *p = l->ll_arg;
 	struct dconn *d;
-	socklen_t sl;
 
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		close(fd);
 		return;
 	}
-	sl = sizeof(d->d_peer);
-	getpeername(fd, (struct sockaddr *)&d->d_peer, &sl);
-	public_unmap(&d->d_peer);
 	d->d_pub = p;
 	TAILQ_INSERT_TAIL(&p->p_dconns, d, d_entry);
 	d->d_fd = fd;

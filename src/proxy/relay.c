@@ -234,7 +234,7 @@ relay_pair_release(struct relay_pair *p, int rst_side)
 		 * its peer does not take the cut for a clean end of stream. */
 		if (i == rst_side)
 			setsockopt(p->p_fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		close(p->p_fd[i]);
+		loop_close(r->r_loop, p->p_fd[i]);
 	}
 	TAILQ_REMOVE(&r->r_pairs, p, p_entry);
 	r->r_active--;
@@ -738,11 +738,6 @@ relay_join(struct relay *r, int fd_a, int fd_b, const char *name_a, const char *
 	for (int i = 0; i < 2; i++) {
 		struct relay_dir *d = &p->p_dir[i];
 
-		/* splice(2) honours only the socket's own O_NONBLOCK; accepted
-		 * and dialed sockets usually have it already. */
-		int fl = fcntl(p->p_fd[i], F_GETFL);
-		if (fl >= 0 && !(fl & O_NONBLOCK))
-			fcntl(p->p_fd[i], F_SETFL, fl | O_NONBLOCK);
 		d->d_pair = p;
 		d->d_idx = i;
 		d->d_src = p->p_fd[i];

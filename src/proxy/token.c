@@ -27,6 +27,8 @@ struct token_entry {
 LIST_HEAD(token_bucket, token_entry);
 TAILQ_HEAD(token_fifo, token_entry);
 
+#define TOKEN_POOL	32
+
 struct token_table {
 	struct token_bucket	*tt_buckets;
 	size_t			 tt_mask;	/* bucket count - 1 (power of two) */
@@ -35,6 +37,10 @@ struct token_table {
 	size_t			 tt_max;
 	double			 tt_timeout;
 	uint64_t		 tt_key[2];	/* SipHash key */
+	/* Tokens are drawn TOKEN_POOL at a time: libbsd's arc4random_buf()
+	 * makes a getpid() system call on every call (its fork check). */
+	uint8_t			 tt_pool[TOKEN_POOL][TOKEN_LEN];
+	unsigned		 tt_pool_left;
 };
 
 #define ROTL(x, b)	(uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
@@ -130,6 +136,7 @@ token_table_free(struct token_table *t)
 		free(e);
 	}
 	free(t->tt_buckets);
+	explicit_bzero(t->tt_pool, sizeof(t->tt_pool));
 	free(t);
 }
 
@@ -157,7 +164,13 @@ token_park(struct token_table *t, void *value, double now, uint8_t token[TOKEN_L
 		return -1;
 	/* a collision of 256 random bits will not happen; redraw anyway */
 	do {
-		arc4random_buf(e->te_token, TOKEN_LEN);
+		if (t->tt_pool_left == 0) {
+			arc4random_buf(t->tt_pool, sizeof(t->tt_pool));
+			t->tt_pool_left = TOKEN_POOL;
+		}
+		t->tt_pool_left--;
+		memcpy(e->te_token, t->tt_pool[t->tt_pool_left], TOKEN_LEN);
+		explicit_bzero(t->tt_pool[t->tt_pool_left], TOKEN_LEN);
 	} while (token_find(t, e->te_token) != NULL);
 	e->te_value = value;
 	e->te_deadline = now + t->tt_timeout;

@@ -183,6 +183,9 @@ join(int *client, int *server)
 
 	tcp_pair(client, &j.fa);
 	tcp_pair(&j.fb, server);
+	/* relay_join() wants non-blocking sockets, as the proxies' are. */
+	cr_assert_eq(fd_set_nonblock(j.fa), 0);
+	cr_assert_eq(fd_set_nonblock(j.fb), 0);
 	in_loop(join_cb, &j);
 	cr_assert_not_null(j.pair);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # e2e: bench/loadgen against bin/internal-server over real TLS (counts,
-# checks, limits and /proc sampling of the load generator).
+# checks, limits and /proc sampling of the load generator), and bench/hop
+# (one relay hop of the proxies' relay engine) between the two.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/lib.sh
 
@@ -131,6 +132,52 @@ usage_errors_exit_2() {
 	"$lg" --connect 127.0.0.1:1 --hold 1 >/dev/null 2>&1; [ $? -eq 2 ]
 }
 
+# bench/hop between loadgen and the server: every byte must arrive intact,
+# short flows (COPY) and long ones (spliced after 256 KiB) alike.
+hop=build/rel/bench/hop
+hop_port=$(free_port)
+start_bg hop "$hop" --listen "127.0.0.1:$hop_port" --connect "127.0.0.1:$port"
+wait_port 127.0.0.1 "$hop_port" 10
+H() { timeout 60 "$lg" --connect "127.0.0.1:$hop_port" --sni test.internal-server.local \
+	--cacert "$certs/root.crt" --csv --quiet "$@"; }
+hop_relays_gets_downloads_and_uploads_intact() {
+	local out
+	out=$(H --requests 40 --concurrency 8) || return 1
+	expect_eq "40,0,0" "$(cut -d, -f1-3 <<<"$out")" || return 1
+	out=$(H --bytes 3000017 --requests 4 --concurrency 4) || return 1
+	expect_eq "4,0,12000068" "$(field 1,2,11 "$out")" || return 1
+	out=$(H --upload 3000001 --requests 2 --concurrency 2) || return 1
+	expect_eq "2,0,6000002" "$(field 1,2,11 "$out")"
+}
+hop_holds_no_connection_once_pairs_ended() {
+	# Only the listening socket is left once every pair has ended (the last
+	# ones may still be closing for a moment after loadgen returned).
+	local n i
+	for ((i = 0; i < 20; i++)); do
+		n=$(ls -l /proc/"${E2E_PID[hop]}"/fd 2>/dev/null | grep -c 'socket:')
+		[ "$n" -le 1 ] && return 0
+		sleep 0.1
+	done
+	echo "hop holds $n sockets after its pairs ended"
+	return 1
+}
+hop_with_a_dead_upstream_fails_requests_and_stays_up() {
+	local dead hp out rc
+	dead=$(free_port); hp=$(free_port)
+	start_bg hopdead "$hop" --listen "127.0.0.1:$hp" --connect "127.0.0.1:$dead"
+	wait_port 127.0.0.1 "$hp" 10
+	out=$(timeout 30 "$lg" --connect "127.0.0.1:$hp" --csv --quiet --requests 5 --duration 10); rc=$?
+	expect_eq "1 0,5" "$rc $(field 1,2 "$out")" || return 1
+	kill -0 "${E2E_PID[hopdead]}" || { echo "hop died"; return 1; }
+	stop_bg hopdead
+}
+hop_usage_errors_exit_2_and_sigterm_exits_0() {
+	"$hop" >/dev/null 2>&1; [ $? -eq 2 ] || return 1
+	"$hop" --listen 127.0.0.1:1 >/dev/null 2>&1; [ $? -eq 2 ] || return 1
+	"$hop" --listen 127.0.0.1:1 --connect 127.0.0.1:2 extra >/dev/null 2>&1; [ $? -eq 2 ] || return 1
+	stop_bg hop
+}
+
 check "GET requests all succeed" get_requests_all_succeed
 check "POST body is accepted" post_body_is_accepted
 check "--bytes counts every body byte" bytes_counts_every_body_byte
@@ -147,4 +194,8 @@ check "threads and pipes of a pid are reported" threads_and_pipes_of_a_pid_are_r
 check "pipes are counted once, with their size" pipes_are_counted_once_with_their_size
 check "refused connections are errors" refused_connections_are_errors
 check "usage errors exit 2" usage_errors_exit_2
+check "hop relays GETs, 3 MB downloads and 3 MB uploads intact" hop_relays_gets_downloads_and_uploads_intact
+check "hop holds no connection once its pairs ended" hop_holds_no_connection_once_pairs_ended
+check "hop with a dead upstream fails requests and stays up" hop_with_a_dead_upstream_fails_requests_and_stays_up
+check "hop: usage errors exit 2, SIGTERM exits 0" hop_usage_errors_exit_2_and_sigterm_exits_0
 finish

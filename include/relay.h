@@ -104,8 +104,8 @@ void	 relay_free(struct relay *r);
 
 /* Join fd_a and fd_b (connected, non-blocking TCP sockets: splice(2)
  * honours only the socket's own O_NONBLOCK, so a blocking one would stall
- * the loop; the relay owns them from now on, also on failure).  name_a/name_b label the
- * sides in reason strings ("client", "server"; NULL: "a", "b"); they must
+ * the loop; the relay owns them from now on, also on failure).
+ * name_a/name_b label the sides in reason strings ("client", "server"; NULL: "a", "b"); they must
  * outlive the pair (string literals).  Bytes already waiting in either
  * socket (e.g. a peeked ClientHello) are forwarded first.  To send bytes of
  * your own first (the private proxy's token), write them to fd_b before

@@ -14,7 +14,8 @@ struct side;
 
 typedef void (*side_fn)(void *arg);
 
-/* Create the event base (thread-safe libevent) without starting the thread. */
+/* Create the event base without starting the thread (libevent without its
+ * thread locks: only side_post() crosses threads, through postq.h). */
 struct side *side_new(char *err, size_t errlen);
 struct event_base *side_base(struct side *s);
 /* Start the thread running the base. */

@@ -4,17 +4,15 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "loop.h"
+#include "postq.h"
 #include "util.h"
 
 /* Valgrind 3.19 runs io_uring_enter holding its big lock with every signal
@@ -32,13 +30,6 @@
 #endif
 #define LOOP_VALGRIND_SLICE_MS	10
 
-struct loop_post_item {
-	STAILQ_ENTRY(loop_post_item)	 p_entry;
-	void				(*p_fn)(void *);
-	void				*p_arg;
-};
-STAILQ_HEAD(loop_post_q, loop_post_item);
-
 struct loop {
 	struct io_uring		 l_ring;
 	const char		*l_mode;
@@ -48,11 +39,9 @@ struct loop {
 	struct loop_op		 l_tick_op;
 	TAILQ_HEAD(, loop_timer_list) l_lists;
 	unsigned		 l_armed;	/* timers armed, all lists */
-	int			 l_evfd;
-	struct loop_op		 l_ev_op;
+	struct postq		 l_posts;	/* loop_post, loop_stop */
+	struct loop_op		 l_ev_op;	/* READ of l_posts.pq_evfd */
 	uint64_t		 l_ev_val;
-	pthread_mutex_t		 l_post_mtx;
-	struct loop_post_q	 l_posts;
 	atomic_int		 l_stop;
 	int			 l_reserve_fd;	/* spare fd released on EMFILE */
 	unsigned		 l_next_bgid;
@@ -137,14 +126,12 @@ loop_new(unsigned entries)
 		free(loop);
 		return NULL;
 	}
-	if ((loop->l_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+	if (postq_init(&loop->l_posts) == -1) {
 		io_uring_queue_exit(&loop->l_ring);
 		free(loop);
 		return NULL;
 	}
 	loop->l_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	pthread_mutex_init(&loop->l_post_mtx, NULL);
-	STAILQ_INIT(&loop->l_posts);
 	TAILQ_INIT(&loop->l_lists);
 	loop->l_now = now_mono_ms();
 	loop_op_init(&loop->l_tick_op, loop_tick_cb);
@@ -158,22 +145,15 @@ loop_new(unsigned entries)
 void
 loop_free(struct loop *loop)
 {
-	struct loop_post_item *it;
-
 	if (loop == NULL)
 		return;
-	/* Queued closes and shutdowns run inline at submission. */
+	/* Queued closes run inline at submission. */
 	if (!loop->l_disabled)
 		io_uring_submit(&loop->l_ring);
 	io_uring_queue_exit(&loop->l_ring);
-	close(loop->l_evfd);
+	postq_free(&loop->l_posts);
 	if (loop->l_reserve_fd != -1)
 		close(loop->l_reserve_fd);
-	while ((it = STAILQ_FIRST(&loop->l_posts)) != NULL) {
-		STAILQ_REMOVE_HEAD(&loop->l_posts, p_entry);
-		free(it);
-	}
-	pthread_mutex_destroy(&loop->l_post_mtx);
 	free(loop);
 }
 
@@ -182,7 +162,7 @@ loop_arm_ev(struct loop *loop)
 {
 	struct io_uring_sqe *sqe = loop_sqe(loop);
 
-	io_uring_prep_read(sqe, loop->l_evfd, &loop->l_ev_val, sizeof(loop->l_ev_val), 0);
+	io_uring_prep_read(sqe, loop->l_posts.pq_evfd, &loop->l_ev_val, sizeof(loop->l_ev_val), 0);
 	loop_queue(&loop->l_ev_op, sqe);
 }
 
@@ -190,58 +170,26 @@ static void
 loop_ev_cb(struct loop_op *op, int res, unsigned flags)
 {
 	struct loop *loop = LOOP_CONTAINER_OF(op, struct loop, l_ev_op);
-	struct loop_post_q q;
-	struct loop_post_item *it;
 
-	/* Re-arm first: a post racing with the drain below then wakes us again. */
+	/* Re-arm first: a post racing with the run below then wakes us again. */
 	loop_arm_ev(loop);
 	if (res < 0 && res != -EAGAIN && res != -EINTR)
 		log_warnx("loop: eventfd read: %s", strerror(-res));
-	pthread_mutex_lock(&loop->l_post_mtx);
-	STAILQ_INIT(&q);
-	STAILQ_CONCAT(&q, &loop->l_posts);
-	pthread_mutex_unlock(&loop->l_post_mtx);
-	while ((it = STAILQ_FIRST(&q)) != NULL) {
-		STAILQ_REMOVE_HEAD(&q, p_entry);
-		it->p_fn(it->p_arg);
-		free(it);
-	}
-}
-
-static void
-loop_wake(struct loop *loop)
-{
-	uint64_t one = 1;
-
-	/* EAGAIN: the counter is saturated, the loop wakes anyway. */
-	if (write(loop->l_evfd, &one, sizeof(one)) == -1 && errno != EAGAIN)
-		return;
+	postq_run(&loop->l_posts);
 }
 
 int
 loop_post(struct loop *loop, void (*fn)(void *), void *arg)
 {
-	struct loop_post_item *it;
-
-	if ((it = malloc(sizeof(*it))) == NULL)
-		return -1;
-	it->p_fn = fn;
-	it->p_arg = arg;
-	pthread_mutex_lock(&loop->l_post_mtx);
-	STAILQ_INSERT_TAIL(&loop->l_posts, it, p_entry);
-	pthread_mutex_unlock(&loop->l_post_mtx);
-	loop_wake(loop);
-	return 0;
+	return postq_post(&loop->l_posts, fn, arg);
 }
 
 void
 loop_stop(struct loop *loop)
 {
-	int saved = errno;	/* signal handler safe */
-
+	/* Signal handler safe: an atomic store and a write(2) (errno kept). */
 	atomic_store(&loop->l_stop, 1);
-	loop_wake(loop);
-	errno = saved;
+	postq_wake(&loop->l_posts);
 }
 
 int

@@ -18,8 +18,12 @@ server_pid=$E2E_LAST_PID
 wait_port 127.0.0.1 "$port" 10
 
 # One CSV line: requests,errors,aborted,seconds,rps,p50,p90,p99,max,mbps,bytes[,cpu,fds,hwm]...
-L() { timeout 30 "$lg" --connect "127.0.0.1:$port" --sni test.internal-server.local \
-	--cacert "$certs/root.crt" --csv --quiet "$@"; }
+lg_at() { # PORT TIMEOUT ARGS...
+	local p=$1 t=$2; shift 2
+	timeout "$t" "$lg" --connect "127.0.0.1:$p" --sni test.internal-server.local \
+		--cacert "$certs/root.crt" --csv --quiet "$@"
+}
+L() { lg_at "$port" 30 "$@"; }
 field() { cut -d, -f"$1" <<<"$2"; }
 
 expect_eq() { # WANT GOT
@@ -138,8 +142,7 @@ hop=build/rel/bench/hop
 hop_port=$(free_port)
 start_bg hop "$hop" --listen "127.0.0.1:$hop_port" --connect "127.0.0.1:$port"
 wait_port 127.0.0.1 "$hop_port" 10
-H() { timeout 60 "$lg" --connect "127.0.0.1:$hop_port" --sni test.internal-server.local \
-	--cacert "$certs/root.crt" --csv --quiet "$@"; }
+H() { lg_at "$hop_port" 60 "$@"; }
 hop_relays_gets_downloads_and_uploads_intact() {
 	local out
 	out=$(H --requests 40 --concurrency 8) || return 1

@@ -100,6 +100,11 @@ void	 loop_recv(struct loop *loop, struct loop_op *op, int fd, void *buf, size_t
 	     int bgid);
 /* send with MSG_NOSIGNAL|MSG_WAITALL; a short result still needs a resend. */
 void	 loop_send(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t len);
+/* send with MSG_NOSIGNAL|MSG_DONTWAIT: takes what the socket buffer has room
+ * for now and completes at once, with a short count or -EAGAIN; never waits
+ * for the peer to read. */
+void	 loop_send_nowait(struct loop *loop, struct loop_op *op, int fd, const void *buf,
+	     size_t len);
 /* Poll for events (POLLIN, POLLOUT, POLLRDHUP...).  io_uring polls are
  * edge-triggered: drain to EAGAIN after each callback.  multishot: stays
  * armed (each callback has IORING_CQE_F_MORE until the final one). */

@@ -32,6 +32,7 @@ struct proxy_conf {
 	long    pc_hello_max_bytes;
 	double  pc_accept_timeout;
 	double  pc_token_timeout;
+	long    pc_max_per_source;     /* max_connections_per_source, 0: no cap */
 	struct rate_limit *pc_rate_limits;
 	int     pc_nrate_limits;
 
@@ -44,6 +45,9 @@ struct proxy_conf {
 
 	/* both */
 	double  pc_idle_timeout;       /* 0: never */
+	double  pc_stall_timeout;      /* 0: never */
+	long    pc_relay_buffers;      /* COPY buffers shared by all pairs */
+	long    pc_relay_buffer_size;
 	double  pc_shutdown_timeout;   /* seconds joined pairs may drain at a stop */
 	long    pc_max_connections;
 	char   *pc_datastore_file;

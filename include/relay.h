@@ -5,8 +5,13 @@
  *           provided-buffer ring, then SEND of that buffer, then the next
  *           RECV.  The kernel picks a buffer only when data has arrived, so a
  *           waiting RECV holds none: an idle direction costs no memory.
- *           When the ring is empty (-ENOBUFS) the direction waits in a FIFO
- *           and its RECV is re-issued when a buffer comes back (no poll spin).
+ *           The SEND does not wait (MSG_DONTWAIT): what dst has no room for
+ *           is copied to a spill buffer of the direction's own and sent by
+ *           a waiting SEND, so a shared buffer is never held across a
+ *           blocked send and a receiver that stops reading stalls only its
+ *           own pair.  When the ring is empty (-ENOBUFS) the direction
+ *           waits in a FIFO and its RECV is re-issued when a buffer comes
+ *           back, at the latest one loop iteration later (no poll spin).
  *           Every connection starts here: short flows are cheapest this way
  *           (batched, no syscall per op; research: 63 us per connection).
  *   SPLICE  after a direction has carried splice_threshold bytes it moves to
@@ -24,7 +29,7 @@
  * Lifetime of a pair: both directions run until each has seen EOF from its
  * source and drained (then shutdown(dst, SHUT_WR): half-close propagates and
  * the other direction keeps going), or until an error (ECONNRESET, EPIPE),
- * the idle timeout, relay_pair_close() or relay_close_all().  Then pending
+ * the idle timeout, the stall timeout, relay_pair_close() or relay_close_all().  Then pending
  * requests are cancelled; once the last completion is in, both sockets are
  * closed (with an RST on the surviving side when the other one reset), the
  * pipes are pooled or closed, and done(report, arg) is called once.  The pair
@@ -53,8 +58,13 @@ struct relay_settings {
 	unsigned	 max_pipes;		/* pipes existing at once (1024) */
 	size_t		 buf_size;		/* COPY buffer size (64 KiB) */
 	unsigned	 buf_count;		/* COPY buffers, power of two (256) */
-	double		 idle_timeout;		/* seconds without traffic in either
-						 * direction (3600; 0: never) */
+	double		 idle_timeout;		/* seconds without a byte delivered
+						 * in either direction (3600; 0:
+						 * never) */
+	double		 stall_timeout;		/* seconds a direction may hold
+						 * bytes its destination does not
+						 * take, with no byte delivered
+						 * either way (60; 0: never) */
 };
 
 void	 relay_settings_default(struct relay_settings *s);
@@ -66,6 +76,7 @@ enum relay_reason {
 	RELAY_ERROR,		/* other socket error: "error on <side>: <strerror>" */
 	RELAY_CLOSED,		/* relay_pair_close(): "closed" */
 	RELAY_SHUTDOWN,		/* relay_close_all(): "shutdown" */
+	RELAY_STALL,		/* stall_timeout: "stalled: <side> not reading" */
 };
 
 struct relay_report {
@@ -90,6 +101,10 @@ struct relay_stats {
 	uint64_t	 bytes_ab;		/* totals, ended and live pairs */
 	uint64_t	 bytes_ba;
 	uint64_t	 enobufs;		/* times a RECV found the ring empty */
+	unsigned	 dirs_blocked;		/* directions whose dst is full now */
+	uint64_t	 spill_bytes;		/* bytes held in spill buffers now */
+	uint64_t	 spills;		/* times a send left a remainder */
+	uint64_t	 stalls;		/* pairs ended by stall_timeout */
 };
 
 /* Sets up the buffer ring and the pipe pool on loop.  NULL settings:

@@ -143,6 +143,8 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_int(&sec, "hello_max_bytes", 16384, 512, 1 << 20, &pc->pc_hello_max_bytes);
 			cfg_seconds(&sec, "accept_timeout", 10, 0.001, DAY, &pc->pc_accept_timeout);
 			cfg_seconds(&sec, "token_timeout", 5, 0.001, DAY, &pc->pc_token_timeout);
+			cfg_int(&sec, "max_connections_per_source", 256, 0, 1 << 24,
+			    &pc->pc_max_per_source);
 			conf_rate_limits(&sec, pc);
 		} else {
 			struct cfg ie;
@@ -156,6 +158,11 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			conf_announcements(&sec, pc);
 		}
 		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
+		cfg_seconds(&sec, "stall_timeout", 60, 0, 365 * DAY, &pc->pc_stall_timeout);
+		cfg_int(&sec, "relay_buffers", 256, 1, 32768, &pc->pc_relay_buffers);
+		cfg_int(&sec, "relay_buffer_size", 64 * 1024, 4096, 1 << 24, &pc->pc_relay_buffer_size);
+		if ((pc->pc_relay_buffers & (pc->pc_relay_buffers - 1)) != 0)
+			cfg_error(&sec, "relay_buffers", "must be a power of two");
 		cfg_seconds(&sec, "shutdown_timeout", 10, 0, DAY, &pc->pc_shutdown_timeout);
 		cfg_int(&sec, "max_connections", 65536, 16, 1 << 24, &pc->pc_max_connections);
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
@@ -209,4 +216,7 @@ proxy_conf_relay_settings(const struct proxy_conf *pc, struct relay_settings *rs
 	rs->pipe_size = (size_t)pc->pc_pipe_size;
 	rs->max_pipes = (unsigned)pc->pc_max_pipes;
 	rs->idle_timeout = pc->pc_idle_timeout;
+	rs->stall_timeout = pc->pc_stall_timeout;
+	rs->buf_count = (unsigned)pc->pc_relay_buffers;
+	rs->buf_size = (size_t)pc->pc_relay_buffer_size;
 }

@@ -307,6 +307,17 @@ loop_send(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t
 }
 
 void
+loop_send_nowait(struct loop *loop, struct loop_op *op, int fd, const void *buf, size_t len)
+{
+	struct io_uring_sqe *sqe = loop_sqe(loop);
+
+	/* MSG_DONTWAIT: io_uring answers -EAGAIN (or a short count) instead
+	 * of arming its internal poll and holding buf until the peer reads. */
+	io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	loop_queue(op, sqe);
+}
+
+void
 loop_poll(struct loop *loop, struct loop_op *op, int fd, unsigned events, int multishot)
 {
 	struct io_uring_sqe *sqe = loop_sqe(loop);

@@ -3,10 +3,17 @@
  * See relay.h for the design.
  *
  * A direction's life:
- *   COPY    RECV pending (no buffer) -> SEND of the received buffer (holds
- *           it) -> buffer back to the ring -> next RECV, or SPLICE once the
- *           direction has carried splice_threshold bytes.  RECV -ENOBUFS:
- *           parked on r_waitbuf until a buffer comes back.
+ *   COPY    RECV pending (no buffer) -> SEND of the received buffer without
+ *           waiting (MSG_DONTWAIT: the socket takes what it has room for)
+ *           -> buffer back to the ring -> next RECV, or SPLICE once the
+ *           direction has carried splice_threshold bytes.  What dst did not
+ *           take is copied to the direction's own spill buffer (at most
+ *           buf_size bytes, heap) before the shared buffer goes back, and
+ *           a waiting SEND drains the spill: a receiver that stops reading
+ *           holds its own bytes, never one of the shared buffers, so it
+ *           cannot starve other pairs (SECURITY.md, H1).  RECV -ENOBUFS:
+ *           parked on r_waitbuf until a buffer comes back, which is at the
+ *           latest one loop iteration later.
  *   SPLICE  multishot POLLIN on the source (d_rpoll) drives pump():
  *           src -> pipe -> dst until EAGAIN.  dst full: one-shot POLLOUT
  *           on dst (d_wpoll) resumes; per-event budget used up: a NOP
@@ -17,8 +24,13 @@
  *   DONE    source at EOF and everything forwarded: SHUT_WR sent on dst.
  * Per direction flags: d_eof (source returned 0), d_wblk (dst returned
  * EAGAIN), d_nosplice (the pipe budget refused a pipe: COPY for good).
+ * A direction is *blocked* while it holds bytes dst would not take (a spill
+ * in COPY, d_wblk in SPLICE).
  * The pair: open until both directions are DONE or an error/timeout;
- * then p_closing, cancels in flight; freed when no op is busy. */
+ * then p_closing, cancels in flight; freed when no op is busy.
+ * Timeouts: idle (no byte delivered either way for idle_timeout) and stall
+ * (some direction blocked and no byte delivered for stall_timeout: the
+ * receiver stopped reading). */
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -29,8 +41,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "log.h"
 #include "loop.h"
@@ -57,6 +71,9 @@ struct relay_dir {
 	int			 d_bid;		/* buffer held, -1: none */
 	size_t			 d_len, d_off;
 	int			 d_waitbuf;	/* on r_waitbuf */
+	char			*d_spill;	/* bytes dst did not take, or NULL */
+	size_t			 d_spill_len, d_spill_off;
+	int			 d_outq;	/* dst's SIOCOUTQ when last looked */
 	TAILQ_ENTRY(relay_dir)	 d_wait_entry;
 	/* SPLICE */
 	struct loop_op		 d_rpoll, d_wpoll, d_yield;
@@ -72,7 +89,8 @@ struct relay_pair {
 	const char		*p_name[2];
 	struct relay_dir	 p_dir[2];
 	struct loop_timer	 p_idle;
-	uint64_t		 p_touch_tick;
+	struct loop_timer	 p_stall;	/* armed while a direction is blocked */
+	uint64_t		 p_touch_tick, p_stall_tick;
 	double			 p_start, p_end;
 	int			 p_closing;
 	enum relay_reason	 p_reason;
@@ -94,6 +112,11 @@ struct relay {
 	TAILQ_HEAD(, relay_pair)	 r_pairs;
 	struct loop_timer_list		 r_idle;
 	int				 r_idle_on;
+	struct loop_timer_list		 r_stall;
+	int				 r_stall_on;
+	unsigned			 r_blocked;	/* directions blocked now */
+	uint64_t			 r_spill_bytes;	/* held in spills now */
+	uint64_t			 r_spills, r_stalls;
 	unsigned			 r_active;
 	unsigned			 r_spliced;
 	int				 r_budget_logged;	/* EPERM warned once */
@@ -115,6 +138,7 @@ relay_settings_default(struct relay_settings *s)
 	s->buf_size = 64 * 1024;
 	s->buf_count = 256;
 	s->idle_timeout = 3600;
+	s->stall_timeout = 60;
 }
 
 /* --- provided buffers ---------------------------------------------------- */
@@ -144,16 +168,73 @@ relay_buf_put(struct relay *r, int bid)
 
 /* --- pair ---------------------------------------------------------------- */
 
+/* Bytes were delivered to a destination: the pair made progress. */
 static void
 relay_touch(struct relay_pair *p)
 {
 	struct relay *r = p->p_relay;
+	uint64_t tick = loop_tick(r->r_loop);
 
-	/* Re-arm at most once per tick: the list stays cheap under load. */
-	if (r->r_idle_on && p->p_touch_tick != loop_tick(r->r_loop)) {
-		p->p_touch_tick = loop_tick(r->r_loop);
+	/* Re-arm at most once per tick: the lists stay cheap under load. */
+	if (r->r_idle_on && p->p_touch_tick != tick) {
+		p->p_touch_tick = tick;
 		loop_timer_arm(&r->r_idle, &p->p_idle);
 	}
+	if (p->p_stall.t_armed && p->p_stall_tick != tick) {
+		p->p_stall_tick = tick;
+		loop_timer_arm(&r->r_stall, &p->p_stall);
+	}
+}
+
+static int
+relay_dir_blocked(const struct relay_dir *d)
+{
+	return d->d_spill != NULL || (d->d_mode == DIR_SPLICE && d->d_wblk);
+}
+
+/* A direction's blocked state may have changed: the stall timer runs while
+ * any direction of the pair is blocked, from the moment the first one
+ * blocked or from the last byte delivered, whichever is later. */
+/* Bytes dst's kernel still holds unsent or unacknowledged (SIOCOUTQ). */
+static int
+relay_outq(const struct relay_dir *d)
+{
+	int q = -1;
+
+	if (ioctl(d->d_dst, SIOCOUTQ, &q) == -1)
+		q = -1;
+	return q;
+}
+
+static void
+relay_stall_update(struct relay_pair *p)
+{
+	struct relay *r = p->p_relay;
+	int blocked = relay_dir_blocked(&p->p_dir[0]) || relay_dir_blocked(&p->p_dir[1]);
+
+	if (!r->r_stall_on || p->p_closing)
+		return;
+	if (blocked && !p->p_stall.t_armed) {
+		p->p_stall_tick = loop_tick(r->r_loop);
+		p->p_dir[0].d_outq = relay_outq(&p->p_dir[0]);
+		p->p_dir[1].d_outq = relay_outq(&p->p_dir[1]);
+		loop_timer_arm(&r->r_stall, &p->p_stall);
+	} else if (!blocked && p->p_stall.t_armed)
+		loop_timer_disarm(&r->r_stall, &p->p_stall);
+}
+
+static void
+relay_spill_free(struct relay_dir *d)
+{
+	struct relay *r = d->d_pair->p_relay;
+
+	if (d->d_spill == NULL)
+		return;
+	r->r_spill_bytes -= d->d_spill_len;
+	r->r_blocked--;
+	free(d->d_spill);
+	d->d_spill = NULL;
+	d->d_spill_len = d->d_spill_off = 0;
 }
 
 static int
@@ -200,6 +281,10 @@ relay_report_fill(struct relay_pair *p, struct relay_report *rep)
 	case RELAY_SHUTDOWN:
 		snprintf(rep->reason_str, sizeof(rep->reason_str), "shutdown");
 		break;
+	case RELAY_STALL:
+		snprintf(rep->reason_str, sizeof(rep->reason_str), "stalled: %s not reading",
+		    p->p_name[p->p_err_side]);
+		break;
 	}
 }
 
@@ -221,6 +306,9 @@ relay_pair_release(struct relay_pair *p, int rst_side)
 			relay_buf_put(r, d->d_bid);
 			d->d_bid = -1;
 		}
+		relay_spill_free(d);
+		if (d->d_mode == DIR_SPLICE && d->d_wblk)
+			r->r_blocked--;
 		if (d->d_pipe[0] != -1)
 			pipepool_put(r->r_pipes, d->d_pipe, d->d_inpipe == 0);
 		if (d->d_mode == DIR_SPLICE)
@@ -229,6 +317,8 @@ relay_pair_release(struct relay_pair *p, int rst_side)
 	}
 	if (r->r_idle_on)
 		loop_timer_disarm(&r->r_idle, &p->p_idle);
+	if (r->r_stall_on)
+		loop_timer_disarm(&r->r_stall, &p->p_stall);
 	for (int i = 0; i < 2; i++) {
 		/* The other side reset or failed: abort this one too (RST), so
 		 * its peer does not take the cut for a clean end of stream. */
@@ -250,6 +340,8 @@ relay_pair_maybe_free(struct relay_pair *p)
 		return;
 	if (p->p_reason == RELAY_RESET || p->p_reason == RELAY_ERROR)
 		rst_side = 1 - p->p_err_side;
+	else if (p->p_reason == RELAY_STALL)
+		rst_side = p->p_err_side;	/* drop what it never read */
 	relay_pair_release(p, rst_side);
 	relay_report_fill(p, &rep);
 	if (p->p_done)
@@ -307,6 +399,9 @@ relay_dir_done(struct relay_dir *d)
 
 	if (d->d_mode == DIR_SPLICE) {
 		r->r_spliced--;
+		if (d->d_wblk)
+			r->r_blocked--;
+		d->d_wblk = 0;
 		loop_cancel(r->r_loop, &d->d_rpoll);
 		loop_cancel(r->r_loop, &d->d_wpoll);
 		loop_cancel(r->r_loop, &d->d_yield);
@@ -356,8 +451,7 @@ relay_recv_cb(struct loop_op *op, int res, unsigned flags)
 		d->d_bid = bid;
 		d->d_len = (size_t)res;
 		d->d_off = 0;
-		relay_touch(p);
-		loop_send(r->r_loop, &d->d_send, d->d_dst, relay_buf(r, bid), d->d_len);
+		loop_send_nowait(r->r_loop, &d->d_send, d->d_dst, relay_buf(r, bid), d->d_len);
 		return;
 	}
 	if (res == 0) {
@@ -387,34 +481,73 @@ relay_recv_cb(struct loop_op *op, int res, unsigned flags)
 	}
 }
 
+/* dst took only part of a shared buffer (or nothing, -EAGAIN): keep the
+ * rest with the direction and give the buffer back, then wait for dst. */
+static void
+relay_spill(struct relay_dir *d)
+{
+	struct relay_pair *p = d->d_pair;
+	struct relay *r = p->p_relay;
+	size_t rest = d->d_len - d->d_off;
+
+	if ((d->d_spill = malloc(rest)) == NULL) {
+		relay_fail(p, d->d_idx, ENOMEM);
+		return;
+	}
+	memcpy(d->d_spill, relay_buf(r, d->d_bid) + d->d_off, rest);
+	d->d_spill_len = rest;
+	d->d_spill_off = 0;
+	r->r_spill_bytes += rest;
+	r->r_spills++;
+	r->r_blocked++;
+	relay_buf_put(r, d->d_bid);
+	d->d_bid = -1;
+	relay_stall_update(p);
+	/* A waiting send: the kernel polls dst and sends when it drains; all
+	 * it holds meanwhile is the pair's own spill. */
+	loop_send(r->r_loop, &d->d_send, d->d_dst, d->d_spill, rest);
+}
+
 static void
 relay_send_cb(struct loop_op *op, int res, unsigned flags)
 {
 	struct relay_dir *d = LOOP_CONTAINER_OF(op, struct relay_dir, d_send);
 	struct relay_pair *p = d->d_pair;
 	struct relay *r = p->p_relay;
+	size_t *off = d->d_spill ? &d->d_spill_off : &d->d_off;
+	size_t len = d->d_spill ? d->d_spill_len : d->d_len;
 
 	if (p->p_closing) {
 		relay_pair_maybe_free(p);
 		return;
 	}
 	if (res > 0) {
-		d->d_off += (size_t)res;
+		*off += (size_t)res;
 		d->d_bytes += (uint64_t)res;
 		r->r_bytes[d->d_idx] += (uint64_t)res;
+		relay_touch(p);
 	}
-	if (res == -EINTR || res == -EAGAIN || (res > 0 && d->d_off < d->d_len)) {
-		/* Short send (MSG_WAITALL gave up, e.g. on a signal): the rest. */
-		loop_send(r->r_loop, &d->d_send, d->d_dst, relay_buf(r, d->d_bid) + d->d_off,
-		    d->d_len - d->d_off);
+	if (res == -EINTR || res == -EAGAIN || (res > 0 && *off < len)) {
+		if (d->d_spill == NULL) {
+			relay_spill(d);
+			return;
+		}
+		/* Short send of the spill (MSG_WAITALL gave up on a signal). */
+		loop_send(r->r_loop, &d->d_send, d->d_dst, d->d_spill + d->d_spill_off,
+		    d->d_spill_len - d->d_spill_off);
 		return;
 	}
 	if (res <= 0) {
 		relay_fail(p, 1 - d->d_idx, res == 0 ? EPIPE : -res);
 		return;
 	}
-	relay_buf_put(r, d->d_bid);
-	d->d_bid = -1;
+	if (d->d_spill != NULL) {
+		relay_spill_free(d);
+		relay_stall_update(p);
+	} else {
+		relay_buf_put(r, d->d_bid);
+		d->d_bid = -1;
+	}
 	relay_dir_next(d);
 }
 
@@ -466,6 +599,9 @@ relay_splice_stop(struct relay_dir *d)
 {
 	struct relay *r = d->d_pair->p_relay;
 
+	if (d->d_wblk)
+		r->r_blocked--;
+	d->d_wblk = 0;
 	d->d_mode = DIR_COPY;
 	r->r_spliced--;
 	loop_cancel(r->r_loop, &d->d_rpoll);
@@ -522,6 +658,8 @@ relay_pump(struct relay_dir *d)
 				moved = progress = 1;
 			} else if (n < 0 && errno == EAGAIN) {
 				/* dst send buffer full: wait for POLLOUT. */
+				if (!d->d_wblk)
+					r->r_blocked++;
 				d->d_wblk = 1;
 				if (!d->d_wpoll.lo_busy)
 					loop_poll(r->r_loop, &d->d_wpoll, d->d_dst, POLLOUT, 0);
@@ -535,6 +673,7 @@ relay_pump(struct relay_dir *d)
 	} while (progress && ++rounds < RELAY_PUMP_ROUNDS);
 	if (moved)
 		relay_touch(p);
+	relay_stall_update(p);
 	if (progress && !d->d_wblk) {
 		/* Budget used up with data still flowing: yield to other pairs
 		 * and come back next iteration.  Not a POLLIN: the source may
@@ -548,6 +687,8 @@ relay_pump(struct relay_dir *d)
 		/* Empty pipe, drained source: hand the pipe back, so an idle
 		 * direction holds none. */
 		pipepool_put(r->r_pipes, d->d_pipe, 1);
+		if (d->d_wblk)
+			r->r_blocked--;
 		d->d_wblk = 0;
 		if (d->d_eof)
 			relay_dir_done(d);
@@ -589,8 +730,10 @@ relay_resume(struct relay_dir *d, int writable)
 	}
 	if (d->d_mode != DIR_SPLICE)
 		return;
-	if (writable)
+	if (writable && d->d_wblk) {
 		d->d_wblk = 0;
+		p->p_relay->r_blocked--;
+	}
 	relay_pump(d);
 }
 
@@ -630,6 +773,37 @@ relay_idle_expire(struct loop_timer *t, void *arg)
 	relay_pair_end(p, RELAY_IDLE, 0, -1);
 }
 
+static void
+relay_stall_expire(struct loop_timer *t, void *arg)
+{
+	struct relay_pair *p = LOOP_CONTAINER_OF(t, struct relay_pair, p_stall);
+	struct relay *r = p->p_relay;
+	int side = -1, moved = 0;
+
+	/* No byte handed to a blocked dst for stall_timeout.  A receiver
+	 * that reads slowly may still be taking bytes out of the socket's
+	 * queue (the kernel wakes a waiting sender only once half of the
+	 * queue is free): a queue that changed is progress, not a stall. */
+	for (int i = 0; i < 2; i++) {
+		struct relay_dir *d = &p->p_dir[i];
+		int q;
+
+		if (!relay_dir_blocked(d))
+			continue;
+		if ((q = relay_outq(d)) != d->d_outq)
+			moved = 1;
+		d->d_outq = q;
+		side = 1 - i;	/* the socket that stopped reading: its dst */
+	}
+	if (moved || side < 0) {
+		p->p_stall_tick = loop_tick(r->r_loop);
+		loop_timer_arm(&r->r_stall, &p->p_stall);
+		return;
+	}
+	r->r_stalls++;
+	relay_pair_end(p, RELAY_STALL, 0, side);
+}
+
 struct relay *
 relay_new(struct loop *loop, const struct relay_settings *s)
 {
@@ -644,7 +818,8 @@ relay_new(struct loop *loop, const struct relay_settings *s)
 		s = &def;
 	}
 	if (s->buf_count == 0 || s->buf_count > 32768 || (s->buf_count & (s->buf_count - 1)) ||
-	    s->buf_size == 0 || s->buf_size > (1U << 30) || s->idle_timeout < 0) {
+	    s->buf_size == 0 || s->buf_size > (1U << 30) || s->idle_timeout < 0 ||
+	    s->stall_timeout < 0) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -686,6 +861,12 @@ relay_new(struct loop *loop, const struct relay_settings *s)
 		loop_timer_list_init(loop, &r->r_idle, ms ? ms : 1, relay_idle_expire, r);
 		r->r_idle_on = 1;
 	}
+	if (s->stall_timeout > 0) {
+		uint64_t ms = (uint64_t)(s->stall_timeout * 1000.0);
+
+		loop_timer_list_init(loop, &r->r_stall, ms ? ms : 1, relay_stall_expire, r);
+		r->r_stall_on = 1;
+	}
 	/* splice(2) to a socket cannot pass MSG_NOSIGNAL. */
 	signal(SIGPIPE, SIG_IGN);
 	return r;
@@ -709,6 +890,8 @@ relay_free(struct relay *r)
 	}
 	if (r->r_idle_on)
 		loop_timer_list_done(&r->r_idle);
+	if (r->r_stall_on)
+		loop_timer_list_done(&r->r_stall);
 	io_uring_unregister_buf_ring(loop_ring(r->r_loop), r->r_bgid);
 	pipepool_free(r->r_pipes);
 	free(r->r_bufs);
@@ -791,4 +974,8 @@ relay_stats(struct relay *r, struct relay_stats *st)
 	st->bytes_ab = r->r_bytes[0];
 	st->bytes_ba = r->r_bytes[1];
 	st->enobufs = r->r_enobufs;
+	st->dirs_blocked = r->r_blocked;
+	st->spill_bytes = r->r_spill_bytes;
+	st->spills = r->r_spills;
+	st->stalls = r->r_stalls;
 }

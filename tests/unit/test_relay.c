@@ -627,6 +627,148 @@ Test(relay, idle_copying_pair_holds_no_buffer)
 	idle_pair_holds_nothing(SIZE_MAX, 0);
 }
 
+/* Push bytes into fd without blocking until nothing more goes in for a
+ * while: every buffer between fd and a receiver that does not read is full. */
+static size_t
+fill_until_stuck(int fd)
+{
+	static char junk[65536];
+	size_t total = 0;
+	int quiet = 0;
+
+	while (quiet < 20) {	/* 20 x 10 ms with nothing taken */
+		ssize_t n = send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n > 0) {
+			total += (size_t)n;
+			quiet = 0;
+		} else {
+			usleep(10000);
+			quiet++;
+		}
+	}
+	return total;
+}
+
+/* H1: receivers that stop reading must cost only their own pairs.  With
+ * 4 shared buffers and 8 stalled pairs, a fresh pair still relays at once
+ * and no shared buffer stays out. */
+static void
+stalled_receivers_leave_others_alone(size_t threshold)
+{
+	struct relay_settings s;
+	struct relay_stats st;
+	int c[8], sv[8], c2, sv2, small = 4096;
+	char buf[8];
+
+	relay_settings_default(&s);
+	s.buf_count = 4;
+	s.splice_threshold = threshold;
+	s.stall_timeout = 0;
+	env_start(&s);
+	for (int i = 0; i < 8; i++) {
+		join(&c[i], &sv[i]);
+		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	}
+	for (int i = 0; i < 8; i++)
+		cr_assert(fill_until_stuck(c[i]) > 0);
+	st = stats();
+	cr_assert_eq(st.bufs_in_use, 0, "%u shared buffers held by stalled pairs",
+	    st.bufs_in_use);
+	cr_assert_eq(st.dirs_blocked, 8, "blocked directions: %u", st.dirs_blocked);
+	join(&c2, &sv2);
+	cr_assert_eq(send(c2, "ping", 4, 0), 4);
+	cr_assert_eq(recv(sv2, buf, 4, MSG_WAITALL), 4, "a fresh pair is starved");
+	cr_assert_eq(memcmp(buf, "ping", 4), 0);
+	cr_assert_eq(send(sv2, "pong", 4, 0), 4);
+	cr_assert_eq(recv(c2, buf, 4, MSG_WAITALL), 4);
+	cr_assert_eq(E.ndone, 0);
+	close(c2);
+	close(sv2);
+	for (int i = 0; i < 8; i++) {
+		close(c[i]);
+		close(sv[i]);
+	}
+	cr_assert_eq(wait_done(9, 5000), 9);
+	st = stats();
+	cr_assert_eq(st.spill_bytes, 0);
+	cr_assert_eq(st.dirs_blocked, 0);
+	env_stop();
+}
+
+Test(relay, copying_receivers_that_stop_reading_hold_no_shared_buffer, .timeout = 60)
+{
+	stalled_receivers_leave_others_alone(SIZE_MAX);
+}
+
+Test(relay, spliced_receivers_that_stop_reading_hold_no_shared_buffer, .timeout = 60)
+{
+	stalled_receivers_leave_others_alone(64 * 1024);
+}
+
+static void
+stall_ends_the_pair(size_t threshold)
+{
+	struct relay_settings s;
+	int c, sv, small = 4096;
+
+	relay_settings_default(&s);
+	s.splice_threshold = threshold;
+	s.stall_timeout = 0.3;
+	s.idle_timeout = 0;
+	env_start(&s);
+	join(&c, &sv);
+	setsockopt(sv, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	cr_assert(fill_until_stuck(c) > 0);
+	cr_assert_eq(wait_done(1, 3000), 1, "a stalled pair outlives stall_timeout");
+	cr_assert_str_eq(E.rep[0].reason_str, "stalled: server not reading");
+	close(c);
+	close(sv);
+	env_stop();
+}
+
+Test(relay, stall_timeout_ends_a_copying_pair_whose_receiver_stopped_reading, .timeout = 30)
+{
+	stall_ends_the_pair(SIZE_MAX);
+}
+
+Test(relay, stall_timeout_ends_a_spliced_pair_whose_receiver_stopped_reading, .timeout = 30)
+{
+	stall_ends_the_pair(0);
+}
+
+/* A slow receiver that keeps reading is progress, not a stall. */
+Test(relay, a_slow_reader_is_not_a_stall, .timeout = 30)
+{
+	struct relay_settings s;
+	static char buf[65536];
+	int c, sv;
+	size_t sent, got = 0;
+	ssize_t n;
+
+	relay_settings_default(&s);
+	s.splice_threshold = SIZE_MAX;
+	s.stall_timeout = 0.5;
+	env_start(&s);
+	join(&c, &sv);
+	sent = fill_until_stuck(c);
+	for (int i = 0; i < 20; i++) {	/* 2 s: four stall timeouts */
+		n = recv(sv, buf, sizeof(buf), 0);
+		cr_assert(n > 0, "pair ended while the reader was reading");
+		got += (size_t)n;
+		usleep(100000);
+	}
+	cr_assert_eq(E.ndone, 0, "ended: %s", E.ndone ? E.rep[0].reason_str : "");
+	shutdown(c, SHUT_WR);
+	while (got < sent && (n = recv(sv, buf, sizeof(buf), 0)) > 0)
+		got += (size_t)n;
+	cr_assert_eq(got, sent, "got %zu of %zu", got, sent);
+	close(c);
+	close(sv);
+	cr_assert_eq(wait_done(1, 3000), 1);
+	env_stop();
+}
+
 Test(relay, two_hundred_pairs_at_once, .timeout = 60)
 {
 	enum { NP = 200, LEN = 3000 };

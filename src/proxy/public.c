@@ -46,6 +46,7 @@
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "ratelimit.h"
+#include "srccap.h"
 #include "relay.h"
 #include "side.h"
 #include "sni.h"
@@ -74,6 +75,7 @@ struct pconn {
 	struct loop_op           c_poll;
 	struct loop_timer        c_timer;       /* hello, then accept timeout */
 	struct sockaddr_storage  c_peer;
+	struct srccap_entry     *c_source;      /* counted toward its source's cap */
 	uint64_t                 c_start_ms;
 	uint8_t                  c_token[TOKEN_LEN];
 	char                     c_sni[SNI_NAME_MAX];
@@ -108,6 +110,8 @@ struct public {
 	struct datastore        *p_store;        /* side thread only */
 	struct token_table      *p_tokens;
 	struct ratelimit        *p_limits;
+	struct srccap           *p_sources;      /* max_connections_per_source */
+	double                   p_cap_logged;   /* last "per source" line */
 	struct loop_listener     p_tls_listener, p_data_listener;
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
 	long                     p_nconns;       /* client + data sockets held */
@@ -197,15 +201,23 @@ pconn_log(struct pconn *c, const char *how, uint64_t in, uint64_t out)
 	    (unsigned long long)in, (unsigned long long)out, how);
 }
 
+/* The last of a client connection: its memory and its source's count. */
+static void
+pconn_destroy(struct pconn *c)
+{
+	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
+	srccap_release(c->c_pub->p_sources, c->c_source);
+	free(c);
+}
+
 static void
 pconn_free(struct pconn *c)
 {
-	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
 	if (c->c_fd >= 0) {
 		loop_close(c->c_pub->p_loop, c->c_fd);
 		public_conn_add(c->c_pub, -1);
 	}
-	free(c);
+	pconn_destroy(c);
 }
 
 /* End a connection that never reached the relay, with an optional alert. */
@@ -393,7 +405,9 @@ public_tls_accept(struct loop_listener *l, int fd)
 	struct public *p = l->ll_arg;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
+	struct srccap_entry *src;
 	struct pconn *c;
+	int refused;
 
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
 		close(fd);      /* reset before we looked at it */
@@ -407,11 +421,28 @@ public_tls_accept(struct loop_listener *l, int fd)
 		close(fd);
 		return;
 	}
+	src = srccap_take(p->p_sources, (struct sockaddr *)&ss, &refused);
+	if (refused) {
+		char addr[64];
+
+		/* A flood of these is one line per 10 s. */
+		if (now_mono() - p->p_cap_logged >= 10 || p->p_cap_logged == 0) {
+			log_warnx("client %s: holds max_connections_per_source (%ld) "
+			    "connections already: refused",
+			    addr_str_masked((struct sockaddr *)&ss, addr, sizeof(addr)),
+			    p->p_conf->pc_max_per_source);
+			p->p_cap_logged = now_mono();
+		}
+		close(fd);
+		return;
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		srccap_release(p->p_sources, src);
 		close(fd);
 		return;
 	}
 	c->c_pub = p;
+	c->c_source = src;
 	TAILQ_INSERT_TAIL(&p->p_pconns, c, c_entry);
 	c->c_fd = fd;
 	c->c_peer = ss;
@@ -432,8 +463,7 @@ public_relay_done(const struct relay_report *rep, void *arg)
 
 	pconn_log(c, rep->reason_str, rep->bytes_ab, rep->bytes_ba);
 	public_conn_add(c->c_pub, -2);
-	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
-	free(c);
+	pconn_destroy(c);
 }
 
 /* --- data connections from private proxies -------------------------------- */
@@ -504,8 +534,7 @@ dconn_join(struct dconn *d)
 	if (relay_join(p->p_relay, cfd, dfd, "client", "private", public_relay_done, c) == NULL) {
 		pconn_log(c, "relay failed", 0, 0);
 		public_conn_add(p, -2);
-		TAILQ_REMOVE(&p->p_pconns, c, c_entry);
-		free(c);
+		pconn_destroy(c);
 	}
 }
 
@@ -880,8 +909,9 @@ public_run(struct proxy_conf *pc)
 	p->p_announce = announce_table_new();
 	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
 	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits, 65536);
+	p->p_sources = srccap_new(pc->pc_max_per_source);
 	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
-	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_peekbuf) {
+	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_sources || !p->p_peekbuf) {
 		log_warnx("out of memory");
 		goto out;
 	}
@@ -942,10 +972,9 @@ out:
 	 * for a hello or a token, parked, or joined: relay_free closed those
 	 * sockets without a report). */
 	while ((c = TAILQ_FIRST(&p->p_pconns)) != NULL) {
-		TAILQ_REMOVE(&p->p_pconns, c, c_entry);
 		if (c->c_fd >= 0)
 			close(c->c_fd);
-		free(c);
+		pconn_destroy(c);
 	}
 	while ((d = TAILQ_FIRST(&p->p_dconns)) != NULL) {
 		TAILQ_REMOVE(&p->p_dconns, d, d_entry);
@@ -958,6 +987,7 @@ out:
 	announce_table_free(p->p_announce);
 	token_table_free(p->p_tokens);
 	ratelimit_free(p->p_limits);
+	srccap_free(p->p_sources);
 	free(p->p_peekbuf);
 	return rc;
 }

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.." || exit 1
 root=$PWD
 . tests/e2e/lib.sh
 
-BIN=${STARTUP_BIN:-bin}
+BIN=${STARTUP_BIN:-$root/bin}
 make --no-print-directory -s all examples >/dev/null || { echo "build failed"; exit 1; }
 S=$E2E_RUN/s
 scripts/dev-settings.sh "$S" >/dev/null || { echo "dev-settings.sh failed"; exit 1; }
@@ -187,7 +187,7 @@ check "-V and --version print the version in all three programs" version_everywh
 internal_server_from_elsewhere() {
 	local port
 	port=$(free_port)
-	start_bg is bash -c "cd / && IS_BIND_ADDRESS=127.0.0.1:$port IS_THREADS=1 exec '$root/$BIN/internal-server'"
+	start_bg is bash -c "cd / && IS_BIND_ADDRESS=127.0.0.1:$port IS_THREADS=1 exec '$BIN/internal-server'"
 	wait_port 127.0.0.1 "$port" 10 || { cat "$E2E_RUN/is.log"; return 1; }
 	curl -sS --max-time 10 --cacert "$root/settings/dev/certs/root.crt" \
 		--resolve "test.internal-server.local:$port:127.0.0.1" \

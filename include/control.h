@@ -26,12 +26,13 @@ struct control {
 /*
  * Start-up in three steps, so that a settings error is found before anything
  * is bound and a port in use before any file is touched:
- *   control_init  load the certificates and keys into the TLS contexts; -1 +
- *                 err ("public.jsonrpc_server.tls: certificate_file F: why")
- *                 is a settings error (the process exits 2);
- *   control_bind  create the side thread's base, bind the JSON-RPC server
- *                 (SO_REUSEPORT only with reuse_port) and make the client;
- *                 -1 + err is a runtime failure (port in use: exit 1);
+ *   control_init  load the certificates and keys into the TLS contexts,
+ *                 create the side thread's base and the client (its endpoint
+ *                 URL checked); -1 + err ("public.jsonrpc_server.tls:
+ *                 certificate_file F: why") is a settings error (exit 2);
+ *   control_bind  bind the JSON-RPC server (SO_REUSEPORT only with
+ *                 reuse_port); -1 + err is a runtime failure (port in use:
+ *                 exit 1);
  *   control_run   start the side thread: the handler runs from now on.
  * After any of them, control_stop() frees what was made.
  */

@@ -28,6 +28,7 @@ int
 control_init(struct control *ct, const struct proxy_conf *pc, char *err, size_t errlen)
 {
 	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
+	struct jsonrpc_client_conf cc;
 	char why[512];
 
 	memset(ct, 0, sizeof(*ct));
@@ -43,6 +44,24 @@ control_init(struct control *ct, const struct proxy_conf *pc, char *err, size_t 
 		snprintf(err, errlen, "%s.jsonrpc_client.tls: %s", sec, why);
 		goto fail;
 	}
+	/* The side thread's base (no socket, no file yet) and the client, whose
+	 * endpoint URL is checked here. */
+	if ((ct->ct_side = side_new(why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "%s", why);
+		goto fail;
+	}
+	memset(&cc, 0, sizeof(cc));
+	cc.url = pc->pc_rpc_client_url;
+	cc.ssl_ctx = ct->ct_client_ctx;
+	cc.server_name = pc->pc_rpc_client_tls.server_name;
+	cc.connect_timeout = pc->pc_rpc_connect_timeout;
+	cc.call_timeout = pc->pc_rpc_timeout;
+	cc.pool_size = 4;
+	ct->ct_client = jsonrpc_client_new(side_base(ct->ct_side), &cc, why, sizeof(why));
+	if (ct->ct_client == NULL) {
+		snprintf(err, errlen, "%s.jsonrpc_client.endpoint: %s", sec, why);
+		goto fail;
+	}
 	return 0;
 fail:
 	control_stop(ct);
@@ -55,11 +74,8 @@ control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *err, si
 	const struct proxy_conf *pc = ct->ct_conf;
 	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
 	struct jsonrpc_server_conf sc;
-	struct jsonrpc_client_conf cc;
 	char why[512];
 
-	if ((ct->ct_side = side_new(err, errlen)) == NULL)
-		return -1;
 	memset(&sc, 0, sizeof(sc));
 	sc.bind_address = pc->pc_rpc_server_bind;
 	sc.path = pc->pc_rpc_server_path;
@@ -72,19 +88,6 @@ control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *err, si
 		return -1;
 	}
 	log_info("JSON-RPC server listening on %s", pc->pc_rpc_server_bind);
-	memset(&cc, 0, sizeof(cc));
-	cc.url = pc->pc_rpc_client_url;
-	cc.ssl_ctx = ct->ct_client_ctx;
-	cc.server_name = pc->pc_rpc_client_tls.server_name;
-	cc.connect_timeout = pc->pc_rpc_connect_timeout;
-	cc.call_timeout = pc->pc_rpc_timeout;
-	cc.pool_size = 4;
-	ct->ct_client = jsonrpc_client_new(side_base(ct->ct_side), &cc, why, sizeof(why));
-	if (ct->ct_client == NULL) {
-		snprintf(err, errlen, "%s.jsonrpc_client.endpoint %s: %s", sec,
-		    pc->pc_rpc_client_url, why);
-		return -1;
-	}
 	return 0;
 }
 

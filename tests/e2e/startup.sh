@@ -3,7 +3,8 @@
 # binds or writes, one exit-code contract (0 clean stop, 1 runtime, 2 usage
 # and settings) with one `error` line, a second instance refused unless
 # reuse_port says otherwise, strict `hyper call` JSON, -V everywhere, and the
-# Makefile's install/certs/deps promises.
+# Makefile's install/certs/deps promises.  STARTUP_BIN=DIR runs other builds
+# of the three programs (build/asan/bin).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 root=$PWD

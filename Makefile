@@ -7,7 +7,7 @@ V       ?= rel
 VERSION := 0.1.0
 
 # Debian packages the build, the tests and the demo need.
-DEB_PACKAGES := gcc make pkg-config openssl curl parallel procps psmisc iproute2 python3 \
+DEB_PACKAGES := gcc make pkg-config openssl curl jq parallel procps psmisc iproute2 python3 \
 	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
 	libyaml-dev libssl-dev clang libclang-rt-14-dev
 
@@ -31,7 +31,7 @@ TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 EX_SRC    := $(wildcard examples/internal-server/*.c)
 BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
 
-.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean install \
+.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean distclean install \
 	check-valgrind faults soak
 all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
 
@@ -91,8 +91,9 @@ bench-quick: examples bench-bins
 	bench/run.sh --quick
 
 # Development certificates (SPEC section 7); generated, never committed.
+# `make certs FORCE=1` replaces an existing set.
 certs:
-	scripts/make-certs.sh settings/dev
+	scripts/make-certs.sh settings/dev $(if $(FORCE),--force)
 certs-check:
 	@[ -f settings/dev/certs/root.crt ] || scripts/make-certs.sh settings/dev
 
@@ -137,11 +138,18 @@ fuzz: deps-check $(FUZZ_BIN)
 fuzz-short: deps-check
 	FUZZ_SECONDS=10 scripts/fuzz-short.sh
 
-install: all examples
+# Builds (when needed) and copies; no package, certificate or settings step,
+# so it is safe on a production host.
+install: $(BINDIR)/hyper $(BINDIR)/proxy $(BINDIR)/internal-server
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 bin/hyper bin/proxy bin/internal-server $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $^ $(DESTDIR)$(PREFIX)/bin/
 
+# clean: build output only.  distclean: also the development certificates and
+# fingerprint records, the dev datastores (settings/dev/run) and the demo logs (run/).
 clean:
 	rm -rf build bin
+
+distclean: clean
+	rm -rf run settings/dev/certs settings/dev/run settings/dev/directory/90-certificates.json
 
 -include $(shell find build -name '*.d' 2>/dev/null)

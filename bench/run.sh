@@ -286,7 +286,7 @@ setup_chain() {
 	cp -r "$ROOT"/settings/dev/roles/* "$dir/roles/"
 	cp "$ROOT"/settings/dev/directory/* "$dir/directory/"
 	local sed_args=(-e "s#\\\$DIR/\\.\\./\\.\\./certs#$CERTS#g"
-		-e "s#\\\$DIR/\\.\\./\\.\\./\\.\\./\\.\\./run/dev#$dir/data#g"
+		-e "s#\\\$DIR/\\.\\./\\.\\./run#$dir/data#g"
 		-e "s#\\(localhost\\|127\\.0\\.0\\.1\\):8888\\b#127.0.0.1:$INTERNAL_PORT#g")
 	declare -gA CHAIN_PORT=()
 	for port in 4433 9999 6655 5544 5556 7766 7776 8877; do

@@ -23,12 +23,23 @@ struct control {
 	struct jsonrpc_client   *ct_client;
 };
 
-/* Build the contexts, bind the JSON-RPC server (handler runs on the side
- * thread) and the client, then start the side thread.  0; -1 + err on a
- * runtime failure (port in use); -2 + err when a certificate or key of the
- * settings cannot be used (the process then exits 2, like any settings error). */
-int  control_start(struct control *ct, const struct proxy_conf *pc,
-	     jsonrpc_handler_fn fn, void *arg, char *err, size_t errlen);
+/*
+ * Start-up in three steps, so that a settings error is found before anything
+ * is bound and a port in use before any file is touched:
+ *   control_init  load the certificates and keys into the TLS contexts,
+ *                 create the side thread's base and the client (its endpoint
+ *                 URL checked); -1 + err ("public.jsonrpc_server.tls:
+ *                 certificate_file F: why") is a settings error (exit 2);
+ *   control_bind  bind the JSON-RPC server (SO_REUSEPORT only with
+ *                 reuse_port); -1 + err is a runtime failure (port in use:
+ *                 exit 1);
+ *   control_run   start the side thread: the handler runs from now on.
+ * After any of them, control_stop() frees what was made.
+ */
+int  control_init(struct control *ct, const struct proxy_conf *pc, char *err, size_t errlen);
+int  control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *err,
+	     size_t errlen);
+int  control_run(struct control *ct, char *err, size_t errlen);
 /* Stop the side thread and free everything (no callbacks afterwards). */
 void control_stop(struct control *ct);
 

@@ -41,6 +41,7 @@ struct hyper_conf {
 	double  dir_poll;              /* directory.settings.poll_interval */
 	double  stop_timeout;          /* grace for in-flight calls on stop */
 	char   *log_level;             /* NULL: keep the current level */
+	int     reuse_port;            /* SO_REUSEPORT on the listeners (hand-over) */
 	struct hyper_listen_conf local;  /* jsonrpc_server (required) */
 	struct hyper_listen_conf peer;   /* peer_server */
 	struct {

@@ -46,6 +46,7 @@ struct jsonrpc_server_conf {
 	SSL_CTX    *ssl_ctx;        /* NULL: plain HTTP (tests only) */
 	size_t      max_body;       /* request size limit, default 1 MiB */
 	double      timeout;        /* idle/read timeout of a connection, default 30 s */
+	int         reuse_port;     /* SO_REUSEPORT on the listener (hand-over) */
 };
 
 /* Handler for one valid request.  It must eventually answer with exactly one

@@ -50,6 +50,8 @@ struct proxy_conf {
 	long    pc_relay_buffer_size;
 	double  pc_shutdown_timeout;   /* seconds joined pairs may drain at a stop */
 	long    pc_max_connections;
+	int     pc_max_connections_set;  /* given in the settings (not the default) */
+	int     pc_reuse_port;         /* SO_REUSEPORT on every listener (hand-over) */
 	char   *pc_datastore_file;
 	long    pc_splice_threshold;   /* bytes before a direction moves to splice; -1 never */
 	long    pc_pipe_size;

@@ -40,8 +40,13 @@ const char *addr_str(const struct sockaddr *sa, char *buf, size_t len);
 const char *addr_str_masked(const struct sockaddr *sa, char *buf, size_t len);
 
 int      fd_set_nonblock(int fd);
-/* Non-blocking listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. */
+/* Non-blocking listening TCP socket with SO_REUSEADDR (and TCP_NODELAY).  A
+ * port in use fails with "HOST:PORT: address already in use" in err. */
 int      listen_tcp(const char *hostport, int backlog, char *err, size_t errlen);
+/* The same; reuse_port also sets SO_REUSEPORT, which lets another socket of
+ * the same user bind the port too (hand-over, per-thread listeners). */
+int      listen_tcp_opt(const char *hostport, int backlog, int reuse_port, char *err,
+	     size_t errlen);
 /* Port a bound socket listens on. */
 int      sock_port(int fd);
 

@@ -26,7 +26,7 @@ names=(TLS_PORT DATA_PORT PUBLIC_RPC_PORT PUBLIC_HYPER_PORT PUBLIC_PEER_PORT
 defaults=(4433 9999 6655 5544 5556 7766 7776 8877 8888)
 sedargs=(-e "s#\\\$DIR/\\.\\./\\.\\./certs#$root/settings/dev/certs#g"
 	-e "s#\\\$DIR/\\.\\./\\.\\./directory#$out/directory#g"
-	-e "s#\\\$DIR/\\.\\./\\.\\./\\.\\./\\.\\./run/dev#$out/run#g")
+	-e "s#\\\$DIR/\\.\\./\\.\\./run#$out/run#g")
 : >"$out/ports.env"
 for i in "${!names[@]}"; do
 	sedargs+=(-e "s/:${defaults[$i]}\\b/:${ports[$i]}/g")

@@ -35,12 +35,14 @@
  * breaks every loop and exits 0.
  *
  * Environment: IS_BIND_ADDRESS (0.0.0.0:8888), IS_CERT_FILE
- * (settings/dev/certs/internal-server.crt, leaf then intermediate), IS_KEY_FILE
- * (settings/dev/certs/internal-server.key), IS_THREADS, IS_MAX_BODY,
+ * (settings/dev/certs/internal-server.crt of the repository the executable
+ * was built in, found from /proc/self/exe; leaf then intermediate), IS_KEY_FILE
+ * (likewise internal-server.key), IS_THREADS, IS_MAX_BODY,
  * IS_MAX_JSON (16 MiB), IS_MAX_BYTES (64 GiB), IS_TIMEOUT (60 s idle/read/write),
  * IS_LOG_LEVEL (info).
- * Exit codes: 0 clean stop, 1 runtime failure (bind, threads), 2 bad
- * configuration (unreadable certificate or key, bad setting, bad argument).
+ * Exit codes (as for proxy and hyper): 0 clean stop, 1 runtime failure (bind,
+ * threads), 2 bad configuration (unreadable certificate or key, bad setting,
+ * bad argument), each with one `error` line on stderr.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -124,32 +126,34 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: internal-server [--help] [--version]\n"
+	    "usage: internal-server [-h | --help] [-V | --version]\n"
 	    "HTTPS example service (GET -> success, POST -> JSON echo,\n"
 	    "GET /bytes/N -> N pattern bytes, POST /sha256 -> hex digest).\n"
 	    "environment:\n"
 	    "  IS_BIND_ADDRESS  listen address        (0.0.0.0:8888)\n"
-	    "  IS_CERT_FILE     certificate chain PEM (settings/dev/certs/internal-server.crt)\n"
+	    "  IS_CERT_FILE     certificate chain PEM (settings/dev/certs/internal-server.crt\n"
+	    "                   of the repository holding this executable)\n"
 	    "  IS_KEY_FILE      private key PEM       (settings/dev/certs/internal-server.key)\n"
 	    "  IS_THREADS       event loop threads    (number of CPUs)\n"
 	    "  IS_MAX_BODY      max request body      (1073741824)\n"
 	    "  IS_MAX_JSON      max JSON echo body    (16777216)\n"
 	    "  IS_MAX_BYTES     max N of /bytes/N     (68719476736)\n"
 	    "  IS_TIMEOUT       I/O timeout, seconds  (60)\n"
-	    "  IS_LOG_LEVEL     error|warn|info|debug (info)\n");
+	    "  IS_LOG_LEVEL     error|warn|info|debug (info)\n"
+	    "exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error\n");
 }
 
 /* Exit 2 with one line: the configuration cannot work. */
 static void __attribute__((noreturn, format(printf, 1, 2)))
 conf_fail(const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
 
-	fputs("internal-server: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	log_errorx("%s", msg);
 	exit(2);
 }
 
@@ -178,6 +182,39 @@ env_u64(const char *name, uint64_t def, uint64_t min, uint64_t max)
 	return n;
 }
 
+/*
+ * Default certificate and key: the development ones of the repository this
+ * executable was built in (bin/ or build/V/bin/ below its root), so the
+ * program works from any working directory.  Not found: the variables are
+ * required.
+ */
+static void
+conf_dev_certs(void)
+{
+	static char cert[PATH_MAX + 64], key[PATH_MAX + 64];
+	char exe[PATH_MAX], *slash;
+	ssize_t n;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) < 0)
+		conf_fail("IS_CERT_FILE and IS_KEY_FILE are required (/proc/self/exe: %s)",
+		    strerror(errno));
+	exe[n] = '\0';
+	for (int up = 0; up < 4 && (slash = strrchr(exe, '/')) != NULL; up++) {
+		*slash = '\0';         /* exe is now the folder one level up */
+		snprintf(cert, sizeof(cert), "%s/settings/dev/certs/internal-server.crt", exe);
+		if (access(cert, F_OK) != 0)
+			continue;
+		snprintf(key, sizeof(key), "%s/settings/dev/certs/internal-server.key", exe);
+		if (conf.ic_cert == NULL)
+			conf.ic_cert = cert;
+		if (conf.ic_key == NULL)
+			conf.ic_key = key;
+		return;
+	}
+	conf_fail("IS_CERT_FILE and IS_KEY_FILE are required: no "
+	    "settings/dev/certs/internal-server.crt above the executable (make certs)");
+}
+
 static void
 conf_load(void)
 {
@@ -189,8 +226,10 @@ conf_load(void)
 		conf_fail("IS_LOG_LEVEL=%s: expected error, warn, info or debug", lvl);
 	log_init("internal-server", l);
 	conf.ic_bind = env_str("IS_BIND_ADDRESS", "0.0.0.0:8888");
-	conf.ic_cert = env_str("IS_CERT_FILE", "settings/dev/certs/internal-server.crt");
-	conf.ic_key = env_str("IS_KEY_FILE", "settings/dev/certs/internal-server.key");
+	conf.ic_cert = env_str("IS_CERT_FILE", NULL);
+	conf.ic_key = env_str("IS_KEY_FILE", NULL);
+	if (conf.ic_cert == NULL || conf.ic_key == NULL)
+		conf_dev_certs();
 	conf.ic_threads = env_u64("IS_THREADS", ncpu > 0 ? ncpu : 1, 1, 1024);
 	/* evhttp takes the body limit as ev_ssize_t. */
 	conf.ic_max_body = env_u64("IS_MAX_BODY", 1ULL << 30, 0, SSIZE_MAX);
@@ -512,8 +551,8 @@ worker_setup(struct is_worker *w, const char *hostport)
 	char err[256];
 	int one = 1;
 
-	if ((w->w_fd = listen_tcp(hostport, 1024, err, sizeof(err))) < 0)
-		fatalx("listen %s", err);
+	if ((w->w_fd = listen_tcp_opt(hostport, 1024, 1, err, sizeof(err))) < 0)
+		fatalx("IS_BIND_ADDRESS: cannot listen on %s", err);
 	/*
 	 * Accepted sockets inherit TCP_NODELAY from the listener on Linux;
 	 * without it a reply written as two TLS records waits for the
@@ -565,7 +604,8 @@ bind_probe(const char *hostport)
 	/* SO_REUSEADDR still refuses a port someone listens on; it only skips TIME_WAIT. */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0)
-		fatal("listen %s", hostport);
+		fatalx("IS_BIND_ADDRESS: cannot listen on %s: %s", hostport,
+		    errno == EADDRINUSE ? "address already in use" : strerror(errno));
 	close(fd);
 }
 
@@ -590,17 +630,17 @@ main(int argc, char *argv[])
 	sigset_t set;
 	int sig, port;
 
+	log_init("internal-server", LOG_LVL_INFO);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
 		}
-		if (strcmp(argv[i], "--version") == 0) {
+		if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
 			printf("internal-server %s\n", HP_VERSION);
 			return 0;
 		}
-		usage(stderr);
-		conf_fail("unknown argument %s", argv[i]);
+		conf_fail("unknown argument %s (see --help)", argv[i]);
 	}
 	conf_load();
 	is_ssl_ctx = tls_load();

@@ -415,7 +415,7 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if ((fd = listen_tcp(conf->bind_address, 128, err, errlen)) < 0)
+	if ((fd = listen_tcp_opt(conf->bind_address, 128, conf->reuse_port, err, errlen)) < 0)
 		goto fail;
 	s->js_port = sock_port(fd);
 	/* Accepted sockets inherit it: a TLS reply is several records, and

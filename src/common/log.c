@@ -64,6 +64,7 @@ log_vemit(enum log_level lvl, int err, const char *fmt, va_list ap)
 
 void log_warn(const char *fmt, ...)  { int e = errno; LOG_BODY(LOG_LVL_WARN, e); }
 void log_warnx(const char *fmt, ...) { LOG_BODY(LOG_LVL_WARN, 0); }
+void log_errorx(const char *fmt, ...) { LOG_BODY(LOG_LVL_ERROR, 0); }
 void log_info(const char *fmt, ...)  { LOG_BODY(LOG_LVL_INFO, 0); }
 void log_debug(const char *fmt, ...) { LOG_BODY(LOG_LVL_DEBUG, 0); }
 void fatal(const char *fmt, ...)     { int e = errno; LOG_BODY(LOG_LVL_ERROR, e); exit(1); }

@@ -10,6 +10,7 @@
  * with an alert instead of surfacing later as an application error. */
 #include <arpa/inet.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +118,22 @@ tls_ctx_fail(SSL_CTX *ctx, char *err, size_t errlen, const char *what, const cha
 	return NULL;
 }
 
+/* A file OpenSSL cannot open gives a library error code; say why instead. */
+static int
+tls_file_unreadable(SSL_CTX *ctx, char *err, size_t errlen, const char *what,
+    const char *file)
+{
+	FILE *f;
+
+	if ((f = fopen(file, "r")) != NULL) {
+		fclose(f);
+		return 0;
+	}
+	snprintf(err, errlen, "%s %s: %s", what, file, strerror(errno));
+	SSL_CTX_free(ctx);
+	return 1;
+}
+
 static SSL_CTX *
 tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *t, char *err, size_t errlen)
 {
@@ -129,11 +146,18 @@ tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *t, char *err, si
 	    !SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS))
 		return tls_ctx_fail(ctx, err, errlen, "TLS parameters", NULL);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-	for (size_t i = 0; t->ca_files != NULL && t->ca_files[i] != NULL; i++)
+	for (size_t i = 0; t->ca_files != NULL && t->ca_files[i] != NULL; i++) {
+		if (tls_file_unreadable(ctx, err, errlen, "ca_certificate_files", t->ca_files[i]))
+			return NULL;
 		if (!SSL_CTX_load_verify_locations(ctx, t->ca_files[i], NULL))
 			return tls_ctx_fail(ctx, err, errlen, "ca_certificate_files",
 			    t->ca_files[i]);
+	}
 	if (t->cert_file != NULL) {
+		if (tls_file_unreadable(ctx, err, errlen, "certificate_file", t->cert_file) ||
+		    (t->key_file != NULL &&
+		    tls_file_unreadable(ctx, err, errlen, "key_file", t->key_file)))
+			return NULL;
 		if (!SSL_CTX_use_certificate_chain_file(ctx, t->cert_file))
 			return tls_ctx_fail(ctx, err, errlen, "certificate_file", t->cert_file);
 		if (t->key_file == NULL) {

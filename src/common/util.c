@@ -204,6 +204,12 @@ fd_set_nonblock(int fd)
 int
 listen_tcp(const char *hostport, int backlog, char *err, size_t errlen)
 {
+	return listen_tcp_opt(hostport, backlog, 0, err, errlen);
+}
+
+int
+listen_tcp_opt(const char *hostport, int backlog, int reuse_port, char *err, size_t errlen)
+{
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	int fd, one = 1;
@@ -215,12 +221,20 @@ listen_tcp(const char *hostport, int backlog, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: socket: %s", hostport, strerror(errno));
 		return -1;
 	}
+	/* SO_REUSEADDR only skips TIME_WAIT; a port someone listens on stays refused. */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	/*
+	 * SO_REUSEPORT lets any process of the same user bind the same port and
+	 * take a share of the connections: only on request (a hand-over, or
+	 * several sockets of one process).
+	 */
+	if (reuse_port)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	/* Accepted sockets inherit it: no setsockopt per connection. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, backlog) < 0) {
-		snprintf(err, errlen, "%s: %s", hostport, strerror(errno));
+		snprintf(err, errlen, "%s: %s", hostport, errno == EADDRINUSE ?
+		    "address already in use" : strerror(errno));
 		close(fd);
 		return -1;
 	}

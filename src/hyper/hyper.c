@@ -2,7 +2,7 @@
  *
  * Settings (HYPER_SETTINGS): name, directory {type: json, settings: {path,
  * poll_interval}}, channels [{name, type, settings}], log_level,
- * stop_timeout.  Each channel type appears at most once; jsonrpc_server is
+ * stop_timeout, reuse_port.  Each channel type appears at most once; jsonrpc_server is
  * required.  The directory is watched by polling (directory_watch_poll); the
  * last good copy stays in use when a file fails to parse. */
 #include <stdio.h>
@@ -129,6 +129,7 @@ hyper_conf_read(struct json_object *tree, struct hyper_conf *hc, char *err, size
 	if (hc->log_level != NULL && log_level_parse(hc->log_level) == -1)
 		cfg_error(&c, "log_level", "expected error, warn, info or debug");
 	cfg_seconds(&c, "stop_timeout", 2, 0, 60, &hc->stop_timeout);
+	cfg_bool(&c, "reuse_port", 0, &hc->reuse_port);
 	if (cfg_done(&c) == -1)
 		goto fail;
 	return 0;
@@ -237,10 +238,11 @@ hyper_listen(struct hyper *h, const struct hyper_listen_conf *l, SSL_CTX *ctx,
 	sc.ssl_ctx = ctx;
 	sc.max_body = (size_t)l->max_body;
 	sc.timeout = l->idle_timeout;
+	sc.reuse_port = h->h_conf->reuse_port;
 	*out = jsonrpc_server_new(h->h_base, &sc, fn, h, why, sizeof(why));
 	if (*out == NULL) {
-		snprintf(err, errlen, "channel %s: cannot listen on %s: %s", l->chname,
-		    l->bind_address, why);
+		snprintf(err, errlen, "channel %s: bind_address: cannot listen on %s", l->chname,
+		    why);
 		return -1;
 	}
 	log_info("channel %s: listening on port %d", l->chname, jsonrpc_server_port(*out));

@@ -35,12 +35,15 @@ usage(FILE *f)
 	    "server run   route JSON-RPC calls between operators (stops on SIGINT/SIGTERM)\n"
 	    "call         post one call to the local Hyper server's jsonrpc_server channel\n"
 	    "             with the operator's own certificate; prints the result (exit 0)\n"
-	    "             or the error (stderr, exit 1)\n"
+	    "             or the error (stderr, exit 1); JSON must be a strict JSON object\n"
 	    "--log-level  error, warn, info (default) or debug; overrides log_level\n"
-	    "--timeout    seconds to wait for the reply of `call` (default 15)\n");
+	    "--timeout    seconds to wait for the reply of `call` (default 15)\n"
+	    "\n"
+	    "Exit status: 0 success or clean stop, 1 runtime failure (port in use, no reply,\n"
+	    "an error reply), 2 usage or settings error (incl. certificates, keys, bad JSON).\n");
 }
 
-/* Load HYPER_SETTINGS into hc; exits 2 with one line on any error. */
+/* Load HYPER_SETTINGS into hc; exits 2 with one error line on any error. */
 static struct json_object *
 load_settings(struct hyper_conf *hc)
 {
@@ -49,12 +52,12 @@ load_settings(struct hyper_conf *hc)
 	char err[1024];
 
 	if (paths == NULL || *paths == '\0') {
-		fprintf(stderr, "hyper: settings: HYPER_SETTINGS is not set\n");
+		log_errorx("settings: HYPER_SETTINGS is not set");
 		exit(2);
 	}
 	if ((tree = settings_load(paths, err, sizeof(err))) == NULL ||
 	    hyper_conf_read(tree, hc, err, sizeof(err)) == -1) {
-		fprintf(stderr, "hyper: settings: %s\n", err);
+		log_errorx("settings: %s", err);
 		exit(2);
 	}
 	return tree;
@@ -121,11 +124,8 @@ server_run(int loglevel)
 	if ((st.base = jsonrpc_base_new()) == NULL)
 		fatalx("cannot create the event loop");
 	if ((st.hyper = hyper_new(st.base, &hc, &settings_error, err, sizeof(err))) == NULL) {
-		if (settings_error) {
-			fprintf(stderr, "hyper: settings: %s\n", err);
-			exit(2);
-		}
-		fatalx("%s", err);
+		log_errorx("%s%s", settings_error ? "settings: " : "", err);
+		exit(settings_error ? 2 : 1);
 	}
 	sigint = evsignal_new(st.base, SIGINT, server_signal, &st);
 	sigterm = evsignal_new(st.base, SIGTERM, server_signal, &st);
@@ -196,6 +196,49 @@ call_url(const struct hyper_conf *hc, char *url, size_t len)
 	return 0;
 }
 
+/*
+ * The JSON argument of `call`, parsed strictly (RFC 8259: no single quotes,
+ * no bare keys, no trailing commas or characters).  NULL after one error line
+ * that says where and why.
+ */
+static struct json_object *
+call_params(const char *json)
+{
+	struct json_tokener *tok;
+	struct json_object *o;
+	enum json_tokener_error e;
+	size_t len = strlen(json), end;
+
+	if ((tok = json_tokener_new()) == NULL)
+		fatalx("out of memory");
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	o = json_tokener_parse_ex(tok, json, (int)len);
+	e = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (o == NULL && e == json_tokener_continue)
+		log_errorx("call: JSON: unexpected end of input at offset %zu", len);
+	else if (o == NULL && end < len && json[end] > ' ' && json[end] < 0x7f)
+		log_errorx("call: JSON: %s at offset %zu ('%c')", json_tokener_error_desc(e),
+		    end, json[end]);
+	else if (o == NULL)
+		log_errorx("call: JSON: %s at offset %zu", json_tokener_error_desc(e), end);
+	else {
+		while (end < len && strchr(" \t\r\n", json[end]) != NULL)
+			end++;
+		if (end < len)
+			log_errorx("call: JSON: unexpected characters after the value at "
+			    "offset %zu", end);
+		else if (!json_object_is_type(o, json_type_object))
+			log_errorx("call: JSON: parameters must be an object, not %s",
+			    json_type_to_name(json_object_get_type(o)));
+		else
+			return o;
+		json_object_put(o);
+	}
+	return NULL;
+}
+
 static int
 call_run(const char *method, const char *json, double timeout)
 {
@@ -208,24 +251,20 @@ call_run(const char *method, const char *json, double timeout)
 	char url[600], err[512];
 
 	if (json != NULL) {
-		params = json_tokener_parse(json);
-		if (params == NULL || !json_object_is_type(params, json_type_object)) {
-			fprintf(stderr, "hyper: call: parameters must be a JSON object\n");
-			json_object_put(params);
+		if ((params = call_params(json)) == NULL)
 			return 2;
-		}
 	} else
 		params = json_object_new_object();
 	tree = load_settings(&hc);
 	if (call_url(&hc, url, sizeof(url)) == -1) {
-		fprintf(stderr, "hyper: settings: channel %s: bind_address %s cannot be "
-		    "called\n", hc.local.chname, hc.local.bind_address);
+		log_errorx("settings: channel %s: bind_address %s cannot be called",
+		    hc.local.chname, hc.local.bind_address);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	/* The operator's own certificate, as its applications present it. */
 	if ((ctx = tls_client_ctx(&hc.local.tls, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "hyper: settings: channel %s: tls: %s\n", hc.local.chname, err);
+		log_errorx("settings: channel %s: tls: %s", hc.local.chname, err);
 		return 2;
 	}
 	if ((st.base = jsonrpc_base_new()) == NULL)
@@ -238,14 +277,14 @@ call_run(const char *method, const char *json, double timeout)
 	cc.call_timeout = timeout;
 	cc.pool_size = 1;
 	if ((client = jsonrpc_client_new(st.base, &cc, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "hyper: call: %s\n", err);
+		log_errorx("call: %s", err);
 		return 1;
 	}
 	st.rc = -1;
 	jsonrpc_client_call(client, method, params, call_done, &st);
 	event_base_dispatch(st.base);
 	if (st.rc == -1) {
-		fprintf(stderr, "hyper: call: no reply from %s\n", url);
+		log_errorx("call: no reply from %s", url);
 		st.rc = 1;
 	}
 	jsonrpc_client_free(client);
@@ -274,24 +313,24 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
-		if (strcmp(a, "--version") == 0) {
+		if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
 			printf("hyper %s\n", HP_VERSION);
 			return 0;
 		}
 		if (strcmp(a, "--log-level") == 0 || strcmp(a, "--timeout") == 0) {
 			if (i + 1 >= argc) {
-				fprintf(stderr, "hyper: %s needs a value\n", a);
+				log_errorx("%s needs a value (see --help)", a);
 				return 2;
 			}
 			val = argv[++i];
 		} else if (strncmp(a, "--log-level=", 12) == 0 || strncmp(a, "--timeout=", 10) == 0)
 			val = strchr(a, '=') + 1;
 		else if (a[0] == '-' && a[1] != '\0') {
-			fprintf(stderr, "hyper: unknown option %s (see --help)\n", a);
+			log_errorx("unknown option %s (see --help)", a);
 			return 2;
 		} else {
 			if (npos == 4) {
-				fprintf(stderr, "hyper: too many arguments (see --help)\n");
+				log_errorx("too many arguments (see --help)");
 				return 2;
 			}
 			pos[npos++] = a;
@@ -299,15 +338,14 @@ main(int argc, char **argv)
 		}
 		if (strncmp(a, "--log-level", 11) == 0) {
 			if ((loglevel = log_level_parse(val)) == -1) {
-				fprintf(stderr, "hyper: --log-level: expected error, warn, info "
-				    "or debug\n");
+				log_errorx("--log-level: expected error, warn, info or debug");
 				return 2;
 			}
 			log_init("hyper", (enum log_level)loglevel);
 		} else {
 			timeout = strtod(val, &end);
 			if (*val == '\0' || *end != '\0' || !(timeout > 0 && timeout <= 3600)) {
-				fprintf(stderr, "hyper: --timeout: expected seconds in (0, 3600]\n");
+				log_errorx("--timeout: expected seconds in (0, 3600]");
 				return 2;
 			}
 		}

@@ -165,6 +165,14 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_error(&sec, "relay_buffers", "must be a power of two");
 		cfg_seconds(&sec, "shutdown_timeout", 10, 0, DAY, &pc->pc_shutdown_timeout);
 		cfg_int(&sec, "max_connections", 65536, 16, 1 << 24, &pc->pc_max_connections);
+		{
+			struct json_object *v;
+
+			/* A null value counts as absent, like everywhere else. */
+			pc->pc_max_connections_set = sec.obj != NULL &&
+			    json_object_object_get_ex(sec.obj, "max_connections", &v) && v != NULL;
+		}
+		cfg_bool(&sec, "reuse_port", 0, &pc->pc_reuse_port);
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
 		cfg_int(&sec, "pipe_size", 1 << 20, 4096, 1 << 30, &pc->pc_pipe_size);
 		cfg_int(&sec, "max_pipes", 1024, 0, 1 << 20, &pc->pc_max_pipes);

@@ -25,38 +25,29 @@ control_identity(void *arg, X509 *leaf)
 }
 
 int
-control_start(struct control *ct, const struct proxy_conf *pc, jsonrpc_handler_fn fn,
-    void *arg, char *err, size_t errlen)
+control_init(struct control *ct, const struct proxy_conf *pc, char *err, size_t errlen)
 {
-	struct jsonrpc_server_conf sc;
+	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
 	struct jsonrpc_client_conf cc;
 	char why[512];
-	int rc = -1;
 
 	memset(ct, 0, sizeof(*ct));
 	ct->ct_conf = pc;
-	if ((ct->ct_side = side_new(err, errlen)) == NULL)
-		return -1;
 	ct->ct_server_ctx = tls_server_ctx(&pc->pc_rpc_server_tls, control_identity,
 	    (void *)(uintptr_t)pc, why, sizeof(why));
 	if (ct->ct_server_ctx == NULL) {
-		snprintf(err, errlen, "settings: jsonrpc_server: %s", why);
-		rc = -2;
+		snprintf(err, errlen, "%s.jsonrpc_server.tls: %s", sec, why);
 		goto fail;
 	}
 	ct->ct_client_ctx = tls_client_ctx(&pc->pc_rpc_client_tls, why, sizeof(why));
 	if (ct->ct_client_ctx == NULL) {
-		snprintf(err, errlen, "settings: jsonrpc_client: %s", why);
-		rc = -2;
+		snprintf(err, errlen, "%s.jsonrpc_client.tls: %s", sec, why);
 		goto fail;
 	}
-	memset(&sc, 0, sizeof(sc));
-	sc.bind_address = pc->pc_rpc_server_bind;
-	sc.path = pc->pc_rpc_server_path;
-	sc.ssl_ctx = ct->ct_server_ctx;
-	ct->ct_server = jsonrpc_server_new(side_base(ct->ct_side), &sc, fn, arg, why, sizeof(why));
-	if (ct->ct_server == NULL) {
-		snprintf(err, errlen, "jsonrpc_server %s: %s", pc->pc_rpc_server_bind, why);
+	/* The side thread's base (no socket, no file yet) and the client, whose
+	 * endpoint URL is checked here. */
+	if ((ct->ct_side = side_new(why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "%s", why);
 		goto fail;
 	}
 	memset(&cc, 0, sizeof(cc));
@@ -68,15 +59,42 @@ control_start(struct control *ct, const struct proxy_conf *pc, jsonrpc_handler_f
 	cc.pool_size = 4;
 	ct->ct_client = jsonrpc_client_new(side_base(ct->ct_side), &cc, why, sizeof(why));
 	if (ct->ct_client == NULL) {
-		snprintf(err, errlen, "jsonrpc_client %s: %s", pc->pc_rpc_client_url, why);
+		snprintf(err, errlen, "%s.jsonrpc_client.endpoint: %s", sec, why);
 		goto fail;
 	}
-	if (side_start(ct->ct_side, err, errlen) < 0)
-		goto fail;
 	return 0;
 fail:
 	control_stop(ct);
-	return rc;
+	return -1;
+}
+
+int
+control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *err, size_t errlen)
+{
+	const struct proxy_conf *pc = ct->ct_conf;
+	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
+	struct jsonrpc_server_conf sc;
+	char why[512];
+
+	memset(&sc, 0, sizeof(sc));
+	sc.bind_address = pc->pc_rpc_server_bind;
+	sc.path = pc->pc_rpc_server_path;
+	sc.ssl_ctx = ct->ct_server_ctx;
+	sc.reuse_port = pc->pc_reuse_port;
+	ct->ct_server = jsonrpc_server_new(side_base(ct->ct_side), &sc, fn, arg, why, sizeof(why));
+	if (ct->ct_server == NULL) {
+		snprintf(err, errlen, "%s.jsonrpc_server.bind_address: cannot listen on %s", sec,
+		    why);
+		return -1;
+	}
+	log_info("JSON-RPC server listening on %s", pc->pc_rpc_server_bind);
+	return 0;
+}
+
+int
+control_run(struct control *ct, char *err, size_t errlen)
+{
+	return side_start(ct->ct_side, err, errlen);
 }
 
 void

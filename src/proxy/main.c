@@ -1,4 +1,10 @@
-/* main.c - `proxy run public|private`. */
+/* main.c - `proxy run public|private`.
+ *
+ * Exit codes (the same for hyper and internal-server): 0 clean stop, 1 runtime
+ * failure (a port in use, io_uring unavailable, the datastore), 2 usage or
+ * settings error (including a certificate or key that cannot be loaded).  A
+ * fatal error is one `error` line on stderr; nothing is bound and no file is
+ * written before the settings, certificates and keys have been checked. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +28,10 @@ usage(FILE *f)
 	    "\n"
 	    "Settings come from PROXY_SETTINGS: a colon-separated list of YAML/JSON files\n"
 	    "or folders (sections `public:` and `private:`).\n"
-	    "  --log-level  error, warn, info (default) or debug; overrides `log_level`\n");
+	    "  --log-level  error, warn, info (default) or debug; overrides `log_level`\n"
+	    "\n"
+	    "Exit status: 0 clean stop, 1 runtime failure (port in use, io_uring),\n"
+	    "2 usage or settings error (incl. certificates and keys).\n");
 }
 
 int
@@ -66,21 +75,21 @@ main(int argc, char **argv)
 	else if (strcmp(argv[optind + 1], "private") == 0)
 		role = PROXY_PRIVATE;
 	else {
-		fprintf(stderr, "proxy: unknown role '%s' (public or private)\n", argv[optind + 1]);
+		log_errorx("unknown role '%s' (public or private)", argv[optind + 1]);
 		return 2;
 	}
 	if (level && log_level_parse(level) < 0) {
-		fprintf(stderr, "proxy: unknown log level '%s'\n", level);
+		log_errorx("--log-level: unknown level '%s'", level);
 		return 2;
 	}
 	if (proxy_conf_load(getenv("PROXY_SETTINGS"), role, &pc, err, sizeof(err)) < 0) {
-		fprintf(stderr, "proxy: settings: %s\n", err);
+		log_errorx("settings: %s", err);
 		return 2;
 	}
 	if (level == NULL)
 		level = pc.pc_log_level;
 	if ((lvl = log_level_parse(level)) < 0) {
-		fprintf(stderr, "proxy: settings: log_level: unknown level '%s'\n", level);
+		log_errorx("settings: log_level: unknown level '%s'", level);
 		proxy_conf_free(&pc);
 		return 2;
 	}

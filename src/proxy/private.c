@@ -958,7 +958,7 @@ private_run(struct proxy_conf *pc)
 	struct relay_settings rs;
 	sigset_t mask;
 	char err[512];
-	int rc = 1, crc;
+	int rc = 1;
 
 	memset(&pv, 0, sizeof(pv));
 	pv.pv_conf = pc;
@@ -976,39 +976,50 @@ private_run(struct proxy_conf *pc)
 	sigaddset(&mask, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	if ((pv.pv_sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
-		log_warn("signalfd");
+		log_errorx("signalfd: %s", strerror(errno));
 		return 1;
 	}
 
+	/*
+	 * Start-up order: settings (certificates and keys) first, then the
+	 * port, and only then the datastore (see public_run).
+	 */
+	if (control_init(&pv.pv_ctl, pc, err, sizeof(err)) < 0) {
+		log_errorx("settings: %s", err);
+		rc = 2;
+		goto out;
+	}
+	if (control_bind(&pv.pv_ctl, private_rpc, &pv, err, sizeof(err)) < 0) {
+		log_errorx("%s", err);
+		goto out;
+	}
 	if ((pv.pv_table = announce_table_new()) == NULL)
 		fatalx("out of memory");
 	if (pc->pc_datastore_file != NULL) {
 		pv.pv_store = datastore_open(pc->pc_datastore_file, pv.pv_table, now_wall(),
 		    err, sizeof(err));
 		if (pv.pv_store == NULL) {
-			log_warnx("datastore: %s", err);
+			log_errorx("private.datastore.settings.filename: %s", err);
 			goto out;
 		}
 	}
 	private_load_static(&pv);
 
 	if ((pv.pv_loop = loop_new(4096)) == NULL) {
-		log_warn("io_uring");
+		log_errorx("io_uring setup: %s", strerror(errno));
 		goto out;
 	}
 	proxy_conf_relay_settings(pc, &rs);
 	if ((pv.pv_relay = relay_new(pv.pv_loop, &rs)) == NULL) {
-		log_warn("relay");
+		log_errorx("relay setup: %s", strerror(errno));
 		goto out;
 	}
 	loop_op_init(&pv.pv_sigop, private_signal);
 	loop_op_init(&pv.pv_drainop, private_drain_timeout);
 	loop_poll(pv.pv_loop, &pv.pv_sigop, pv.pv_sigfd, POLLIN, 0);
 
-	if ((crc = control_start(&pv.pv_ctl, pc, private_rpc, &pv, err, sizeof(err))) < 0) {
-		log_warnx("%s", err);
-		if (crc == -2)
-			rc = 2;
+	if (control_run(&pv.pv_ctl, err, sizeof(err)) < 0) {
+		log_errorx("%s", err);
 		goto out;
 	}
 	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",
@@ -1047,8 +1058,8 @@ out:
 	if (pv.pv_ctl.ct_side != NULL) {
 		side_stop(pv.pv_ctl.ct_side);
 		private_targets_free(&pv);
-		control_stop(&pv.pv_ctl);
 	}
+	control_stop(&pv.pv_ctl);
 	if (pv.pv_relay)
 		relay_free(pv.pv_relay);
 	if (pv.pv_loop)

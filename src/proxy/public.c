@@ -818,28 +818,38 @@ public_fd_limit(struct proxy_conf *pc)
 	avail = (long)rl.rlim_cur - PUBLIC_FD_RESERVE - 2 * pc->pc_max_pipes;
 	if (avail < 16)
 		avail = 16;     /* tiny limit: EMFILE backoff does the rest */
-	if (pc->pc_max_connections > avail) {
+	if (pc->pc_max_connections <= avail)
+		return;
+	/* Only a value the operator chose is worth a warning. */
+	if (pc->pc_max_connections_set)
 		log_warnx("max_connections %ld does not fit RLIMIT_NOFILE %llu: using %ld",
 		    pc->pc_max_connections, (unsigned long long)rl.rlim_cur, avail);
-		pc->pc_max_connections = avail;
-	}
+	else
+		log_info("max_connections %ld (from RLIMIT_NOFILE %llu)", avail,
+		    (unsigned long long)rl.rlim_cur);
+	pc->pc_max_connections = avail;
 }
 
+/* Bind one listener (not started yet); -1 with the reason in err. */
 static int
-public_listen(struct public *p, struct loop_listener *l, const char *addr, const char *what,
-    void (*cb)(struct loop_listener *, int))
+public_bind(const struct proxy_conf *pc, const char *addr, const char *key, char *err,
+    size_t errlen)
 {
-	char err[256];
-	int fd = listen_tcp(addr, 4096, err, sizeof(err));
+	char why[256];
+	int fd = listen_tcp_opt(addr, 4096, pc->pc_reuse_port, why, sizeof(why));
 
-	if (fd < 0) {
-		log_warnx("%s: cannot listen on %s", what, err);
-		return -1;
-	}
+	if (fd < 0)
+		snprintf(err, errlen, "public.%s: cannot listen on %s", key, why);
+	return fd;
+}
+
+static void
+public_listen(struct public *p, struct loop_listener *l, int fd, const char *addr,
+    const char *what, void (*cb)(struct loop_listener *, int))
+{
 	loop_listener_start(p->p_loop, l, fd, cb, p);
 	p->p_nlisteners++;
 	log_info("%s listening on %s", what, addr);
-	return 0;
 }
 
 /* shutdown_timeout ran out: end the pairs still relaying.  Their reports
@@ -898,13 +908,33 @@ public_run(struct proxy_conf *pc)
 	struct dconn *d;
 	struct sigaction sa;
 	char err[512];
-	int rc = 1, crc;
+	int rc = 1, tls_fd = -1, data_fd = -1;
 
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
 	TAILQ_INIT(&p->p_pconns);
 	TAILQ_INIT(&p->p_dconns);
 	signal(SIGPIPE, SIG_IGN);
+
+	/*
+	 * Start-up order: settings (certificates and keys) first, then every
+	 * port, and only then the datastore.  A settings error (exit 2) leaves
+	 * no trace; a port in use (exit 1) does not touch a running proxy's
+	 * datastore.
+	 */
+	if (control_init(&p->p_ctl, pc, err, sizeof(err)) < 0) {
+		log_errorx("settings: %s", err);
+		rc = 2;
+		goto out;
+	}
+	if ((tls_fd = public_bind(pc, pc->pc_tls_bind, "tls_bind_address", err,
+	    sizeof(err))) < 0 ||
+	    (data_fd = public_bind(pc, pc->pc_data_bind, "internal_bind_address", err,
+	    sizeof(err))) < 0 ||
+	    control_bind(&p->p_ctl, public_rpc, p, err, sizeof(err)) < 0) {
+		log_errorx("%s", err);
+		goto out;
+	}
 	public_fd_limit(pc);
 	p->p_announce = announce_table_new();
 	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
@@ -912,23 +942,23 @@ public_run(struct proxy_conf *pc)
 	p->p_sources = srccap_new(pc->pc_max_per_source);
 	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
 	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_sources || !p->p_peekbuf) {
-		log_warnx("out of memory");
+		log_errorx("out of memory");
 		goto out;
 	}
 	if (pc->pc_datastore_file &&
 	    (p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce, now_wall(),
 	    err, sizeof(err))) == NULL) {
-		log_warnx("datastore: %s", err);
+		log_errorx("public.datastore.settings.filename: %s", err);
 		goto out;
 	}
 	log_info("%zu announcement(s) loaded", announce_count(p->p_announce));
 	if ((p->p_loop = loop_new(4096)) == NULL) {
-		log_warn("io_uring setup");
+		log_errorx("io_uring setup: %s", strerror(errno));
 		goto out;
 	}
 	proxy_conf_relay_settings(pc, &rs);
 	if ((p->p_relay = relay_new(p->p_loop, &rs)) == NULL) {
-		log_warn("relay setup");
+		log_errorx("relay setup: %s", strerror(errno));
 		goto out;
 	}
 	loop_timer_list_init(p->p_loop, &p->p_hello_timers,
@@ -937,15 +967,13 @@ public_run(struct proxy_conf *pc)
 	    (uint64_t)(pc->pc_accept_timeout * 1000), pconn_park_expired, p);
 	loop_timer_list_init(p->p_loop, &p->p_token_timers,
 	    (uint64_t)(pc->pc_token_timeout * 1000), dconn_token_expired, p);
-	if (public_listen(p, &p->p_tls_listener, pc->pc_tls_bind, "TLS listener",
-	    public_tls_accept) < 0 ||
-	    public_listen(p, &p->p_data_listener, pc->pc_data_bind, "data listener",
-	    public_data_accept) < 0)
-		goto out;
-	if ((crc = control_start(&p->p_ctl, pc, public_rpc, p, err, sizeof(err))) < 0) {
-		log_warnx("%s", err);
-		if (crc == -2)
-			rc = 2;
+	public_listen(p, &p->p_tls_listener, tls_fd, pc->pc_tls_bind, "TLS listener",
+	    public_tls_accept);
+	public_listen(p, &p->p_data_listener, data_fd, pc->pc_data_bind, "data listener",
+	    public_data_accept);
+	tls_fd = data_fd = -1;          /* the listeners own them now */
+	if (control_run(&p->p_ctl, err, sizeof(err)) < 0) {
+		log_errorx("%s", err);
 		goto out;
 	}
 	log_info("public proxy %s ready (io_uring %s)", pc->pc_name, loop_mode(p->p_loop));
@@ -961,8 +989,11 @@ public_run(struct proxy_conf *pc)
 	    token_count(p->p_tokens), st.pairs_active);
 	log_info("stopped");
 out:
-	if (p->p_ctl.ct_side)
-		control_stop(&p->p_ctl);
+	control_stop(&p->p_ctl);
+	if (tls_fd >= 0)
+		close(tls_fd);
+	if (data_fd >= 0)
+		close(data_fd);
 	if (p->p_relay)
 		relay_free(p->p_relay);
 	if (p->p_loop)

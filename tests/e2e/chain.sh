@@ -16,6 +16,8 @@ five_start_all
 check "the seed's request prints the success message within 5 s of the last start" serves_within 5
 check "seed request body is exact" \
 	bash -c "[ \"\$(curl -sS --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/jsonrpc)\" = '{\"message\": \"success\"}' ]"
+check "the seed's request piped into jq, as in the README" \
+	bash -c "curl -sS --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/jsonrpc | jq -e '.message == \"success\"' >/dev/null"
 check "POST of a JSON value is echoed" \
 	bash -c "[ \"\$(curl -sS --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/jsonrpc --data '{\"a\": [1, 2]}' | tr -d ' ')\" = '{\"a\":[1,2]}' ]"
 check "TLS 1.2 client" c --tls-max 1.2 -o /dev/null -f "$URL/"

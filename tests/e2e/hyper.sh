@@ -335,14 +335,14 @@ mkdir -p "$T/bad"
 sed 's/max_body: 4096/max_bodi: 4096/' "$T/h1/hyper.yml" >"$T/bad/hyper.yml"
 HYPER_SETTINGS=$T/bad timeout 5 "$HYPER" server run >/dev/null 2>"$T/bad.err"
 rc=$?
-if [ $rc = 2 ] && [ "$(wc -l <"$T/bad.err")" = 1 ] && grep -q "^hyper: settings: .*$T/bad/hyper.yml.*max_bodi" "$T/bad.err"; then
+if [ $rc = 2 ] && [ "$(wc -l <"$T/bad.err")" = 1 ] && grep -q " hyper error: settings: .*$T/bad/hyper.yml.*max_bodi" "$T/bad.err"; then
 	ok "a settings error exits 2 naming file and key"
 else nok "a settings error exits 2 naming file and key" "rc=$rc $(cat "$T/bad.err")"; fi
 
 grep -v '^name:' "$T/h1/hyper.yml" >"$T/bad/hyper.yml"
 HYPER_SETTINGS=$T/bad timeout 5 "$HYPER" call x.y >/dev/null 2>"$T/bad.err"
 rc=$?
-if [ $rc = 2 ] && grep -q "^hyper: settings: .*name" "$T/bad.err"; then
+if [ $rc = 2 ] && grep -q " hyper error: settings: .*name" "$T/bad.err"; then
 	ok "hyper call with a settings error exits 2"
 else nok "hyper call with a settings error exits 2" "rc=$rc $(cat "$T/bad.err")"; fi
 

@@ -1,7 +1,9 @@
-/* Tests for util.c: base64, addresses, DNS names, RFC 3339, ct_memcmp. */
+/* Tests for util.c: base64, addresses, DNS names, RFC 3339, ct_memcmp, listen_tcp. */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -82,4 +84,32 @@ Test(util, constant_time_compare)
 {
 	cr_assert_eq(ct_memcmp("abcd", "abcd", 4), 0);
 	cr_assert_neq(ct_memcmp("abcd", "abce", 4), 0);
+}
+
+/* L4: a second listener on a port in use is refused unless both ask for
+ * SO_REUSEPORT (the hand-over). */
+Test(util, listen_tcp_refuses_a_port_in_use_unless_both_reuse_it)
+{
+	char err[256], addr[64];
+	int a, b, port;
+
+	a = listen_tcp("127.0.0.1:0", 4, err, sizeof(err));
+	cr_assert_geq(a, 0, "%s", err);
+	port = sock_port(a);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	cr_assert_eq(listen_tcp(addr, 4, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "address already in use") != NULL, "%s", err);
+	cr_assert(strstr(err, addr) != NULL, "%s", err);
+	/* Asking alone is not enough: the first socket did not agree. */
+	cr_assert_eq(listen_tcp_opt(addr, 4, 1, err, sizeof(err)), -1);
+	close(a);
+
+	a = listen_tcp_opt("127.0.0.1:0", 4, 1, err, sizeof(err));
+	cr_assert_geq(a, 0, "%s", err);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", sock_port(a));
+	cr_assert_eq(listen_tcp(addr, 4, err, sizeof(err)), -1, "a plain bind is refused");
+	b = listen_tcp_opt(addr, 4, 1, err, sizeof(err));
+	cr_assert_geq(b, 0, "both ask: %s", err);
+	close(a);
+	close(b);
 }

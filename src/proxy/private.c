@@ -761,13 +761,15 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "too many connections");
 		return;
 	}
+	/* Logged before the post: from then on d belongs to the loop thread,
+	 * which may free it before this thread runs again. */
+	log_debug("incomingConnection %s from %s: dialing %s", dom, caller, d->dl_endpoint);
 	if (loop_post(pv->pv_loop, dial_start, d) < 0) {
 		atomic_fetch_sub(&pv->pv_nsockets, 2);
 		free(d);
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
-	log_debug("incomingConnection %s from %s: dialing %s", dom, caller, d->dl_endpoint);
 	jsonrpc_call_reply(call, private_ok());
 }
 

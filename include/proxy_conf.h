@@ -14,6 +14,17 @@ struct rate_limit {
 	long   rl_limit;       /* connections per window per source address */
 };
 
+/* The public proxy's data endpoint when the settings name none: the
+ * default of its internal_endpoint (SPEC 4). */
+#define PROXY_DATA_ENDPOINT_DEFAULT	"localhost:9999"
+
+/* private.public_proxies[]: the only endpoints a public proxy's
+ * incomingConnection may make this private proxy dial. */
+struct public_proxy {
+	char  *pp_name;
+	char **pp_data_endpoints;      /* NULL-terminated, at least one */
+};
+
 struct static_announcement {
 	char  *sa_domain;
 	char  *sa_proxy;
@@ -42,6 +53,8 @@ struct proxy_conf {
 	double  pc_announce_interval;
 	struct static_announcement *pc_announcements;
 	int     pc_nannouncements;
+	struct public_proxy *pc_public_proxies;
+	int     pc_npublic_proxies;
 
 	/* both */
 	double  pc_idle_timeout;       /* 0: never */

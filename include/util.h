@@ -23,6 +23,11 @@ int      b64_decode(const char *in, uint8_t *out, size_t outlen);
  * in err. */
 int      addr_parse(const char *hostport, struct sockaddr_storage *ss, socklen_t *len,
 	     char *err, size_t errlen);
+/* As addr_parse, but only an IP literal is accepted ("127.0.0.1:9999",
+ * "[::1]:9999"): never asks DNS, never blocks.  0, or -1. */
+int      addr_parse_numeric(const char *hostport, struct sockaddr_storage *ss, socklen_t *len);
+/* 1 when a and b are the same IPv4/IPv6 address and port. */
+int      addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 /* addr_parse through a one-entry cache: the same hostport within ttl
  * seconds is not resolved again (getaddrinfo reads /etc/hosts and friends on
  * every call).  Not thread-safe: one cache per thread. */

@@ -1,4 +1,9 @@
-/* log.c - one-line logging to stderr. */
+/* log.c - one-line logging to stderr.
+ *
+ * Messages often carry strings from peers (domains, operator names, error
+ * texts): control bytes (< 0x20 and 0x7f) of the formatted message are
+ * written as \xNN, so nothing a peer sends can end a line or forge the
+ * next one, nor reach a terminal as an escape sequence. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -37,16 +42,44 @@ log_get_level(void)
 	return log_lvl;
 }
 
+/* Copy in to out (size outlen >= 1) with control bytes as \xNN; truncated
+ * at a whole character, always terminated. */
+static void
+log_escape(const char *in, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *in != '\0'; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (c < 0x20 || c == 0x7f) {
+			if (o + 4 >= outlen)
+				break;
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 0xf];
+		} else {
+			if (o + 1 >= outlen)
+				break;
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = '\0';
+}
+
 static void
 log_vemit(enum log_level lvl, int err, const char *fmt, va_list ap)
 {
-	char msg[1024], stamp[32];
+	char raw[1024], msg[4 * sizeof(raw)], stamp[32];
 	struct timespec ts;
 	struct tm tm;
 
 	if (lvl > log_lvl)
 		return;
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	log_escape(raw, msg, sizeof(msg));
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);

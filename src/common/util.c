@@ -79,8 +79,8 @@ b64_decode(const char *in, uint8_t *out, size_t outlen)
 	return r;
 }
 
-int
-addr_parse(const char *hostport, struct sockaddr_storage *ss, socklen_t *len,
+static int
+addr_resolve(const char *hostport, int flags, struct sockaddr_storage *ss, socklen_t *len,
     char *err, size_t errlen)
 {
 	char host[256];
@@ -112,7 +112,7 @@ addr_parse(const char *hostport, struct sockaddr_storage *ss, socklen_t *len,
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
+	hints.ai_flags = AI_NUMERICSERV | flags;
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
 		snprintf(err, errlen, "%s: %s", hostport, gai_strerror(rc));
 		return -1;
@@ -131,6 +131,43 @@ addr_parse(const char *hostport, struct sockaddr_storage *ss, socklen_t *len,
 bad:
 	snprintf(err, errlen, "%s: expected host:port", hostport);
 	return -1;
+}
+
+int
+addr_parse(const char *hostport, struct sockaddr_storage *ss, socklen_t *len,
+    char *err, size_t errlen)
+{
+	return addr_resolve(hostport, 0, ss, len, err, errlen);
+}
+
+int
+addr_parse_numeric(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char err[16];
+
+	/* AI_NUMERICHOST: getaddrinfo fails at once instead of asking DNS. */
+	return addr_resolve(hostport, AI_NUMERICHOST, ss, len, err, sizeof(err));
+}
+
+int
+addr_equal(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return 0;
+	if (a->sa_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)(const void *)a;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)(const void *)b;
+
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)(const void *)a;
+		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)(const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return 0;
 }
 
 int

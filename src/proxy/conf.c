@@ -113,6 +113,55 @@ conf_announcements(struct cfg *sec, struct proxy_conf *pc)
 	}
 }
 
+/* "host:port" or "[v6]:port" with a port of 1-65535 (the host is resolved
+ * at start, not here). */
+static int
+conf_hostport_ok(const char *hp)
+{
+	const char *port = strrchr(hp, ':');
+	char *end;
+	long n;
+
+	if (port == NULL || port == hp || (hp[0] == '[' && port[-1] != ']'))
+		return 0;
+	n = strtol(port + 1, &end, 10);
+	return port[1] >= '0' && port[1] <= '9' && *end == '\0' && n >= 1 && n <= 65535;
+}
+
+static void
+conf_public_proxies(struct cfg *sec, struct proxy_conf *pc)
+{
+	int n = cfg_list_len(sec, "public_proxies");
+
+	if (n <= 0)
+		return;
+	pc->pc_public_proxies = calloc((size_t)n, sizeof(*pc->pc_public_proxies));
+	for (int i = 0; i < n && pc->pc_public_proxies; i++) {
+		struct public_proxy *pp = &pc->pc_public_proxies[i];
+		struct cfg c;
+
+		if (cfg_list_map(sec, "public_proxies", i, &c) < 0)
+			return;
+		pc->pc_npublic_proxies = i + 1;
+		cfg_string(&c, "name", NULL, 1, &pp->pp_name);
+		cfg_strv(&c, "data_endpoints", 1, &pp->pp_data_endpoints);
+		if (pp->pp_name != NULL && *pp->pp_name == '\0')
+			cfg_error(&c, "name", "must not be empty");
+		for (int j = 0; pp->pp_name != NULL && j < i; j++)
+			if (pc->pc_public_proxies[j].pp_name != NULL &&
+			    strcmp(pc->pc_public_proxies[j].pp_name, pp->pp_name) == 0)
+				cfg_error(&c, "name", "%s is listed twice", pp->pp_name);
+		if (pp->pp_data_endpoints != NULL && pp->pp_data_endpoints[0] == NULL)
+			cfg_error(&c, "data_endpoints", "must list at least one host:port");
+		for (char **e = pp->pp_data_endpoints; e != NULL && *e != NULL; e++)
+			if (!conf_hostport_ok(*e)) {
+				cfg_error(&c, "data_endpoints", "%s: expected host:port", *e);
+				break;
+			}
+		cfg_done(&c);
+	}
+}
+
 int
 proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *pc,
     char *err, size_t errlen)
@@ -138,7 +187,8 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 		if (role == PROXY_PUBLIC) {
 			cfg_string(&sec, "tls_bind_address", "localhost:443", 0, &pc->pc_tls_bind);
 			cfg_string(&sec, "internal_bind_address", "localhost:9999", 0, &pc->pc_data_bind);
-			cfg_string(&sec, "internal_endpoint", "localhost:9999", 0, &pc->pc_data_endpoint);
+			cfg_string(&sec, "internal_endpoint", PROXY_DATA_ENDPOINT_DEFAULT, 0,
+			    &pc->pc_data_endpoint);
 			cfg_seconds(&sec, "hello_timeout", 5, 0.001, DAY, &pc->pc_hello_timeout);
 			cfg_int(&sec, "hello_max_bytes", 16384, 512, 1 << 20, &pc->pc_hello_max_bytes);
 			cfg_seconds(&sec, "accept_timeout", 10, 0.001, DAY, &pc->pc_accept_timeout);
@@ -156,6 +206,7 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_seconds(&sec, "connect_timeout", 5, 0.001, DAY, &pc->pc_connect_timeout);
 			cfg_seconds(&sec, "announce_interval", 300, 1, 30 * DAY, &pc->pc_announce_interval);
 			conf_announcements(&sec, pc);
+			conf_public_proxies(&sec, pc);
 		}
 		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
 		cfg_seconds(&sec, "stall_timeout", 60, 0, 365 * DAY, &pc->pc_stall_timeout);
@@ -205,6 +256,11 @@ proxy_conf_free(struct proxy_conf *pc)
 		free(pc->pc_announcements[i].sa_proxy);
 	}
 	free(pc->pc_announcements);
+	for (int i = 0; i < pc->pc_npublic_proxies; i++) {
+		free(pc->pc_public_proxies[i].pp_name);
+		cfg_strv_free(pc->pc_public_proxies[i].pp_data_endpoints);
+	}
+	free(pc->pc_public_proxies);
 	free(pc->pc_datastore_file);
 	free(pc->pc_log_level);
 	free(pc->pc_rpc_client_url);

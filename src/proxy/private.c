@@ -17,6 +17,15 @@
  *   A withdrawal that fails and a later call to that proxy that succeeds
  *   trigger a pass at once (the proxy may have been restarted).
  *
+ * incomingConnection (side thread) is honoured only for a caller this
+ * proxy announces to (else 403), for a domain announced to that caller
+ * (else 404), with a token of exactly 32 bytes and an endpoint that is one
+ * of that caller's data endpoints (settings public_proxies, else
+ * PROXY_DATA_ENDPOINT_DEFAULT) (else -32602).  Every address dialed comes
+ * from the settings, resolved once at start (private_resolve), so the
+ * side thread never waits for DNS and a public proxy cannot make this
+ * proxy connect anywhere else.
+ *
  * Dial job (loop thread), one per incomingConnection, two sides:
  *   CONNECTING -> CONNECTED | FAILED for both the public data endpoint and
  *   the internal server, in parallel, each within connect_timeout.  The
@@ -37,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -62,8 +72,22 @@
 #define PRIVATE_BACKOFF_MIN	1.0	/* seconds, first retry of a failed pass */
 #define PRIVATE_BACKOFF_MAX	30.0	/* after a pass has been accepted once */
 #define PRIVATE_BACKOFF_START	2.0	/* cap until the first accepted pass */
-#define PRIVATE_RESOLVE_TTL	10	/* seconds a resolved endpoint is reused */
 #define PRIVATE_DRAIN_MS	2000	/* closed relays get this long to report at a stop */
+
+/* One data endpoint of a public proxy, as named in the settings and as
+ * resolved at start. */
+struct data_endpoint {
+	const char		*de_name;	/* "host:port", owned by the settings */
+	struct sockaddr_storage	 de_sa;
+	socklen_t		 de_salen;
+};
+
+/* The data endpoints of one public proxy; read-only once the side thread runs. */
+struct public_peer {
+	const char		*pb_name;	/* NULL: every public proxy not listed */
+	struct data_endpoint	*pb_eps;
+	int			 pb_neps;
+};
 
 struct target {
 	TAILQ_ENTRY(target)	 tg_entry;
@@ -110,8 +134,10 @@ struct private {
 	struct control		 pv_ctl;
 	atomic_int		 pv_stopping;
 	int			 pv_drain_forced;	/* relay_close_all done at a stop */
-	struct addr_cache	 pv_endpoint_cache;	/* side thread */
-	struct addr_cache	 pv_internal_cache;	/* side thread */
+	struct public_peer	*pv_publics;	/* settings, then the default last */
+	int			 pv_npublics;
+	struct sockaddr_storage	 pv_int_sa;	/* the internal server, resolved at start */
+	socklen_t		 pv_int_salen;
 	atomic_long		 pv_nsockets;	/* reserved by the side, freed by the loop */
 
 	/* side thread */
@@ -609,12 +635,63 @@ dial_start(void *arg)
 
 /* ---- JSON-RPC methods (side thread) -------------------------------------- */
 
+/* 1 when an unexpired announcement is addressed to proxy. */
+static int
+private_announces_to(struct private *pv, const char *proxy)
+{
+	struct announcement *list = NULL;
+	int n, found = 0;
+
+	if ((n = announce_list(pv->pv_table, NULL, now_wall(), &list)) < 0)
+		return 0;
+	for (int i = 0; i < n && !found; i++)
+		found = strcmp(list[i].an_proxy, proxy) == 0;
+	free(list);
+	return found;
+}
+
+/* The data endpoint of proxy that endpoint names, or NULL.  It matches a
+ * settings entry by its text ("localhost:9999"), or, when it is an IP
+ * literal, by the address the entry resolved to at start; nothing here
+ * asks DNS. */
+static const struct data_endpoint *
+private_data_endpoint(struct private *pv, const char *proxy, const char *endpoint)
+{
+	const struct public_peer *pb = &pv->pv_publics[pv->pv_npublics - 1];
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int numeric;
+
+	for (int i = 0; i < pv->pv_npublics - 1; i++)
+		if (strcmp(pv->pv_publics[i].pb_name, proxy) == 0) {
+			pb = &pv->pv_publics[i];
+			break;
+		}
+	numeric = addr_parse_numeric(endpoint, &ss, &len) == 0;
+	for (int i = 0; i < pb->pb_neps; i++)
+		if (strcasecmp(pb->pb_eps[i].de_name, endpoint) == 0 || (numeric &&
+		    addr_equal((struct sockaddr *)&ss, (struct sockaddr *)&pb->pb_eps[i].de_sa)))
+			return &pb->pb_eps[i];
+	return NULL;
+}
+
+/* Refuse one incomingConnection: one warning, one error reply. */
+static void
+rpc_incoming_refuse(struct jsonrpc_call *call, const char *domain, const char *caller,
+    int code, const char *msg, const char *why)
+{
+	log_warnx("incomingConnection for %s from %s refused: %s", domain ? domain : "?",
+	    caller ? caller : "?", why);
+	jsonrpc_call_error(call, code, "%s", msg);
+}
+
 static void
 rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
 {
 	const char *domain, *token, *endpoint, *caller;
-	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
-	uint8_t tok[64];
+	const struct data_endpoint *de;
+	char dom[ANNOUNCE_DOMAIN_MAX], why[128];
+	uint8_t tok[PRIVATE_TOKEN_LEN];
 	struct dial *d;
 	long limit = pv->pv_conf->pc_max_connections;
 
@@ -623,27 +700,42 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	endpoint = param_string(params, "endpoint");
 	caller = control_caller(params);
 	if (domain == NULL || token == NULL || endpoint == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
-		    "domain, token and endpoint must be strings");
-		return;
-	}
-	if (b64_decode(token, tok, sizeof(tok)) != PRIVATE_TOKEN_LEN) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
-		    "token must be base64 of %d bytes", PRIVATE_TOKEN_LEN);
-		return;
-	}
-	if (announce_check_domain(domain, dom) < 0) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid domain");
+		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
+		    "domain, token and endpoint must be strings", "missing parameters");
 		return;
 	}
 	if (caller == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
+		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
+		    "missing _client", "missing _client");
+		return;
+	}
+	/* Only the public proxies this proxy announces to may hand it a connection. */
+	if (!private_announces_to(pv, caller)) {
+		rpc_incoming_refuse(call, domain, caller, HP_ERR_FORBIDDEN,
+		    "not a public proxy of this private proxy", "nothing is announced to it");
+		return;
+	}
+	if (announce_check_domain(domain, dom) < 0) {
+		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
+		    "invalid domain", "invalid domain");
 		return;
 	}
 	if (announce_lookup(pv->pv_table, dom, caller, now_wall(), NULL) < 0) {
-		log_info("incomingConnection for %s from %s: no matching announcement", dom,
-		    caller);
-		jsonrpc_call_error(call, HP_ERR_NOT_FOUND, "no matching connection found");
+		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND,
+		    "no matching connection found", "the domain is not announced to it");
+		return;
+	}
+	/* b64_decode refuses anything that does not fit tok: exactly 32 bytes. */
+	if (b64_decode(token, tok, sizeof(tok)) != PRIVATE_TOKEN_LEN) {
+		rpc_incoming_refuse(call, dom, caller, JSONRPC_INVALID_PARAMS,
+		    "token must be base64 of 32 bytes", "token is not base64 of 32 bytes");
+		return;
+	}
+	if ((de = private_data_endpoint(pv, caller, endpoint)) == NULL) {
+		snprintf(why, sizeof(why), "endpoint %.64s is not one of its data_endpoints",
+		    endpoint);
+		rpc_incoming_refuse(call, dom, caller, JSONRPC_INVALID_PARAMS,
+		    "endpoint is not a data endpoint of this public proxy", why);
 		return;
 	}
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
@@ -653,21 +745,13 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	d->dl_pv = pv;
 	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
 	memcpy(d->dl_token, tok, sizeof(d->dl_token));
+	explicit_bzero(tok, sizeof(tok));
 	strlcpy(d->dl_domain, dom, sizeof(d->dl_domain));
-	if (addr_parse_cached(&pv->pv_endpoint_cache, endpoint, PRIVATE_RESOLVE_TTL,
-	    &d->dl_pub.ds_sa, &d->dl_pub.ds_salen, err, sizeof(err)) < 0) {
-		free(d);
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid endpoint: %s", err);
-		return;
-	}
+	memcpy(&d->dl_pub.ds_sa, &de->de_sa, de->de_salen);
+	d->dl_pub.ds_salen = de->de_salen;
 	addr_str((struct sockaddr *)&d->dl_pub.ds_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
-	if (addr_parse_cached(&pv->pv_internal_cache, pv->pv_conf->pc_internal_address,
-	    PRIVATE_RESOLVE_TTL, &d->dl_int.ds_sa, &d->dl_int.ds_salen, err, sizeof(err)) < 0) {
-		free(d);
-		log_warnx("connection %s: internal endpoint %s", dom, err);
-		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "internal server unreachable");
-		return;
-	}
+	memcpy(&d->dl_int.ds_sa, &pv->pv_int_sa, pv->pv_int_salen);
+	d->dl_int.ds_salen = pv->pv_int_salen;
 	/* Refuse with an error reply, so the public proxy drops the client now. */
 	if (atomic_fetch_add(&pv->pv_nsockets, 2) + 2 > limit) {
 		atomic_fetch_sub(&pv->pv_nsockets, 2);
@@ -677,13 +761,15 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "too many connections");
 		return;
 	}
+	/* Logged before the post: from then on d belongs to the loop thread,
+	 * which may free it before this thread runs again. */
+	log_debug("incomingConnection %s from %s: dialing %s", dom, caller, d->dl_endpoint);
 	if (loop_post(pv->pv_loop, dial_start, d) < 0) {
 		atomic_fetch_sub(&pv->pv_nsockets, 2);
 		free(d);
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
-	log_debug("incomingConnection %s from %s: dialing %s", dom, caller, d->dl_endpoint);
 	jsonrpc_call_reply(call, private_ok());
 }
 
@@ -939,6 +1025,66 @@ private_load_static(struct private *pv)
 	}
 }
 
+/*
+ * Resolve every address this proxy will dial, once, here on the main
+ * thread before the side thread starts: the internal server and the data
+ * endpoints of each public proxy (public_proxies, plus the default list
+ * for any other).  incomingConnection then only compares and copies.
+ * Resolving at start rather than per call with evdns_getaddrinfo: the
+ * names come only from the settings, so there is nothing to look up per
+ * call, and the control thread never waits for a resolver.  The price is
+ * that a DNS change of one of these names needs a restart.
+ */
+static int
+private_resolve(struct private *pv, char *err, size_t errlen)
+{
+	struct proxy_conf *pc = pv->pv_conf;
+	static const char *const defaults[] = { PROXY_DATA_ENDPOINT_DEFAULT, NULL };
+	char e[256];
+
+	if (addr_parse(pc->pc_internal_address, &pv->pv_int_sa, &pv->pv_int_salen, e,
+	    sizeof(e)) < 0) {
+		snprintf(err, errlen, "internal_endpoint: %s", e);
+		return -1;
+	}
+	pv->pv_npublics = pc->pc_npublic_proxies + 1;
+	if ((pv->pv_publics = calloc((size_t)pv->pv_npublics, sizeof(*pv->pv_publics))) == NULL)
+		fatal("calloc");
+	for (int i = 0; i < pv->pv_npublics; i++) {
+		struct public_peer *pb = &pv->pv_publics[i];
+		const char *const *eps = i < pc->pc_npublic_proxies ?
+		    (const char *const *)pc->pc_public_proxies[i].pp_data_endpoints : defaults;
+
+		pb->pb_name = i < pc->pc_npublic_proxies ? pc->pc_public_proxies[i].pp_name : NULL;
+		while (eps[pb->pb_neps] != NULL)
+			pb->pb_neps++;
+		if ((pb->pb_eps = calloc((size_t)pb->pb_neps, sizeof(*pb->pb_eps))) == NULL)
+			fatal("calloc");
+		for (int j = 0; j < pb->pb_neps; j++) {
+			struct data_endpoint *de = &pb->pb_eps[j];
+
+			de->de_name = eps[j];
+			if (addr_parse(eps[j], &de->de_sa, &de->de_salen, e, sizeof(e)) < 0) {
+				snprintf(err, errlen, "data endpoint of %s: %s",
+				    pb->pb_name ? pb->pb_name : "public proxies not in public_proxies",
+				    e);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static void
+private_publics_free(struct private *pv)
+{
+	for (int i = 0; i < pv->pv_npublics; i++)
+		free(pv->pv_publics[i].pb_eps);
+	free(pv->pv_publics);
+	pv->pv_publics = NULL;
+	pv->pv_npublics = 0;
+}
+
 static void
 private_targets_free(struct private *pv)
 {
@@ -1004,6 +1150,10 @@ private_run(struct proxy_conf *pc)
 		}
 	}
 	private_load_static(&pv);
+	if (private_resolve(&pv, err, sizeof(err)) < 0) {
+		log_warnx("%s", err);
+		goto out;
+	}
 
 	if ((pv.pv_loop = loop_new(4096)) == NULL) {
 		log_errorx("io_uring setup: %s", strerror(errno));
@@ -1070,5 +1220,6 @@ out:
 		announce_table_free(pv.pv_table);
 	if (pv.pv_sigfd >= 0)
 		close(pv.pv_sigfd);
+	private_publics_free(&pv);
 	return rc;
 }

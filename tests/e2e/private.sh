@@ -28,6 +28,7 @@ R=$T/s/roles
 C=$PWD/settings/dev/certs
 DOWN_PORT=$(free_port)
 SILENT_PORT=$(free_port)
+TRAP_PORT=$(free_port)     # a listener no data_endpoints names: must never be dialed
 
 # internal-server is also an operator (its certificate is in the directory):
 # it may call incomingConnection and announceConnection, but has no
@@ -46,6 +47,9 @@ private:
   announcements:
     - {domain: test.internal-server.local, proxy: public-proxy-1.ga}
     - {domain: taken.internal-server.local, proxy: public-proxy-1.ga}
+  public_proxies:
+    - name: public-proxy-1.ga
+      data_endpoints: ["localhost:$DATA_PORT", "127.0.0.1:$DOWN_PORT", "127.0.0.1:$SILENT_PORT"]
 EOF
 
 H1=$R/public-proxy-hyper-1
@@ -99,6 +103,27 @@ start_fake() {
 }
 start_internal() { IS_BIND_ADDRESS=127.0.0.1:$INTERNAL_PORT start_bg internal bin/internal-server; }
 
+# ---- settings: public_proxies ---------------------------------------------
+# bad_settings NAME YAML: the private proxy refuses to start with exit 2 and a
+# message naming public_proxies.
+bad_settings() {
+	rm -rf "$T/bad"; mkdir -p "$T/bad"; cp -r "$R/private-proxy-1" "$T/bad/"
+	printf '%s\n' "$2" >"$T/bad/private-proxy-1/020_bad.yml"
+	PROXY_SETTINGS=$T/bad/private-proxy-1 timeout 10 "$PROXY" run private >"$T/bad.log" 2>&1
+	local rc=$?
+	check "$1 (exit 2)" eval '[ $rc = 2 ] && grep -q "private.public_proxies" "$T/bad.log"'
+}
+bad_settings "public_proxies: an entry without data_endpoints is a settings error" \
+	'private: {public_proxies: [{name: public-proxy-1.ga}]}'
+bad_settings "public_proxies: an empty data_endpoints is a settings error" \
+	'private: {public_proxies: [{name: public-proxy-1.ga, data_endpoints: []}]}'
+bad_settings "public_proxies: a data endpoint without a port is a settings error" \
+	'private: {public_proxies: [{name: public-proxy-1.ga, data_endpoints: [nohostport]}]}'
+bad_settings "public_proxies: the same public proxy listed twice is a settings error" \
+	'private: {public_proxies: [{name: a.ga, data_endpoints: ["localhost:1"]}, {name: a.ga, data_endpoints: ["localhost:2"]}]}'
+bad_settings "public_proxies: an unknown key is a settings error" \
+	'private: {public_proxies: [{name: a.ga, data_endpoint: ["localhost:1"]}]}'
+
 # ---- start order: the private proxy first, its peers 2 s later -------------
 start_private
 sleep 2
@@ -144,12 +169,61 @@ bad_params "a missing domain" "{\"token\": \"$(token)\", \"endpoint\": \"127.0.0
 bad_params "an endpoint that is not host:port" \
 	"{\"domain\": \"test.internal-server.local\", \"token\": \"$(token)\", \"endpoint\": \"nowhere\"}"
 
+check "each bad token is refused with one warning" \
+	eval '[ "$(grep -c "refused: token is not base64 of 32 bytes" "$T/private.log")" = 3 ] &&
+	[ "$(grep -c "incomingConnection for test.internal-server.local from public-proxy-1.ga refused: token is not base64" "$T/private.log")" = 3 ]'
+
 incoming nothing.internal-server.local "$(token)"
 check "an unannounced domain is 404" eval '[ $rc = 1 ] && [ "$(js "$T/call.err" "j[\"code\"]")" = 404 ] &&
 	[ "$(js "$T/call.err" "j[\"message\"]")" = "no matching connection found" ]'
 opcall internal-server incomingConnection \
 	"{\"domain\": \"test.internal-server.local\", \"token\": \"$(token)\", \"endpoint\": \"127.0.0.1:$DATA_PORT\"}"
-check "a caller that does not hold the announcement is 404" eval '[ "$(errcode)" = 404 ]'
+check "incomingConnection from an operator nothing is announced to is 403, with one warning" \
+	eval '[ "$(errcode)" = 403 ] && [ "$(errmsg)" = "not a public proxy of this private proxy" ] &&
+	[ "$(grep -c "incomingConnection for test.internal-server.local from internal-server refused: nothing is announced to it" "$T/private.log")" = 1 ]'
+
+# A listener that records every connection: an endpoint outside the public
+# proxy's data_endpoints must be refused before anything is dialed.
+start_bg trap python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); s.settimeout(0.1)
+end = time.time() + 120
+while time.time() < end:
+    try: c = s.accept()[0]
+    except socket.timeout: continue
+    open(sys.argv[2], "a").write("connected\n"); c.close()' "$TRAP_PORT" "$T/trap.hits"
+wait_port 127.0.0.1 "$TRAP_PORT" 5
+rm -f "$T/trap.hits"     # wait_port's own probe
+for ep in "127.0.0.1:$TRAP_PORT" "localhost:$TRAP_PORT" "[::1]:$DATA_PORT" "127.0.0.2:$DATA_PORT"; do
+	incoming test.internal-server.local "$(token)" "$ep"
+	check "an endpoint outside the public proxy's data_endpoints ($ep) is -32602, with one warning" \
+		eval '[ $rc = 1 ] && [ "$(js "$T/call.err" "j[\"code\"]")" = -32602 ] &&
+		[ "$(grep -cF "refused: endpoint $ep is not one of its data_endpoints" "$T/private.log")" = 1 ]'
+done
+incoming test.internal-server.local "$(token)" "LOCALHOST:$DATA_PORT"
+check "a data endpoint matches by its settings text or its address (LOCALHOST:port, 127.0.0.1:port)" \
+	eval '[ $rc = 0 ]'
+sleep 1
+check "no refused endpoint was ever dialed" eval '[ ! -e "$T/trap.hits" ]'
+stop_bg trap
+
+# Per public proxy: hd-1 announces a name to another operator (internal-server).
+opcall hd-1 announceConnection '{"domain": "other.internal-server.local", "proxy": "internal-server"}'
+check "an operator may announce a name to a second public proxy" eval '[ "$(js "$T/raw" "j[\"result\"]")" = ok ]'
+opcall internal-server incomingConnection \
+	"{\"domain\": \"test.internal-server.local\", \"token\": \"$(token)\", \"endpoint\": \"127.0.0.1:$DATA_PORT\"}"
+check "a public proxy asking for a domain announced to another one is 404, with one warning" \
+	eval '[ "$(errcode)" = 404 ] &&
+	[ "$(grep -c "incomingConnection for test.internal-server.local from internal-server refused: the domain is not announced to it" "$T/private.log")" = 1 ]'
+opcall internal-server incomingConnection \
+	"{\"domain\": \"other.internal-server.local\", \"token\": \"$(token)\", \"endpoint\": \"127.0.0.1:$DATA_PORT\"}"
+check "another public proxy's data endpoint is -32602 (unlisted proxies get only localhost:9999)" \
+	eval '[ "$(errcode)" = -32602 ]'
+opcall hd-1 withdrawConnection '{"domain": "other.internal-server.local", "proxy": "internal-server"}'
+opcall internal-server incomingConnection \
+	"{\"domain\": \"other.internal-server.local\", \"token\": \"$(token)\", \"endpoint\": \"localhost:9999\"}"
+check "once its last domain is withdrawn, that public proxy is 403 again" eval '[ "$(errcode)" = 403 ]'
 
 incoming test.internal-server.local "$(token)" "127.0.0.1:$DOWN_PORT"
 check "a refusing public endpoint is logged and the proxy carries on" \

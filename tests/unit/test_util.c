@@ -80,6 +80,29 @@ Test(util, addresses_parse_and_mask)
 	cr_assert_eq(addr_parse("host:", &ss, &sl, err, sizeof(err)), -1);
 }
 
+Test(util, numeric_addresses_parse_without_dns_and_compare_by_address_and_port)
+{
+	struct sockaddr_storage a, b;
+	socklen_t al, bl;
+	char err[128];
+
+	cr_assert_eq(addr_parse_numeric("127.0.0.1:9999", &a, &al), 0);
+	cr_assert_eq(addr_parse("localhost:9999", &b, &bl, err, sizeof(err)), 0);
+	cr_assert(addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	cr_assert_eq(addr_parse_numeric("127.0.0.1:9998", &b, &bl), 0);
+	cr_assert_not(addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	cr_assert_eq(addr_parse_numeric("127.0.0.2:9999", &b, &bl), 0);
+	cr_assert_not(addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	cr_assert_eq(addr_parse_numeric("[::1]:9999", &b, &bl), 0);
+	cr_assert_not(addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	cr_assert_eq(addr_parse_numeric("[::1]:9999", &a, &al), 0);
+	cr_assert(addr_equal((struct sockaddr *)&a, (struct sockaddr *)&b));
+	/* A name is refused, not looked up. */
+	cr_assert_eq(addr_parse_numeric("localhost:9999", &b, &bl), -1);
+	cr_assert_eq(addr_parse_numeric("example.invalid:9999", &b, &bl), -1);
+	cr_assert_eq(addr_parse_numeric("nocolon", &b, &bl), -1);
+}
+
 Test(util, constant_time_compare)
 {
 	cr_assert_eq(ct_memcmp("abcd", "abcd", 4), 0);

@@ -36,11 +36,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <json-c/json.h>
 
 #include "announce.h"
 #include "control.h"
 #include "datastore.h"
+#include "directory.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
@@ -56,6 +58,9 @@
 #define ALERT_DECODE_ERROR       50
 #define ALERT_INTERNAL_ERROR     80
 #define ALERT_UNRECOGNIZED_NAME  112
+
+/* Item error: over max_announcements_per_operator. */
+#define PUBLIC_ERR_TOO_MANY      429
 
 /* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
 #define PUBLIC_FD_RESERVE        64
@@ -106,6 +111,9 @@ struct public {
 	struct control           p_ctl;
 	struct announce_table   *p_announce;
 	struct datastore        *p_store;        /* side thread only */
+	struct event            *p_sweep;        /* side: drops expired announcements */
+	struct event            *p_dirpoll;      /* side: directory poll, when configured */
+	struct directory_watch  *p_watch;        /* directory (NULL: none); side thread */
 	struct token_table      *p_tokens;
 	struct ratelimit        *p_limits;
 	struct loop_listener     p_tls_listener, p_data_listener;
@@ -608,32 +616,212 @@ item_error(int code, const char *msg)
 	return jsonrpc_error_new(code, "%s", msg);
 }
 
+/*
+ * allowed_domains is checked when a domain is announced, and again: for
+ * all of an operator's announcements at each of its calls (from the
+ * `_client.entry` its Hyper sends), and, with a `directory` setting, for
+ * everyone's at start (after the datastore replay) and whenever the
+ * directory changes.  Without a directory, an operator whose
+ * allowed_domains is narrowed keeps what it announced until its next call,
+ * the expiry (at most ANNOUNCE_MAX_EXPIRY), or adminWithdrawConnections.
+ */
+struct recheck {
+	const char              *rc_why;
+	const char              *rc_op;          /* only its entries; NULL: all (rc_dir) */
+	struct json_object      *rc_entry;       /* from a call (borrowed) or the directory */
+	struct directory        *rc_dir;         /* NULL: rc_entry only */
+	const char             **rc_allowed;
+	int                      rc_nallowed;    /* -1: none */
+	char                     rc_cached[ANNOUNCE_NAME_MAX];
+};
+
+static int
+recheck_keep(void *arg, const struct announcement *a)
+{
+	struct recheck *rc = arg;
+	int keep;
+
+	if (rc->rc_dir == NULL) {
+		if (strcmp(a->an_operator, rc->rc_op) != 0)
+			return 1;
+	} else if (strcmp(a->an_operator, rc->rc_cached) != 0) {
+		/* the entries come sorted by domain: cache the last operator */
+		free(rc->rc_allowed);
+		rc->rc_allowed = NULL;
+		if (rc->rc_entry)
+			json_object_put(rc->rc_entry);
+		rc->rc_entry = directory_client_entry(rc->rc_dir, a->an_operator);
+		rc->rc_nallowed = rc->rc_entry == NULL ? -1 :
+		    control_entry_allowed_domains(rc->rc_entry, &rc->rc_allowed);
+		snprintf(rc->rc_cached, sizeof(rc->rc_cached), "%s", a->an_operator);
+	}
+	keep = rc->rc_nallowed >= 0 && announce_domain_allowed(a->an_domain,
+	    rc->rc_allowed, (size_t)rc->rc_nallowed);
+	if (!keep)
+		log_warnx("announcement of %s by %s dropped: not in its allowed_domains (%s)",
+		    a->an_domain, a->an_operator, rc->rc_why);
+	return keep;
+}
+
+/* Drop what rc no longer allows, durably.  Returns how many, or -1. */
+static int
+public_recheck(struct public *p, struct recheck *rc)
+{
+	char err[256];
+	int n;
+
+	if (p->p_store == NULL)
+		n = announce_filter(p->p_announce, rc->rc_op, recheck_keep, rc);
+	else if ((n = datastore_filter(p->p_store, rc->rc_op, recheck_keep, rc, now_wall(),
+	    err, sizeof(err))) < 0)
+		log_warnx("dropping announcements (%s): %s", rc->rc_why, err);
+	return n;
+}
+
+/* The caller's own announcements against the allowed_domains of its call. */
+static void
+public_recheck_caller(struct public *p, const char *caller, struct json_object *params)
+{
+	struct recheck rc;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.rc_why = "its Hyper's directory entry at its call";
+	rc.rc_op = caller;
+	rc.rc_nallowed = control_allowed_domains(params, &rc.rc_allowed);
+	public_recheck(p, &rc);
+	free(rc.rc_allowed);
+}
+
+/* Everyone's announcements against the directory. */
+static void
+public_recheck_directory(struct public *p, struct directory *dir, const char *why)
+{
+	struct recheck rc;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.rc_why = why;
+	rc.rc_dir = dir;
+	public_recheck(p, &rc);
+	free(rc.rc_allowed);
+	if (rc.rc_entry)
+		json_object_put(rc.rc_entry);
+}
+
+/* Side thread: expired announcements go away while running (lookups
+ * already treat them as absent); the directory is polled for changes. */
+static void
+public_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct public *p = arg;
+	int n;
+
+	if ((n = announce_expire(p->p_announce, now_wall())) > 0)
+		log_info("%d expired announcement(s) dropped", n);
+}
+
+static void
+public_dirpoll(evutil_socket_t fd, short what, void *arg)
+{
+	struct public *p = arg;
+	struct directory *dir;
+
+	if (directory_watch_poll(p->p_watch) != 1)
+		return;
+	log_info("directory reloaded: re-checking allowed_domains");
+	dir = directory_watch_get(p->p_watch);
+	public_recheck_directory(p, dir, "directory changed");
+	directory_unref(dir);
+}
+
+static struct timeval
+public_tv(double secs)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)secs;
+	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+/* Runs on the side thread: its base has no locks. */
+static void
+public_side_timers(void *arg)
+{
+	struct public *p = arg;
+	struct event_base *base = side_base(p->p_ctl.ct_side);
+	struct timeval tv;
+
+	tv = public_tv(p->p_conf->pc_sweep_interval);
+	if ((p->p_sweep = event_new(base, -1, EV_PERSIST, public_sweep, p)) == NULL ||
+	    event_add(p->p_sweep, &tv) == -1)
+		log_warnx("cannot start the announcement sweep timer");
+	if (p->p_watch == NULL)
+		return;
+	tv = public_tv(p->p_conf->pc_dir_poll);
+	if ((p->p_dirpoll = event_new(base, -1, EV_PERSIST, public_dirpoll, p)) == NULL ||
+	    event_add(p->p_dirpoll, &tv) == -1)
+		log_warnx("cannot start the directory poll timer");
+}
+
+/* Item count of list key, or -1 (with the call answered) when it is no
+ * list or longer than max_announce_items. */
+static int
+rpc_items(struct public *p, struct jsonrpc_call *call, struct json_object *params,
+    const char *key, struct json_object **list)
+{
+	size_t n;
+
+	if (!json_object_object_get_ex(params, key, list) ||
+	    !json_object_is_type(*list, json_type_array)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "%s: expected a list", key);
+		return -1;
+	}
+	n = json_object_array_length(*list);
+	if (n > (size_t)p->p_conf->pc_max_announce_items) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "%s: %zu items, at most %ld per call (max_announce_items)", key, n,
+		    p->p_conf->pc_max_announce_items);
+		return -1;
+	}
+	return (int)n;
+}
+
 static void
 rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
 	struct json_object *conns, *result;
 	const char **allowed;
-	int nallowed;
+	char err[256];
+	int nallowed, n;
+	size_t held;
 	double now = now_wall();
+	unsigned char *staged;
 
 	if ((nallowed = control_allowed_domains(params, &allowed)) < 0) {
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		public_recheck_caller(p, caller, params);
 		return;
 	}
-	if (!json_object_object_get_ex(params, "connections", &conns) ||
-	    !json_object_is_type(conns, json_type_array)) {
+	if ((n = rpc_items(p, call, params, "connections", &conns)) < 0) {
 		free(allowed);
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "connections: expected a list");
 		return;
 	}
+	if ((staged = calloc((size_t)n + 1, 1)) == NULL) {
+		free(allowed);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	public_recheck_caller(p, caller, params);
+	held = announce_count_operator(p->p_announce, caller, now);
 	result = json_object_new_array();
-	for (size_t i = 0; i < json_object_array_length(conns); i++) {
-		struct json_object *item = json_object_array_get_idx(conns, i), *jd, *je;
-		char domain[ANNOUNCE_DOMAIN_MAX], err[256];
+	for (int i = 0; i < n; i++) {
+		struct json_object *item = json_object_array_get_idx(conns, (size_t)i), *jd, *je;
+		char domain[ANNOUNCE_DOMAIN_MAX];
 		struct announcement a, cur;
 		const char *why = NULL;
 		double exp = 0;
+		int rc;
 
 		if (!json_object_is_type(item, json_type_object) ||
 		    !json_object_object_get_ex(item, "domain", &jd) ||
@@ -655,29 +843,94 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 			    why ? why : "expires_at: expected an RFC 3339 time"));
 			continue;
 		}
-		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0 &&
-		    strcmp(cur.an_operator, caller) != 0) {
-			json_object_array_add(result, item_error(HP_ERR_CONFLICT, "already taken"));
+		/* no expires_at: the longest allowed, in whole seconds (the
+		 * store keeps whole seconds); re-announcing extends it */
+		exp = announce_effective_expiry(exp, now);
+		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0) {
+			if (strcmp(cur.an_operator, caller) != 0) {
+				json_object_array_add(result, item_error(HP_ERR_CONFLICT,
+				    "already taken"));
+				continue;
+			}
+		} else if (held >= (size_t)p->p_conf->pc_max_per_operator) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "too many announcements: at most %ld per "
+			    "operator (max_announcements_per_operator)",
+			    p->p_conf->pc_max_per_operator);
+			json_object_array_add(result, item_error(PUBLIC_ERR_TOO_MANY, msg));
 			continue;
-		}
+		} else
+			held++;
 		if (announce_make(&a, domain, caller, NULL, exp) < 0) {
 			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
 			    "invalid announcement"));
 			continue;
 		}
-		if (p->p_store ? datastore_announce(p->p_store, &a, err, sizeof(err)) < 0 :
-		    announce_put(p->p_announce, &a) < 0) {
-			log_warnx("announcement of %s by %s not stored: %s", domain, caller,
-			    p->p_store ? err : "out of memory");
+		rc = p->p_store ? datastore_stage_announce(p->p_store, &a) :
+		    announce_put(p->p_announce, &a);
+		if (rc < 0) {
+			log_warnx("announcement of %s by %s not stored: out of memory",
+			    domain, caller);
 			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
 			    "not stored"));
 			continue;
 		}
-		log_info("announced %s by %s", domain, caller);
+		staged[i] = 1;
 		json_object_array_add(result, NULL);
 	}
+	/* one write and one fdatasync for the whole call */
+	if (p->p_store && datastore_commit(p->p_store, now, err, sizeof(err)) < 0) {
+		log_warnx("announcements by %s not stored: %s", caller, err);
+		for (int i = 0; i < n; i++)
+			if (staged[i]) {
+				staged[i] = 0;
+				json_object_array_put_idx(result, (size_t)i,
+				    item_error(JSONRPC_INTERNAL_ERROR, "not stored"));
+			}
+	}
+	for (int i = 0; i < n; i++)
+		if (staged[i]) {
+			struct json_object *jd;
+			char domain[ANNOUNCE_DOMAIN_MAX];
+
+			json_object_object_get_ex(json_object_array_get_idx(conns, (size_t)i),
+			    "domain", &jd);
+			if (announce_check_domain(json_object_get_string(jd), domain) == 0)
+				log_info("announced %s by %s", domain, caller);
+		}
+	free(staged);
 	free(allowed);
 	jsonrpc_call_reply(call, result);
+}
+
+/* Withdraw (domain, op): staged with a datastore, else at once.  1 or 0
+ * (nothing to withdraw), -1 out of memory. */
+static int
+public_withdraw_one(struct public *p, const char *domain, const char *op)
+{
+	if (p->p_store)
+		return datastore_stage_withdraw(p->p_store, domain, NULL, op);
+	return announce_remove(p->p_announce, domain, NULL, op);
+}
+
+/* Commit the staged withdrawals and answer {"withdrawn": n}. */
+static void
+public_withdraw_reply(struct public *p, struct jsonrpc_call *call, const char *who,
+    int removed)
+{
+	struct json_object *res;
+	char err[256];
+
+	if (p->p_store && datastore_commit(p->p_store, now_wall(), err, sizeof(err)) < 0) {
+		/* the caller gets no path or errno of ours, the log does */
+		log_warnx("withdrawal by %s not stored: %s", who, err);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored");
+		return;
+	}
+	res = json_object_new_object();
+	json_object_object_add(res, "withdrawn", json_object_new_int(removed));
+	jsonrpc_call_reply(call, res);
 }
 
 static void
@@ -685,47 +938,120 @@ rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
 	struct json_object *domains;
-	int removed = 0;
+	int removed = 0, n, k;
 
-	if (!json_object_object_get_ex(params, "domains", &domains) ||
-	    !json_object_is_type(domains, json_type_array)) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "domains: expected a list");
+	public_recheck_caller(p, caller, params);
+	if ((n = rpc_items(p, call, params, "domains", &domains)) < 0)
 		return;
-	}
-	for (size_t i = 0; i < json_object_array_length(domains); i++) {
-		struct json_object *jd = json_object_array_get_idx(domains, i);
-		char domain[ANNOUNCE_DOMAIN_MAX], err[256];
-		int n;
+	for (int i = 0; i < n; i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, (size_t)i);
+		char domain[ANNOUNCE_DOMAIN_MAX];
 
 		if (!json_object_is_type(jd, json_type_string) ||
 		    announce_check_domain(json_object_get_string(jd), domain) < 0)
 			continue;
-		n = p->p_store ? datastore_withdraw(p->p_store, domain, NULL, caller, err, sizeof(err)) :
-		    announce_remove(p->p_announce, domain, NULL, caller);
-		if (n < 0) {
-			/* the caller gets no path or errno of ours, the log does */
-			log_warnx("withdrawal of %s by %s not stored: %s", domain, caller, err);
-			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored");
+		if ((k = public_withdraw_one(p, domain, caller)) < 0) {
+			if (p->p_store)
+				datastore_abort(p->p_store);
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 			return;
 		}
-		removed += n;
+		removed += k;
 	}
-	struct json_object *res = json_object_new_object();
-	json_object_object_add(res, "withdrawn", json_object_new_int(removed));
-	jsonrpc_call_reply(call, res);
+	public_withdraw_reply(p, call, caller, removed);
+}
+
+/* adminWithdrawConnections {domains: [...]} and/or {operator}: withdraw
+ * anyone's announcements.  For the own operator's applications and for
+ * callers in admin_group (the Hyper checks the directory's permissions
+ * first; this is the proxy's own check). */
+static void
+rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *domains = NULL, *jop = NULL;
+	struct announcement cur, *list;
+	int removed = 0, n = 0, k;
+
+	if (strcmp(caller, p->p_conf->pc_name) != 0 &&
+	    !control_caller_in_group(params, p->p_conf->pc_admin_group)) {
+		log_warnx("adminWithdrawConnections refused to %s: not in group %s", caller,
+		    p->p_conf->pc_admin_group);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	if (json_object_object_get_ex(params, "operator", &jop) &&
+	    (!json_object_is_type(jop, json_type_string) ||
+	    json_object_get_string_len(jop) == 0)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "operator: expected a name");
+		return;
+	}
+	if (json_object_object_get_ex(params, "domains", &domains) &&
+	    (n = rpc_items(p, call, params, "domains", &domains)) < 0)
+		return;
+	if (jop == NULL && domains == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "expected domains (a list) or operator");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, (size_t)i);
+		char domain[ANNOUNCE_DOMAIN_MAX];
+
+		if (!json_object_is_type(jd, json_type_string) ||
+		    announce_check_domain(json_object_get_string(jd), domain) < 0 ||
+		    announce_find(p->p_announce, domain, NULL,
+		    jop ? json_object_get_string(jop) : NULL, &cur) < 0)
+			continue;
+		if ((k = public_withdraw_one(p, domain, cur.an_operator)) < 0)
+			goto nomem;
+		if (k > 0)
+			log_info("announcement of %s by %s withdrawn by %s (admin)", domain,
+			    cur.an_operator, caller);
+		removed += k;
+	}
+	if (jop != NULL && domains == NULL) {
+		/* every announcement of the operator, expired ones too */
+		if ((n = announce_list(p->p_announce, json_object_get_string(jop), 0,
+		    &list)) < 0)
+			goto nomem;
+		for (int i = 0; i < n; i++) {
+			if ((k = public_withdraw_one(p, list[i].an_domain,
+			    list[i].an_operator)) < 0) {
+				free(list);
+				goto nomem;
+			}
+			if (k > 0)
+				log_info("announcement of %s by %s withdrawn by %s (admin)",
+				    list[i].an_domain, list[i].an_operator, caller);
+			removed += k;
+		}
+		free(list);
+	}
+	public_withdraw_reply(p, call, caller, removed);
+	return;
+nomem:
+	if (p->p_store)
+		datastore_abort(p->p_store);
+	jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 }
 
 static void
-rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller)
+rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
 {
 	struct announcement *list;
-	struct json_object *res = json_object_new_array();
-	int n = announce_list(p->p_announce, caller, now_wall(), &list);
+	struct json_object *res;
 	char buf[32];
+	int n;
 
+	public_recheck_caller(p, caller, params);
+	res = json_object_new_array();
+	n = announce_list(p->p_announce, caller, now_wall(), &list);
 	for (int i = 0; i < n; i++) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
+		/* the effective expiry: a missing expires_at was stored as the maximum */
 		json_object_object_add(o, "expires_at", list[i].an_expires_at > 0 ?
 		    json_object_new_string(rfc3339_format(list[i].an_expires_at, buf, sizeof(buf))) :
 		    NULL);
@@ -752,7 +1078,9 @@ public_rpc(void *arg, struct jsonrpc_call *call)
 	else if (strcmp(method, "withdrawConnections") == 0)
 		rpc_withdraw(p, call, caller, params);
 	else if (strcmp(method, "getAnnouncements") == 0)
-		rpc_get(p, call, caller);
+		rpc_get(p, call, caller, params);
+	else if (strcmp(method, "adminWithdrawConnections") == 0)
+		rpc_admin_withdraw(p, call, caller, params);
 	else
 		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
 }
@@ -859,6 +1187,41 @@ public_drain(struct public *p)
 	return loop_run(p->p_loop);
 }
 
+/*
+ * After the datastore replay (main thread, before the side thread starts):
+ * stored announcements without an expiry (written by older versions) get
+ * the longest one, and, with a directory, allowed_domains is checked again.
+ * Both are made durable by compacting the store.
+ */
+static int
+public_load_checks(struct public *p)
+{
+	struct proxy_conf *pc = p->p_conf;
+	struct directory *dir;
+	double now = now_wall();
+	char err[512];
+	int changed;
+
+	changed = announce_cap_expiry(p->p_announce, announce_effective_expiry(0, now));
+	if (pc->pc_dir_paths != NULL) {
+		if ((p->p_watch = directory_watch_new(pc->pc_dir_paths, err,
+		    sizeof(err))) == NULL) {
+			log_warnx("directory: %s", err);
+			return -1;
+		}
+		dir = directory_watch_get(p->p_watch);
+		/* with a store this writes its own batch */
+		public_recheck_directory(p, dir, "datastore replay");
+		directory_unref(dir);
+	}
+	if (changed > 0 && p->p_store &&
+	    datastore_compact(p->p_store, now, err, sizeof(err)) < 0) {
+		log_warnx("datastore: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
 int
 public_run(struct proxy_conf *pc)
 {
@@ -891,6 +1254,8 @@ public_run(struct proxy_conf *pc)
 		log_warnx("datastore: %s", err);
 		goto out;
 	}
+	if (public_load_checks(p) < 0)
+		goto out;
 	log_info("%zu announcement(s) loaded", announce_count(p->p_announce));
 	if ((p->p_loop = loop_new(4096)) == NULL) {
 		log_warn("io_uring setup");
@@ -918,6 +1283,7 @@ public_run(struct proxy_conf *pc)
 			rc = 2;
 		goto out;
 	}
+	side_post(p->p_ctl.ct_side, public_side_timers, p);
 	log_info("public proxy %s ready (io_uring %s)", pc->pc_name, loop_mode(p->p_loop));
 
 	public_signal_loop = p->p_loop;
@@ -931,8 +1297,18 @@ public_run(struct proxy_conf *pc)
 	    token_count(p->p_tokens), st.pairs_active);
 	log_info("stopped");
 out:
-	if (p->p_ctl.ct_side)
+	if (p->p_ctl.ct_side) {
+		/* the timers belong to the side thread's base: free them once
+		 * it has stopped, before the base goes */
+		side_stop(p->p_ctl.ct_side);
+		if (p->p_sweep)
+			event_free(p->p_sweep);
+		if (p->p_dirpoll)
+			event_free(p->p_dirpoll);
 		control_stop(&p->p_ctl);
+	}
+	if (p->p_watch)
+		directory_watch_free(p->p_watch);
 	if (p->p_relay)
 		relay_free(p->p_relay);
 	if (p->p_loop)

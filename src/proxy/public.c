@@ -692,19 +692,22 @@ public_recheck_caller(struct public *p, const char *caller, struct json_object *
 	free(rc.rc_allowed);
 }
 
-/* Everyone's announcements against the directory. */
-static void
+/* Everyone's announcements against the directory.  Returns how many were
+ * dropped, or -1. */
+static int
 public_recheck_directory(struct public *p, struct directory *dir, const char *why)
 {
 	struct recheck rc;
+	int n;
 
 	memset(&rc, 0, sizeof(rc));
 	rc.rc_why = why;
 	rc.rc_dir = dir;
-	public_recheck(p, &rc);
+	n = public_recheck(p, &rc);
 	free(rc.rc_allowed);
 	if (rc.rc_entry)
 		json_object_put(rc.rc_entry);
+	return n;
 }
 
 /* Side thread: expired announcements go away while running (lookups
@@ -1191,7 +1194,7 @@ public_drain(struct public *p)
  * After the datastore replay (main thread, before the side thread starts):
  * stored announcements without an expiry (written by older versions) get
  * the longest one, and, with a directory, allowed_domains is checked again.
- * Both are made durable by compacting the store.
+ * Both are made durable by compacting the store (no withdrawal lines left).
  */
 static int
 public_load_checks(struct public *p)
@@ -1200,7 +1203,7 @@ public_load_checks(struct public *p)
 	struct directory *dir;
 	double now = now_wall();
 	char err[512];
-	int changed;
+	int changed, n;
 
 	changed = announce_cap_expiry(p->p_announce, announce_effective_expiry(0, now));
 	if (pc->pc_dir_paths != NULL) {
@@ -1210,9 +1213,11 @@ public_load_checks(struct public *p)
 			return -1;
 		}
 		dir = directory_watch_get(p->p_watch);
-		/* with a store this writes its own batch */
-		public_recheck_directory(p, dir, "datastore replay");
+		n = public_recheck_directory(p, dir, "datastore replay");
 		directory_unref(dir);
+		if (n < 0)
+			return -1;
+		changed += n;
 	}
 	if (changed > 0 && p->p_store &&
 	    datastore_compact(p->p_store, now, err, sizeof(err)) < 0) {

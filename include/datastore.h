@@ -11,8 +11,8 @@
  * EIO, ...) come back with a message; nothing here is fatal.  A change
  * that changes nothing writes no line, and the file is compacted again
  * while running when it grows past twice its live entries.
- * Used from one thread (the JSON-RPC side); the table it feeds is
- * thread-safe. */
+ * Used from one thread (the JSON-RPC side), apart from the flush thread of
+ * datastore_commit_async(); the table it feeds is thread-safe. */
 #ifndef HP_DATASTORE_H
 #define HP_DATASTORE_H
 
@@ -44,7 +44,21 @@ int	datastore_stage_withdraw(struct datastore *ds, const char *domain,
  * 0 (also when nothing is staged), or -1 + err: nothing was stored and
  * the batch is dropped. */
 int	datastore_commit(struct datastore *ds, double now, char *err, size_t errlen);
-/* Drop the staged changes. */
+/* The same without blocking: the write and the fdatasync run on a thread
+ * of the datastore's own (started at the first call), then post(ctx, fn,
+ * arg) must run fn(arg) on the caller's thread, which applies the batch to
+ * the table and calls done(arg, 0 or -1, err).  Until then the datastore is
+ * busy: staging, commits, filters and compactions fail (-1).  Returns 1
+ * started, 0 nothing staged (done is not called), -1 busy or no thread. */
+typedef void (*datastore_post_fn)(void *ctx, void (*fn)(void *), void *arg);
+typedef void (*datastore_done_fn)(void *arg, int rc, const char *err);
+int	datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
+	    datastore_done_fn done, void *arg);
+/* 1 while an asynchronous commit is in flight. */
+int	datastore_busy(const struct datastore *ds);
+/* Entries the last commit's withdrawals removed. */
+int	datastore_removed(const struct datastore *ds);
+/* Drop the staged changes (not those of a commit in flight). */
 void	datastore_abort(struct datastore *ds);
 /* Rewrite the file with the table's unexpired entries (temporary file,
  * fsync, rename, fsync of the folder) and append to the new one.  0 or

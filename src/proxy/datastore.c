@@ -9,6 +9,10 @@
  * ftruncate() so that the next line does not land on a torn one.  When the
  * file holds more than twice the table's entries plus DATASTORE_COMPACT_SLACK
  * lines, a commit compacts it again, the same way as at open.
+ * datastore_commit_async() does the write and the fdatasync on a thread of
+ * the datastore's own, so that the owner's thread (the public proxy's side
+ * thread, which also brokers connections) never waits for the disk; the
+ * owner gets the completion posted back and applies the batch there.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -18,6 +22,7 @@
 #include <fcntl.h>
 #include <json.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +50,20 @@ struct datastore {
 	struct ds_op		*ds_ops;	/* staged changes, in order */
 	size_t			 ds_nops, ds_opcap;
 	int			 ds_removed;	/* entries the last commit removed */
+
+	/* datastore_commit_async(): the flush runs on a thread of its own */
+	int			 ds_inflight;	/* staged batch handed to the thread */
+	datastore_post_fn	 ds_post;	/* runs ds_async_done on the owner thread */
+	void			*ds_post_ctx;
+	datastore_done_fn	 ds_done;
+	void			*ds_done_arg;
+	pthread_t		 ds_thread;
+	pthread_mutex_t		 ds_lock;
+	pthread_cond_t		 ds_cond;
+	int			 ds_started;	/* ds_thread runs */
+	int			 ds_job;	/* under ds_lock: a flush to do */
+	int			 ds_stop;	/* under ds_lock */
+	int			 ds_errno;	/* result of the last flush */
 };
 
 enum ds_line {
@@ -409,7 +428,10 @@ datastore_open(const char *filename, struct announce_table *t, double now, char 
 	free(buf);
 	if (ds_compact(filename, t, now, &lines, err, errlen) == -1)
 		return NULL;
-	if ((ds = calloc(1, sizeof(*ds))) == NULL || (ds->ds_path = strdup(filename)) == NULL) {
+	if ((ds = calloc(1, sizeof(*ds))) == NULL || (ds->ds_path = strdup(filename)) == NULL ||
+	    pthread_mutex_init(&ds->ds_lock, NULL) != 0) {
+		if (ds != NULL)
+			free(ds->ds_path);
 		free(ds);
 		snprintf(err, errlen, "%s: out of memory", filename);
 		return NULL;
@@ -432,6 +454,17 @@ datastore_close(struct datastore *ds)
 {
 	if (ds == NULL)
 		return;
+	if (ds->ds_started) {
+		/* a flush in progress finishes first; its completion is posted
+		 * but, the owner's loop being stopped, never runs */
+		pthread_mutex_lock(&ds->ds_lock);
+		ds->ds_stop = 1;
+		pthread_cond_signal(&ds->ds_cond);
+		pthread_mutex_unlock(&ds->ds_lock);
+		pthread_join(ds->ds_thread, NULL);
+		pthread_cond_destroy(&ds->ds_cond);
+	}
+	pthread_mutex_destroy(&ds->ds_lock);
 	close(ds->ds_fd);
 	free(ds->ds_path);
 	free(ds->ds_buf);
@@ -451,6 +484,10 @@ datastore_compact(struct datastore *ds, double now, char *err, size_t errlen)
 	size_t lines;
 	int fd;
 
+	if (ds->ds_inflight) {
+		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
+		return -1;
+	}
 	if (ds_compact(ds->ds_path, ds->ds_table, now, &lines, err, errlen) == -1)
 		return -1;
 	/* the old descriptor still points at the replaced file */
@@ -510,6 +547,8 @@ datastore_stage_announce(struct datastore *ds, const struct announcement *a)
 	struct announcement cur;
 	struct ds_op op;
 
+	if (ds->ds_inflight)
+		return -1;	/* the staged batch is being written */
 	/* the same announcement again: nothing to write (staged ones are
 	 * not in the table yet, so a repeat within one batch is written) */
 	if (announce_find(ds->ds_table, a->an_domain, a->an_proxy, NULL, &cur) == 0 &&
@@ -527,6 +566,8 @@ datastore_stage_withdraw(struct datastore *ds, const char *domain, const char *p
 {
 	struct ds_op o;
 
+	if (ds->ds_inflight)
+		return -1;	/* the staged batch is being written */
 	if (announce_find(ds->ds_table, domain, proxy, op, NULL) == -1)
 		return 0;	/* nothing to withdraw: nothing to write */
 	/* already staged in this batch */
@@ -555,32 +596,40 @@ datastore_stage_withdraw(struct datastore *ds, const char *domain, const char *p
 void
 datastore_abort(struct datastore *ds)
 {
+	if (ds->ds_inflight)
+		return;
 	ds->ds_buflen = 0;
 	ds->ds_nops = 0;
 }
 
-int
-datastore_commit(struct datastore *ds, double now, char *err, size_t errlen)
+/* Write the staged lines and fdatasync once.  0, or an errno with the
+ * partial lines cut off again.  Touches only ds_fd and ds_buf, so it may run
+ * on the flush thread while the batch is in flight. */
+static int
+ds_flush(struct datastore *ds)
 {
-	char cerr[256];
 	off_t end;
-	int saved, rc = 0, n;
+	int saved;
 
-	ds->ds_removed = 0;
-	if (ds->ds_nops == 0)
-		return 0;
 	end = lseek(ds->ds_fd, 0, SEEK_END);
 	if (end == -1 || ds_write_all(ds->ds_fd, ds->ds_buf, ds->ds_buflen) == -1 ||
 	    fdatasync(ds->ds_fd) == -1) {
 		saved = errno;
-		snprintf(err, errlen, "%s: append: %s", ds->ds_path, strerror(saved));
 		/* cut a partial line (ENOSPC) so the next append starts clean */
 		if (end != -1 && ftruncate(ds->ds_fd, end) == -1)
 			log_warn("%s: truncate after a failed append", ds->ds_path);
-		datastore_abort(ds);
-		errno = saved;
-		return -1;
+		return saved;
 	}
+	return 0;
+}
+
+/* The batch is durable: apply it to the table, compact when due. */
+static int
+ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
+{
+	char cerr[256];
+	int rc = 0, n;
+
 	ds->ds_lines += ds->ds_nops;
 	for (size_t i = 0; i < ds->ds_nops; i++) {
 		struct ds_op *o = &ds->ds_ops[i];
@@ -608,12 +657,126 @@ datastore_commit(struct datastore *ds, double now, char *err, size_t errlen)
 }
 
 int
+datastore_commit(struct datastore *ds, double now, char *err, size_t errlen)
+{
+	int e;
+
+	ds->ds_removed = 0;
+	if (ds->ds_inflight) {
+		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
+		return -1;
+	}
+	if (ds->ds_nops == 0)
+		return 0;
+	if ((e = ds_flush(ds)) != 0) {
+		snprintf(err, errlen, "%s: append: %s", ds->ds_path, strerror(e));
+		datastore_abort(ds);
+		errno = e;
+		return -1;
+	}
+	return ds_apply(ds, now, err, errlen);
+}
+
+static void ds_async_done(void *arg);
+
+static void *
+ds_thread_main(void *arg)
+{
+	struct datastore *ds = arg;
+	int e;
+
+	pthread_mutex_lock(&ds->ds_lock);
+	for (;;) {
+		while (!ds->ds_job && !ds->ds_stop)
+			pthread_cond_wait(&ds->ds_cond, &ds->ds_lock);
+		if (!ds->ds_job)
+			break;
+		pthread_mutex_unlock(&ds->ds_lock);
+		e = ds_flush(ds);
+		pthread_mutex_lock(&ds->ds_lock);
+		ds->ds_job = 0;
+		ds->ds_errno = e;
+		/* the post queue's lock orders ds_errno before the completion */
+		ds->ds_post(ds->ds_post_ctx, ds_async_done, ds);
+	}
+	pthread_mutex_unlock(&ds->ds_lock);
+	return NULL;
+}
+
+/* On the owner's thread, posted by the flush thread. */
+static void
+ds_async_done(void *arg)
+{
+	struct datastore *ds = arg;
+	char err[256] = "";
+	int e, rc;
+
+	pthread_mutex_lock(&ds->ds_lock);
+	e = ds->ds_errno;
+	pthread_mutex_unlock(&ds->ds_lock);
+	ds->ds_inflight = 0;
+	ds->ds_removed = 0;
+	if (e != 0) {
+		snprintf(err, sizeof(err), "%s: append: %s", ds->ds_path, strerror(e));
+		datastore_abort(ds);
+		rc = -1;
+	} else
+		rc = ds_apply(ds, now_wall(), err, sizeof(err));
+	ds->ds_done(ds->ds_done_arg, rc, err);
+}
+
+int
+datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
+    datastore_done_fn done, void *arg)
+{
+	if (ds->ds_inflight)
+		return -1;
+	if (ds->ds_nops == 0)
+		return 0;
+	if (!ds->ds_started) {
+		if (pthread_cond_init(&ds->ds_cond, NULL) != 0)
+			return -1;
+		if (pthread_create(&ds->ds_thread, NULL, ds_thread_main, ds) != 0) {
+			pthread_cond_destroy(&ds->ds_cond);
+			return -1;
+		}
+		ds->ds_started = 1;
+	}
+	ds->ds_inflight = 1;
+	ds->ds_done = done;
+	ds->ds_done_arg = arg;
+	pthread_mutex_lock(&ds->ds_lock);
+	ds->ds_post = post;
+	ds->ds_post_ctx = ctx;
+	ds->ds_job = 1;
+	pthread_cond_signal(&ds->ds_cond);
+	pthread_mutex_unlock(&ds->ds_lock);
+	return 1;
+}
+
+int
+datastore_busy(const struct datastore *ds)
+{
+	return ds->ds_inflight;
+}
+
+int
+datastore_removed(const struct datastore *ds)
+{
+	return ds->ds_removed;
+}
+
+int
 datastore_filter(struct datastore *ds, const char *op, announce_keep_fn keep, void *arg,
     double now, char *err, size_t errlen)
 {
 	struct announcement *v;
 	int n, dropped = 0;
 
+	if (ds->ds_inflight) {
+		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
+		return -1;
+	}
 	if ((n = announce_list(ds->ds_table, op, 0, &v)) <= 0) {
 		if (n == -1)
 			snprintf(err, errlen, "out of memory");

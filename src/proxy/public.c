@@ -104,6 +104,31 @@ struct incoming {
 	char                     in_operator[ANNOUNCE_NAME_MAX];
 };
 
+/*
+ * Announcement calls on the side thread.  A call's changes are staged and
+ * written as one batch (one write, one fdatasync) by the datastore's own
+ * thread, so the side thread goes on placing incomingConnection calls
+ * meanwhile; the call is answered when its batch is durable.  Calls that
+ * arrive while a batch is in flight wait in p_waiting and run in order
+ * after it, so each call sees the table as the previous ones left it.
+ */
+struct commit {
+	struct public           *cm_pub;
+	struct jsonrpc_call     *cm_call;
+	int                      cm_announce;    /* else a withdrawal */
+	struct json_object      *cm_conns;       /* announce: the items (borrowed from the call) */
+	struct json_object      *cm_result;      /* announce: one entry per item */
+	unsigned char           *cm_staged;      /* announce: item i staged */
+	int                      cm_n;
+	int                      cm_removed;     /* withdrawal: entries withdrawn */
+	char                     cm_caller[ANNOUNCE_NAME_MAX];
+};
+
+struct rpc_wait {
+	TAILQ_ENTRY(rpc_wait)    w_entry;
+	struct jsonrpc_call     *w_call;
+};
+
 struct public {
 	struct proxy_conf       *p_conf;
 	struct loop             *p_loop;
@@ -114,6 +139,8 @@ struct public {
 	struct event            *p_sweep;        /* side: drops expired announcements */
 	struct event            *p_dirpoll;      /* side: directory poll, when configured */
 	struct directory_watch  *p_watch;        /* directory (NULL: none); side thread */
+	struct commit           *p_commit;       /* side: the call whose batch is being written */
+	TAILQ_HEAD(, rpc_wait)   p_waiting;      /* side: calls arrived meanwhile, in order */
 	struct token_table      *p_tokens;
 	struct ratelimit        *p_limits;
 	struct loop_listener     p_tls_listener, p_data_listener;
@@ -728,7 +755,8 @@ public_dirpoll(evutil_socket_t fd, short what, void *arg)
 	struct public *p = arg;
 	struct directory *dir;
 
-	if (directory_watch_poll(p->p_watch) != 1)
+	/* a batch is being written: look again at the next tick */
+	if (p->p_commit != NULL || directory_watch_poll(p->p_watch) != 1)
 		return;
 	log_info("directory reloaded: re-checking allowed_domains");
 	dir = directory_watch_get(p->p_watch);
@@ -766,6 +794,128 @@ public_side_timers(void *arg)
 		log_warnx("cannot start the directory poll timer");
 }
 
+static struct commit *
+commit_new(struct public *p, struct jsonrpc_call *call, const char *caller, int announce,
+    int n)
+{
+	struct commit *cm;
+
+	if ((cm = calloc(1, sizeof(*cm))) == NULL ||
+	    (announce && (cm->cm_staged = calloc((size_t)n + 1, 1)) == NULL)) {
+		free(cm);
+		return NULL;
+	}
+	cm->cm_pub = p;
+	cm->cm_call = call;
+	cm->cm_announce = announce;
+	cm->cm_n = n;
+	snprintf(cm->cm_caller, sizeof(cm->cm_caller), "%s", caller);
+	return cm;
+}
+
+static void
+commit_free(struct commit *cm)
+{
+	if (cm->cm_result)
+		json_object_put(cm->cm_result);
+	free(cm->cm_staged);
+	free(cm);
+}
+
+/* Answer the call of cm: its batch is durable (rc 0) or was dropped. */
+static void
+commit_reply(struct commit *cm, int rc, const char *err)
+{
+	struct json_object *res;
+	char domain[ANNOUNCE_DOMAIN_MAX];
+
+	if (!cm->cm_announce) {
+		if (rc < 0) {
+			/* the caller gets no path or errno of ours, the log does */
+			log_warnx("withdrawal by %s not stored: %s", cm->cm_caller, err);
+			jsonrpc_call_error(cm->cm_call, JSONRPC_INTERNAL_ERROR, "not stored");
+		} else {
+			res = json_object_new_object();
+			json_object_object_add(res, "withdrawn",
+			    json_object_new_int(cm->cm_removed));
+			jsonrpc_call_reply(cm->cm_call, res);
+		}
+		commit_free(cm);
+		return;
+	}
+	if (rc < 0)
+		log_warnx("announcements by %s not stored: %s", cm->cm_caller, err);
+	for (int i = 0; i < cm->cm_n; i++) {
+		struct json_object *jd;
+
+		if (!cm->cm_staged[i])
+			continue;
+		if (rc < 0) {
+			json_object_array_put_idx(cm->cm_result, (size_t)i,
+			    item_error(JSONRPC_INTERNAL_ERROR, "not stored"));
+			continue;
+		}
+		if (json_object_object_get_ex(json_object_array_get_idx(cm->cm_conns,
+		    (size_t)i), "domain", &jd) &&
+		    announce_check_domain(json_object_get_string(jd), domain) == 0)
+			log_info("announced %s by %s", domain, cm->cm_caller);
+	}
+	jsonrpc_call_reply(cm->cm_call, cm->cm_result);
+	cm->cm_result = NULL;           /* stolen */
+	commit_free(cm);
+}
+
+static void public_dispatch(struct public *p, struct jsonrpc_call *call);
+
+static void
+public_side_post(void *ctx, void (*fn)(void *), void *arg)
+{
+	struct public *p = ctx;
+
+	side_post(p->p_ctl.ct_side, fn, arg);
+}
+
+/* The datastore's thread wrote the batch (side thread again). */
+static void
+commit_done(void *arg, int rc, const char *err)
+{
+	struct commit *cm = arg;
+	struct public *p = cm->cm_pub;
+	struct rpc_wait *w;
+	struct jsonrpc_call *call;
+
+	p->p_commit = NULL;
+	commit_reply(cm, rc, err);
+	while (p->p_commit == NULL && (w = TAILQ_FIRST(&p->p_waiting)) != NULL) {
+		TAILQ_REMOVE(&p->p_waiting, w, w_entry);
+		call = w->w_call;
+		free(w);
+		public_dispatch(p, call);
+	}
+}
+
+/* Make cm's staged batch durable, then answer: without a datastore or
+ * with nothing to write at once, else when the datastore's thread is done. */
+static void
+public_commit(struct public *p, struct commit *cm)
+{
+	char err[256] = "";
+	int r;
+
+	if (p->p_store == NULL) {
+		commit_reply(cm, 0, NULL);
+		return;
+	}
+	r = datastore_commit_async(p->p_store, public_side_post, p, commit_done, cm);
+	if (r == 1) {
+		p->p_commit = cm;
+		return;
+	}
+	/* 0: nothing to write; -1: no thread, so write here */
+	commit_reply(cm, r == 0 ? 0 : datastore_commit(p->p_store, now_wall(), err,
+	    sizeof(err)), err);
+}
+
 /* Item count of list key, or -1 (with the call answered) when it is no
  * list or longer than max_announce_items. */
 static int
@@ -794,12 +944,11 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
 	struct json_object *conns, *result;
+	struct commit *cm;
 	const char **allowed;
-	char err[256];
 	int nallowed, n;
 	size_t held;
 	double now = now_wall();
-	unsigned char *staged;
 
 	if ((nallowed = control_allowed_domains(params, &allowed)) < 0) {
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
@@ -810,14 +959,15 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 		free(allowed);
 		return;
 	}
-	if ((staged = calloc((size_t)n + 1, 1)) == NULL) {
+	if ((cm = commit_new(p, call, caller, 1, n)) == NULL) {
 		free(allowed);
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
 	public_recheck_caller(p, caller, params);
 	held = announce_count_operator(p->p_announce, caller, now);
-	result = json_object_new_array();
+	cm->cm_conns = conns;
+	cm->cm_result = result = json_object_new_array();
 	for (int i = 0; i < n; i++) {
 		struct json_object *item = json_object_array_get_idx(conns, (size_t)i), *jd, *je;
 		char domain[ANNOUNCE_DOMAIN_MAX];
@@ -879,32 +1029,12 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 			    "not stored"));
 			continue;
 		}
-		staged[i] = 1;
+		cm->cm_staged[i] = 1;
 		json_object_array_add(result, NULL);
 	}
-	/* one write and one fdatasync for the whole call */
-	if (p->p_store && datastore_commit(p->p_store, now, err, sizeof(err)) < 0) {
-		log_warnx("announcements by %s not stored: %s", caller, err);
-		for (int i = 0; i < n; i++)
-			if (staged[i]) {
-				staged[i] = 0;
-				json_object_array_put_idx(result, (size_t)i,
-				    item_error(JSONRPC_INTERNAL_ERROR, "not stored"));
-			}
-	}
-	for (int i = 0; i < n; i++)
-		if (staged[i]) {
-			struct json_object *jd;
-			char domain[ANNOUNCE_DOMAIN_MAX];
-
-			json_object_object_get_ex(json_object_array_get_idx(conns, (size_t)i),
-			    "domain", &jd);
-			if (announce_check_domain(json_object_get_string(jd), domain) == 0)
-				log_info("announced %s by %s", domain, caller);
-		}
-	free(staged);
 	free(allowed);
-	jsonrpc_call_reply(call, result);
+	/* one write and one fdatasync for the whole call */
+	public_commit(p, cm);
 }
 
 /* Withdraw (domain, op): staged with a datastore, else at once.  1 or 0
@@ -917,23 +1047,21 @@ public_withdraw_one(struct public *p, const char *domain, const char *op)
 	return announce_remove(p->p_announce, domain, NULL, op);
 }
 
-/* Commit the staged withdrawals and answer {"withdrawn": n}. */
+/* Answer {"withdrawn": removed} once the staged withdrawals are durable. */
 static void
-public_withdraw_reply(struct public *p, struct jsonrpc_call *call, const char *who,
+public_withdraw_commit(struct public *p, struct jsonrpc_call *call, const char *who,
     int removed)
 {
-	struct json_object *res;
-	char err[256];
+	struct commit *cm;
 
-	if (p->p_store && datastore_commit(p->p_store, now_wall(), err, sizeof(err)) < 0) {
-		/* the caller gets no path or errno of ours, the log does */
-		log_warnx("withdrawal by %s not stored: %s", who, err);
-		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored");
+	if ((cm = commit_new(p, call, who, 0, 0)) == NULL) {
+		if (p->p_store)
+			datastore_abort(p->p_store);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
-	res = json_object_new_object();
-	json_object_object_add(res, "withdrawn", json_object_new_int(removed));
-	jsonrpc_call_reply(call, res);
+	cm->cm_removed = removed;
+	public_commit(p, cm);
 }
 
 static void
@@ -961,7 +1089,7 @@ rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
 		}
 		removed += k;
 	}
-	public_withdraw_reply(p, call, caller, removed);
+	public_withdraw_commit(p, call, caller, removed);
 }
 
 /* adminWithdrawConnections {domains: [...]} and/or {operator}: withdraw
@@ -1031,7 +1159,7 @@ rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *call
 		}
 		free(list);
 	}
-	public_withdraw_reply(p, call, caller, removed);
+	public_withdraw_commit(p, call, caller, removed);
 	return;
 nomem:
 	if (p->p_store)
@@ -1065,9 +1193,8 @@ rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller,
 }
 
 static void
-public_rpc(void *arg, struct jsonrpc_call *call)
+public_dispatch(struct public *p, struct jsonrpc_call *call)
 {
-	struct public *p = arg;
 	struct json_object *params = jsonrpc_call_params(call);
 	const char *method = jsonrpc_call_method(call);
 	const char *caller = control_caller(params);
@@ -1086,6 +1213,25 @@ public_rpc(void *arg, struct jsonrpc_call *call)
 		rpc_admin_withdraw(p, call, caller, params);
 	else
 		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
+}
+
+static void
+public_rpc(void *arg, struct jsonrpc_call *call)
+{
+	struct public *p = arg;
+	struct rpc_wait *w;
+
+	if (p->p_commit == NULL) {
+		public_dispatch(p, call);
+		return;
+	}
+	/* a batch is being written: after it, in order */
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	w->w_call = call;
+	TAILQ_INSERT_TAIL(&p->p_waiting, w, w_entry);
 }
 
 /* --- start and stop -------------------------------------------------------- */
@@ -1235,6 +1381,7 @@ public_run(struct proxy_conf *pc)
 	struct relay_stats st;
 	struct pconn *c;
 	struct dconn *d;
+	struct rpc_wait *w;
 	struct sigaction sa;
 	char err[512];
 	int rc = 1, crc;
@@ -1243,6 +1390,7 @@ public_run(struct proxy_conf *pc)
 	p->p_conf = pc;
 	TAILQ_INIT(&p->p_pconns);
 	TAILQ_INIT(&p->p_dconns);
+	TAILQ_INIT(&p->p_waiting);
 	signal(SIGPIPE, SIG_IGN);
 	public_fd_limit(pc);
 	p->p_announce = announce_table_new();
@@ -1310,6 +1458,16 @@ out:
 			event_free(p->p_sweep);
 		if (p->p_dirpoll)
 			event_free(p->p_dirpoll);
+		/* join the datastore's thread before the side goes: its
+		 * completion is posted there (and dropped, unrun) */
+		datastore_close(p->p_store);
+		p->p_store = NULL;
+		if (p->p_commit)
+			commit_free(p->p_commit);
+		while ((w = TAILQ_FIRST(&p->p_waiting)) != NULL) {
+			TAILQ_REMOVE(&p->p_waiting, w, w_entry);
+			free(w);
+		}
 		control_stop(&p->p_ctl);
 	}
 	if (p->p_watch)

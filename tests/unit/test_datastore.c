@@ -4,6 +4,7 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,6 +411,70 @@ Test(datastore, failed_append_is_reported_and_cut_off)
 
 	ds = open_store(&t);
 	cr_assert_eq(announce_count(t), 2);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+/* datastore_commit_async: the post function hands the completion back to
+ * this thread, as side_post does on the public proxy. */
+static void (*posted_fn)(void *);
+static void *posted_arg;
+static pthread_mutex_t posted_lock = PTHREAD_MUTEX_INITIALIZER;
+static int done_rc = 99;
+
+static void
+test_post(void *ctx, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&posted_lock);
+	posted_fn = fn;
+	posted_arg = arg;
+	pthread_mutex_unlock(&posted_lock);
+}
+
+static void
+test_done(void *arg, int rc, const char *err)
+{
+	done_rc = rc;
+}
+
+Test(datastore, async_commit_writes_on_its_own_thread_then_applies)
+{
+	struct announce_table *t;
+	struct datastore *ds = open_store(&t);
+	struct announcement a;
+	void (*fn)(void *) = NULL;
+	void *arg = NULL;
+
+	announce_make(&a, "a.example.com", "op1", NULL, 0);
+	cr_assert_eq(datastore_stage_announce(ds, &a), 0);
+	cr_assert_eq(datastore_commit_async(ds, test_post, NULL, test_done, NULL), 1);
+	cr_assert(datastore_busy(ds));
+	announce_make(&a, "b.example.com", "op1", NULL, 0);
+	cr_assert_eq(datastore_stage_announce(ds, &a), -1, "busy while in flight");
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, NULL), -1,
+	    "not served before it is durable");
+	for (int i = 0; i < 500 && fn == NULL; i++) {
+		pthread_mutex_lock(&posted_lock);
+		fn = posted_fn;
+		arg = posted_arg;
+		pthread_mutex_unlock(&posted_lock);
+		if (fn == NULL)
+			usleep(10000);
+	}
+	cr_assert_not_null(fn, "the flush thread posted its completion");
+	cr_assert_eq(done_rc, 99, "done runs only on the owner's thread");
+	fn(arg);
+	cr_assert_eq(done_rc, 0);
+	cr_assert_not(datastore_busy(ds));
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, NULL), 0);
+	cr_assert_eq(datastore_lines(ds), 1);
+	cr_assert_eq(datastore_commit_async(ds, test_post, NULL, test_done, NULL), 0,
+	    "nothing staged");
+	datastore_close(ds);
+	announce_table_free(t);
+
+	ds = open_store(&t);
+	cr_assert_eq(announce_count(t), 1);
 	datastore_close(ds);
 	announce_table_free(t);
 }

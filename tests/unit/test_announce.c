@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "announce.h"
+#include "control.h"
 #include "util.h"
 
 static struct announcement
@@ -298,4 +301,38 @@ Test(announce, filter_drops_what_is_no_longer_allowed)
 	cr_assert_eq(announce_count_operator(t, "op2", 50), 1);
 	cr_assert_eq(announce_count_operator(t, "op3", 50), 0);
 	announce_table_free(t);
+}
+
+/* The public proxy's own checks on `_client` (control.c): the admin group
+ * of adminWithdrawConnections and allowed_domains from a directory entry. */
+Test(announce, admin_group_and_allowed_domains_come_from_client_entry)
+{
+	struct json_object *admin = json_tokener_parse("{\"_client\": {\"name\": \"hd-1\", "
+	    "\"entry\": {\"name\": \"hd-1\", \"groups\": [\"proxy-users\", \"proxy-admins\"], "
+	    "\"settings\": [{\"service\": \"proxy\", \"settings\": "
+	    "{\"allowed_domains\": [\".a.example\", 5]}}]}}}");
+	struct json_object *user = json_tokener_parse("{\"_client\": {\"name\": \"p\", "
+	    "\"entry\": {\"name\": \"p\", \"groups\": [\"proxy-users\"]}}}");
+	struct json_object *spoof = json_tokener_parse("{\"_client\": {\"name\": \"p\", "
+	    "\"groups\": [\"proxy-admins\"], \"entry\": {\"groups\": \"proxy-admins\"}}}");
+	struct json_object *client, *entry;
+	const char **allowed;
+
+	cr_assert_not_null(admin);
+	cr_assert(control_caller_in_group(admin, "proxy-admins"));
+	cr_assert_not(control_caller_in_group(user, "proxy-admins"));
+	cr_assert_not(control_caller_in_group(spoof, "proxy-admins"),
+	    "only a list under _client.entry.groups counts");
+	cr_assert_not(control_caller_in_group(admin, ""));
+	json_object_object_get_ex(admin, "_client", &client);
+	json_object_object_get_ex(client, "entry", &entry);
+	cr_assert_eq(control_entry_allowed_domains(entry, &allowed), 1);
+	cr_assert_str_eq(allowed[0], ".a.example");
+	free(allowed);
+	json_object_object_get_ex(user, "_client", &client);
+	json_object_object_get_ex(client, "entry", &entry);
+	cr_assert_eq(control_entry_allowed_domains(entry, &allowed), -1);
+	json_object_put(admin);
+	json_object_put(user);
+	json_object_put(spoof);
 }

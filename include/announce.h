@@ -42,11 +42,26 @@ int	announce_remove(struct announce_table *t, const char *domain, const char *pr
  * expired at now (wall clock); proxy NULL matches any.  0 found, -1 not. */
 int	announce_lookup(struct announce_table *t, const char *domain, const char *proxy,
 	    double now, struct announcement *out);
-/* Unexpired entries of op (NULL: everyone), sorted by domain then proxy,
+/* Unexpired entries (now 0: all) of op (NULL: everyone), sorted by domain then proxy,
  * in a malloc'ed array (*out, NULL when none) the caller frees.  Returns
  * the count, or -1 when out of memory. */
 int	announce_list(struct announce_table *t, const char *op, double now,
 	    struct announcement **out);
+/* Copy into out (may be NULL) the entry for domain, expired or not, with
+ * proxy (NULL: any) and operator op (NULL: any).  0 found, -1 not. */
+int	announce_find(struct announce_table *t, const char *domain, const char *proxy,
+	    const char *op, struct announcement *out);
+/* Unexpired entries announced by op. */
+size_t	announce_count_operator(struct announce_table *t, const char *op, double now);
+/* Drop every entry (expired or not) of op (NULL: everyone) for which keep(arg, a) returns 0;
+ * returns how many, or -1 when out of memory.  keep runs on a copy of the
+ * entries, without the lock; only one thread may change the table. */
+typedef int (*announce_keep_fn)(void *arg, const struct announcement *a);
+int	announce_filter(struct announce_table *t, const char *op, announce_keep_fn keep,
+	    void *arg);
+/* Entries that never expire (0) or expire after latest now expire at
+ * latest; returns how many changed. */
+int	announce_cap_expiry(struct announce_table *t, double latest);
 /* Drop the entries expired at now; returns how many. */
 int	announce_expire(struct announce_table *t, double now);
 size_t	announce_count(struct announce_table *t);
@@ -62,5 +77,8 @@ int	announce_domain_allowed(const char *domain, const char *const *allowed, size
  * more than max_seconds after now. */
 int	announce_check_expiry(const char *expires_at, double now, double max_seconds,
 	    double *out, const char **why);
+/* The public proxy's expiry for an announcement: expires_at, or when it is
+ * 0 (none given) ANNOUNCE_MAX_EXPIRY after now, in whole seconds. */
+double	announce_effective_expiry(double expires_at, double now);
 
 #endif

@@ -53,5 +53,9 @@ const char *control_caller(struct json_object *params);
  * `_client.entry.settings`): a malloc'ed array of borrowed strings (free
  * only the array).  Returns the count, or -1 when the caller has none. */
 int  control_allowed_domains(struct json_object *params, const char ***out);
+/* The same from a directory entry {"name","groups","settings"}. */
+int  control_entry_allowed_domains(struct json_object *entry, const char ***out);
+/* 1 when `_client.entry.groups` lists group, else 0. */
+int  control_caller_in_group(struct json_object *params, const char *group);
 
 #endif

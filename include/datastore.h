@@ -1,16 +1,18 @@
 /* datastore.h - durable announcements: the `file` datastore (SPEC 4.4).
  *
- * One JSON object per line, appended and fdatasync'ed before a call
- * returns success:
+ * One JSON object per line, appended (one write and one fdatasync per
+ * batch of changes) before a call returns success:
  *   {"domain": d, "operator": o, "proxy"?: p, "expires_at"?: RFC 3339}
  *   {"withdraw": d, "operator": o, "proxy"?: p}
  * At open the file is replayed into an announcement table (a torn or
  * unparsable line is skipped with a warning naming file and line), expired
  * entries are dropped, and the file is rewritten compacted (temporary file
  * in the same folder, fsync, rename, fsync of the folder).  Errors (ENOSPC,
- * EIO, ...) come back with a message; nothing here is fatal.
- * Used from one thread (the JSON-RPC side); the table it feeds is
- * thread-safe. */
+ * EIO, ...) come back with a message; nothing here is fatal.  A change
+ * that changes nothing writes no line, and the file is compacted again
+ * while running when it grows past twice its live entries.
+ * Used from one thread (the JSON-RPC side), apart from the flush thread of
+ * datastore_commit_async(); the table it feeds is thread-safe. */
 #ifndef HP_DATASTORE_H
 #define HP_DATASTORE_H
 
@@ -19,6 +21,7 @@
 #include "announce.h"
 
 #define DATASTORE_LINE_MAX	4096	/* longer lines are skipped as garbage */
+#define DATASTORE_COMPACT_SLACK	64	/* lines over 2 x entries before compacting */
 
 struct datastore;
 
@@ -27,7 +30,48 @@ struct datastore;
 struct datastore *datastore_open(const char *filename, struct announce_table *t,
 	    double now, char *err, size_t errlen);
 void	datastore_close(struct datastore *ds);
-/* Store a durably, then add or replace it in the table.  0 or -1 + err. */
+/* Batches: stage changes, then commit them with one write and one
+ * fdatasync; the table changes only after the commit succeeded.
+ * Stage a (add or replace): 0 staged, 1 nothing to do (the table already
+ * holds exactly a: no line), -1 out of memory. */
+int	datastore_stage_announce(struct datastore *ds, const struct announcement *a);
+/* Stage the withdrawal of domain by op (proxy NULL: every proxy): 1 staged,
+ * 0 nothing to withdraw (no line), -1 out of memory. */
+int	datastore_stage_withdraw(struct datastore *ds, const char *domain,
+	    const char *proxy, const char *op);
+/* Write the staged lines, fdatasync once, then apply them to the table;
+ * compacts the file when it holds more than 2 x entries + slack lines.
+ * 0 (also when nothing is staged), or -1 + err: nothing was stored and
+ * the batch is dropped. */
+int	datastore_commit(struct datastore *ds, double now, char *err, size_t errlen);
+/* The same without blocking: the write and the fdatasync run on a thread
+ * of the datastore's own (started at the first call), then post(ctx, fn,
+ * arg) must run fn(arg) on the caller's thread, which applies the batch to
+ * the table and calls done(arg, 0 or -1, err).  Until then the datastore is
+ * busy: staging, commits, filters and compactions fail (-1).  Returns 1
+ * started, 0 nothing staged (done is not called), -1 busy or no thread. */
+typedef void (*datastore_post_fn)(void *ctx, void (*fn)(void *), void *arg);
+typedef void (*datastore_done_fn)(void *arg, int rc, const char *err);
+int	datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
+	    datastore_done_fn done, void *arg);
+/* 1 while an asynchronous commit is in flight. */
+int	datastore_busy(const struct datastore *ds);
+/* Entries the last commit's withdrawals removed. */
+int	datastore_removed(const struct datastore *ds);
+/* Drop the staged changes (not those of a commit in flight). */
+void	datastore_abort(struct datastore *ds);
+/* Rewrite the file with the table's unexpired entries (temporary file,
+ * fsync, rename, fsync of the folder) and append to the new one.  0 or
+ * -1 + err (the old file stays in use). */
+int	datastore_compact(struct datastore *ds, double now, char *err, size_t errlen);
+/* Withdraw durably (one batch) every entry of op (NULL: everyone) for which keep(arg, a) is 0,
+ * as announce_filter() does.  Returns how many, or -1 + err (then none). */
+int	datastore_filter(struct datastore *ds, const char *op, announce_keep_fn keep,
+	    void *arg, double now, char *err, size_t errlen);
+/* Lines in the file (after open: the entries kept). */
+size_t	datastore_lines(const struct datastore *ds);
+/* Store a durably, then add or replace it in the table (no line when the
+ * table already holds exactly a).  0 or -1 + err. */
 int	datastore_announce(struct datastore *ds, const struct announcement *a,
 	    char *err, size_t errlen);
 /* Store the withdrawal of domain by op (proxy NULL: every proxy) durably,

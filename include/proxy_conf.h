@@ -46,6 +46,12 @@ struct proxy_conf {
 	long    pc_max_per_source;     /* max_connections_per_source, 0: no cap */
 	struct rate_limit *pc_rate_limits;
 	int     pc_nrate_limits;
+	long    pc_max_announce_items;  /* items per announce/withdraw call */
+	long    pc_max_per_operator;    /* max_announcements_per_operator */
+	double  pc_sweep_interval;      /* announce_sweep_interval */
+	char   *pc_admin_group;         /* may call adminWithdrawConnections */
+	char  **pc_dir_paths;           /* directory.settings.path; NULL: none */
+	double  pc_dir_poll;            /* directory.settings.poll_interval */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */

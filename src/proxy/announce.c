@@ -4,8 +4,8 @@
  * domain on the private side, so they share a chain), doubled when the
  * load passes one.  A pthread rwlock guards it: lookups from the relay
  * thread take the read lock, changes from the JSON-RPC thread the write
- * lock.  Expired entries stay until announce_expire() or a replacement,
- * but no reader ever sees them.
+ * lock.  Expired entries stay until announce_expire() (the public proxy
+ * runs it from a timer) or a replacement, but no lookup ever sees them.
  */
 #include <bsd/string.h>
 #include <pthread.h>
@@ -203,6 +203,80 @@ announce_lookup(struct announce_table *t, const char *domain, const char *proxy,
 	return rc;
 }
 
+int
+announce_find(struct announce_table *t, const char *domain, const char *proxy,
+    const char *op, struct announcement *out)
+{
+	struct announce_entry *e;
+	int rc = -1;
+
+	pthread_rwlock_rdlock(&t->at_lock);
+	for (e = t->at_buckets[announce_hash(domain) & (t->at_nbuckets - 1)]; e != NULL;
+	    e = e->ae_next)
+		if (strcmp(e->ae_an.an_domain, domain) == 0 &&
+		    (proxy == NULL || strcmp(e->ae_an.an_proxy, proxy) == 0) &&
+		    (op == NULL || strcmp(e->ae_an.an_operator, op) == 0)) {
+			if (out != NULL)
+				*out = e->ae_an;
+			rc = 0;
+			break;
+		}
+	pthread_rwlock_unlock(&t->at_lock);
+	return rc;
+}
+
+size_t
+announce_count_operator(struct announce_table *t, const char *op, double now)
+{
+	struct announce_entry *e;
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&t->at_lock);
+	for (size_t i = 0; i < t->at_nbuckets; i++)
+		for (e = t->at_buckets[i]; e != NULL; e = e->ae_next)
+			if (strcmp(e->ae_an.an_operator, op) == 0 &&
+			    announce_live(&e->ae_an, now))
+				n++;
+	pthread_rwlock_unlock(&t->at_lock);
+	return n;
+}
+
+int
+announce_filter(struct announce_table *t, const char *op, announce_keep_fn keep,
+    void *arg)
+{
+	struct announcement *v;
+	int n, dropped = 0;
+
+	/* keep() runs on a copy, without the lock: lookups go on meanwhile.
+	 * The caller is the only writer, so nothing changes in between. */
+	if ((n = announce_list(t, op, 0, &v)) <= 0)
+		return n;
+	for (int i = 0; i < n; i++)
+		if (!keep(arg, &v[i]))
+			dropped += announce_remove(t, v[i].an_domain, v[i].an_proxy,
+			    v[i].an_operator);
+	free(v);
+	return dropped;
+}
+
+int
+announce_cap_expiry(struct announce_table *t, double latest)
+{
+	struct announce_entry *e;
+	int n = 0;
+
+	pthread_rwlock_wrlock(&t->at_lock);
+	for (size_t i = 0; i < t->at_nbuckets; i++)
+		for (e = t->at_buckets[i]; e != NULL; e = e->ae_next)
+			if (e->ae_an.an_expires_at == 0 || e->ae_an.an_expires_at > latest) {
+				e->ae_an.an_expires_at = latest;
+				n++;
+			}
+	pthread_rwlock_unlock(&t->at_lock);
+	return n;
+}
+
 static int
 announce_cmp(const void *a, const void *b)
 {
@@ -302,6 +376,15 @@ announce_domain_allowed(const char *domain, const char *const *allowed, size_t n
 			return 1;
 	}
 	return 0;
+}
+
+double
+announce_effective_expiry(double expires_at, double now)
+{
+	if (expires_at > 0)
+		return expires_at;
+	/* whole seconds: the store writes RFC 3339 without fractions */
+	return (double)(long long)now + ANNOUNCE_MAX_EXPIRY;
 }
 
 int

@@ -6,6 +6,7 @@
 
 #include <json-c/json.h>
 
+#include "announce.h"
 #include "proxy_conf.h"
 #include "relay.h"
 #include "settings.h"
@@ -32,6 +33,31 @@ conf_rpc(struct cfg *sec, struct proxy_conf *pc)
 		cfg_done(&sv);
 	}
 	return 0;
+}
+
+/* public: directory {type: json, settings: {path, poll_interval}}, optional:
+ * the announcements' allowed_domains are re-checked against it. */
+static int
+conf_directory(struct cfg *sec, struct proxy_conf *pc)
+{
+	struct cfg d, st;
+	char *type = NULL;
+
+	pc->pc_dir_poll = 2;
+	if (cfg_section(sec, "directory", 0, &d) < 0)
+		return -1;
+	if (d.obj == NULL)
+		return 0;
+	cfg_string(&d, "type", "json", 0, &type);
+	if (type && strcmp(type, "json") != 0)
+		cfg_error(&d, "type", "unknown directory type '%s' (expected json)", type);
+	free(type);
+	if (cfg_section(&d, "settings", 1, &st) == 0) {
+		cfg_strv(&st, "path", 1, &pc->pc_dir_paths);
+		cfg_seconds(&st, "poll_interval", 2, 0.1, 3600, &pc->pc_dir_poll);
+		cfg_done(&st);
+	}
+	return cfg_done(&d);
 }
 
 static int
@@ -196,6 +222,14 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_int(&sec, "max_connections_per_source", 256, 0, 1 << 24,
 			    &pc->pc_max_per_source);
 			conf_rate_limits(&sec, pc);
+			cfg_int(&sec, "max_announce_items", 256, 1, 1 << 20,
+			    &pc->pc_max_announce_items);
+			cfg_int(&sec, "max_announcements_per_operator", 1024, 1, 1 << 24,
+			    &pc->pc_max_per_operator);
+			cfg_seconds(&sec, "announce_sweep_interval", 5, 0.1, 3600,
+			    &pc->pc_sweep_interval);
+			cfg_string(&sec, "admin_group", "proxy-admins", 0, &pc->pc_admin_group);
+			conf_directory(&sec, pc);
 		} else {
 			struct cfg ie;
 
@@ -204,7 +238,10 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 				cfg_done(&ie);
 			}
 			cfg_seconds(&sec, "connect_timeout", 5, 0.001, DAY, &pc->pc_connect_timeout);
-			cfg_seconds(&sec, "announce_interval", 300, 1, 30 * DAY, &pc->pc_announce_interval);
+			/* re-announce well before an announcement without expires_at
+			 * lapses at the public proxy (ANNOUNCE_MAX_EXPIRY) */
+			cfg_seconds(&sec, "announce_interval", 300, 1, ANNOUNCE_MAX_EXPIRY / 2,
+			    &pc->pc_announce_interval);
 			conf_announcements(&sec, pc);
 			conf_public_proxies(&sec, pc);
 		}
@@ -262,6 +299,8 @@ proxy_conf_free(struct proxy_conf *pc)
 	}
 	free(pc->pc_public_proxies);
 	free(pc->pc_datastore_file);
+	free(pc->pc_admin_group);
+	cfg_strv_free(pc->pc_dir_paths);
 	free(pc->pc_log_level);
 	free(pc->pc_rpc_client_url);
 	free(pc->pc_rpc_server_bind);

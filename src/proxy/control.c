@@ -140,12 +140,22 @@ control_caller(struct json_object *params)
 int
 control_allowed_domains(struct json_object *params, const char ***out)
 {
-	struct json_object *client, *entry, *settings;
+	struct json_object *client, *entry;
 
 	*out = NULL;
 	if (!json_object_object_get_ex(params, "_client", &client) ||
-	    !json_object_object_get_ex(client, "entry", &entry) ||
-	    !json_object_object_get_ex(entry, "settings", &settings) ||
+	    !json_object_object_get_ex(client, "entry", &entry))
+		return -1;
+	return control_entry_allowed_domains(entry, out);
+}
+
+int
+control_entry_allowed_domains(struct json_object *entry, const char ***out)
+{
+	struct json_object *settings;
+
+	*out = NULL;
+	if (!json_object_object_get_ex(entry, "settings", &settings) ||
 	    !json_object_is_type(settings, json_type_array))
 		return -1;
 	for (size_t i = 0; i < json_object_array_length(settings); i++) {
@@ -173,4 +183,25 @@ control_allowed_domains(struct json_object *params, const char ***out)
 		return k;
 	}
 	return -1;
+}
+
+int
+control_caller_in_group(struct json_object *params, const char *group)
+{
+	struct json_object *client, *entry, *groups;
+
+	if (group == NULL || group[0] == '\0' ||
+	    !json_object_object_get_ex(params, "_client", &client) ||
+	    !json_object_object_get_ex(client, "entry", &entry) ||
+	    !json_object_object_get_ex(entry, "groups", &groups) ||
+	    !json_object_is_type(groups, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(groups); i++) {
+		struct json_object *g = json_object_array_get_idx(groups, i);
+
+		if (json_object_is_type(g, json_type_string) &&
+		    strcmp(json_object_get_string(g), group) == 0)
+			return 1;
+	}
+	return 0;
 }

@@ -3,17 +3,26 @@
  * Life of the file: open -> read whole -> replay into the table -> drop
  * expired entries -> write the table to "<file>.XXXXXX" in the same folder,
  * fsync, rename over the file, fsync the folder -> reopen with O_APPEND.
- * Each change is one write() of one line followed by fdatasync(); a failed
- * append is cut off again with ftruncate() so that the next line does not
- * land on a torn one.
+ * Changes are staged (one line each; none for a change that changes
+ * nothing) and committed together: one write() of all the lines, one
+ * fdatasync(), then the table.  A failed append is cut off again with
+ * ftruncate() so that the next line does not land on a torn one.  When the
+ * file holds more than twice the table's entries plus DATASTORE_COMPACT_SLACK
+ * lines, a commit compacts it again, the same way as at open.
+ * datastore_commit_async() does the write and the fdatasync on a thread of
+ * the datastore's own, so that the owner's thread (the public proxy's side
+ * thread, which also brokers connections) never waits for the disk; the
+ * owner gets the completion posted back and applies the batch there.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <bsd/string.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +33,37 @@
 #include "log.h"
 #include "util.h"
 
+/* A change staged for the next datastore_commit(). */
+struct ds_op {
+	int			 op_withdraw;
+	int			 op_any_proxy;	/* withdrawal from every proxy */
+	struct announcement	 op_an;		/* domain, operator, proxy, expiry */
+};
+
 struct datastore {
 	char			*ds_path;
 	int			 ds_fd;
 	struct announce_table	*ds_table;
+	size_t			 ds_lines;	/* lines in the file */
+	char			*ds_buf;	/* staged lines */
+	size_t			 ds_buflen, ds_bufcap;
+	struct ds_op		*ds_ops;	/* staged changes, in order */
+	size_t			 ds_nops, ds_opcap;
+	int			 ds_removed;	/* entries the last commit removed */
+
+	/* datastore_commit_async(): the flush runs on a thread of its own */
+	int			 ds_inflight;	/* staged batch handed to the thread */
+	datastore_post_fn	 ds_post;	/* runs ds_async_done on the owner thread */
+	void			*ds_post_ctx;
+	datastore_done_fn	 ds_done;
+	void			*ds_done_arg;
+	pthread_t		 ds_thread;
+	pthread_mutex_t		 ds_lock;
+	pthread_cond_t		 ds_cond;
+	int			 ds_started;	/* ds_thread runs */
+	int			 ds_job;	/* under ds_lock: a flush to do */
+	int			 ds_stop;	/* under ds_lock */
+	int			 ds_errno;	/* result of the last flush */
 };
 
 enum ds_line {
@@ -312,8 +348,8 @@ fail:
 
 /* Rewrite path with the live entries of t only. */
 static int
-ds_compact(const char *path, struct announce_table *t, double now, char *err,
-    size_t errlen)
+ds_compact(const char *path, struct announce_table *t, double now, size_t *lines,
+    char *err, size_t errlen)
 {
 	struct announcement *v = NULL;
 	char *tmp = NULL, *line, *dir = NULL;
@@ -345,6 +381,7 @@ ds_compact(const char *path, struct announce_table *t, double now, char *err,
 		snprintf(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
 		goto out;
 	}
+	*lines = (size_t)n;
 	if (rename(tmp, path) == -1) {
 		snprintf(err, errlen, "%s: rename: %s", path, strerror(errno));
 		goto out;
@@ -377,7 +414,7 @@ datastore_open(const char *filename, struct announce_table *t, double now, char 
 {
 	struct datastore *ds;
 	char *buf;
-	size_t len;
+	size_t len, lines;
 	int skipped;
 
 	if (filename == NULL || filename[0] == '\0') {
@@ -389,9 +426,12 @@ datastore_open(const char *filename, struct announce_table *t, double now, char 
 		return NULL;
 	skipped = datastore_replay(filename, buf != NULL ? buf : "", len, t, now);
 	free(buf);
-	if (ds_compact(filename, t, now, err, errlen) == -1)
+	if (ds_compact(filename, t, now, &lines, err, errlen) == -1)
 		return NULL;
-	if ((ds = calloc(1, sizeof(*ds))) == NULL || (ds->ds_path = strdup(filename)) == NULL) {
+	if ((ds = calloc(1, sizeof(*ds))) == NULL || (ds->ds_path = strdup(filename)) == NULL ||
+	    pthread_mutex_init(&ds->ds_lock, NULL) != 0) {
+		if (ds != NULL)
+			free(ds->ds_path);
 		free(ds);
 		snprintf(err, errlen, "%s: out of memory", filename);
 		return NULL;
@@ -403,6 +443,7 @@ datastore_open(const char *filename, struct announce_table *t, double now, char 
 		return NULL;
 	}
 	ds->ds_table = t;
+	ds->ds_lines = lines;
 	log_info("datastore %s: %zu announcements, %d lines skipped", filename,
 	    announce_count(t), skipped);
 	return ds;
@@ -413,56 +454,379 @@ datastore_close(struct datastore *ds)
 {
 	if (ds == NULL)
 		return;
+	if (ds->ds_started) {
+		/* a flush in progress finishes first; its completion is posted
+		 * but, the owner's loop being stopped, never runs */
+		pthread_mutex_lock(&ds->ds_lock);
+		ds->ds_stop = 1;
+		pthread_cond_signal(&ds->ds_cond);
+		pthread_mutex_unlock(&ds->ds_lock);
+		pthread_join(ds->ds_thread, NULL);
+		pthread_cond_destroy(&ds->ds_cond);
+	}
+	pthread_mutex_destroy(&ds->ds_lock);
 	close(ds->ds_fd);
 	free(ds->ds_path);
+	free(ds->ds_buf);
+	free(ds->ds_ops);
 	free(ds);
 }
 
-/* Append one line and make it durable, or leave the file as it was. */
+size_t
+datastore_lines(const struct datastore *ds)
+{
+	return ds->ds_lines;
+}
+
+int
+datastore_compact(struct datastore *ds, double now, char *err, size_t errlen)
+{
+	size_t lines;
+	int fd;
+
+	if (ds->ds_inflight) {
+		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
+		return -1;
+	}
+	if (ds_compact(ds->ds_path, ds->ds_table, now, &lines, err, errlen) == -1)
+		return -1;
+	/* the old descriptor still points at the replaced file */
+	if ((fd = open(ds->ds_path, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: open: %s", ds->ds_path, strerror(errno));
+		return -1;
+	}
+	close(ds->ds_fd);
+	ds->ds_fd = fd;
+	ds->ds_lines = lines;
+	return 0;
+}
+
+/* Stage line (malloc'ed, consumed) and the change it records. */
 static int
-ds_append(struct datastore *ds, char *line, char *err, size_t errlen)
+ds_stage(struct datastore *ds, char *line, const struct ds_op *op)
+{
+	size_t n;
+
+	if (line == NULL)
+		return -1;
+	n = strlen(line);
+	if (ds->ds_buflen + n > ds->ds_bufcap) {
+		size_t cap = ds->ds_bufcap ? ds->ds_bufcap : 4096;
+		char *b;
+
+		while (cap < ds->ds_buflen + n)
+			cap *= 2;
+		if ((b = realloc(ds->ds_buf, cap)) == NULL) {
+			free(line);
+			return -1;
+		}
+		ds->ds_buf = b;
+		ds->ds_bufcap = cap;
+	}
+	if (ds->ds_nops == ds->ds_opcap) {
+		size_t cap = ds->ds_opcap ? ds->ds_opcap * 2 : 16;
+		struct ds_op *v = reallocarray(ds->ds_ops, cap, sizeof(*v));
+
+		if (v == NULL) {
+			free(line);
+			return -1;
+		}
+		ds->ds_ops = v;
+		ds->ds_opcap = cap;
+	}
+	memcpy(ds->ds_buf + ds->ds_buflen, line, n);
+	ds->ds_buflen += n;
+	ds->ds_ops[ds->ds_nops++] = *op;
+	free(line);
+	return 0;
+}
+
+int
+datastore_stage_announce(struct datastore *ds, const struct announcement *a)
+{
+	struct announcement cur;
+	struct ds_op op;
+
+	if (ds->ds_inflight)
+		return -1;	/* the staged batch is being written */
+	/* the same announcement again: nothing to write (staged ones are
+	 * not in the table yet, so a repeat within one batch is written) */
+	if (announce_find(ds->ds_table, a->an_domain, a->an_proxy, NULL, &cur) == 0 &&
+	    strcmp(cur.an_operator, a->an_operator) == 0 &&
+	    cur.an_expires_at == a->an_expires_at)
+		return 1;
+	memset(&op, 0, sizeof(op));
+	op.op_an = *a;
+	return ds_stage(ds, ds_format(a, NULL, NULL, NULL), &op);
+}
+
+int
+datastore_stage_withdraw(struct datastore *ds, const char *domain, const char *proxy,
+    const char *op)
+{
+	struct ds_op o;
+
+	if (ds->ds_inflight)
+		return -1;	/* the staged batch is being written */
+	if (announce_find(ds->ds_table, domain, proxy, op, NULL) == -1)
+		return 0;	/* nothing to withdraw: nothing to write */
+	/* already staged in this batch */
+	for (size_t i = 0; i < ds->ds_nops; i++)
+		if (ds->ds_ops[i].op_withdraw &&
+		    strcmp(ds->ds_ops[i].op_an.an_domain, domain) == 0 &&
+		    strcmp(ds->ds_ops[i].op_an.an_operator, op) == 0 &&
+		    (proxy == NULL ? ds->ds_ops[i].op_any_proxy :
+		    strcmp(ds->ds_ops[i].op_an.an_proxy, proxy) == 0))
+			return 0;
+	memset(&o, 0, sizeof(o));
+	o.op_withdraw = 1;
+	o.op_any_proxy = (proxy == NULL);
+	if (strlcpy(o.op_an.an_domain, domain, sizeof(o.op_an.an_domain)) >=
+	    sizeof(o.op_an.an_domain) ||
+	    strlcpy(o.op_an.an_operator, op, sizeof(o.op_an.an_operator)) >=
+	    sizeof(o.op_an.an_operator) ||
+	    strlcpy(o.op_an.an_proxy, proxy ? proxy : "", sizeof(o.op_an.an_proxy)) >=
+	    sizeof(o.op_an.an_proxy))
+		return -1;
+	if (ds_stage(ds, ds_format(NULL, domain, op, proxy), &o) == -1)
+		return -1;
+	return 1;
+}
+
+void
+datastore_abort(struct datastore *ds)
+{
+	if (ds->ds_inflight)
+		return;
+	ds->ds_buflen = 0;
+	ds->ds_nops = 0;
+}
+
+/* Write the staged lines and fdatasync once.  0, or an errno with the
+ * partial lines cut off again.  Touches only ds_fd and ds_buf, so it may run
+ * on the flush thread while the batch is in flight. */
+static int
+ds_flush(struct datastore *ds)
 {
 	off_t end;
 	int saved;
 
-	if (line == NULL) {
-		snprintf(err, errlen, "%s: out of memory", ds->ds_path);
-		return -1;
-	}
 	end = lseek(ds->ds_fd, 0, SEEK_END);
-	if (end == -1 || ds_write_all(ds->ds_fd, line, strlen(line)) == -1 ||
+	if (end == -1 || ds_write_all(ds->ds_fd, ds->ds_buf, ds->ds_buflen) == -1 ||
 	    fdatasync(ds->ds_fd) == -1) {
 		saved = errno;
-		snprintf(err, errlen, "%s: append: %s", ds->ds_path, strerror(saved));
 		/* cut a partial line (ENOSPC) so the next append starts clean */
 		if (end != -1 && ftruncate(ds->ds_fd, end) == -1)
 			log_warn("%s: truncate after a failed append", ds->ds_path);
-		free(line);
-		errno = saved;
+		return saved;
+	}
+	return 0;
+}
+
+/* The batch is durable: apply it to the table, compact when due. */
+static int
+ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
+{
+	char cerr[256];
+	int rc = 0, n;
+
+	ds->ds_lines += ds->ds_nops;
+	for (size_t i = 0; i < ds->ds_nops; i++) {
+		struct ds_op *o = &ds->ds_ops[i];
+
+		if (o->op_withdraw)
+			ds->ds_removed += (n = announce_remove(ds->ds_table,
+			    o->op_an.an_domain, o->op_any_proxy ? NULL : o->op_an.an_proxy,
+			    o->op_an.an_operator));
+		else
+			n = announce_put(ds->ds_table, &o->op_an);
+		if (n < 0 && rc == 0) {
+			snprintf(err, errlen, "out of memory");
+			rc = -1;
+		}
+	}
+	datastore_abort(ds);
+	if (ds->ds_lines > 2 * announce_count(ds->ds_table) + DATASTORE_COMPACT_SLACK) {
+		if (datastore_compact(ds, now, cerr, sizeof(cerr)) == -1)
+			log_warnx("datastore: compaction: %s", cerr);
+		else
+			log_debug("datastore %s compacted to %zu lines", ds->ds_path,
+			    ds->ds_lines);
+	}
+	return rc;
+}
+
+int
+datastore_commit(struct datastore *ds, double now, char *err, size_t errlen)
+{
+	int e;
+
+	ds->ds_removed = 0;
+	if (ds->ds_inflight) {
+		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
 		return -1;
 	}
-	free(line);
-	return 0;
+	if (ds->ds_nops == 0)
+		return 0;
+	if ((e = ds_flush(ds)) != 0) {
+		snprintf(err, errlen, "%s: append: %s", ds->ds_path, strerror(e));
+		datastore_abort(ds);
+		errno = e;
+		return -1;
+	}
+	return ds_apply(ds, now, err, errlen);
+}
+
+static void ds_async_done(void *arg);
+
+static void *
+ds_thread_main(void *arg)
+{
+	struct datastore *ds = arg;
+	int e;
+
+	pthread_mutex_lock(&ds->ds_lock);
+	for (;;) {
+		while (!ds->ds_job && !ds->ds_stop)
+			pthread_cond_wait(&ds->ds_cond, &ds->ds_lock);
+		if (!ds->ds_job)
+			break;
+		pthread_mutex_unlock(&ds->ds_lock);
+		e = ds_flush(ds);
+		pthread_mutex_lock(&ds->ds_lock);
+		ds->ds_job = 0;
+		ds->ds_errno = e;
+		/* the post queue's lock orders ds_errno before the completion */
+		ds->ds_post(ds->ds_post_ctx, ds_async_done, ds);
+	}
+	pthread_mutex_unlock(&ds->ds_lock);
+	return NULL;
+}
+
+/* On the owner's thread, posted by the flush thread. */
+static void
+ds_async_done(void *arg)
+{
+	struct datastore *ds = arg;
+	char err[256] = "";
+	int e, rc;
+
+	pthread_mutex_lock(&ds->ds_lock);
+	e = ds->ds_errno;
+	pthread_mutex_unlock(&ds->ds_lock);
+	ds->ds_inflight = 0;
+	ds->ds_removed = 0;
+	if (e != 0) {
+		snprintf(err, sizeof(err), "%s: append: %s", ds->ds_path, strerror(e));
+		datastore_abort(ds);
+		rc = -1;
+	} else
+		rc = ds_apply(ds, now_wall(), err, sizeof(err));
+	ds->ds_done(ds->ds_done_arg, rc, err);
+}
+
+int
+datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
+    datastore_done_fn done, void *arg)
+{
+	if (ds->ds_inflight)
+		return -1;
+	if (ds->ds_nops == 0)
+		return 0;
+	if (!ds->ds_started) {
+		if (pthread_cond_init(&ds->ds_cond, NULL) != 0)
+			return -1;
+		if (pthread_create(&ds->ds_thread, NULL, ds_thread_main, ds) != 0) {
+			pthread_cond_destroy(&ds->ds_cond);
+			return -1;
+		}
+		ds->ds_started = 1;
+	}
+	ds->ds_inflight = 1;
+	ds->ds_done = done;
+	ds->ds_done_arg = arg;
+	pthread_mutex_lock(&ds->ds_lock);
+	ds->ds_post = post;
+	ds->ds_post_ctx = ctx;
+	ds->ds_job = 1;
+	pthread_cond_signal(&ds->ds_cond);
+	pthread_mutex_unlock(&ds->ds_lock);
+	return 1;
+}
+
+int
+datastore_busy(const struct datastore *ds)
+{
+	return ds->ds_inflight;
+}
+
+int
+datastore_removed(const struct datastore *ds)
+{
+	return ds->ds_removed;
+}
+
+int
+datastore_filter(struct datastore *ds, const char *op, announce_keep_fn keep, void *arg,
+    double now, char *err, size_t errlen)
+{
+	struct announcement *v;
+	int n, dropped = 0;
+
+	if (ds->ds_inflight) {
+		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
+		return -1;
+	}
+	if ((n = announce_list(ds->ds_table, op, 0, &v)) <= 0) {
+		if (n == -1)
+			snprintf(err, errlen, "out of memory");
+		return n;
+	}
+	datastore_abort(ds);
+	for (int i = 0; i < n; i++) {
+		if (keep(arg, &v[i]))
+			continue;
+		if (datastore_stage_withdraw(ds, v[i].an_domain, v[i].an_proxy,
+		    v[i].an_operator) == -1) {
+			snprintf(err, errlen, "out of memory");
+			datastore_abort(ds);
+			free(v);
+			return -1;
+		}
+		dropped++;
+	}
+	free(v);
+	if (datastore_commit(ds, now, err, errlen) == -1)
+		return -1;
+	return dropped;
 }
 
 int
 datastore_announce(struct datastore *ds, const struct announcement *a, char *err,
     size_t errlen)
 {
-	if (ds_append(ds, ds_format(a, NULL, NULL, NULL), err, errlen) == -1)
-		return -1;
-	if (announce_put(ds->ds_table, a) == -1) {
+	int n = datastore_stage_announce(ds, a);
+
+	if (n == -1) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	return 0;
+	return datastore_commit(ds, now_wall(), err, errlen);
 }
 
 int
 datastore_withdraw(struct datastore *ds, const char *domain, const char *proxy,
     const char *op, char *err, size_t errlen)
 {
-	if (ds_append(ds, ds_format(NULL, domain, op, proxy), err, errlen) == -1)
+	int n = datastore_stage_withdraw(ds, domain, proxy, op);
+
+	if (n == -1) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
-	return announce_remove(ds->ds_table, domain, proxy, op);
+	}
+	if (n == 0)
+		return 0;
+	if (datastore_commit(ds, now_wall(), err, errlen) == -1)
+		return -1;
+	return ds->ds_removed;	/* with proxy NULL, every proxy's entry */
 }

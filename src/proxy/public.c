@@ -36,11 +36,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <json-c/json.h>
 
 #include "announce.h"
 #include "control.h"
 #include "datastore.h"
+#include "directory.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
@@ -57,6 +59,9 @@
 #define ALERT_DECODE_ERROR       50
 #define ALERT_INTERNAL_ERROR     80
 #define ALERT_UNRECOGNIZED_NAME  112
+
+/* Item error: over max_announcements_per_operator. */
+#define PUBLIC_ERR_TOO_MANY      429
 
 /* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
 #define PUBLIC_FD_RESERVE        64
@@ -101,6 +106,31 @@ struct incoming {
 	char                     in_operator[ANNOUNCE_NAME_MAX];
 };
 
+/*
+ * Announcement calls on the side thread.  A call's changes are staged and
+ * written as one batch (one write, one fdatasync) by the datastore's own
+ * thread, so the side thread goes on placing incomingConnection calls
+ * meanwhile; the call is answered when its batch is durable.  Calls that
+ * arrive while a batch is in flight wait in p_waiting and run in order
+ * after it, so each call sees the table as the previous ones left it.
+ */
+struct commit {
+	struct public           *cm_pub;
+	struct jsonrpc_call     *cm_call;
+	int                      cm_announce;    /* else a withdrawal */
+	struct json_object      *cm_conns;       /* announce: the items (borrowed from the call) */
+	struct json_object      *cm_result;      /* announce: one entry per item */
+	unsigned char           *cm_staged;      /* announce: item i staged */
+	int                      cm_n;
+	int                      cm_removed;     /* withdrawal: entries withdrawn */
+	char                     cm_caller[ANNOUNCE_NAME_MAX];
+};
+
+struct rpc_wait {
+	TAILQ_ENTRY(rpc_wait)    w_entry;
+	struct jsonrpc_call     *w_call;
+};
+
 struct public {
 	struct proxy_conf       *p_conf;
 	struct loop             *p_loop;
@@ -108,6 +138,11 @@ struct public {
 	struct control           p_ctl;
 	struct announce_table   *p_announce;
 	struct datastore        *p_store;        /* side thread only */
+	struct event            *p_sweep;        /* side: drops expired announcements */
+	struct event            *p_dirpoll;      /* side: directory poll, when configured */
+	struct directory_watch  *p_watch;        /* directory (NULL: none); side thread */
+	struct commit           *p_commit;       /* side: the call whose batch is being written */
+	TAILQ_HEAD(, rpc_wait)   p_waiting;      /* side: calls arrived meanwhile, in order */
 	struct token_table      *p_tokens;
 	struct ratelimit        *p_limits;
 	struct srccap           *p_sources;      /* max_connections_per_source */
@@ -637,32 +672,338 @@ item_error(int code, const char *msg)
 	return jsonrpc_error_new(code, "%s", msg);
 }
 
+/*
+ * allowed_domains is checked when a domain is announced, and again: for
+ * all of an operator's announcements at each of its calls (from the
+ * `_client.entry` its Hyper sends), and, with a `directory` setting, for
+ * everyone's at start (after the datastore replay) and whenever the
+ * directory changes.  Without a directory, an operator whose
+ * allowed_domains is narrowed keeps what it announced until its next call,
+ * the expiry (at most ANNOUNCE_MAX_EXPIRY), or adminWithdrawConnections.
+ */
+struct recheck {
+	const char              *rc_why;
+	const char              *rc_op;          /* only its entries; NULL: all (rc_dir) */
+	struct json_object      *rc_entry;       /* from a call (borrowed) or the directory */
+	struct directory        *rc_dir;         /* NULL: rc_entry only */
+	const char             **rc_allowed;
+	int                      rc_nallowed;    /* -1: none */
+	char                     rc_cached[ANNOUNCE_NAME_MAX];
+};
+
+static int
+recheck_keep(void *arg, const struct announcement *a)
+{
+	struct recheck *rc = arg;
+	int keep;
+
+	if (rc->rc_dir == NULL) {
+		if (strcmp(a->an_operator, rc->rc_op) != 0)
+			return 1;
+	} else if (strcmp(a->an_operator, rc->rc_cached) != 0) {
+		/* the entries come sorted by domain: cache the last operator */
+		free(rc->rc_allowed);
+		rc->rc_allowed = NULL;
+		if (rc->rc_entry)
+			json_object_put(rc->rc_entry);
+		rc->rc_entry = directory_client_entry(rc->rc_dir, a->an_operator);
+		rc->rc_nallowed = rc->rc_entry == NULL ? -1 :
+		    control_entry_allowed_domains(rc->rc_entry, &rc->rc_allowed);
+		snprintf(rc->rc_cached, sizeof(rc->rc_cached), "%s", a->an_operator);
+	}
+	keep = rc->rc_nallowed >= 0 && announce_domain_allowed(a->an_domain,
+	    rc->rc_allowed, (size_t)rc->rc_nallowed);
+	if (!keep)
+		log_warnx("announcement of %s by %s dropped: not in its allowed_domains (%s)",
+		    a->an_domain, a->an_operator, rc->rc_why);
+	return keep;
+}
+
+/* Drop what rc no longer allows, durably.  Returns how many, or -1. */
+static int
+public_recheck(struct public *p, struct recheck *rc)
+{
+	char err[256];
+	int n;
+
+	if (p->p_store == NULL)
+		n = announce_filter(p->p_announce, rc->rc_op, recheck_keep, rc);
+	else if ((n = datastore_filter(p->p_store, rc->rc_op, recheck_keep, rc, now_wall(),
+	    err, sizeof(err))) < 0)
+		log_warnx("dropping announcements (%s): %s", rc->rc_why, err);
+	return n;
+}
+
+/* The caller's own announcements against the allowed_domains of its call. */
+static void
+public_recheck_caller(struct public *p, const char *caller, struct json_object *params)
+{
+	struct recheck rc;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.rc_why = "its Hyper's directory entry at its call";
+	rc.rc_op = caller;
+	rc.rc_nallowed = control_allowed_domains(params, &rc.rc_allowed);
+	public_recheck(p, &rc);
+	free(rc.rc_allowed);
+}
+
+/* Everyone's announcements against the directory.  Returns how many were
+ * dropped, or -1. */
+static int
+public_recheck_directory(struct public *p, struct directory *dir, const char *why)
+{
+	struct recheck rc;
+	int n;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.rc_why = why;
+	rc.rc_dir = dir;
+	n = public_recheck(p, &rc);
+	free(rc.rc_allowed);
+	if (rc.rc_entry)
+		json_object_put(rc.rc_entry);
+	return n;
+}
+
+/* Side thread: expired announcements go away while running (lookups
+ * already treat them as absent); the directory is polled for changes. */
+static void
+public_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct public *p = arg;
+	int n;
+
+	if ((n = announce_expire(p->p_announce, now_wall())) > 0)
+		log_info("%d expired announcement(s) dropped", n);
+}
+
+static void
+public_dirpoll(evutil_socket_t fd, short what, void *arg)
+{
+	struct public *p = arg;
+	struct directory *dir;
+
+	/* a batch is being written: look again at the next tick */
+	if (p->p_commit != NULL || directory_watch_poll(p->p_watch) != 1)
+		return;
+	log_info("directory reloaded: re-checking allowed_domains");
+	dir = directory_watch_get(p->p_watch);
+	public_recheck_directory(p, dir, "directory changed");
+	directory_unref(dir);
+}
+
+static struct timeval
+public_tv(double secs)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)secs;
+	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+/* Runs on the side thread: its base has no locks. */
+static void
+public_side_timers(void *arg)
+{
+	struct public *p = arg;
+	struct event_base *base = side_base(p->p_ctl.ct_side);
+	struct timeval tv;
+
+	tv = public_tv(p->p_conf->pc_sweep_interval);
+	if ((p->p_sweep = event_new(base, -1, EV_PERSIST, public_sweep, p)) == NULL ||
+	    event_add(p->p_sweep, &tv) == -1)
+		log_warnx("cannot start the announcement sweep timer");
+	if (p->p_watch == NULL)
+		return;
+	tv = public_tv(p->p_conf->pc_dir_poll);
+	if ((p->p_dirpoll = event_new(base, -1, EV_PERSIST, public_dirpoll, p)) == NULL ||
+	    event_add(p->p_dirpoll, &tv) == -1)
+		log_warnx("cannot start the directory poll timer");
+}
+
+static struct commit *
+commit_new(struct public *p, struct jsonrpc_call *call, const char *caller, int announce,
+    int n)
+{
+	struct commit *cm;
+
+	if ((cm = calloc(1, sizeof(*cm))) == NULL ||
+	    (announce && (cm->cm_staged = calloc((size_t)n + 1, 1)) == NULL)) {
+		free(cm);
+		return NULL;
+	}
+	cm->cm_pub = p;
+	cm->cm_call = call;
+	cm->cm_announce = announce;
+	cm->cm_n = n;
+	snprintf(cm->cm_caller, sizeof(cm->cm_caller), "%s", caller);
+	return cm;
+}
+
+static void
+commit_free(struct commit *cm)
+{
+	if (cm->cm_result)
+		json_object_put(cm->cm_result);
+	free(cm->cm_staged);
+	free(cm);
+}
+
+/* Answer the call of cm: its batch is durable (rc 0) or was dropped. */
+static void
+commit_reply(struct commit *cm, int rc, const char *err)
+{
+	struct json_object *res;
+	char domain[ANNOUNCE_DOMAIN_MAX];
+
+	if (!cm->cm_announce) {
+		if (rc < 0) {
+			/* the caller gets no path or errno of ours, the log does */
+			log_warnx("withdrawal by %s not stored: %s", cm->cm_caller, err);
+			jsonrpc_call_error(cm->cm_call, JSONRPC_INTERNAL_ERROR, "not stored");
+		} else {
+			res = json_object_new_object();
+			json_object_object_add(res, "withdrawn",
+			    json_object_new_int(cm->cm_removed));
+			jsonrpc_call_reply(cm->cm_call, res);
+		}
+		commit_free(cm);
+		return;
+	}
+	if (rc < 0)
+		log_warnx("announcements by %s not stored: %s", cm->cm_caller, err);
+	for (int i = 0; i < cm->cm_n; i++) {
+		struct json_object *jd;
+
+		if (!cm->cm_staged[i])
+			continue;
+		if (rc < 0) {
+			json_object_array_put_idx(cm->cm_result, (size_t)i,
+			    item_error(JSONRPC_INTERNAL_ERROR, "not stored"));
+			continue;
+		}
+		if (json_object_object_get_ex(json_object_array_get_idx(cm->cm_conns,
+		    (size_t)i), "domain", &jd) &&
+		    announce_check_domain(json_object_get_string(jd), domain) == 0)
+			log_info("announced %s by %s", domain, cm->cm_caller);
+	}
+	jsonrpc_call_reply(cm->cm_call, cm->cm_result);
+	cm->cm_result = NULL;           /* stolen */
+	commit_free(cm);
+}
+
+static void public_dispatch(struct public *p, struct jsonrpc_call *call);
+
+static void
+public_side_post(void *ctx, void (*fn)(void *), void *arg)
+{
+	struct public *p = ctx;
+
+	side_post(p->p_ctl.ct_side, fn, arg);
+}
+
+/* The datastore's thread wrote the batch (side thread again). */
+static void
+commit_done(void *arg, int rc, const char *err)
+{
+	struct commit *cm = arg;
+	struct public *p = cm->cm_pub;
+	struct rpc_wait *w;
+	struct jsonrpc_call *call;
+
+	p->p_commit = NULL;
+	commit_reply(cm, rc, err);
+	while (p->p_commit == NULL && (w = TAILQ_FIRST(&p->p_waiting)) != NULL) {
+		TAILQ_REMOVE(&p->p_waiting, w, w_entry);
+		call = w->w_call;
+		free(w);
+		public_dispatch(p, call);
+	}
+}
+
+/* Make cm's staged batch durable, then answer: without a datastore or
+ * with nothing to write at once, else when the datastore's thread is done. */
+static void
+public_commit(struct public *p, struct commit *cm)
+{
+	char err[256] = "";
+	int r;
+
+	if (p->p_store == NULL) {
+		commit_reply(cm, 0, NULL);
+		return;
+	}
+	r = datastore_commit_async(p->p_store, public_side_post, p, commit_done, cm);
+	if (r == 1) {
+		p->p_commit = cm;
+		return;
+	}
+	/* 0: nothing to write; -1: no thread, so write here */
+	commit_reply(cm, r == 0 ? 0 : datastore_commit(p->p_store, now_wall(), err,
+	    sizeof(err)), err);
+}
+
+/* Item count of list key, or -1 (with the call answered) when it is no
+ * list or longer than max_announce_items. */
+static int
+rpc_items(struct public *p, struct jsonrpc_call *call, struct json_object *params,
+    const char *key, struct json_object **list)
+{
+	size_t n;
+
+	if (!json_object_object_get_ex(params, key, list) ||
+	    !json_object_is_type(*list, json_type_array)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "%s: expected a list", key);
+		return -1;
+	}
+	n = json_object_array_length(*list);
+	if (n > (size_t)p->p_conf->pc_max_announce_items) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "%s: %zu items, at most %ld per call (max_announce_items)", key, n,
+		    p->p_conf->pc_max_announce_items);
+		return -1;
+	}
+	return (int)n;
+}
+
 static void
 rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
 	struct json_object *conns, *result;
+	struct commit *cm;
 	const char **allowed;
-	int nallowed;
+	int nallowed, n;
+	size_t held;
 	double now = now_wall();
 
 	if ((nallowed = control_allowed_domains(params, &allowed)) < 0) {
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		public_recheck_caller(p, caller, params);
 		return;
 	}
-	if (!json_object_object_get_ex(params, "connections", &conns) ||
-	    !json_object_is_type(conns, json_type_array)) {
+	if ((n = rpc_items(p, call, params, "connections", &conns)) < 0) {
 		free(allowed);
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "connections: expected a list");
 		return;
 	}
-	result = json_object_new_array();
-	for (size_t i = 0; i < json_object_array_length(conns); i++) {
-		struct json_object *item = json_object_array_get_idx(conns, i), *jd, *je;
-		char domain[ANNOUNCE_DOMAIN_MAX], err[256];
+	if ((cm = commit_new(p, call, caller, 1, n)) == NULL) {
+		free(allowed);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	public_recheck_caller(p, caller, params);
+	held = announce_count_operator(p->p_announce, caller, now);
+	cm->cm_conns = conns;
+	cm->cm_result = result = json_object_new_array();
+	for (int i = 0; i < n; i++) {
+		struct json_object *item = json_object_array_get_idx(conns, (size_t)i), *jd, *je;
+		char domain[ANNOUNCE_DOMAIN_MAX];
 		struct announcement a, cur;
 		const char *why = NULL;
 		double exp = 0;
+		int rc;
 
 		if (!json_object_is_type(item, json_type_object) ||
 		    !json_object_object_get_ex(item, "domain", &jd) ||
@@ -684,29 +1025,72 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 			    why ? why : "expires_at: expected an RFC 3339 time"));
 			continue;
 		}
-		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0 &&
-		    strcmp(cur.an_operator, caller) != 0) {
-			json_object_array_add(result, item_error(HP_ERR_CONFLICT, "already taken"));
+		/* no expires_at: the longest allowed, in whole seconds (the
+		 * store keeps whole seconds); re-announcing extends it */
+		exp = announce_effective_expiry(exp, now);
+		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0) {
+			if (strcmp(cur.an_operator, caller) != 0) {
+				json_object_array_add(result, item_error(HP_ERR_CONFLICT,
+				    "already taken"));
+				continue;
+			}
+		} else if (held >= (size_t)p->p_conf->pc_max_per_operator) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "too many announcements: at most %ld per "
+			    "operator (max_announcements_per_operator)",
+			    p->p_conf->pc_max_per_operator);
+			json_object_array_add(result, item_error(PUBLIC_ERR_TOO_MANY, msg));
 			continue;
-		}
+		} else
+			held++;
 		if (announce_make(&a, domain, caller, NULL, exp) < 0) {
 			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
 			    "invalid announcement"));
 			continue;
 		}
-		if (p->p_store ? datastore_announce(p->p_store, &a, err, sizeof(err)) < 0 :
-		    announce_put(p->p_announce, &a) < 0) {
-			log_warnx("announcement of %s by %s not stored: %s", domain, caller,
-			    p->p_store ? err : "out of memory");
+		rc = p->p_store ? datastore_stage_announce(p->p_store, &a) :
+		    announce_put(p->p_announce, &a);
+		if (rc < 0) {
+			log_warnx("announcement of %s by %s not stored: out of memory",
+			    domain, caller);
 			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
 			    "not stored"));
 			continue;
 		}
-		log_info("announced %s by %s", domain, caller);
+		cm->cm_staged[i] = 1;
 		json_object_array_add(result, NULL);
 	}
 	free(allowed);
-	jsonrpc_call_reply(call, result);
+	/* one write and one fdatasync for the whole call */
+	public_commit(p, cm);
+}
+
+/* Withdraw (domain, op): staged with a datastore, else at once.  1 or 0
+ * (nothing to withdraw), -1 out of memory. */
+static int
+public_withdraw_one(struct public *p, const char *domain, const char *op)
+{
+	if (p->p_store)
+		return datastore_stage_withdraw(p->p_store, domain, NULL, op);
+	return announce_remove(p->p_announce, domain, NULL, op);
+}
+
+/* Answer {"withdrawn": removed} once the staged withdrawals are durable. */
+static void
+public_withdraw_commit(struct public *p, struct jsonrpc_call *call, const char *who,
+    int removed)
+{
+	struct commit *cm;
+
+	if ((cm = commit_new(p, call, who, 0, 0)) == NULL) {
+		if (p->p_store)
+			datastore_abort(p->p_store);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	cm->cm_removed = removed;
+	public_commit(p, cm);
 }
 
 static void
@@ -714,47 +1098,120 @@ rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
 	struct json_object *domains;
-	int removed = 0;
+	int removed = 0, n, k;
 
-	if (!json_object_object_get_ex(params, "domains", &domains) ||
-	    !json_object_is_type(domains, json_type_array)) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "domains: expected a list");
+	public_recheck_caller(p, caller, params);
+	if ((n = rpc_items(p, call, params, "domains", &domains)) < 0)
 		return;
-	}
-	for (size_t i = 0; i < json_object_array_length(domains); i++) {
-		struct json_object *jd = json_object_array_get_idx(domains, i);
-		char domain[ANNOUNCE_DOMAIN_MAX], err[256];
-		int n;
+	for (int i = 0; i < n; i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, (size_t)i);
+		char domain[ANNOUNCE_DOMAIN_MAX];
 
 		if (!json_object_is_type(jd, json_type_string) ||
 		    announce_check_domain(json_object_get_string(jd), domain) < 0)
 			continue;
-		n = p->p_store ? datastore_withdraw(p->p_store, domain, NULL, caller, err, sizeof(err)) :
-		    announce_remove(p->p_announce, domain, NULL, caller);
-		if (n < 0) {
-			/* the caller gets no path or errno of ours, the log does */
-			log_warnx("withdrawal of %s by %s not stored: %s", domain, caller, err);
-			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "not stored");
+		if ((k = public_withdraw_one(p, domain, caller)) < 0) {
+			if (p->p_store)
+				datastore_abort(p->p_store);
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 			return;
 		}
-		removed += n;
+		removed += k;
 	}
-	struct json_object *res = json_object_new_object();
-	json_object_object_add(res, "withdrawn", json_object_new_int(removed));
-	jsonrpc_call_reply(call, res);
+	public_withdraw_commit(p, call, caller, removed);
+}
+
+/* adminWithdrawConnections {domains: [...]} and/or {operator}: withdraw
+ * anyone's announcements.  For the own operator's applications and for
+ * callers in admin_group (the Hyper checks the directory's permissions
+ * first; this is the proxy's own check). */
+static void
+rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *domains = NULL, *jop = NULL;
+	struct announcement cur, *list;
+	int removed = 0, n = 0, k;
+
+	if (strcmp(caller, p->p_conf->pc_name) != 0 &&
+	    !control_caller_in_group(params, p->p_conf->pc_admin_group)) {
+		log_warnx("adminWithdrawConnections refused to %s: not in group %s", caller,
+		    p->p_conf->pc_admin_group);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	if (json_object_object_get_ex(params, "operator", &jop) &&
+	    (!json_object_is_type(jop, json_type_string) ||
+	    json_object_get_string_len(jop) == 0)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "operator: expected a name");
+		return;
+	}
+	if (json_object_object_get_ex(params, "domains", &domains) &&
+	    (n = rpc_items(p, call, params, "domains", &domains)) < 0)
+		return;
+	if (jop == NULL && domains == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "expected domains (a list) or operator");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, (size_t)i);
+		char domain[ANNOUNCE_DOMAIN_MAX];
+
+		if (!json_object_is_type(jd, json_type_string) ||
+		    announce_check_domain(json_object_get_string(jd), domain) < 0 ||
+		    announce_find(p->p_announce, domain, NULL,
+		    jop ? json_object_get_string(jop) : NULL, &cur) < 0)
+			continue;
+		if ((k = public_withdraw_one(p, domain, cur.an_operator)) < 0)
+			goto nomem;
+		if (k > 0)
+			log_info("announcement of %s by %s withdrawn by %s (admin)", domain,
+			    cur.an_operator, caller);
+		removed += k;
+	}
+	if (jop != NULL && domains == NULL) {
+		/* every announcement of the operator, expired ones too */
+		if ((n = announce_list(p->p_announce, json_object_get_string(jop), 0,
+		    &list)) < 0)
+			goto nomem;
+		for (int i = 0; i < n; i++) {
+			if ((k = public_withdraw_one(p, list[i].an_domain,
+			    list[i].an_operator)) < 0) {
+				free(list);
+				goto nomem;
+			}
+			if (k > 0)
+				log_info("announcement of %s by %s withdrawn by %s (admin)",
+				    list[i].an_domain, list[i].an_operator, caller);
+			removed += k;
+		}
+		free(list);
+	}
+	public_withdraw_commit(p, call, caller, removed);
+	return;
+nomem:
+	if (p->p_store)
+		datastore_abort(p->p_store);
+	jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 }
 
 static void
-rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller)
+rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
 {
 	struct announcement *list;
-	struct json_object *res = json_object_new_array();
-	int n = announce_list(p->p_announce, caller, now_wall(), &list);
+	struct json_object *res;
 	char buf[32];
+	int n;
 
+	public_recheck_caller(p, caller, params);
+	res = json_object_new_array();
+	n = announce_list(p->p_announce, caller, now_wall(), &list);
 	for (int i = 0; i < n; i++) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
+		/* the effective expiry: a missing expires_at was stored as the maximum */
 		json_object_object_add(o, "expires_at", list[i].an_expires_at > 0 ?
 		    json_object_new_string(rfc3339_format(list[i].an_expires_at, buf, sizeof(buf))) :
 		    NULL);
@@ -765,9 +1222,8 @@ rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller)
 }
 
 static void
-public_rpc(void *arg, struct jsonrpc_call *call)
+public_dispatch(struct public *p, struct jsonrpc_call *call)
 {
-	struct public *p = arg;
 	struct json_object *params = jsonrpc_call_params(call);
 	const char *method = jsonrpc_call_method(call);
 	const char *caller = control_caller(params);
@@ -781,9 +1237,30 @@ public_rpc(void *arg, struct jsonrpc_call *call)
 	else if (strcmp(method, "withdrawConnections") == 0)
 		rpc_withdraw(p, call, caller, params);
 	else if (strcmp(method, "getAnnouncements") == 0)
-		rpc_get(p, call, caller);
+		rpc_get(p, call, caller, params);
+	else if (strcmp(method, "adminWithdrawConnections") == 0)
+		rpc_admin_withdraw(p, call, caller, params);
 	else
 		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
+}
+
+static void
+public_rpc(void *arg, struct jsonrpc_call *call)
+{
+	struct public *p = arg;
+	struct rpc_wait *w;
+
+	if (p->p_commit == NULL) {
+		public_dispatch(p, call);
+		return;
+	}
+	/* a batch is being written: after it, in order */
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	w->w_call = call;
+	TAILQ_INSERT_TAIL(&p->p_waiting, w, w_entry);
 }
 
 /* --- start and stop -------------------------------------------------------- */
@@ -898,6 +1375,43 @@ public_drain(struct public *p)
 	return loop_run(p->p_loop);
 }
 
+/*
+ * After the datastore replay (main thread, before the side thread starts):
+ * stored announcements without an expiry (written by older versions) get
+ * the longest one, and, with a directory, allowed_domains is checked again.
+ * Both are made durable by compacting the store (no withdrawal lines left).
+ */
+static int
+public_load_checks(struct public *p)
+{
+	struct proxy_conf *pc = p->p_conf;
+	struct directory *dir;
+	double now = now_wall();
+	char err[512];
+	int changed, n;
+
+	changed = announce_cap_expiry(p->p_announce, announce_effective_expiry(0, now));
+	if (pc->pc_dir_paths != NULL) {
+		if ((p->p_watch = directory_watch_new(pc->pc_dir_paths, err,
+		    sizeof(err))) == NULL) {
+			log_warnx("directory: %s", err);
+			return -1;
+		}
+		dir = directory_watch_get(p->p_watch);
+		n = public_recheck_directory(p, dir, "datastore replay");
+		directory_unref(dir);
+		if (n < 0)
+			return -1;
+		changed += n;
+	}
+	if (changed > 0 && p->p_store &&
+	    datastore_compact(p->p_store, now, err, sizeof(err)) < 0) {
+		log_warnx("datastore: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
 int
 public_run(struct proxy_conf *pc)
 {
@@ -906,6 +1420,7 @@ public_run(struct proxy_conf *pc)
 	struct relay_stats st;
 	struct pconn *c;
 	struct dconn *d;
+	struct rpc_wait *w;
 	struct sigaction sa;
 	char err[512];
 	int rc = 1, tls_fd = -1, data_fd = -1;
@@ -914,6 +1429,7 @@ public_run(struct proxy_conf *pc)
 	p->p_conf = pc;
 	TAILQ_INIT(&p->p_pconns);
 	TAILQ_INIT(&p->p_dconns);
+	TAILQ_INIT(&p->p_waiting);
 	signal(SIGPIPE, SIG_IGN);
 
 	/*
@@ -951,6 +1467,8 @@ public_run(struct proxy_conf *pc)
 		log_errorx("public.datastore.settings.filename: %s", err);
 		goto out;
 	}
+	if (public_load_checks(p) < 0)
+		goto out;
 	log_info("%zu announcement(s) loaded", announce_count(p->p_announce));
 	if ((p->p_loop = loop_new(4096)) == NULL) {
 		log_errorx("io_uring setup: %s", strerror(errno));
@@ -976,6 +1494,7 @@ public_run(struct proxy_conf *pc)
 		log_errorx("%s", err);
 		goto out;
 	}
+	side_post(p->p_ctl.ct_side, public_side_timers, p);
 	log_info("public proxy %s ready (io_uring %s)", pc->pc_name, loop_mode(p->p_loop));
 
 	public_signal_loop = p->p_loop;
@@ -989,7 +1508,28 @@ public_run(struct proxy_conf *pc)
 	    token_count(p->p_tokens), st.pairs_active);
 	log_info("stopped");
 out:
+	if (p->p_ctl.ct_side) {
+		/* the timers belong to the side thread's base: free them once
+		 * it has stopped, before the base goes */
+		side_stop(p->p_ctl.ct_side);
+		if (p->p_sweep)
+			event_free(p->p_sweep);
+		if (p->p_dirpoll)
+			event_free(p->p_dirpoll);
+		/* join the datastore's thread before the side goes: its
+		 * completion is posted there (and dropped, unrun) */
+		datastore_close(p->p_store);
+		p->p_store = NULL;
+		if (p->p_commit)
+			commit_free(p->p_commit);
+		while ((w = TAILQ_FIRST(&p->p_waiting)) != NULL) {
+			TAILQ_REMOVE(&p->p_waiting, w, w_entry);
+			free(w);
+		}
+	}
 	control_stop(&p->p_ctl);
+	if (p->p_watch)
+		directory_watch_free(p->p_watch);
 	if (tls_fd >= 0)
 		close(tls_fd);
 	if (data_fd >= 0)

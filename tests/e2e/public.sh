@@ -36,16 +36,18 @@ public:
   hello_max_bytes: 1024
   accept_timeout: 1
   token_timeout: 0.5
+  announce_sweep_interval: 1
 EOF
 cat >"$S/private-proxy-1/900_test.yml" <<EOF
 private:
   announce_interval: 3600
 EOF
 # A third operator: hd-1 (certificate made by make-certs) may also call the
-# public proxy's methods in this copy of the directory.
+# public proxy's methods in this copy of the directory, and is in
+# proxy-admins (adminWithdrawConnections).
 cat >"$E2E_RUN/s/directory/50-test.json" <<EOF
 {"records": [{"name": "hd-1", "section": "groups", "created_at": "2026-01-02T00:00:00Z",
-  "data": ["hd-users", "proxy-users"]}]}
+  "data": ["hd-users", "proxy-users", "proxy-admins"]}]}
 EOF
 mkdir -p "$E2E_RUN/hd1"
 cat >"$E2E_RUN/hd1/000.yml" <<EOF
@@ -831,7 +833,7 @@ store_unwritable() {
 	echo "$out"
 	chattr -i "$STORE"
 	grep 'not stored' "$PLOG"
-	[ $rc = 0 ] && grep -q "withdrawal of $HOST by private-proxy-1.ga not stored" "$PLOG" &&
+	[ $rc = 0 ] && grep -q "withdrawal by private-proxy-1.ga not stored" "$PLOG" &&
 		served && ! grep -q ro.internal "$STORE"
 }
 mcheck "store immutable: announce answers item not stored, withdraw fails, the domain still served" store_unwritable
@@ -871,9 +873,17 @@ check "the same domain from another operator: item 409 already taken" expect_cal
 check "getAnnouncements shows only the caller's own (private-proxy-1.ga)" bash -c "
 	out=\$(HYPER_SETTINGS=$S/private-proxy-hyper-1 $BIN/hyper call public-proxy-1.ga.getAnnouncements | tr -d ' \n'); echo \$out
 	[[ \$out == *'\"domain\":\"$HOST\"'* && \$out == *new.internal-server.local* && \$out != *hd.internal* ]]"
-check "getAnnouncements shows only the caller's own (hd-1)" bash -c "
-	out=\$(HYPER_SETTINGS=$E2E_RUN/hd1 $BIN/hyper call public-proxy-1.ga.getAnnouncements | tr -d ' \n'); echo \$out
-	[ \"\$out\" = '[{\"domain\":\"hd.internal-server.local\",\"expires_at\":null}]' ]"
+# hd-1 announced without expires_at: it expires 7 days after the call.
+effective_expiry() {
+	local out lo hi
+	lo=$(in_days '7 days - 5 minutes')
+	hi=$(in_days '7 days')
+	out=$(hcall hd public-proxy-1.ga.getAnnouncements | compact)
+	echo "$out (between $lo and $hi)"
+	[[ "$out" =~ ^\[\{\"domain\":\"hd.internal-server.local\",\"expires_at\":\"([0-9TZ:-]+)\"\}\]$ ]] &&
+		[[ ! "${BASH_REMATCH[1]}" < "$lo" ]] && [[ ! "${BASH_REMATCH[1]}" > "$hi" ]]
+}
+check "getAnnouncements shows only the caller's own (hd-1), a missing expires_at as the effective expiry (7 days)" effective_expiry
 check "an announced domain the private proxy does not know: internal_error alert" alert_for new.internal-server.local internal_error
 check "withdrawConnections of new.internal-server.local" expect_call private \
 	public-proxy-1.ga.withdrawConnections '{"domains": ["new.internal-server.local"]}' '{"withdrawn":1}'
@@ -890,6 +900,124 @@ expired_frees_domain() {
 		'{"connections": [{"domain": "soon.internal-server.local"}]}' '[null]'
 }
 check "an expired announcement of another operator no longer blocks" expired_frees_domain
+
+swept_while_running() {
+	expect_call hd public-proxy-1.ga.announceConnections \
+		"{\"connections\": [{\"domain\": \"sweep.internal-server.local\", \"expires_at\": \"$(in_days '2 seconds')\"}]}" '[null]' || return 1
+	py "assert pt.wait_log('$PLOG', 'expired announcement(s) dropped', 6)" || return 1
+	grep 'expired announcement' "$PLOG"
+}
+check "an expired announcement is dropped while running (announce_sweep_interval 1 s)" swept_while_running
+
+# --- caps -------------------------------------------------------------------------------
+items() { # count prefix -> a connections list
+	python3 -c "import json; print(json.dumps({'connections': [{'domain': '$2%d.internal-server.local' % i} for i in range($1)]}))"
+}
+check "announceConnections with 257 items (max_announce_items 256): error, nothing stored" bash -c "
+	out=\$(HYPER_SETTINGS=$S/private-proxy-hyper-1 $BIN/hyper call --timeout 10 public-proxy-1.ga.announceConnections '$(items 257 cap)' 2>&1 | tr -d ' \n'); echo \$out
+	[[ \$out == *'\"code\":-32602'*'257items,atmost256percall(max_announce_items)'* ]] && ! grep -q cap0.internal '$STORE'"
+per_operator_cap() {
+	printf 'public:\n  max_announcements_per_operator: 3\n' >"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	rm -f "$S/public-proxy-1/950_mode.yml"
+	# hd-1 holds hd.internal-server.local: two more fit, the third does not
+	expect_call hd public-proxy-1.ga.announceConnections "$(items 3 per)" \
+		'[null,null,{"code":429,"message":"toomanyannouncements:atmost3peroperator(max_announcements_per_operator)"}]' || return 1
+	expect_call hd public-proxy-1.ga.announceConnections '{"connections": [{"domain": "hd.internal-server.local"}]}' \
+		'[null]' || return 1     # re-announcing a held domain is no new one
+	expect_call hd public-proxy-1.ga.withdrawConnections '{"domains": ["per0.internal-server.local", "per1.internal-server.local"]}' \
+		'{"withdrawn":2}' || return 1
+	restart_public
+}
+check "max_announcements_per_operator 3: the 4th domain of hd-1 is item error 429" per_operator_cap
+
+# Measured: one announceConnections of 256 items (the cap) with the datastore
+# on a disk whose fdatasync takes 40 ms (LD_PRELOAD tests/e2e/slowsync.c), and
+# the latency of client connections (each an incomingConnection call placed
+# by the same side thread) made meanwhile.  One sync per item would take
+# 256 x 40 ms = 10 s and hold every client up for as long.
+cc -std=gnu11 -D_GNU_SOURCE -shared -fPIC -o "$E2E_RUN/slowsync.so" tests/e2e/slowsync.c -ldl ||
+	echo "# slowsync.so not built: the announce below runs at the disk's speed"
+big_announce() {
+	local t0 t1 out rc=0 preload=
+	[ -f "$E2E_RUN/slowsync.so" ] && ! ldd "$BIN/proxy" | grep -q libasan && preload=$E2E_RUN/slowsync.so
+	stop_bg public || return 1
+	start_bg public env LD_PRELOAD=$preload SLOWSYNC_MS=40 PROXY_SETTINGS=$S/public-proxy-1 "$BIN/proxy" run public
+	wait_port 127.0.0.1 "$PUBLIC_RPC_PORT" 5 && serves_within 10 || return 1
+	( for i in $(seq 1 40); do
+		s=$(date +%s.%N); c -o /dev/null "$URL/" || echo FAIL
+		echo "curl $(awk "BEGIN { printf \"%.3f\", $(date +%s.%N) - $s }")"
+		sleep 0.05
+	done ) >"$E2E_RUN/curls.txt" 2>&1 &
+	local cpid=$!
+	sleep 0.3
+	t0=$(date +%s.%N)
+	out=$(hcall private public-proxy-1.ga.announceConnections "$(items 256 big)" | compact)
+	t1=$(date +%s.%N)
+	wait $cpid
+	echo "fdatasync slowed to 40 ms: ${preload:-no (asan build)}" | tee -a "$MEAS"
+	echo "256-item announce through both Hypers: $(awk "BEGIN { printf \"%.3f\", $t1 - $t0 }") s, $(grep -o null <<<"$out" | wc -l) null items" | tee -a "$MEAS"
+	echo "40 curls meanwhile: max $(awk '/^curl/ { if ($2 > m) m = $2 } END { print m }' "$E2E_RUN/curls.txt") s, $(grep -c FAIL "$E2E_RUN/curls.txt") failed" | tee -a "$MEAS"
+	[ "$(grep -o null <<<"$out" | wc -l)" = 256 ] && ! grep -q FAIL "$E2E_RUN/curls.txt" &&
+		awk "BEGIN { exit !($t1 - $t0 < 6) }" &&
+		awk '/^curl/ { if ($2 > m) m = $2 } END { exit !(m < 1.5) }' "$E2E_RUN/curls.txt" || rc=1
+	out=$(hcall private public-proxy-1.ga.withdrawConnections \
+		"$(python3 -c "import json; print(json.dumps({'domains': ['big%d.internal-server.local' % i for i in range(256)]}))")" | compact)
+	echo "withdraw: $out"
+	restart_public || return 1
+	[ $rc = 0 ] && [ "$out" = '{"withdrawn":256}' ]
+}
+mcheck "256 items in one announce (one fdatasync of 40 ms, off the side thread): < 6 s, 40 curls meanwhile each < 1.5 s" big_announce
+
+# --- adminWithdrawConnections --------------------------------------------------------
+check "adminWithdrawConnections from a non-admin (private-proxy-1.ga) is 403 at its Hyper" expect_call private \
+	public-proxy-1.ga.adminWithdrawConnections '{"domains": ["hd.internal-server.local"]}' \
+	"~{\"code\":403,\"message\":\"permissiondeniedformethod'adminWithdrawConnections'andclient'private-proxy-1.ga'\"}"
+admin_withdraw() {
+	expect_call private public-proxy-1.ga.announceConnections \
+		'{"connections": [{"domain": "adm1.internal-server.local"}, {"domain": "adm2.internal-server.local"}]}' '[null,null]' || return 1
+	expect_call hd public-proxy-1.ga.adminWithdrawConnections '{"domains": ["adm1.internal-server.local"]}' \
+		'{"withdrawn":1}' || return 1
+	alert_for adm1.internal-server.local unrecognized_name || return 1
+	grep -q 'announcement of adm1.internal-server.local by private-proxy-1.ga withdrawn by hd-1 (admin)' "$PLOG" || return 1
+	# {operator}: everything of that operator; the own operator needs no group
+	expect_call public public-proxy-1.ga.adminWithdrawConnections '{"operator": "private-proxy-1.ga"}' \
+		'~{"withdrawn":' || return 1
+	expect_call private public-proxy-1.ga.getAnnouncements '{}' '[]' || return 1
+	alert_for "$HOST" unrecognized_name || return 1
+	expect_call private public-proxy-1.ga.announceConnections "{\"connections\": [{\"domain\": \"$HOST\"}]}" '[null]' &&
+		served
+}
+check "adminWithdrawConnections by an admin (hd-1: domains; own operator: operator) withdraws anyone's" admin_withdraw
+
+# --- allowed_domains re-checked against the directory ------------------------------------
+NARROW=$E2E_RUN/s/directory/60-narrow.json
+narrow() {
+	cat >"$NARROW" <<-EOF
+	{"records": [{"name": "hd-1", "section": "settings", "created_at": "2026-01-03T00:00:00Z",
+	  "data": [{"service": "proxy", "settings": {"allowed_domains": [".other.local"]}}]}]}
+	EOF
+}
+narrowed_while_running() {
+	narrow
+	py "assert pt.wait_log('$PLOG', 'announcement of hd.internal-server.local by hd-1 dropped: not in its allowed_domains (directory changed)', 8)" || return 1
+	alert_for hd.internal-server.local unrecognized_name || return 1
+	rm -f "$NARROW"
+	sleep 3         # both the Hyper and the proxy poll every 2 s
+	expect_call hd public-proxy-1.ga.announceConnections '{"connections": [{"domain": "hd.internal-server.local"}]}' '[null]'
+}
+check "allowed_domains narrowed in the directory: the announcement is dropped while running, logged" narrowed_while_running
+narrowed_at_replay() {
+	stop_bg public || return 1
+	narrow
+	start_public
+	wait_port 127.0.0.1 "$PUBLIC_RPC_PORT" 5 || return 1
+	rm -f "$NARROW"
+	grep 'dropped' "$PLOG"
+	grep -q 'announcement of hd.internal-server.local by hd-1 dropped: not in its allowed_domains (datastore replay)' "$PLOG" &&
+		alert_for hd.internal-server.local unrecognized_name && ! grep -q '"hd.internal-server.local"' "$STORE" && served
+}
+check "allowed_domains narrowed while stopped: dropped at the datastore replay, for good" narrowed_at_replay
 
 # --- datastore -----------------------------------------------------------------------
 served_from_store() {

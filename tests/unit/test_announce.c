@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "announce.h"
+#include "control.h"
 #include "util.h"
 
 static struct announcement
@@ -217,4 +220,119 @@ Test(announce, concurrent_reader_sees_consistent_entries)
 	cr_assert_gt(found, 0);
 	cr_assert_eq(announce_lookup(shared, "fixed.example.com", NULL, 0, NULL), 0);
 	announce_table_free(shared);
+}
+
+Test(announce, missing_expiry_means_the_seven_day_maximum)
+{
+	cr_assert_float_eq(announce_effective_expiry(0, 1000.75), 1000 + 7 * 86400.0, 1e-9,
+	    "whole seconds, 7 days ahead");
+	cr_assert_float_eq(announce_effective_expiry(5000, 1000), 5000, 1e-9,
+	    "an explicit expiry is kept");
+}
+
+Test(announce, cap_expiry_bounds_stored_entries)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("never.example.com", "op1", NULL, 0), out;
+	struct announcement b = mk("far.example.com", "op1", NULL, 9000);
+	struct announcement c = mk("near.example.com", "op1", NULL, 2000);
+
+	announce_put(t, &a);
+	announce_put(t, &b);
+	announce_put(t, &c);
+	cr_assert_eq(announce_cap_expiry(t, 5000), 2);
+	cr_assert_eq(announce_lookup(t, "never.example.com", NULL, 4999, &out), 0);
+	cr_assert_float_eq(out.an_expires_at, 5000, 1e-9);
+	cr_assert_eq(announce_lookup(t, "never.example.com", NULL, 5000, NULL), -1,
+	    "no longer permanent");
+	cr_assert_eq(announce_lookup(t, "far.example.com", NULL, 5001, NULL), -1);
+	cr_assert_eq(announce_lookup(t, "near.example.com", NULL, 1999, &out), 0);
+	cr_assert_float_eq(out.an_expires_at, 2000, 1e-9);
+	announce_table_free(t);
+}
+
+Test(announce, sweep_drops_expired_entries_only)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("old.example.com", "op1", NULL, 100);
+	struct announcement b = mk("new.example.com", "op1", NULL, 300);
+
+	announce_put(t, &a);
+	announce_put(t, &b);
+	/* before the sweep, an expired entry is already absent for lookups */
+	cr_assert_eq(announce_lookup(t, "old.example.com", NULL, 200, NULL), -1);
+	cr_assert_eq(announce_count(t), 2);
+	cr_assert_eq(announce_expire(t, 200), 1);
+	cr_assert_eq(announce_count(t), 1);
+	cr_assert_eq(announce_find(t, "old.example.com", NULL, NULL, NULL), -1);
+	cr_assert_eq(announce_lookup(t, "new.example.com", NULL, 200, NULL), 0);
+	cr_assert_eq(announce_expire(t, 200), 0);
+	announce_table_free(t);
+}
+
+static int
+keep_example_com(void *arg, const struct announcement *a)
+{
+	const char *allowed[] = { ".example.com" };
+
+	(*(int *)arg)++;
+	return announce_domain_allowed(a->an_domain, allowed, 1);
+}
+
+Test(announce, filter_drops_what_is_no_longer_allowed)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement v[] = {
+		mk("a.example.com", "op1", NULL, 0), mk("b.example.net", "op1", NULL, 100),
+		mk("c.example.net", "op2", NULL, 0), mk("d.example.com", "op2", NULL, 0),
+	};
+	int calls = 0;
+
+	for (size_t i = 0; i < 4; i++)
+		announce_put(t, &v[i]);
+	cr_assert_eq(announce_filter(t, "op1", keep_example_com, &calls), 1,
+	    "only op1's entries, the expired one too");
+	cr_assert_eq(calls, 2);
+	cr_assert_eq(announce_find(t, "b.example.net", NULL, NULL, NULL), -1);
+	cr_assert_eq(announce_find(t, "c.example.net", NULL, NULL, NULL), 0);
+	cr_assert_eq(announce_filter(t, NULL, keep_example_com, &calls), 1);
+	cr_assert_eq(announce_count(t), 2);
+	cr_assert_eq(announce_count_operator(t, "op1", 50), 1);
+	cr_assert_eq(announce_count_operator(t, "op2", 50), 1);
+	cr_assert_eq(announce_count_operator(t, "op3", 50), 0);
+	announce_table_free(t);
+}
+
+/* The public proxy's own checks on `_client` (control.c): the admin group
+ * of adminWithdrawConnections and allowed_domains from a directory entry. */
+Test(announce, admin_group_and_allowed_domains_come_from_client_entry)
+{
+	struct json_object *admin = json_tokener_parse("{\"_client\": {\"name\": \"hd-1\", "
+	    "\"entry\": {\"name\": \"hd-1\", \"groups\": [\"proxy-users\", \"proxy-admins\"], "
+	    "\"settings\": [{\"service\": \"proxy\", \"settings\": "
+	    "{\"allowed_domains\": [\".a.example\", 5]}}]}}}");
+	struct json_object *user = json_tokener_parse("{\"_client\": {\"name\": \"p\", "
+	    "\"entry\": {\"name\": \"p\", \"groups\": [\"proxy-users\"]}}}");
+	struct json_object *spoof = json_tokener_parse("{\"_client\": {\"name\": \"p\", "
+	    "\"groups\": [\"proxy-admins\"], \"entry\": {\"groups\": \"proxy-admins\"}}}");
+	struct json_object *client, *entry;
+	const char **allowed;
+
+	cr_assert_not_null(admin);
+	cr_assert(control_caller_in_group(admin, "proxy-admins"));
+	cr_assert_not(control_caller_in_group(user, "proxy-admins"));
+	cr_assert_not(control_caller_in_group(spoof, "proxy-admins"),
+	    "only a list under _client.entry.groups counts");
+	cr_assert_not(control_caller_in_group(admin, ""));
+	json_object_object_get_ex(admin, "_client", &client);
+	json_object_object_get_ex(client, "entry", &entry);
+	cr_assert_eq(control_entry_allowed_domains(entry, &allowed), 1);
+	cr_assert_str_eq(allowed[0], ".a.example");
+	free(allowed);
+	json_object_object_get_ex(user, "_client", &client);
+	json_object_object_get_ex(client, "entry", &entry);
+	cr_assert_eq(control_entry_allowed_domains(entry, &allowed), -1);
+	json_object_put(admin);
+	json_object_put(user);
+	json_object_put(spoof);
 }

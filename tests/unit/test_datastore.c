@@ -4,6 +4,7 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,28 +198,153 @@ Test(datastore, garbage_in_the_middle_is_skipped)
 	announce_table_free(t);
 }
 
-Test(datastore, reopen_compacts_the_file)
+Test(datastore, flapping_is_compacted_while_running)
 {
 	struct announce_table *t;
 	struct datastore *ds = open_store(&t);
 	char err[256];
-	off_t big;
 
-	for (int i = 0; i < 50; i++) {
+	/* no expiry: the commits compact with the real clock, past NOW */
+	announce(ds, "kept.example.com", "op1", 0);
+	for (int i = 0; i < 200; i++) {
 		announce(ds, "flappy.example.com", "op1", 0);
 		cr_assert_eq(datastore_withdraw(ds, "flappy.example.com", NULL, "op1", err,
 		    sizeof(err)), 1);
+		cr_assert_leq(datastore_lines(ds), 2 * announce_count(t) +
+		    DATASTORE_COMPACT_SLACK, "%zu lines after %d flaps", datastore_lines(ds), i);
 	}
-	announce(ds, "kept.example.com", "op1", 0);
+	cr_assert_lt(file_size(), 200 * 40, "%lld bytes", (long long)file_size());
 	datastore_close(ds);
 	announce_table_free(t);
-	big = file_size();
 
 	ds = open_store(&t);
-	cr_assert_lt(file_size(), big / 50, "%lld bytes after compaction",
-	    (long long)file_size());
 	cr_assert_eq(announce_count(t), 1);
 	cr_assert_eq(announce_lookup(t, "kept.example.com", NULL, NOW, NULL), 0);
+	cr_assert_eq(datastore_lines(ds), 1);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+Test(datastore, compaction_keeps_content)
+{
+	struct announce_table *t;
+	struct datastore *ds = open_store(&t);
+	struct announcement out;
+	char err[256], name[64];
+
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "d%d.example.com", i);
+		announce(ds, name, i % 2 ? "op1" : "op2", NOW + 60 + i);
+	}
+	cr_assert_eq(datastore_withdraw(ds, "d7.example.com", NULL, "op1", err,
+	    sizeof(err)), 1);
+	cr_assert_eq(datastore_lines(ds), 101);
+	cr_assert_eq(datastore_compact(ds, NOW, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(datastore_lines(ds), 99);
+	/* appends go to the new file */
+	announce(ds, "late.example.com", "op3", NOW + 10);
+	datastore_close(ds);
+	announce_table_free(t);
+
+	ds = open_store(&t);
+	cr_assert_eq(announce_count(t), 100);
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "d%d.example.com", i);
+		if (i == 7) {
+			cr_assert_eq(announce_lookup(t, name, NULL, NOW, NULL), -1);
+			continue;
+		}
+		cr_assert_eq(announce_lookup(t, name, NULL, NOW, &out), 0, "%s", name);
+		cr_assert_str_eq(out.an_operator, i % 2 ? "op1" : "op2");
+		cr_assert_float_eq(out.an_expires_at, NOW + 60 + i, 1e-6);
+	}
+	cr_assert_eq(announce_lookup(t, "late.example.com", NULL, NOW, NULL), 0);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+Test(datastore, noop_changes_write_no_line)
+{
+	struct announce_table *t;
+	struct datastore *ds = open_store(&t);
+	char err[256];
+	off_t size;
+
+	/* 3 identical announces and 3 withdrawals of nothing: one line */
+	for (int i = 0; i < 3; i++)
+		announce(ds, "a.example.com", "op1", NOW + 3600);
+	size = file_size();
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(datastore_withdraw(ds, "a.example.com", NULL, "op2", err,
+		    sizeof(err)), 0);
+		cr_assert_eq(datastore_withdraw(ds, "none.example.com", NULL, "op1", err,
+		    sizeof(err)), 0);
+	}
+	cr_assert_eq(datastore_lines(ds), 1);
+	cr_assert_eq(file_size(), size);
+	/* a new expiry is a change */
+	announce(ds, "a.example.com", "op1", NOW + 7200);
+	cr_assert_eq(datastore_lines(ds), 2);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+Test(datastore, a_batch_is_one_append_applied_after_its_commit)
+{
+	struct announce_table *t;
+	struct datastore *ds = open_store(&t);
+	struct announcement a;
+	char err[256], name[64];
+
+	announce(ds, "old.example.com", "op1", NOW + 60);
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "b%d.example.com", i);
+		announce_make(&a, name, "op1", NULL, NOW + 60);
+		cr_assert_eq(datastore_stage_announce(ds, &a), 0);
+	}
+	cr_assert_eq(datastore_stage_withdraw(ds, "old.example.com", NULL, "op1"), 1);
+	cr_assert_eq(datastore_stage_withdraw(ds, "old.example.com", NULL, "op1"), 0,
+	    "staged once");
+	cr_assert_eq(announce_lookup(t, "b0.example.com", NULL, NOW, NULL), -1,
+	    "not served before it is durable");
+	cr_assert_eq(announce_lookup(t, "old.example.com", NULL, NOW, NULL), 0);
+	cr_assert_eq(datastore_commit(ds, NOW, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(datastore_lines(ds), 5);
+	cr_assert_eq(announce_lookup(t, "b2.example.com", NULL, NOW, NULL), 0);
+	cr_assert_eq(announce_lookup(t, "old.example.com", NULL, NOW, NULL), -1);
+	cr_assert_eq(datastore_commit(ds, NOW, err, sizeof(err)), 0, "nothing staged");
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+static int
+keep_example_com(void *arg, const struct announcement *a)
+{
+	const char *allowed[] = { ".example.com" };
+
+	return announce_domain_allowed(a->an_domain, allowed, 1);
+}
+
+Test(datastore, replay_then_filter_drops_disallowed_for_good)
+{
+	struct announce_table *t;
+	struct datastore *ds;
+	char err[256];
+
+	write_file("{\"domain\":\"a.example.com\",\"operator\":\"op1\"}\n"
+	    "{\"domain\":\"b.example.net\",\"operator\":\"op1\"}\n"
+	    "{\"domain\":\"c.example.net\",\"operator\":\"op2\"}\n");
+	ds = open_store(&t);
+	cr_assert_eq(announce_count(t), 3);
+	cr_assert_eq(datastore_filter(ds, NULL, keep_example_com, NULL, NOW, err,
+	    sizeof(err)), 2, "%s", err);
+	cr_assert_eq(announce_count(t), 1);
+	datastore_close(ds);
+	announce_table_free(t);
+
+	ds = open_store(&t);
+	cr_assert_eq(announce_count(t), 1, "the drop is durable");
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, NULL), 0);
 	datastore_close(ds);
 	announce_table_free(t);
 }
@@ -285,6 +411,70 @@ Test(datastore, failed_append_is_reported_and_cut_off)
 
 	ds = open_store(&t);
 	cr_assert_eq(announce_count(t), 2);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+/* datastore_commit_async: the post function hands the completion back to
+ * this thread, as side_post does on the public proxy. */
+static void (*posted_fn)(void *);
+static void *posted_arg;
+static pthread_mutex_t posted_lock = PTHREAD_MUTEX_INITIALIZER;
+static int done_rc = 99;
+
+static void
+test_post(void *ctx, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&posted_lock);
+	posted_fn = fn;
+	posted_arg = arg;
+	pthread_mutex_unlock(&posted_lock);
+}
+
+static void
+test_done(void *arg, int rc, const char *err)
+{
+	done_rc = rc;
+}
+
+Test(datastore, async_commit_writes_on_its_own_thread_then_applies)
+{
+	struct announce_table *t;
+	struct datastore *ds = open_store(&t);
+	struct announcement a;
+	void (*fn)(void *) = NULL;
+	void *arg = NULL;
+
+	announce_make(&a, "a.example.com", "op1", NULL, 0);
+	cr_assert_eq(datastore_stage_announce(ds, &a), 0);
+	cr_assert_eq(datastore_commit_async(ds, test_post, NULL, test_done, NULL), 1);
+	cr_assert(datastore_busy(ds));
+	announce_make(&a, "b.example.com", "op1", NULL, 0);
+	cr_assert_eq(datastore_stage_announce(ds, &a), -1, "busy while in flight");
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, NULL), -1,
+	    "not served before it is durable");
+	for (int i = 0; i < 500 && fn == NULL; i++) {
+		pthread_mutex_lock(&posted_lock);
+		fn = posted_fn;
+		arg = posted_arg;
+		pthread_mutex_unlock(&posted_lock);
+		if (fn == NULL)
+			usleep(10000);
+	}
+	cr_assert_not_null(fn, "the flush thread posted its completion");
+	cr_assert_eq(done_rc, 99, "done runs only on the owner's thread");
+	fn(arg);
+	cr_assert_eq(done_rc, 0);
+	cr_assert_not(datastore_busy(ds));
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, NULL), 0);
+	cr_assert_eq(datastore_lines(ds), 1);
+	cr_assert_eq(datastore_commit_async(ds, test_post, NULL, test_done, NULL), 0,
+	    "nothing staged");
+	datastore_close(ds);
+	announce_table_free(t);
+
+	ds = open_store(&t);
+	cr_assert_eq(announce_count(t), 1);
 	datastore_close(ds);
 	announce_table_free(t);
 }

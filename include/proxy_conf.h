@@ -14,6 +14,14 @@ struct rate_limit {
 	long   rl_limit;       /* connections per window per source address */
 };
 
+/* rate_limit_prefixes: aggregate buckets of wider prefixes, as multiples
+ * of the per-source limits (0: none). */
+struct rate_prefixes {
+	long   rp_v4_24;
+	long   rp_v6_56;
+	long   rp_v6_48;
+};
+
 struct static_announcement {
 	char  *sa_domain;
 	char  *sa_proxy;
@@ -34,6 +42,10 @@ struct proxy_conf {
 	double  pc_token_timeout;
 	struct rate_limit *pc_rate_limits;
 	int     pc_nrate_limits;
+	struct rate_limit *pc_data_rate_limits;
+	int     pc_ndata_rate_limits;
+	struct rate_prefixes pc_rate_prefixes;
+	long    pc_max_data_connections;       /* data connections waiting for a token */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */

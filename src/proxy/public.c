@@ -879,7 +879,8 @@ public_run(struct proxy_conf *pc)
 	public_fd_limit(pc);
 	p->p_announce = announce_table_new();
 	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
-	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits, 65536);
+	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits,
+	    &pc->pc_rate_prefixes, 65536);
 	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
 	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_peekbuf) {
 		log_warnx("out of memory");

@@ -21,6 +21,10 @@
  *           report ends it with one log line.
  * A data connection (struct dconn) reads exactly TOKEN_LEN bytes within
  * token_timeout, across as many reads as it takes, then claims the token.
+ * Until then it is unauthenticated: it has its own budget
+ * (max_data_connections, plus one per parked client) and rate limit
+ * (data_rate_limits), is not counted in max_connections, and its refusals
+ * and failures are logged through a log_limit.
  * Closing with a request in flight cancels it first and frees on the final
  * completion (io_uring still holds the file until then). */
 #include <errno.h>
@@ -85,6 +89,7 @@ struct dconn {
 	TAILQ_ENTRY(dconn)       d_entry;       /* p_dconns, until freed */
 	int                      d_fd;
 	int                      d_closing;
+	struct sockaddr_storage  d_peer;
 	struct loop_op           d_recv;
 	struct loop_timer        d_timer;
 	size_t                   d_got;
@@ -108,9 +113,12 @@ struct public {
 	struct datastore        *p_store;        /* side thread only */
 	struct token_table      *p_tokens;
 	struct ratelimit        *p_limits;
+	struct ratelimit        *p_data_limits;  /* data_rate_limits */
 	struct loop_listener     p_tls_listener, p_data_listener;
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
-	long                     p_nconns;       /* client + data sockets held */
+	long                     p_nconns;       /* client + joined data sockets held */
+	long                     p_ndata;        /* data sockets waiting for a token */
+	struct log_limit         p_log_dfull, p_log_drate, p_log_dtoken, p_log_dclose;
 	int                      p_tls_paused, p_data_paused;
 	double                   p_full_logged;  /* last "max_connections" line */
 	unsigned char           *p_peekbuf;      /* hello_max_bytes, loop thread */
@@ -133,7 +141,7 @@ static void pconn_arm_poll(struct pconn *);
 static void
 public_drained(struct public *p)
 {
-	if (p->p_nconns == 0 && p->p_nlisteners == 0)
+	if (p->p_nconns == 0 && p->p_ndata == 0 && p->p_nlisteners == 0)
 		loop_stop(p->p_loop);
 }
 
@@ -147,7 +155,9 @@ public_listener_closed(struct loop_listener *l)
 }
 
 /*
- * max_connections: the TLS listener pauses while the sockets held reach it.
+ * max_connections: the TLS listener pauses while the sockets held reach it
+ * (clients, and the data sockets joined to them; a data connection waiting
+ * for its token is not counted here, see dconn_admit).
  * The data listener pauses only past it by the number of parked clients:
  * each of them still needs its data connection, and a full proxy that
  * refused those would hold its parked clients until accept_timeout.
@@ -441,32 +451,35 @@ public_relay_done(const struct relay_report *rep, void *arg)
 static void
 dconn_free(struct dconn *d)
 {
-	TAILQ_REMOVE(&d->d_pub->p_dconns, d, d_entry);
+	struct public *p = d->d_pub;
+
+	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
 	if (d->d_fd >= 0) {
-		loop_close(d->d_pub->p_loop, d->d_fd);
-		public_conn_add(d->d_pub, -1);
+		loop_close(p->p_loop, d->d_fd);
+		p->p_ndata--;
+		if (p->p_stopping)
+			public_drained(p);
 	}
 	free(d);
 }
 
+/* ll: the kind of failure, each logged at most about once a second (the
+ * data port is open to anyone); NULL for a stop. */
 static void
-dconn_close(struct dconn *d, const char *why)
+dconn_close(struct dconn *d, struct log_limit *ll, const char *why)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char addr[64] = "-";
+	char addr[64];
 
 	if (d->d_closing)
 		return;
 	d->d_closing = 1;
 	loop_timer_disarm(&d->d_pub->p_token_timers, &d->d_timer);
-	/* The peer's address is looked up only for this line: a data
-	 * connection that delivers its token is never logged on its own. */
-	if (getpeername(d->d_fd, (struct sockaddr *)&ss, &sl) == 0) {
-		public_unmap(&ss);
-		addr_str((struct sockaddr *)&ss, addr, sizeof(addr));
-	}
-	log_info("data connection %s closed: %s", addr, why);
+	/* A data connection that delivers its token is never logged on its own. */
+	addr_str((struct sockaddr *)&d->d_peer, addr, sizeof(addr));
+	if (ll != NULL)
+		log_limited(ll, LOG_LVL_INFO, "data connection %s closed: %s", addr, why);
+	else
+		log_debug("data connection %s closed: %s", addr, why);
 	if (d->d_recv.lo_busy)
 		loop_cancel(d->d_pub->p_loop, &d->d_recv);
 	else
@@ -476,7 +489,9 @@ dconn_close(struct dconn *d, const char *why)
 static void
 dconn_token_expired(struct loop_timer *t, void *arg)
 {
-	dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), "no token within token_timeout");
+	struct dconn *d = LOOP_CONTAINER_OF(t, struct dconn, d_timer);
+
+	dconn_close(d, &d->d_pub->p_log_dtoken, "no token within token_timeout");
 }
 
 static void
@@ -488,12 +503,13 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->d_timer);
 	if ((c = token_claim(p->p_tokens, d->d_token)) == NULL) {
-		dconn_close(d, "unknown or used token");
+		dconn_close(d, &p->p_log_dtoken, "unknown or used token");
 		return;
 	}
 	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
-	public_conn_add(p, 0);          /* one parked client less */
+	p->p_ndata--;                   /* joined: counted with its client now */
+	public_conn_add(p, 1);          /* and one parked client less */
 	cfd = c->c_fd;
 	dfd = d->d_fd;
 	c->c_fd = -1;
@@ -519,7 +535,8 @@ dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
 		return;
 	}
 	if (res <= 0) {
-		dconn_close(d, res == 0 ? "closed before its token" : strerror(-res));
+		dconn_close(d, &d->d_pub->p_log_dclose,
+		    res == 0 ? "closed before its token" : strerror(-res));
 		return;
 	}
 	/* A token may arrive in pieces: read exactly what is still missing,
@@ -533,21 +550,58 @@ dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
 	dconn_join(d);
 }
 
+/*
+ * The data port is open to anyone until a token is read: admit a new
+ * connection only within data_rate_limits for its source, and while fewer
+ * than max_data_connections wait for their token, plus one per parked
+ * client (each still needs its data connection, also when the budget is
+ * full of strangers).  Over either, close it at once.
+ */
+static int
+dconn_admit(struct public *p, const struct sockaddr_storage *ss)
+{
+	long max = p->p_conf->pc_max_data_connections + (long)token_count(p->p_tokens);
+	char addr[64];
+
+	if (!ratelimit_allow(p->p_data_limits, (const struct sockaddr *)ss, now_mono())) {
+		log_limited(&p->p_log_drate, LOG_LVL_INFO,
+		    "data connection %s refused: over data_rate_limits",
+		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		return 0;
+	}
+	if (p->p_ndata >= max) {
+		log_limited(&p->p_log_dfull, LOG_LVL_WARN,
+		    "max_data_connections (%ld) waiting for a token: data connection %s refused",
+		    p->p_conf->pc_max_data_connections,
+		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		return 0;
+	}
+	return 1;
+}
+
 static void
 public_data_accept(struct loop_listener *l, int fd)
 {
 	struct public *p = l->ll_arg;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
 	struct dconn *d;
 
-	if ((d = calloc(1, sizeof(*d))) == NULL) {
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		close(fd);      /* reset before we looked at it */
+		return;
+	}
+	public_unmap(&ss);
+	if (!dconn_admit(p, &ss) || (d = calloc(1, sizeof(*d))) == NULL) {
 		close(fd);
 		return;
 	}
 	d->d_pub = p;
 	TAILQ_INSERT_TAIL(&p->p_dconns, d, d_entry);
 	d->d_fd = fd;
+	d->d_peer = ss;
 	loop_op_init(&d->d_recv, dconn_recv_cb);
-	public_conn_add(p, 1);
+	p->p_ndata++;
 	loop_timer_arm(&p->p_token_timers, &d->d_timer);
 	loop_recv(p->p_loop, &d->d_recv, fd, d->d_token, TOKEN_LEN, -1);
 }
@@ -787,6 +841,13 @@ public_fd_limit(struct proxy_conf *pc)
 	if (rl.rlim_cur == RLIM_INFINITY)
 		return;
 	avail = (long)rl.rlim_cur - PUBLIC_FD_RESERVE - 2 * pc->pc_max_pipes;
+	/* data connections waiting for a token have their own budget */
+	if (pc->pc_max_data_connections > avail / 4 && avail >= 64) {
+		log_warnx("max_data_connections %ld does not fit RLIMIT_NOFILE %llu: using %ld",
+		    pc->pc_max_data_connections, (unsigned long long)rl.rlim_cur, avail / 4);
+		pc->pc_max_data_connections = avail / 4;
+	}
+	avail -= pc->pc_max_data_connections;
 	if (avail < 16)
 		avail = 16;     /* tiny limit: EMFILE backoff does the rest */
 	if (pc->pc_max_connections > avail) {
@@ -850,7 +911,7 @@ public_drain(struct public *p)
 	while ((t = TAILQ_FIRST(&p->p_park_timers.tl_head)) != NULL)
 		pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "shutdown");
 	while ((t = TAILQ_FIRST(&p->p_token_timers.tl_head)) != NULL)
-		dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), "shutdown");
+		dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), NULL, "shutdown");
 	relay_stats(p->p_relay, &st);
 	log_info("stopping: %u pair(s) may drain for up to %.1f s", st.pairs_active,
 	    p->p_conf->pc_shutdown_timeout);
@@ -881,8 +942,11 @@ public_run(struct proxy_conf *pc)
 	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
 	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits,
 	    &pc->pc_rate_prefixes, 65536);
+	p->p_data_limits = ratelimit_new(pc->pc_data_rate_limits, pc->pc_ndata_rate_limits,
+	    &pc->pc_rate_prefixes, 65536);
 	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
-	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_peekbuf) {
+	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_data_limits ||
+	    !p->p_peekbuf) {
 		log_warnx("out of memory");
 		goto out;
 	}
@@ -928,7 +992,8 @@ public_run(struct proxy_conf *pc)
 	sigaction(SIGTERM, &sa, NULL);
 	rc = loop_run(p->p_loop) < 0 || public_drain(p) < 0 ? 1 : 0;
 	relay_stats(p->p_relay, &st);
-	log_debug("active at stop: %ld sockets, %zu parked, %u relayed pairs", p->p_nconns,
+	log_debug("active at stop: %ld sockets, %zu parked, %u relayed pairs",
+	    p->p_nconns + p->p_ndata,
 	    token_count(p->p_tokens), st.pairs_active);
 	log_info("stopped");
 out:
@@ -959,6 +1024,7 @@ out:
 	announce_table_free(p->p_announce);
 	token_table_free(p->p_tokens);
 	ratelimit_free(p->p_limits);
+	ratelimit_free(p->p_data_limits);
 	free(p->p_peekbuf);
 	return rc;
 }

@@ -231,6 +231,39 @@ def cmd_maxconn(port, n, log, *curl):
     print("after closing all: %d of 3 served" % ok)
     assert ok == 3
 
+def cmd_dataflood(data_port, tls_port, n, budget):
+    """n idle data connections (no token): which are closed at once; a TLS
+    client is served while they are open; one more data connection a
+    second later."""
+    n, budget = int(n), int(budget)
+    socks = [connect(int(data_port)) for _ in range(n)]
+    time.sleep(0.5)
+    res = [refused(s) for s in socks]
+    served = https_get(connect(int(tls_port)), "test.internal-server.local", os.environ["CA"])
+    held = [s for s, r in zip(socks, res) if not r]
+    still = sum(not refused(s) for s in held)
+    time.sleep(1.1)
+    extra = connect(int(data_port))
+    time.sleep(0.3)
+    extra_refused = refused(extra)
+    note("DATAFLOOD %d idle data connections: %d held, %d closed at once (the first closed: #%s); "
+         "TLS client served: %s; held still open after it: %d; one more 1.1 s later closed: %s" %
+         (n, len(held), sum(res), res.index(True) if any(res) else "-", served, still, extra_refused))
+    for s in socks + [extra]:
+        s.close()
+    assert len(held) == budget and res == [False] * budget + [True] * (n - budget)
+    assert served and still == budget and extra_refused
+
+def cmd_databurst(data_port, n):
+    """n data connections at once: how many are closed without a token read."""
+    socks = [connect(int(data_port)) for _ in range(int(n))]
+    time.sleep(0.3)
+    res = [refused(s) for s in socks]
+    note("DATABURST %s data connections: %d closed at once" % (n, sum(res)))
+    for s in socks:
+        s.close()
+    assert sum(res) >= 3
+
 def note(msg):
     """Print a measured number; also to $MEAS, which the script shows."""
     print(msg)
@@ -683,6 +716,32 @@ max_connections() {
 		'--resolve', '$HOST:$TLS_PORT:127.0.0.1', '$URL/')"
 }
 check "max_connections 16: a 17th client waits until one closes, then all get through" max_connections
+
+# --- the data port's own budget and rate limit ------------------------------------------
+export MEAS=$E2E_RUN/measured
+data_budget() {
+	local n
+	printf 'public:\n  token_timeout: 10\n  max_connections: 16\n  max_data_connections: 8\n' \
+		>"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	: >"$MEAS"
+	py "pt.cmd_dataflood($DATA_PORT, $TLS_PORT, 40, 8)" || { cat "$MEAS"; return 1; }
+	cat "$MEAS"
+	n=$(grep -c 'max_data_connections (8)' "$PLOG")
+	grep 'max_data_connections (8)' "$PLOG"
+	echo "$n log lines for 33 refused data connections"
+	[ "$n" -ge 1 ] && [ "$n" -le 6 ] && grep -q 'data connection .* refused (27 more like it not logged)' "$PLOG"
+}
+check "max_data_connections 8: of 40 idle data connections (more than max_connections 16) the 32 extra are closed at once, a TLS client is still served, at most 6 log lines" data_budget
+data_rate() {
+	printf 'public:\n  data_rate_limits: [{type: second, limit: 5}]\n' >"$S/public-proxy-1/950_mode.yml"
+	restart_public || return 1
+	: >"$MEAS"
+	py "pt.cmd_databurst($DATA_PORT, 10)" || { cat "$MEAS"; return 1; }
+	cat "$MEAS"
+	grep -q 'over data_rate_limits' "$PLOG" && sleep 1.1 && serves_within 5
+}
+check "data_rate_limits 5/s: at least 3 of 10 data connections closed at once; served again after 1 s" data_rate
 
 # --- IPv6 -------------------------------------------------------------------------
 # curl on the TLS listener at port $1 over address $2 (127.0.0.1 or [::1])

@@ -9,9 +9,11 @@
  * A client connection (struct pconn):
  *   HELLO   accepted; a one-shot POLLIN waits for bytes, then the stream's
  *           prefix is peeked (MSG_PEEK: the bytes stay in the socket and
- *           later travel with the stream) and parsed.  Incomplete: the
- *           socket's SO_RCVLOWAT is raised to the byte count the parser
- *           needs, so the next poll fires only when that much has arrived.
+ *           later travel with the stream) and the new bytes are parsed (the
+ *           reader keeps its position).  Incomplete: the socket's
+ *           SO_RCVLOWAT is raised to the end of the current TLS record (or
+ *           of the next record header), so the wake-ups are bounded by the
+ *           number of records, however few bytes each segment carries.
  *           Bounded by hello_timeout and hello_max_bytes.
  *   PARKED  SNI announced: parked in the token table under a fresh token;
  *           the side thread calls <operator>.incomingConnection.  Ends by a
@@ -75,6 +77,10 @@ struct pconn {
 	int                      c_fd;
 	int                      c_closing;
 	int                      c_lowat;        /* SO_RCVLOWAT was raised */
+	unsigned                 c_wakeups;      /* polls that woke the hello reader */
+	size_t                   c_peeked;       /* bytes copied by MSG_PEEK in all */
+	int                      c_peekoff;      /* SO_PEEK_OFF works: peek only new bytes */
+	struct sni_reader        c_reader;
 	struct loop_op           c_poll;
 	struct loop_timer        c_timer;       /* hello, then accept timeout */
 	struct sockaddr_storage  c_peer;
@@ -281,9 +287,15 @@ pconn_park(struct pconn *c)
 		return;
 	}
 	snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
-	/* Back to the default low-water mark before the relay reads. */
+	/* Back to the default low-water mark before the relay reads, and
+	 * no peek offset. */
 	if (c->c_lowat)
 		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if (c->c_peekoff) {
+		int none = -1;
+
+		setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &none, sizeof(none));
+	}
 	if ((in = calloc(1, sizeof(*in))) == NULL ||
 	    token_park(p->p_tokens, c, now_mono(), c->c_token) < 0) {
 		free(in);
@@ -306,12 +318,25 @@ static void
 pconn_hello(struct pconn *c, unsigned revents)
 {
 	struct public *p = c->c_pub;
-	size_t max = (size_t)p->p_conf->pc_hello_max_bytes, need = 0;
+	size_t max = (size_t)p->p_conf->pc_hello_max_bytes, need = 0, off = 0;
 	enum sni_result r;
 	ssize_t n;
-	int lowat;
+	int lowat, po;
 
-	n = recv(c->c_fd, p->p_peekbuf, max, MSG_PEEK | MSG_DONTWAIT);
+	/* Peek from the first byte the reader has not consumed: without it
+	 * a hello that arrives in tiny segments is copied again and again
+	 * (the kernel may wake us early however high SO_RCVLOWAT is, when
+	 * the receive window runs low).  Kernels before 6.10 have no
+	 * SO_PEEK_OFF for TCP: then the prefix is peeked from byte 0. */
+	if (c->c_peekoff) {
+		off = sni_reader_pos(&c->c_reader);
+		po = (int)off;
+		if (setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &po, sizeof(po)) < 0) {
+			c->c_peekoff = 0;
+			off = 0;
+		}
+	}
+	n = recv(c->c_fd, p->p_peekbuf, max - off, MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 		pconn_arm_poll(c);
 		return;
@@ -320,7 +345,17 @@ pconn_hello(struct pconn *c, unsigned revents)
 		pconn_close(c, 0, n == 0 ? "closed before hello" : "error before hello");
 		return;
 	}
-	r = sni_parse(p->p_peekbuf, (size_t)n, max, c->c_sni, &need);
+	c->c_wakeups++;
+	c->c_peeked += (size_t)n;
+	r = sni_reader_feed(&c->c_reader, p->p_peekbuf, off, off + (size_t)n, c->c_sni, &need);
+	if (r != SNI_NEED_MORE && log_get_level() >= LOG_LVL_DEBUG) {
+		char addr[64];
+
+		log_debug("client %s: hello read in %u wake-up(s), %zu bytes, %zu bytes peeked%s: %s",
+		    addr_str_masked((struct sockaddr *)&c->c_peer, addr, sizeof(addr)),
+		    c->c_wakeups, off + (size_t)n, c->c_peeked,
+		    c->c_peekoff ? "" : " (no SO_PEEK_OFF)", sni_result_str(r));
+	}
 	switch (r) {
 	case SNI_OK:
 		pconn_park(c);
@@ -427,6 +462,8 @@ public_tls_accept(struct loop_listener *l, int fd)
 	c->c_peer = ss;
 	c->c_state = PC_HELLO;
 	c->c_start_ms = loop_now_ms(p->p_loop);
+	sni_reader_init(&c->c_reader, (size_t)p->p_conf->pc_hello_max_bytes);
+	c->c_peekoff = 1;
 	loop_op_init(&c->c_poll, pconn_poll_cb);
 	public_conn_add(p, 1);
 	loop_timer_arm(&p->p_hello_timers, &c->c_timer);

@@ -394,6 +394,58 @@ def cmd_idle(port, n, hello_timeout, *curl):
     assert len(closed) == n and min(times) >= ht * 0.9 and max(times) <= ht + 1.5
     assert all(d == b"" for _, d in closed.values())
 
+def loop_cpu_ns(pid):
+    """CPU time of the proxy's loop thread (its main thread), in ns."""
+    try:
+        with open("/proc/%s/task/%s/schedstat" % (pid, pid)) as f:
+            return int(f.read().split()[0])
+    except OSError:
+        with open("/proc/%s/task/%s/stat" % (pid, pid)) as f:
+            st = f.read().rsplit(")", 1)[1].split()
+        return (int(st[11]) + int(st[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+
+def cmd_slowhello(port, sni, pid, log):
+    """A ClientHello of 16384 bytes in one record (a real hello, then empty
+    extensions of 4 bytes), sent 4 bytes per TCP segment: the answer, the
+    wake-ups of the hello reader (debug line) and the loop thread's CPU."""
+    h = real_hello(sni, os.environ["CA"])
+    body = h[9:]
+    p = 2 + 32
+    p += 1 + body[p]
+    p += 2 + int.from_bytes(body[p:p + 2], "big")
+    p += 1 + body[p]
+    ext = body[p + 2:]
+    ext += b"\xfa\xfa\x00\x00" * ((16384 - len(h)) // 4)
+    body = body[:p] + len(ext).to_bytes(2, "big") + ext
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    h = h[:3] + len(hs).to_bytes(2, "big") + hs
+    assert 16380 <= len(h) <= 16384, len(h)
+    s = connect(int(port))
+    cpu0, t0 = loop_cpu_ns(pid), time.monotonic()
+    for i in range(0, len(h), 4):
+        s.send(h[i:i + 4])
+        time.sleep(0.0001)
+    sent = time.monotonic() - t0
+    got, t = until_close(s, timeout=5)
+    cpu = (loop_cpu_ns(pid) - cpu0) / 1e6
+    assert wait_log(log, "hello read in", 2), "no hello debug line"
+    with open(log, errors="replace") as f:
+        line = [l for l in f if "hello read in" in l and "%d bytes" % len(h) in l][-1]
+    wakeups = int(line.split("hello read in ")[1].split()[0])
+    peeked = int(line.split(" bytes peeked")[0].split()[-1])
+    note("SLOWHELLO %d bytes as %d segments of 4 in %.2f s: answer %s, %d wake-up(s), "
+         "%d bytes peeked, loop thread CPU %.1f ms" %
+         (len(h), (len(h) + 3) // 4, sent, got, wakeups, peeked, cpu))
+    assert got == ALERT["unrecognized_name"]
+    # SO_RCVLOWAT at the record's end: 3 wake-ups, unless the kernel wakes
+    # early for a receive window run low (tiny segments); then each one
+    # peeks only the new bytes (SO_PEEK_OFF), about the hello once in all
+    if "no SO_PEEK_OFF" in line:
+        assert wakeups <= 4, "more wake-ups than 2 per record (+2)"
+    else:
+        assert peeked <= len(h) + 5 * wakeups, "bytes peeked again and again"
+    assert cpu < 20, "the loop thread spent %.1f ms on one hello" % cpu
+
 def cmd_truncated(port):
     """A record header announcing 500 bytes, 100 of them, then SHUT_WR."""
     h = padded(real_hello("test.internal-server.local", os.environ["CA"]), 0)
@@ -842,6 +894,13 @@ mcheck "a hello split into 64-byte TLS records routes (full handshake, GET)" \
 	pt_then_served - fragmented "$TLS_PORT" 64
 mcheck "a real 12 KB ClientHello (48 ALPN names) routes: ServerHello, then GET" \
 	pt_then_served - bighello "$TLS_PORT"
+slow_hello() {
+	restart_public --log-level debug || return 1
+	python3 "$PY" slowhello "$TLS_PORT" nobody.example "${E2E_PID[public]}" "$PLOG" &&
+		served
+}
+mcheck "a 16 KB hello sent 4 bytes per segment: unrecognized_name, each byte peeked about once (or <= 4 wake-ups), < 20 ms loop CPU" \
+	slow_hello
 mcheck "a truncated hello (500 announced, 100 sent, SHUT_WR) is closed at once, not at hello_timeout" \
 	pt_then_served 'end=incomplete hello' truncated "$TLS_PORT"
 mcheck "a record of 16385 bytes gets decode_error at once" \

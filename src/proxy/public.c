@@ -342,7 +342,9 @@ pconn_hello(struct pconn *c, unsigned revents)
 		return;
 	}
 	if (n <= 0) {
-		pconn_close(c, 0, n == 0 ? "closed before hello" : "error before hello");
+		/* off > 0: the reader has bytes, the peer closed after them */
+		pconn_close(c, 0, n < 0 ? "error before hello" :
+		    off > 0 ? "incomplete hello" : "closed before hello");
 		return;
 	}
 	c->c_wakeups++;

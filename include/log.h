@@ -19,4 +19,16 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));  /* with strerror, exit 1 */
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)); /* exit 1 */
 
+/* Lines an outsider can cause, one per event (a refused connection): at
+ * most a burst of 5, then one per second per limiter; the next line
+ * printed ends with the count of those left out.  A limiter is zeroed
+ * before its first use and belongs to one thread. */
+struct log_limit {
+	double        ll_last;          /* monotonic seconds, 0: never */
+	double        ll_tokens;
+	unsigned long ll_suppressed;
+};
+void log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #endif

@@ -25,6 +25,14 @@ struct public_proxy {
 	char **pp_data_endpoints;      /* NULL-terminated, at least one */
 };
 
+/* rate_limit_prefixes: aggregate buckets of wider prefixes, as multiples
+ * of the per-source limits (0: none). */
+struct rate_prefixes {
+	long   rp_v4_24;
+	long   rp_v6_56;
+	long   rp_v6_48;
+};
+
 struct static_announcement {
 	char  *sa_domain;
 	char  *sa_proxy;
@@ -52,6 +60,10 @@ struct proxy_conf {
 	char   *pc_admin_group;         /* may call adminWithdrawConnections */
 	char  **pc_dir_paths;           /* directory.settings.path; NULL: none */
 	double  pc_dir_poll;            /* directory.settings.poll_interval */
+	struct rate_limit *pc_data_rate_limits;
+	int     pc_ndata_rate_limits;
+	struct rate_prefixes pc_rate_prefixes;
+	long    pc_max_data_connections;       /* data connections waiting for a token */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */

@@ -92,8 +92,56 @@ log_vemit(enum log_level lvl, int err, const char *fmt, va_list ap)
 		    log_prog, log_names[lvl], msg);
 }
 
+static void __attribute__((format(printf, 2, 3)))
+log_emit(enum log_level lvl, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vemit(lvl, 0, fmt, ap);
+	va_end(ap);
+}
+
 #define LOG_BODY(lvl, err) do { va_list ap; va_start(ap, fmt); \
 	log_vemit((lvl), (err), fmt, ap); va_end(ap); } while (0)
+
+/* A token bucket per limiter: LOG_LIMIT_BURST lines at once, then one per
+ * second; the next line printed tells how many were left out. */
+#define LOG_LIMIT_BURST 5
+
+void
+log_limited(struct log_limit *ll, enum log_level lvl, const char *fmt, ...)
+{
+	char msg[1024];
+	struct timespec ts;
+	va_list ap;
+	double now;
+
+	if (lvl > log_lvl)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (ll->ll_last == 0)
+		ll->ll_tokens = LOG_LIMIT_BURST;
+	else
+		ll->ll_tokens += now - ll->ll_last;
+	if (ll->ll_tokens > LOG_LIMIT_BURST)
+		ll->ll_tokens = LOG_LIMIT_BURST;
+	ll->ll_last = now;
+	if (ll->ll_tokens < 1) {
+		ll->ll_suppressed++;
+		return;
+	}
+	ll->ll_tokens -= 1;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (ll->ll_suppressed > 0)
+		log_emit(lvl, "%s (%lu more like it not logged)", msg, ll->ll_suppressed);
+	else
+		log_emit(lvl, "%s", msg);
+	ll->ll_suppressed = 0;
+}
 
 void log_warn(const char *fmt, ...)  { int e = errno; LOG_BODY(LOG_LVL_WARN, e); }
 void log_warnx(const char *fmt, ...) { LOG_BODY(LOG_LVL_WARN, 0); }

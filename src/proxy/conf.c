@@ -14,6 +14,9 @@
 
 #define DAY (24.0 * 3600)
 
+/* data_rate_limits when absent: new data connections per source address */
+static const struct rate_limit data_rate_default = { .rl_window = 1, .rl_limit = 1000 };
+
 static int
 conf_rpc(struct cfg *sec, struct proxy_conf *pc)
 {
@@ -81,34 +84,57 @@ conf_datastore(struct cfg *sec, struct proxy_conf *pc)
 	return cfg_done(&ds);
 }
 
+/* A list of {type: second|minute|hour, limit: N} under key.  Absent: the
+ * one rule def (NULL: none); an empty list: none. */
 static void
-conf_rate_limits(struct cfg *sec, struct proxy_conf *pc)
+conf_rate_limits(struct cfg *sec, const char *key, const struct rate_limit *def,
+    struct rate_limit **out, int *nout)
 {
-	int n = cfg_list_len(sec, "tcp_rate_limits");
+	int n;
 
-	if (n <= 0)
+	if (cfg_raw(sec, key) == NULL) {
+		if (def != NULL && (*out = calloc(1, sizeof(**out))) != NULL) {
+			**out = *def;
+			*nout = 1;
+		}
 		return;
-	pc->pc_rate_limits = calloc((size_t)n, sizeof(*pc->pc_rate_limits));
-	for (int i = 0; i < n && pc->pc_rate_limits; i++) {
+	}
+	if ((n = cfg_list_len(sec, key)) <= 0)
+		return;
+	*out = calloc((size_t)n, sizeof(**out));
+	for (int i = 0; i < n && *out; i++) {
 		struct cfg rl;
 		char *type = NULL;
 
-		if (cfg_list_map(sec, "tcp_rate_limits", i, &rl) < 0)
+		if (cfg_list_map(sec, key, i, &rl) < 0)
 			return;
 		cfg_string(&rl, "type", NULL, 1, &type);
-		cfg_int(&rl, "limit", 0, 1, 1000000000L, &pc->pc_rate_limits[i].rl_limit);
+		cfg_int(&rl, "limit", 0, 1, 1000000000L, &(*out)[i].rl_limit);
 		if (type && strcmp(type, "second") == 0)
-			pc->pc_rate_limits[i].rl_window = 1;
+			(*out)[i].rl_window = 1;
 		else if (type && strcmp(type, "minute") == 0)
-			pc->pc_rate_limits[i].rl_window = 60;
+			(*out)[i].rl_window = 60;
 		else if (type && strcmp(type, "hour") == 0)
-			pc->pc_rate_limits[i].rl_window = 3600;
+			(*out)[i].rl_window = 3600;
 		else if (type)
 			cfg_error(&rl, "type", "must be second, minute or hour");
 		free(type);
 		cfg_done(&rl);
-		pc->pc_nrate_limits = i + 1;
+		*nout = i + 1;
 	}
+}
+
+static void
+conf_rate_prefixes(struct cfg *sec, struct rate_prefixes *rp)
+{
+	struct cfg sub;
+
+	if (cfg_section(sec, "rate_limit_prefixes", 0, &sub) < 0)
+		return;
+	cfg_int(&sub, "ipv4_24", 16, 0, 1000000L, &rp->rp_v4_24);
+	cfg_int(&sub, "ipv6_56", 16, 0, 1000000L, &rp->rp_v6_56);
+	cfg_int(&sub, "ipv6_48", 64, 0, 1000000L, &rp->rp_v6_48);
+	cfg_done(&sub);
 }
 
 static void
@@ -221,7 +247,6 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_seconds(&sec, "token_timeout", 5, 0.001, DAY, &pc->pc_token_timeout);
 			cfg_int(&sec, "max_connections_per_source", 256, 0, 1 << 24,
 			    &pc->pc_max_per_source);
-			conf_rate_limits(&sec, pc);
 			cfg_int(&sec, "max_announce_items", 256, 1, 1 << 20,
 			    &pc->pc_max_announce_items);
 			cfg_int(&sec, "max_announcements_per_operator", 1024, 1, 1 << 24,
@@ -230,6 +255,13 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    &pc->pc_sweep_interval);
 			cfg_string(&sec, "admin_group", "proxy-admins", 0, &pc->pc_admin_group);
 			conf_directory(&sec, pc);
+			cfg_int(&sec, "max_data_connections", 1024, 1, 1 << 24,
+			    &pc->pc_max_data_connections);
+			conf_rate_limits(&sec, "tcp_rate_limits", NULL, &pc->pc_rate_limits,
+			    &pc->pc_nrate_limits);
+			conf_rate_limits(&sec, "data_rate_limits", &data_rate_default,
+			    &pc->pc_data_rate_limits, &pc->pc_ndata_rate_limits);
+			conf_rate_prefixes(&sec, &pc->pc_rate_prefixes);
 		} else {
 			struct cfg ie;
 
@@ -287,6 +319,7 @@ proxy_conf_free(struct proxy_conf *pc)
 	free(pc->pc_data_bind);
 	free(pc->pc_data_endpoint);
 	free(pc->pc_rate_limits);
+	free(pc->pc_data_rate_limits);
 	free(pc->pc_internal_address);
 	for (int i = 0; i < pc->pc_nannouncements; i++) {
 		free(pc->pc_announcements[i].sa_domain);

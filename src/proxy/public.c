@@ -9,9 +9,11 @@
  * A client connection (struct pconn):
  *   HELLO   accepted; a one-shot POLLIN waits for bytes, then the stream's
  *           prefix is peeked (MSG_PEEK: the bytes stay in the socket and
- *           later travel with the stream) and parsed.  Incomplete: the
- *           socket's SO_RCVLOWAT is raised to the byte count the parser
- *           needs, so the next poll fires only when that much has arrived.
+ *           later travel with the stream) and the new bytes are parsed (the
+ *           reader keeps its position).  Incomplete: the socket's
+ *           SO_RCVLOWAT is raised to the end of the current TLS record (or
+ *           of the next record header), so the wake-ups are bounded by the
+ *           number of records, however few bytes each segment carries.
  *           Bounded by hello_timeout and hello_max_bytes.
  *   PARKED  SNI announced: parked in the token table under a fresh token;
  *           the side thread calls <operator>.incomingConnection.  Ends by a
@@ -21,6 +23,10 @@
  *           report ends it with one log line.
  * A data connection (struct dconn) reads exactly TOKEN_LEN bytes within
  * token_timeout, across as many reads as it takes, then claims the token.
+ * Until then it is unauthenticated: it has its own budget
+ * (max_data_connections, plus one per parked client) and rate limit
+ * (data_rate_limits), is not counted in max_connections, and its refusals
+ * and failures are logged through a log_limit.
  * Closing with a request in flight cancels it first and frees on the final
  * completion (io_uring still holds the file until then). */
 #include <errno.h>
@@ -77,6 +83,10 @@ struct pconn {
 	int                      c_fd;
 	int                      c_closing;
 	int                      c_lowat;        /* SO_RCVLOWAT was raised */
+	unsigned                 c_wakeups;      /* polls that woke the hello reader */
+	size_t                   c_peeked;       /* bytes copied by MSG_PEEK in all */
+	int                      c_peekoff;      /* SO_PEEK_OFF works: peek only new bytes */
+	struct sni_reader        c_reader;
 	struct loop_op           c_poll;
 	struct loop_timer        c_timer;       /* hello, then accept timeout */
 	struct sockaddr_storage  c_peer;
@@ -92,6 +102,7 @@ struct dconn {
 	TAILQ_ENTRY(dconn)       d_entry;       /* p_dconns, until freed */
 	int                      d_fd;
 	int                      d_closing;
+	struct sockaddr_storage  d_peer;
 	struct loop_op           d_recv;
 	struct loop_timer        d_timer;
 	size_t                   d_got;
@@ -147,9 +158,12 @@ struct public {
 	struct ratelimit        *p_limits;
 	struct srccap           *p_sources;      /* max_connections_per_source */
 	double                   p_cap_logged;   /* last "per source" line */
+	struct ratelimit        *p_data_limits;  /* data_rate_limits */
 	struct loop_listener     p_tls_listener, p_data_listener;
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
-	long                     p_nconns;       /* client + data sockets held */
+	long                     p_nconns;       /* client + joined data sockets held */
+	long                     p_ndata;        /* data sockets waiting for a token */
+	struct log_limit         p_log_dfull, p_log_drate, p_log_dtoken, p_log_dclose;
 	int                      p_tls_paused, p_data_paused;
 	double                   p_full_logged;  /* last "max_connections" line */
 	unsigned char           *p_peekbuf;      /* hello_max_bytes, loop thread */
@@ -172,7 +186,7 @@ static void pconn_arm_poll(struct pconn *);
 static void
 public_drained(struct public *p)
 {
-	if (p->p_nconns == 0 && p->p_nlisteners == 0)
+	if (p->p_nconns == 0 && p->p_ndata == 0 && p->p_nlisteners == 0)
 		loop_stop(p->p_loop);
 }
 
@@ -186,7 +200,9 @@ public_listener_closed(struct loop_listener *l)
 }
 
 /*
- * max_connections: the TLS listener pauses while the sockets held reach it.
+ * max_connections: the TLS listener pauses while the sockets held reach it
+ * (clients, and the data sockets joined to them; a data connection waiting
+ * for its token is not counted here, see dconn_admit).
  * The data listener pauses only past it by the number of parked clients:
  * each of them still needs its data connection, and a full proxy that
  * refused those would hold its parked clients until accept_timeout.
@@ -318,9 +334,15 @@ pconn_park(struct pconn *c)
 		return;
 	}
 	snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
-	/* Back to the default low-water mark before the relay reads. */
+	/* Back to the default low-water mark before the relay reads, and
+	 * no peek offset. */
 	if (c->c_lowat)
 		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if (c->c_peekoff) {
+		int none = -1;
+
+		setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &none, sizeof(none));
+	}
 	if ((in = calloc(1, sizeof(*in))) == NULL ||
 	    token_park(p->p_tokens, c, now_mono(), c->c_token) < 0) {
 		free(in);
@@ -343,21 +365,46 @@ static void
 pconn_hello(struct pconn *c, unsigned revents)
 {
 	struct public *p = c->c_pub;
-	size_t max = (size_t)p->p_conf->pc_hello_max_bytes, need = 0;
+	size_t max = (size_t)p->p_conf->pc_hello_max_bytes, need = 0, off = 0;
 	enum sni_result r;
 	ssize_t n;
-	int lowat;
+	int lowat, po;
 
-	n = recv(c->c_fd, p->p_peekbuf, max, MSG_PEEK | MSG_DONTWAIT);
+	/* Peek from the first byte the reader has not consumed: without it
+	 * a hello that arrives in tiny segments is copied again and again
+	 * (the kernel may wake us early however high SO_RCVLOWAT is, when
+	 * the receive window runs low).  Kernels before 6.10 have no
+	 * SO_PEEK_OFF for TCP: then the prefix is peeked from byte 0. */
+	if (c->c_peekoff) {
+		off = sni_reader_pos(&c->c_reader);
+		po = (int)off;
+		if (setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &po, sizeof(po)) < 0) {
+			c->c_peekoff = 0;
+			off = 0;
+		}
+	}
+	n = recv(c->c_fd, p->p_peekbuf, max - off, MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 		pconn_arm_poll(c);
 		return;
 	}
 	if (n <= 0) {
-		pconn_close(c, 0, n == 0 ? "closed before hello" : "error before hello");
+		/* off > 0: the reader has bytes, the peer closed after them */
+		pconn_close(c, 0, n < 0 ? "error before hello" :
+		    off > 0 ? "incomplete hello" : "closed before hello");
 		return;
 	}
-	r = sni_parse(p->p_peekbuf, (size_t)n, max, c->c_sni, &need);
+	c->c_wakeups++;
+	c->c_peeked += (size_t)n;
+	r = sni_reader_feed(&c->c_reader, p->p_peekbuf, off, off + (size_t)n, c->c_sni, &need);
+	if (r != SNI_NEED_MORE && log_get_level() >= LOG_LVL_DEBUG) {
+		char addr[64];
+
+		log_debug("client %s: hello read in %u wake-up(s), %zu bytes, %zu bytes peeked%s: %s",
+		    addr_str_masked((struct sockaddr *)&c->c_peer, addr, sizeof(addr)),
+		    c->c_wakeups, off + (size_t)n, c->c_peeked,
+		    c->c_peekoff ? "" : " (no SO_PEEK_OFF)", sni_result_str(r));
+	}
 	switch (r) {
 	case SNI_OK:
 		pconn_park(c);
@@ -483,6 +530,8 @@ public_tls_accept(struct loop_listener *l, int fd)
 	c->c_peer = ss;
 	c->c_state = PC_HELLO;
 	c->c_start_ms = loop_now_ms(p->p_loop);
+	sni_reader_init(&c->c_reader, (size_t)p->p_conf->pc_hello_max_bytes);
+	c->c_peekoff = 1;
 	loop_op_init(&c->c_poll, pconn_poll_cb);
 	public_conn_add(p, 1);
 	loop_timer_arm(&p->p_hello_timers, &c->c_timer);
@@ -506,32 +555,35 @@ public_relay_done(const struct relay_report *rep, void *arg)
 static void
 dconn_free(struct dconn *d)
 {
-	TAILQ_REMOVE(&d->d_pub->p_dconns, d, d_entry);
+	struct public *p = d->d_pub;
+
+	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
 	if (d->d_fd >= 0) {
-		loop_close(d->d_pub->p_loop, d->d_fd);
-		public_conn_add(d->d_pub, -1);
+		loop_close(p->p_loop, d->d_fd);
+		p->p_ndata--;
+		if (p->p_stopping)
+			public_drained(p);
 	}
 	free(d);
 }
 
+/* ll: the kind of failure, each logged at most about once a second (the
+ * data port is open to anyone); NULL for a stop. */
 static void
-dconn_close(struct dconn *d, const char *why)
+dconn_close(struct dconn *d, struct log_limit *ll, const char *why)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char addr[64] = "-";
+	char addr[64];
 
 	if (d->d_closing)
 		return;
 	d->d_closing = 1;
 	loop_timer_disarm(&d->d_pub->p_token_timers, &d->d_timer);
-	/* The peer's address is looked up only for this line: a data
-	 * connection that delivers its token is never logged on its own. */
-	if (getpeername(d->d_fd, (struct sockaddr *)&ss, &sl) == 0) {
-		public_unmap(&ss);
-		addr_str((struct sockaddr *)&ss, addr, sizeof(addr));
-	}
-	log_info("data connection %s closed: %s", addr, why);
+	/* A data connection that delivers its token is never logged on its own. */
+	addr_str((struct sockaddr *)&d->d_peer, addr, sizeof(addr));
+	if (ll != NULL)
+		log_limited(ll, LOG_LVL_INFO, "data connection %s closed: %s", addr, why);
+	else
+		log_debug("data connection %s closed: %s", addr, why);
 	if (d->d_recv.lo_busy)
 		loop_cancel(d->d_pub->p_loop, &d->d_recv);
 	else
@@ -541,7 +593,9 @@ dconn_close(struct dconn *d, const char *why)
 static void
 dconn_token_expired(struct loop_timer *t, void *arg)
 {
-	dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), "no token within token_timeout");
+	struct dconn *d = LOOP_CONTAINER_OF(t, struct dconn, d_timer);
+
+	dconn_close(d, &d->d_pub->p_log_dtoken, "no token within token_timeout");
 }
 
 static void
@@ -553,12 +607,13 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->d_timer);
 	if ((c = token_claim(p->p_tokens, d->d_token)) == NULL) {
-		dconn_close(d, "unknown or used token");
+		dconn_close(d, &p->p_log_dtoken, "unknown or used token");
 		return;
 	}
 	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
-	public_conn_add(p, 0);          /* one parked client less */
+	p->p_ndata--;                   /* joined: counted with its client now */
+	public_conn_add(p, 1);          /* and one parked client less */
 	cfd = c->c_fd;
 	dfd = d->d_fd;
 	c->c_fd = -1;
@@ -583,7 +638,8 @@ dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
 		return;
 	}
 	if (res <= 0) {
-		dconn_close(d, res == 0 ? "closed before its token" : strerror(-res));
+		dconn_close(d, &d->d_pub->p_log_dclose,
+		    res == 0 ? "closed before its token" : strerror(-res));
 		return;
 	}
 	/* A token may arrive in pieces: read exactly what is still missing,
@@ -597,21 +653,58 @@ dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
 	dconn_join(d);
 }
 
+/*
+ * The data port is open to anyone until a token is read: admit a new
+ * connection only within data_rate_limits for its source, and while fewer
+ * than max_data_connections wait for their token, plus one per parked
+ * client (each still needs its data connection, also when the budget is
+ * full of strangers).  Over either, close it at once.
+ */
+static int
+dconn_admit(struct public *p, const struct sockaddr_storage *ss)
+{
+	long max = p->p_conf->pc_max_data_connections + (long)token_count(p->p_tokens);
+	char addr[64];
+
+	if (!ratelimit_allow(p->p_data_limits, (const struct sockaddr *)ss, now_mono())) {
+		log_limited(&p->p_log_drate, LOG_LVL_INFO,
+		    "data connection %s refused: over data_rate_limits",
+		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		return 0;
+	}
+	if (p->p_ndata >= max) {
+		log_limited(&p->p_log_dfull, LOG_LVL_WARN,
+		    "max_data_connections (%ld) waiting for a token: data connection %s refused",
+		    p->p_conf->pc_max_data_connections,
+		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		return 0;
+	}
+	return 1;
+}
+
 static void
 public_data_accept(struct loop_listener *l, int fd)
 {
 	struct public *p = l->ll_arg;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
 	struct dconn *d;
 
-	if ((d = calloc(1, sizeof(*d))) == NULL) {
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		close(fd);      /* reset before we looked at it */
+		return;
+	}
+	public_unmap(&ss);
+	if (!dconn_admit(p, &ss) || (d = calloc(1, sizeof(*d))) == NULL) {
 		close(fd);
 		return;
 	}
 	d->d_pub = p;
 	TAILQ_INSERT_TAIL(&p->p_dconns, d, d_entry);
 	d->d_fd = fd;
+	d->d_peer = ss;
 	loop_op_init(&d->d_recv, dconn_recv_cb);
-	public_conn_add(p, 1);
+	p->p_ndata++;
 	loop_timer_arm(&p->p_token_timers, &d->d_timer);
 	loop_recv(p->p_loop, &d->d_recv, fd, d->d_token, TOKEN_LEN, -1);
 }
@@ -1293,6 +1386,13 @@ public_fd_limit(struct proxy_conf *pc)
 	if (rl.rlim_cur == RLIM_INFINITY)
 		return;
 	avail = (long)rl.rlim_cur - PUBLIC_FD_RESERVE - 2 * pc->pc_max_pipes;
+	/* data connections waiting for a token have their own budget */
+	if (pc->pc_max_data_connections > avail / 4 && avail >= 64) {
+		log_warnx("max_data_connections %ld does not fit RLIMIT_NOFILE %llu: using %ld",
+		    pc->pc_max_data_connections, (unsigned long long)rl.rlim_cur, avail / 4);
+		pc->pc_max_data_connections = avail / 4;
+	}
+	avail -= pc->pc_max_data_connections;
 	if (avail < 16)
 		avail = 16;     /* tiny limit: EMFILE backoff does the rest */
 	if (pc->pc_max_connections <= avail)
@@ -1366,7 +1466,7 @@ public_drain(struct public *p)
 	while ((t = TAILQ_FIRST(&p->p_park_timers.tl_head)) != NULL)
 		pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "shutdown");
 	while ((t = TAILQ_FIRST(&p->p_token_timers.tl_head)) != NULL)
-		dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), "shutdown");
+		dconn_close(LOOP_CONTAINER_OF(t, struct dconn, d_timer), NULL, "shutdown");
 	relay_stats(p->p_relay, &st);
 	log_info("stopping: %u pair(s) may drain for up to %.1f s", st.pairs_active,
 	    p->p_conf->pc_shutdown_timeout);
@@ -1454,10 +1554,14 @@ public_run(struct proxy_conf *pc)
 	public_fd_limit(pc);
 	p->p_announce = announce_table_new();
 	p->p_tokens = token_table_new((size_t)pc->pc_max_connections, pc->pc_accept_timeout * 2);
-	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits, 65536);
+	p->p_limits = ratelimit_new(pc->pc_rate_limits, pc->pc_nrate_limits,
+	    &pc->pc_rate_prefixes, 65536);
+	p->p_data_limits = ratelimit_new(pc->pc_data_rate_limits, pc->pc_ndata_rate_limits,
+	    &pc->pc_rate_prefixes, 65536);
 	p->p_sources = srccap_new(pc->pc_max_per_source);
 	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
-	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_sources || !p->p_peekbuf) {
+	if (!p->p_announce || !p->p_tokens || !p->p_limits || !p->p_data_limits ||
+	    !p->p_sources || !p->p_peekbuf) {
 		log_errorx("out of memory");
 		goto out;
 	}
@@ -1504,7 +1608,8 @@ public_run(struct proxy_conf *pc)
 	sigaction(SIGTERM, &sa, NULL);
 	rc = loop_run(p->p_loop) < 0 || public_drain(p) < 0 ? 1 : 0;
 	relay_stats(p->p_relay, &st);
-	log_debug("active at stop: %ld sockets, %zu parked, %u relayed pairs", p->p_nconns,
+	log_debug("active at stop: %ld sockets, %zu parked, %u relayed pairs",
+	    p->p_nconns + p->p_ndata,
 	    token_count(p->p_tokens), st.pairs_active);
 	log_info("stopped");
 out:
@@ -1559,6 +1664,7 @@ out:
 	token_table_free(p->p_tokens);
 	ratelimit_free(p->p_limits);
 	srccap_free(p->p_sources);
+	ratelimit_free(p->p_data_limits);
 	free(p->p_peekbuf);
 	return rc;
 }

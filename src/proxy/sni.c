@@ -36,40 +36,6 @@
 #define TLS_SN_HOST_NAME	0
 #define HELLO_MIN_BODY		(2 + 32 + 1 + 2 + 2 + 1 + 1)
 
-enum sni_state {
-	ST_HS_HEADER,
-	ST_VERSION_RANDOM,
-	ST_SID_LEN,
-	ST_SID,
-	ST_CS_LEN,
-	ST_CS,
-	ST_CM_LEN,
-	ST_CM,
-	ST_EXT_LEN,
-	ST_EXT_HEADER,
-	ST_EXT_BODY,
-	ST_SN_LIST_LEN,
-	ST_SN_HEADER,
-	ST_SN_NAME,
-	ST_DONE
-};
-
-struct sni_parser {
-	enum sni_state	 sp_state;
-	size_t		 sp_want;	/* bytes the current state still wants */
-	uint32_t	 sp_acc;	/* big-endian accumulator of a length field */
-	size_t		 sp_max;	/* max_bytes */
-	size_t		 sp_hs_left;	/* hello body bytes not yet reserved */
-	size_t		 sp_ext_left;	/* extensions block bytes not yet reserved */
-	size_t		 sp_sn_ext;	/* server_name extension bytes not yet reserved */
-	size_t		 sp_sn_left;	/* server_name_list bytes not yet reserved */
-	int		 sp_sn_seen;	/* a server_name extension was seen */
-	int		 sp_copy;	/* SN_NAME: this is the first host_name */
-	int		 sp_have_name;
-	size_t		 sp_name_len;
-	char		 sp_name[SNI_NAME_MAX + 2];	/* room for a trailing dot */
-};
-
 /* Enter state st wanting n bytes, reserved from the hello body. */
 static int
 sni_body(struct sni_parser *p, enum sni_state st, size_t n)
@@ -266,68 +232,112 @@ sni_finish(struct sni_parser *p, char name[SNI_NAME_MAX])
 	return SNI_OK;
 }
 
+void
+sni_reader_init(struct sni_reader *r, size_t max_bytes)
+{
+	memset(r, 0, sizeof(*r));
+	r->sr_max = max_bytes;
+	r->sr_p.sp_max = max_bytes;
+	r->sr_p.sp_state = ST_HS_HEADER;
+	r->sr_p.sp_want = 4;
+}
+
+/*
+ * The outer loop over records, resumed where the last call stopped: bytes
+ * before sr_pos were consumed already, and the state machine holds all it
+ * needs of them.  The next stop (*need) is the end of the current record,
+ * or the end of the next record header: a hello sent a few bytes at a time
+ * is parsed once, with one wake-up per record header and record.
+ */
+enum sni_result
+sni_reader_feed(struct sni_reader *r, const unsigned char *buf, size_t off, size_t len,
+    char name[SNI_NAME_MAX], size_t *need)
+{
+	struct sni_parser *p = &r->sr_p;
+	size_t avail, rlen, want, soon;
+	int rc;
+
+	name[0] = '\0';
+	/* the window must start at or before the first byte not yet read */
+	if (off > r->sr_pos || len < r->sr_pos)
+		return SNI_MALFORMED;
+	/* bytes beyond the budget do not exist for us */
+	if (len > r->sr_max)
+		len = r->sr_max;
+	/* from here on, stream byte i is buf[i - off] */
+
+	for (;;) {
+		while (p->sp_want == 0 && p->sp_state != ST_DONE)
+			if ((rc = sni_next(p)) != SNI_OK)
+				return (enum sni_result)rc;
+		if (p->sp_state == ST_DONE)
+			return sni_finish(p, name);
+
+		if (r->sr_pos == r->sr_rec_end) {
+			size_t pos = r->sr_pos;
+
+			/* reject what is not a handshake record as soon as the
+			 * first bytes show it (an alert, "GET ", ...) */
+			if (pos < len && buf[pos - off] != TLS_HANDSHAKE)
+				return SNI_MALFORMED;
+			if (pos + 1 < len && buf[pos + 1 - off] != 3)
+				return SNI_MALFORMED;
+			if (pos + 2 < len && (buf[pos + 2 - off] < 1 || buf[pos + 2 - off] > 4))
+				return SNI_MALFORMED;
+			if (len - pos < TLS_RECORD_HEADER) {
+				want = soon = pos + TLS_RECORD_HEADER;
+				goto more;
+			}
+			rlen = (size_t)buf[pos + 3 - off] << 8 | buf[pos + 4 - off];
+			if (rlen == 0 || rlen > TLS_RECORD_MAX)
+				return SNI_MALFORMED;
+			r->sr_pos = pos + TLS_RECORD_HEADER;
+			r->sr_rec_end = r->sr_pos + rlen;
+			continue;
+		}
+
+		avail = (r->sr_rec_end < len ? r->sr_rec_end : len) - r->sr_pos;
+		if (avail == 0) {
+			/* the end of the current field, or of this record: the
+			 * field decides TOO_LARGE, the record when to wake up */
+			soon = r->sr_pos + p->sp_want;
+			if (soon > r->sr_rec_end)
+				soon = r->sr_rec_end;
+			want = r->sr_rec_end;
+			goto more;
+		}
+		r->sr_pos += sni_feed(p, buf + (r->sr_pos - off), avail);
+	}
+
+more:
+	if (soon > r->sr_max)
+		return SNI_TOO_LARGE;
+	if (need != NULL)
+		*need = want < r->sr_max ? want : r->sr_max;
+	return SNI_NEED_MORE;
+}
+
+enum sni_result
+sni_reader_parse(struct sni_reader *r, const unsigned char *buf, size_t len,
+    char name[SNI_NAME_MAX], size_t *need)
+{
+	return sni_reader_feed(r, buf, 0, len, name, need);
+}
+
+size_t
+sni_reader_pos(const struct sni_reader *r)
+{
+	return r->sr_pos;
+}
+
 enum sni_result
 sni_parse(const unsigned char *buf, size_t len, size_t max_bytes,
     char name[SNI_NAME_MAX], size_t *need)
 {
-	struct sni_parser p;
-	size_t pos = 0, rec_end = 0, avail, rlen, want;
-	int r;
+	struct sni_reader r;
 
-	name[0] = '\0';
-	/* bytes beyond the budget do not exist for us */
-	if (len > max_bytes)
-		len = max_bytes;
-	memset(&p, 0, sizeof(p));
-	p.sp_max = max_bytes;
-	p.sp_state = ST_HS_HEADER;
-	p.sp_want = 4;
-
-	for (;;) {
-		while (p.sp_want == 0 && p.sp_state != ST_DONE)
-			if ((r = sni_next(&p)) != SNI_OK)
-				return (enum sni_result)r;
-		if (p.sp_state == ST_DONE)
-			return sni_finish(&p, name);
-
-		if (pos == rec_end) {
-			/* reject what is not a handshake record as soon as the
-			 * first bytes show it (an alert, "GET ", ...) */
-			if (pos < len && buf[pos] != TLS_HANDSHAKE)
-				return SNI_MALFORMED;
-			if (pos + 1 < len && buf[pos + 1] != 3)
-				return SNI_MALFORMED;
-			if (pos + 2 < len && (buf[pos + 2] < 1 || buf[pos + 2] > 4))
-				return SNI_MALFORMED;
-			if (len - pos < TLS_RECORD_HEADER) {
-				want = pos + TLS_RECORD_HEADER;
-				goto more;
-			}
-			rlen = (size_t)buf[pos + 3] << 8 | buf[pos + 4];
-			if (rlen == 0 || rlen > TLS_RECORD_MAX)
-				return SNI_MALFORMED;
-			pos += TLS_RECORD_HEADER;
-			rec_end = pos + rlen;
-			continue;
-		}
-
-		avail = (rec_end < len ? rec_end : len) - pos;
-		if (avail == 0) {
-			/* the end of the current field, or of this record */
-			want = pos + p.sp_want;
-			if (want > rec_end)
-				want = rec_end;
-			goto more;
-		}
-		pos += sni_feed(&p, buf + pos, avail);
-	}
-
-more:
-	if (want > max_bytes)
-		return SNI_TOO_LARGE;
-	if (need != NULL)
-		*need = want;
-	return SNI_NEED_MORE;
+	sni_reader_init(&r, max_bytes);
+	return sni_reader_parse(&r, buf, len, name, need);
 }
 
 const char *

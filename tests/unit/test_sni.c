@@ -454,3 +454,144 @@ Test(sni, result_strings)
 	cr_assert_str_eq(sni_result_str(SNI_TOO_LARGE), "ClientHello too large");
 	cr_assert_str_eq(sni_result_str((enum sni_result)42), "unknown");
 }
+
+/* --- the resumable reader -------------------------------------------------- */
+
+/* Feed h to a reader step bytes more at a time; returns the verdict and
+ * counts the calls (wake-ups) it took. */
+static enum sni_result
+read_by(const struct hello *h, size_t step, size_t max, char *name, size_t *calls)
+{
+	struct sni_reader r;
+	enum sni_result res = SNI_NEED_MORE;
+	size_t have = 0, need = 0;
+
+	sni_reader_init(&r, max);
+	*calls = 0;
+	while (res == SNI_NEED_MORE && have < h->n) {
+		have = have + step < h->n ? have + step : h->n;
+		res = sni_reader_parse(&r, h->b, have, name, &need);
+		(*calls)++;
+	}
+	return res;
+}
+
+Test(sni, reader_fed_four_bytes_at_a_time_agrees_with_sni_parse)
+{
+	struct hello h;
+	char name[SNI_NAME_MAX], whole[SNI_NAME_MAX];
+	size_t calls;
+	const char *files[] = { "openssl-default.bin", "openssl-tls12.bin",
+	    "openssl-frag512.bin", "curl.bin", "large-padded.bin" };
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		load(files[i], &h);
+		cr_assert_eq(parse(&h, whole), SNI_OK, "%s", files[i]);
+		for (size_t step = 1; step <= 7; step += 3) {
+			cr_assert_eq(read_by(&h, step, MAXB, name, &calls), SNI_OK,
+			    "%s by %zu", files[i], step);
+			cr_assert_str_eq(name, whole, "%s by %zu", files[i], step);
+		}
+	}
+	/* a bad verdict too: the same hello under a smaller budget */
+	load("large-padded.bin", &h);
+	cr_assert_eq(read_by(&h, 4, 4096, name, &calls), SNI_TOO_LARGE);
+	cr_assert_eq(sni_parse(h.b, h.n, 4096, name, NULL), SNI_TOO_LARGE);
+}
+
+/* A hello of 16384 bytes in one record: a real header and name, then empty
+ * extensions of 4 bytes (the slow-client case of finding L1). */
+static void
+build_empty_exts(struct hello *h)
+{
+	unsigned char ext[16384];
+	size_t n = sni_ext("slow.example.com", 16, ext);
+
+	build(NULL, 0, h);
+	n += (16384 - h->n - 2 - n) / 4 * 4;
+	for (size_t k = 25; k < n; k += 4) {
+		ext[k] = 0xfa; ext[k + 1] = 0xfa; ext[k + 2] = 0; ext[k + 3] = 0;
+	}
+	build(ext, n, h);
+	cr_assert_leq(h->n, 16384);
+	cr_assert_geq(h->n, 16380);
+}
+
+Test(sni, need_is_the_end_of_the_record)
+{
+	struct hello h;
+	char name[SNI_NAME_MAX];
+	struct sni_reader r;
+	size_t need = 0, rec_end;
+
+	build_empty_exts(&h);
+	rec_end = 5 + ((size_t)h.b[3] << 8 | h.b[4]);
+	sni_reader_init(&r, MAXB);
+	cr_assert_eq(sni_reader_parse(&r, h.b, 4, name, &need), SNI_NEED_MORE);
+	cr_assert_eq(need, 5);
+	for (size_t k = 5; k < h.n; k += 4096) {
+		cr_assert_eq(sni_reader_parse(&r, h.b, k, name, &need), SNI_NEED_MORE);
+		cr_assert_eq(need, rec_end, "prefix %zu: need %zu", k, need);
+	}
+	cr_assert_eq(sni_reader_parse(&r, h.b, h.n, name, &need), SNI_OK);
+	cr_assert_str_eq(name, "slow.example.com");
+}
+
+Test(sni, following_need_takes_two_wakeups_per_record)
+{
+	struct hello h, frag;
+	unsigned char msg[20000];
+	char name[SNI_NAME_MAX];
+	struct sni_reader r;
+	size_t have, need, steps, records;
+	enum sni_result res;
+
+	build_empty_exts(&h);
+	/* the same hello in one record, then in records of 1000 bytes */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			size_t n = unrecord(&h, msg);
+
+			rerecord(msg, n, 1000, &frag, 20000);
+			h = frag;
+		}
+		records = pass == 0 ? 1 : (h.n + 1004) / 1005;
+		sni_reader_init(&r, 20000);
+		have = 1;       /* the first wake-up: some bytes */
+		steps = 1;
+		while ((res = sni_reader_parse(&r, h.b, have, name, &need)) == SNI_NEED_MORE) {
+			cr_assert_gt(need, have);
+			have = need;
+			steps++;
+		}
+		cr_assert_eq(res, SNI_OK);
+		cr_assert_leq(steps, 2 * records + 1, "%zu wake-ups for %zu record(s)", steps,
+		    records);
+	}
+}
+
+Test(sni, reader_fed_only_the_bytes_after_its_position)
+{
+	struct hello h;
+	char name[SNI_NAME_MAX];
+	struct sni_reader r;
+	size_t have = 0, off, need, copied = 0;
+	enum sni_result res;
+
+	load("large-padded.bin", &h);
+	sni_reader_init(&r, MAXB);
+	do {
+		off = sni_reader_pos(&r);
+		cr_assert_leq(off, have);
+		have = have + 3 < h.n ? have + 3 : h.n;
+		copied += have - off;
+		res = sni_reader_feed(&r, h.b + off, off, have, name, &need);
+	} while (res == SNI_NEED_MORE);
+	cr_assert_eq(res, SNI_OK);
+	cr_assert_str_eq(name, "big.example.com");
+	/* each byte handed over about once (a record header may be seen twice) */
+	cr_assert_leq(copied, h.n + 32, "copied %zu of %zu", copied, h.n);
+	/* a window that starts past the position is refused */
+	sni_reader_init(&r, MAXB);
+	cr_assert_eq(sni_reader_feed(&r, h.b + 1, 1, h.n, name, &need), SNI_MALFORMED);
+}

@@ -38,9 +38,13 @@ void control_call(struct control *ct, const char *op, const char *method,
 
 /* `_client.name` injected by the Hyper server, or NULL. */
 const char *control_caller(struct json_object *params);
-/* The caller's `allowed_domains` (settings of service "proxy" in
- * `_client.entry.settings`): a malloc'ed array of borrowed strings (free
- * only the array).  Returns the count, or -1 when the caller has none. */
-int  control_allowed_domains(struct json_object *params, const char ***out);
+/* The caller's `allowed_domains` granted to the proxy named self: the
+ * settings item of service "proxy" in `_client.entry.settings` whose
+ * `operator` is self, else the first such item without `operator` (items
+ * naming another operator are skipped).  Out: a malloc'ed array of borrowed
+ * strings (free only the array).  Returns the count, or -1 when the caller
+ * has none. */
+int  control_allowed_domains(struct json_object *params, const char *self,
+	     const char ***out);
 
 #endif

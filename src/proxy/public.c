@@ -617,7 +617,7 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 	int nallowed;
 	double now = now_wall();
 
-	if ((nallowed = control_allowed_domains(params, &allowed)) < 0) {
+	if ((nallowed = control_allowed_domains(params, p->p_conf->pc_name, &allowed)) < 0) {
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
 		return;
 	}

@@ -101,6 +101,9 @@ void hyper_stop(struct hyper *h);
 /* Free everything; pending calls are answered with 502 first. */
 void hyper_free(struct hyper *h);
 
+/* Is leaf bound to h's own name in h's current directory?  (arg: the hyper) */
+int  hyper_identity_local(void *arg, X509 *leaf);
+
 /* route.c: request handlers of the two ingress channels. */
 void route_local(void *arg, struct jsonrpc_call *call);
 void route_peer(void *arg, struct jsonrpc_call *call);

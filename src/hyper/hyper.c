@@ -163,8 +163,9 @@ hyper_conf_free(struct hyper_conf *hc)
 	memset(hc, 0, sizeof(*hc));
 }
 
-/* Local ingress (SPEC 3.2 fix): only a certificate bound to our own name. */
-static int
+/* Local ingress (SPEC 3.2 fix): only a certificate bound to our own name.
+ * Checked in the handshake and again for every request (route_local). */
+int
 hyper_identity_local(void *arg, X509 *leaf)
 {
 	struct hyper *h = arg;

@@ -33,6 +33,8 @@ struct hyper_listen_conf {
 	struct tls_conf  tls;
 	long             max_body;     /* request size limit, bytes */
 	double           idle_timeout; /* idle/read timeout of a connection */
+	long             max_connections;   /* served at once */
+	double           handshake_timeout; /* accept to end of TLS handshake */
 };
 
 struct hyper_conf {

@@ -46,6 +46,9 @@ struct jsonrpc_server_conf {
 	SSL_CTX    *ssl_ctx;        /* NULL: plain HTTP (tests only) */
 	size_t      max_body;       /* request size limit, default 1 MiB */
 	double      timeout;        /* idle/read timeout of a connection, default 30 s */
+	int         max_connections;/* TLS connections served at once, default 1024 */
+	double      handshake_timeout; /* from accept to the end of the TLS
+	                                * handshake, default 10 s */
 };
 
 /* Handler for one valid request.  It must eventually answer with exactly one

@@ -175,8 +175,7 @@ def nulls():
               "idle_timeout": None, "max_connections": None, "handshake_timeout": None,
               "tls": tls}
     hyper = {
-        "vars": {"A": {"source": "env", "variable": "HP_FUZZ_UNSET", "default": None},
-                 "B": None},
+        "vars": None,
         "name": "op", "log_level": None, "stop_timeout": None,
         "directory": {"type": "json", "settings": {"path": "/nonexistent", "poll_interval": None}},
         "channels": [
@@ -184,11 +183,11 @@ def nulls():
             {"name": "a", "type": "jsonrpc_client",
              "settings": {"endpoint": "https://localhost:6655/jsonrpc", "timeout": None,
                           "connect_timeout": None, "pool_size": None, "tls": None}},
-            {"name": "p", "type": "peer_server", "settings": dict(listen, path=None)},
+            {"name": "p", "type": "peer_server",
+             "settings": {k: v for k, v in listen.items() if k != "path"}},
             {"name": "c", "type": "peer_client",
              "settings": {"connect_timeout": None, "call_timeout": None, "pool_size": None,
-                          "tls": tls}},
-            None],
+                          "tls": tls}}],
     }
     rpc = {"jsonrpc_client": {"endpoint": "https://localhost:5544/jsonrpc", "tls": tls},
            "jsonrpc_server": {"bind_address": "localhost:6655", "path": None, "tls": tls}}
@@ -200,10 +199,14 @@ def nulls():
     private = {"public": None, "private": dict(
         rpc, name="op", internal_endpoint={"address": None}, connect_timeout=None,
         announce_interval=None, announcements=[{"domain": "a.local", "proxy": "p",
-                                                "expires_at": None}, None],
-        datastore={"type": "file", "settings": {"filename": None}})}
+                                                "expires_at": None}],
+        datastore=None)}
+    # null where vars needs a value: errors naming the variable
+    variables = {"vars": {"A": {"source": "env", "variable": "HP_FUZZ_UNSET", "default": None},
+                          "B": None, "C": {"source": "literal", "value": None}},
+                 "name": "$A"}
     for name, doc in (("hyper-nulls.json", hyper), ("public-nulls.json", public),
-                      ("private-nulls.json", private)):
+                      ("private-nulls.json", private), ("vars-nulls.json", variables)):
         with open(os.path.join(s, name), "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")

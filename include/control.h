@@ -49,12 +49,17 @@ void control_call(struct control *ct, const char *op, const char *method,
 
 /* `_client.name` injected by the Hyper server, or NULL. */
 const char *control_caller(struct json_object *params);
-/* The caller's `allowed_domains` (settings of service "proxy" in
- * `_client.entry.settings`): a malloc'ed array of borrowed strings (free
- * only the array).  Returns the count, or -1 when the caller has none. */
-int  control_allowed_domains(struct json_object *params, const char ***out);
+/* The caller's `allowed_domains` granted to the proxy named self: the
+ * settings item of service "proxy" in `_client.entry.settings` whose
+ * `operator` is self, else the first such item without `operator` (items
+ * naming another operator are skipped).  Out: a malloc'ed array of borrowed
+ * strings (free only the array).  Returns the count, or -1 when the caller
+ * has none. */
+int  control_allowed_domains(struct json_object *params, const char *self,
+	     const char ***out);
 /* The same from a directory entry {"name","groups","settings"}. */
-int  control_entry_allowed_domains(struct json_object *entry, const char ***out);
+int  control_entry_allowed_domains(struct json_object *entry, const char *self,
+	     const char ***out);
 /* 1 when `_client.entry.groups` lists group, else 0. */
 int  control_caller_in_group(struct json_object *params, const char *group);
 

@@ -33,6 +33,8 @@ struct hyper_listen_conf {
 	struct tls_conf  tls;
 	long             max_body;     /* request size limit, bytes */
 	double           idle_timeout; /* idle/read timeout of a connection */
+	long             max_connections;   /* served at once */
+	double           handshake_timeout; /* accept to end of TLS handshake */
 };
 
 struct hyper_conf {
@@ -101,6 +103,9 @@ int  hyper_peer_port(const struct hyper *h);
 void hyper_stop(struct hyper *h);
 /* Free everything; pending calls are answered with 502 first. */
 void hyper_free(struct hyper *h);
+
+/* Is leaf bound to h's own name in h's current directory?  (arg: the hyper) */
+int  hyper_identity_local(void *arg, X509 *leaf);
 
 /* route.c: request handlers of the two ingress channels. */
 void route_local(void *arg, struct jsonrpc_call *call);

@@ -47,6 +47,9 @@ struct jsonrpc_server_conf {
 	size_t      max_body;       /* request size limit, default 1 MiB */
 	double      timeout;        /* idle/read timeout of a connection, default 30 s */
 	int         reuse_port;     /* SO_REUSEPORT on the listener (hand-over) */
+	int         max_connections;/* TLS connections served at once, default 1024 */
+	double      handshake_timeout; /* from accept to the end of the TLS
+	                                * handshake, default 10 s */
 };
 
 /* Handler for one valid request.  It must eventually answer with exactly one

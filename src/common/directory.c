@@ -238,13 +238,21 @@ is_type(struct json_object *o, enum json_type t)
 	return o != NULL && json_object_is_type(o, t);
 }
 
-/* Optional member of type t: absent is fine, wrong type is not. */
+/* Optional member of type t: absent is fine, wrong type is not.  A JSON
+ * null counts as absent and is removed here, so no reader of the frozen
+ * directory (nor a proxy reading _client.entry) ever meets it. */
 static int
 opt_type(struct json_object *o, const char *key, enum json_type t)
 {
 	struct json_object *v;
 
-	return !json_object_object_get_ex(o, key, &v) || v == NULL || is_type(v, t);
+	if (!json_object_object_get_ex(o, key, &v))
+		return 1;
+	if (v == NULL) {
+		json_object_object_del(o, key);
+		return 1;
+	}
+	return is_type(v, t);
 }
 
 static int
@@ -271,10 +279,10 @@ check_permissions(struct json_object *o)
 {
 	struct json_object *a, *p, *r;
 
-	if (!json_object_object_get_ex(o, "permissions", &a) || a == NULL)
-		return NULL;
-	if (!is_type(a, json_type_array))
+	if (!opt_type(o, "permissions", json_type_array))
 		return "permissions must be a list";
+	if (!json_object_object_get_ex(o, "permissions", &a))
+		return NULL;
 	for (size_t i = 0; i < json_object_array_length(a); i++) {
 		p = json_object_array_get_idx(a, i);
 		if (!is_type(p, json_type_object) || !req_string(p, "group"))
@@ -318,7 +326,7 @@ check_section(const char *section, struct json_object *data)
 				return why;
 			if (!opt_type(it, "methods", json_type_array))
 				return "methods must be a list";
-			if (!json_object_object_get_ex(it, "methods", &v) || v == NULL)
+			if (!json_object_object_get_ex(it, "methods", &v))
 				continue;
 			for (size_t j = 0; j < json_object_array_length(v); j++) {
 				m = json_object_array_get_idx(v, j);
@@ -421,13 +429,16 @@ fp_cmp(const void *a, const void *b)
 	return c ? c : strcmp(x->fp_name, y->fp_name);
 }
 
-/* Only encryption keys identify TLS peers; "signing" ones are for records. */
+/* Only encryption keys identify TLS peers; "signing" ones are for records.
+ * No key_usage (absent or null) means encryption. */
 static int
 cert_is_tls(struct json_object *c)
 {
 	struct json_object *u;
 
-	return !json_object_object_get_ex(c, "key_usage", &u) ||
+	if (!json_object_object_get_ex(c, "key_usage", &u) || u == NULL)
+		return 1;
+	return is_type(u, json_type_string) &&
 	    strcmp(json_object_get_string(u), "encryption") == 0;
 }
 

@@ -15,6 +15,15 @@
  *   close callback is removed before the reply is sent, so it never points
  *   at a freed call.
  *
+ * Connections of a TLS server (struct server_conn, one per accepted socket,
+ * attached to its SSL as ex_data and freed with it): at most max_connections
+ * are served at once; one more is accepted and shut down at the next loop
+ * turn (a rate-limited warning says so).  Each must finish its TLS handshake
+ * within handshake_timeout of the accept, however slowly it trickles bytes
+ * (the idle timeout alone would let it hold a slot for ever); the deadline
+ * shuts the socket down, so evhttp sees EOF and frees the connection itself.
+ * The slot is given back when evhttp's bufferevent frees the SSL.
+ *
  * Limits: a request body over max_body (declared or chunked) is refused by
  * evhttp itself before server_request() runs: HTTP 413 with evhttp's own
  * small HTML body, then the connection is closed; the server goes on serving
@@ -43,6 +52,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -70,6 +80,9 @@
 #define JSONRPC_MAX_METHOD	200		/* method name length */
 #define JSONRPC_MAX_ID		1024		/* string id length */
 #define JSONRPC_JSON_DEPTH	64		/* nesting limit of a body */
+#define JSONRPC_MAX_CONNS	1024		/* default max_connections */
+#define JSONRPC_HANDSHAKE	10.0		/* default handshake_timeout, s */
+#define JSONRPC_WARN_EVERY	10.0		/* s between "over the cap" warnings */
 
 /* ---- shared helpers ---- */
 
@@ -144,15 +157,33 @@ jsonrpc_str(struct json_object *o)
 
 /* ---- server ---- */
 
+struct server_conn;
+
 struct jsonrpc_server {
 	struct event_base	*js_base;
 	struct evhttp		*js_http;
 	SSL_CTX			*js_ssl_ctx;
 	char			*js_path;
+	char			*js_name;	/* bind address, for the log */
 	int			 js_port;
 	jsonrpc_handler_fn	 js_fn;
 	void			*js_arg;
 	TAILQ_HEAD(, jsonrpc_call) js_calls;	/* handed to the handler */
+	TAILQ_HEAD(, server_conn) js_conns;	/* every live TLS connection */
+	int			 js_nconn;	/* of them, those within the cap */
+	int			 js_maxconn;
+	struct timeval		 js_handshake;
+	double			 js_warned;	/* last "over the cap" warning */
+	unsigned long		 js_refused;	/* refused since then */
+};
+
+/* One accepted TLS connection; owned by its SSL (ex_data), freed with it. */
+struct server_conn {
+	TAILQ_ENTRY(server_conn) sc_entry;
+	struct jsonrpc_server	*sc_server;	/* NULL once the server is freed */
+	SSL			*sc_ssl;
+	struct event		*sc_deadline;	/* handshake deadline, or now when over */
+	int			 sc_over;	/* over the cap: shut down at once */
 };
 
 struct jsonrpc_call {
@@ -368,6 +399,92 @@ server_request(struct evhttp_request *req, void *arg)
 	s->js_fn(s->js_arg, c);
 }
 
+static int server_conn_idx = -1;
+static pthread_once_t server_conn_once = PTHREAD_ONCE_INIT;
+
+/* ex_data free hook: runs for every SSL freed in the process; ptr is NULL
+ * but for the server connections. */
+static void
+server_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+    void *argp)
+{
+	struct server_conn *sc = ptr;
+	struct jsonrpc_server *s;
+
+	if (sc == NULL)
+		return;
+	if ((s = sc->sc_server) != NULL) {
+		TAILQ_REMOVE(&s->js_conns, sc, sc_entry);
+		if (!sc->sc_over)
+			s->js_nconn--;
+	}
+	if (sc->sc_deadline != NULL)
+		event_free(sc->sc_deadline);
+	free(sc);
+}
+
+static void
+server_conn_init(void)
+{
+	server_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, server_conn_free);
+}
+
+/* Handshake deadline, or the turn after an accept over the cap.  The socket
+ * is shut down, not closed: evhttp owns it and frees the connection on the
+ * EOF that follows. */
+static void
+server_conn_deadline(evutil_socket_t unused, short what, void *arg)
+{
+	struct server_conn *sc = arg;
+	int fd;
+
+	if (!sc->sc_over && SSL_is_init_finished(sc->sc_ssl))
+		return;
+	if ((fd = SSL_get_fd(sc->sc_ssl)) < 0)
+		return;
+	if (!sc->sc_over)
+		log_debug("jsonrpc server %s: TLS handshake not done in time, closing",
+		    sc->sc_server != NULL ? sc->sc_server->js_name : "?");
+	shutdown(fd, SHUT_RDWR);
+}
+
+/* Registers a new connection on ssl; -1 when out of memory. */
+static int
+server_conn_new(struct jsonrpc_server *s, SSL *ssl)
+{
+	static const struct timeval now = { 0, 0 };
+	struct server_conn *sc;
+	double t;
+
+	if (server_conn_idx < 0 || (sc = calloc(1, sizeof(*sc))) == NULL)
+		return -1;
+	sc->sc_server = s;
+	sc->sc_ssl = ssl;
+	sc->sc_over = s->js_nconn >= s->js_maxconn;
+	if ((sc->sc_deadline = evtimer_new(s->js_base, server_conn_deadline, sc)) == NULL ||
+	    !SSL_set_ex_data(ssl, server_conn_idx, sc)) {
+		if (sc->sc_deadline != NULL)
+			event_free(sc->sc_deadline);
+		free(sc);
+		return -1;
+	}
+	TAILQ_INSERT_TAIL(&s->js_conns, sc, sc_entry);
+	if (!sc->sc_over)
+		s->js_nconn++;
+	else {
+		s->js_refused++;
+		t = now_mono();
+		if (s->js_warned == 0 || t - s->js_warned >= JSONRPC_WARN_EVERY) {
+			log_warnx("jsonrpc server %s: %d connections (max_connections), "
+			    "refused %lu new ones", s->js_name, s->js_nconn, s->js_refused);
+			s->js_warned = t;
+			s->js_refused = 0;
+		}
+	}
+	evtimer_add(sc->sc_deadline, sc->sc_over ? &now : &s->js_handshake);
+	return 0;
+}
+
 static struct bufferevent *
 server_bev(struct event_base *base, void *arg)
 {
@@ -375,8 +492,9 @@ server_bev(struct event_base *base, void *arg)
 	struct bufferevent *bev;
 	SSL *ssl;
 
-	if ((ssl = SSL_new(s->js_ssl_ctx)) == NULL) {
+	if ((ssl = SSL_new(s->js_ssl_ctx)) == NULL || server_conn_new(s, ssl) == -1) {
 		log_warnx("jsonrpc server: SSL_new failed");
+		SSL_free(ssl);
 		/* evhttp then uses a plain bufferevent, refused in
 		 * server_request(). */
 		return NULL;
@@ -384,7 +502,7 @@ server_bev(struct event_base *base, void *arg)
 	bev = bufferevent_openssl_socket_new(base, -1, ssl,
 	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
-		SSL_free(ssl);
+		SSL_free(ssl);		/* frees its server_conn too */
 		return NULL;
 	}
 	/* A client closing without close_notify is ordinary, not an error. */
@@ -407,10 +525,15 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 		return NULL;
 	}
 	TAILQ_INIT(&s->js_calls);
+	TAILQ_INIT(&s->js_conns);
 	s->js_base = base;
 	s->js_fn = fn;
 	s->js_arg = arg;
+	s->js_maxconn = conf->max_connections > 0 ? conf->max_connections : JSONRPC_MAX_CONNS;
+	s->js_handshake = jsonrpc_tv(jsonrpc_default(conf->handshake_timeout, JSONRPC_HANDSHAKE));
+	pthread_once(&server_conn_once, server_conn_init);
 	if ((s->js_path = strdup(conf->path != NULL ? conf->path : "/jsonrpc")) == NULL ||
+	    (s->js_name = strdup(conf->bind_address != NULL ? conf->bind_address : "?")) == NULL ||
 	    (s->js_http = evhttp_new(base)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -459,6 +582,7 @@ void
 jsonrpc_server_free(struct jsonrpc_server *s)
 {
 	struct jsonrpc_call *c;
+	struct server_conn *sc;
 
 	if (s == NULL)
 		return;
@@ -472,10 +596,19 @@ jsonrpc_server_free(struct jsonrpc_server *s)
 		}
 		c->jc_server = NULL;
 	}
+	/* libevent frees a bufferevent, hence its SSL, from a later loop turn
+	 * (or event_base_free): cut the connections loose first. */
+	while ((sc = TAILQ_FIRST(&s->js_conns)) != NULL) {
+		TAILQ_REMOVE(&s->js_conns, sc, sc_entry);
+		event_free(sc->sc_deadline);
+		sc->sc_deadline = NULL;
+		sc->sc_server = NULL;
+	}
 	if (s->js_http != NULL)
 		evhttp_free(s->js_http);
 	SSL_CTX_free(s->js_ssl_ctx);
 	free(s->js_path);
+	free(s->js_name);
 	free(s);
 }
 

@@ -34,6 +34,8 @@ hyper_conf_listen(struct cfg *s, struct hyper_listen_conf *l, int with_path)
 	}
 	cfg_int(s, "max_body", 1L << 20, HYPER_MAX_BODY_MIN, HYPER_MAX_BODY_MAX, &l->max_body);
 	cfg_seconds(s, "idle_timeout", 30, 0.1, 86400, &l->idle_timeout);
+	cfg_int(s, "max_connections", 1024, 1, 1L << 20, &l->max_connections);
+	cfg_seconds(s, "handshake_timeout", 10, 0.1, 3600, &l->handshake_timeout);
 	return tls_conf_read(s, "tls", 1, &l->tls);
 }
 
@@ -164,8 +166,9 @@ hyper_conf_free(struct hyper_conf *hc)
 	memset(hc, 0, sizeof(*hc));
 }
 
-/* Local ingress (SPEC 3.2 fix): only a certificate bound to our own name. */
-static int
+/* Local ingress (SPEC 3.2 fix): only a certificate bound to our own name.
+ * Checked in the handshake and again for every request (route_local). */
+int
 hyper_identity_local(void *arg, X509 *leaf)
 {
 	struct hyper *h = arg;
@@ -239,6 +242,8 @@ hyper_listen(struct hyper *h, const struct hyper_listen_conf *l, SSL_CTX *ctx,
 	sc.max_body = (size_t)l->max_body;
 	sc.timeout = l->idle_timeout;
 	sc.reuse_port = h->h_conf->reuse_port;
+	sc.max_connections = (int)l->max_connections;
+	sc.handshake_timeout = l->handshake_timeout;
 	*out = jsonrpc_server_new(h->h_base, &sc, fn, h, why, sizeof(why));
 	if (*out == NULL) {
 		snprintf(err, errlen, "channel %s: bind_address: cannot listen on %s", l->chname,

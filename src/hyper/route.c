@@ -7,6 +7,9 @@
  *   op == self, other "_..."  -> -32601
  *   op == self                -> local application, method = last segment
  *   op == other operator      -> that operator's peer_server, full method
+ * Both ingress paths check the client certificate's binding again for every
+ * request, against the current directory: the handshake checked it once, but
+ * a keep-alive connection outlives a directory reload that removed it.
  * Peer ingress: the caller is the operator the peer's certificate is bound to;
  * op must be self; then the permission check (internal methods are open to
  * every authenticated peer), _client, and the same local delivery.
@@ -274,10 +277,19 @@ route_local(void *arg, struct jsonrpc_call *call)
 	struct jsonrpc_client *c;
 	const char *address;
 	char why[256];
+	SSL *ssl;
+	X509 *leaf;
 
 	if ((rc = route_begin(h, call, "local")) == NULL)
 		return;
 	snprintf(rc->rc_caller, sizeof(rc->rc_caller), "%s", h->h_name);
+	ssl = jsonrpc_call_ssl(call);
+	leaf = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+	if (leaf == NULL || !hyper_identity_local(h, leaf)) {
+		snprintf(rc->rc_caller, sizeof(rc->rc_caller), "?");
+		route_fail(rc, HP_ERR_FORBIDDEN, "client certificate is not bound to this operator");
+		goto done;
+	}
 	if (route_parse(rc) == -1)
 		goto done;
 	route_inject_client(h, params, h->h_name);

@@ -137,8 +137,46 @@ control_caller(struct json_object *params)
 	return json_object_get_string(name);
 }
 
+/* A string member of o, or NULL when absent, null or of another type. */
+static const char *
+control_string(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* The allowed_domains list of a settings item for service "proxy" that
+ * applies to the proxy named self, or NULL.  An item naming an operator
+ * applies to that operator only; one without applies to every proxy. */
+static struct json_object *
+control_item_domains(struct json_object *item, const char *self, int *scoped)
+{
+	struct json_object *inner, *allowed;
+	const char *svc, *op;
+
+	if (!json_object_is_type(item, json_type_object) ||
+	    (svc = control_string(item, "service")) == NULL || strcmp(svc, "proxy") != 0)
+		return NULL;
+	if (json_object_object_get_ex(item, "operator", &inner) && inner != NULL) {
+		/* A malformed scope grants nothing rather than everything. */
+		if ((op = control_string(item, "operator")) == NULL || self == NULL ||
+		    strcmp(op, self) != 0)
+			return NULL;
+		*scoped = 1;
+	} else
+		*scoped = 0;
+	if (!json_object_object_get_ex(item, "settings", &inner) ||
+	    !json_object_object_get_ex(inner, "allowed_domains", &allowed) ||
+	    !json_object_is_type(allowed, json_type_array))
+		return NULL;
+	return allowed;
+}
+
 int
-control_allowed_domains(struct json_object *params, const char ***out)
+control_allowed_domains(struct json_object *params, const char *self, const char ***out)
 {
 	struct json_object *client, *entry;
 
@@ -146,43 +184,47 @@ control_allowed_domains(struct json_object *params, const char ***out)
 	if (!json_object_object_get_ex(params, "_client", &client) ||
 	    !json_object_object_get_ex(client, "entry", &entry))
 		return -1;
-	return control_entry_allowed_domains(entry, out);
+	return control_entry_allowed_domains(entry, self, out);
 }
 
 int
-control_entry_allowed_domains(struct json_object *entry, const char ***out)
+control_entry_allowed_domains(struct json_object *entry, const char *self, const char ***out)
 {
-	struct json_object *settings;
+	struct json_object *settings, *allowed = NULL, *a;
+	const char **v;
+	size_t n;
+	int k = 0, scoped;
 
 	*out = NULL;
 	if (!json_object_object_get_ex(entry, "settings", &settings) ||
 	    !json_object_is_type(settings, json_type_array))
 		return -1;
+	/* The first item naming this proxy wins; else the first one naming
+	 * no operator. */
 	for (size_t i = 0; i < json_object_array_length(settings); i++) {
-		struct json_object *s = json_object_array_get_idx(settings, i);
-		struct json_object *svc, *inner, *allowed;
-		const char **v;
-		size_t n;
-		int k = 0;
-
-		if (!json_object_object_get_ex(s, "service", &svc) ||
-		    strcmp(json_object_get_string(svc), "proxy") != 0 ||
-		    !json_object_object_get_ex(s, "settings", &inner) ||
-		    !json_object_object_get_ex(inner, "allowed_domains", &allowed) ||
-		    !json_object_is_type(allowed, json_type_array))
+		if ((a = control_item_domains(json_object_array_get_idx(settings, i), self,
+		    &scoped)) == NULL)
 			continue;
-		n = json_object_array_length(allowed);
-		if ((v = calloc(n + 1, sizeof(*v))) == NULL)
-			return -1;
-		for (size_t j = 0; j < n; j++) {
-			struct json_object *d = json_object_array_get_idx(allowed, j);
-			if (json_object_is_type(d, json_type_string))
-				v[k++] = json_object_get_string(d);
+		if (scoped) {
+			allowed = a;
+			break;
 		}
-		*out = v;
-		return k;
+		if (allowed == NULL)
+			allowed = a;
 	}
-	return -1;
+	if (allowed == NULL)
+		return -1;
+	n = json_object_array_length(allowed);
+	if ((v = calloc(n + 1, sizeof(*v))) == NULL)
+		return -1;
+	for (size_t j = 0; j < n; j++) {
+		struct json_object *d = json_object_array_get_idx(allowed, j);
+
+		if (json_object_is_type(d, json_type_string))
+			v[k++] = json_object_get_string(d);
+	}
+	*out = v;
+	return k;
 }
 
 int
@@ -205,3 +247,4 @@ control_caller_in_group(struct json_object *params, const char *group)
 	}
 	return 0;
 }
+

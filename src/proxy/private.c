@@ -801,7 +801,7 @@ rpc_check_operator(struct private *pv, struct jsonrpc_call *call, struct json_ob
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "proxy name too long");
 		return -1;
 	}
-	if ((n = control_allowed_domains(params, &allowed)) < 0) {
+	if ((n = control_allowed_domains(params, pv->pv_conf->pc_name, &allowed)) < 0) {
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
 		return -1;
 	}

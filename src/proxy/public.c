@@ -777,6 +777,7 @@ item_error(int code, const char *msg)
 struct recheck {
 	const char              *rc_why;
 	const char              *rc_op;          /* only its entries; NULL: all (rc_dir) */
+	const char              *rc_self;        /* this proxy's operator name (item scope) */
 	struct json_object      *rc_entry;       /* from a call (borrowed) or the directory */
 	struct directory        *rc_dir;         /* NULL: rc_entry only */
 	const char             **rc_allowed;
@@ -801,7 +802,7 @@ recheck_keep(void *arg, const struct announcement *a)
 			json_object_put(rc->rc_entry);
 		rc->rc_entry = directory_client_entry(rc->rc_dir, a->an_operator);
 		rc->rc_nallowed = rc->rc_entry == NULL ? -1 :
-		    control_entry_allowed_domains(rc->rc_entry, &rc->rc_allowed);
+		    control_entry_allowed_domains(rc->rc_entry, rc->rc_self, &rc->rc_allowed);
 		snprintf(rc->rc_cached, sizeof(rc->rc_cached), "%s", a->an_operator);
 	}
 	keep = rc->rc_nallowed >= 0 && announce_domain_allowed(a->an_domain,
@@ -836,7 +837,8 @@ public_recheck_caller(struct public *p, const char *caller, struct json_object *
 	memset(&rc, 0, sizeof(rc));
 	rc.rc_why = "its Hyper's directory entry at its call";
 	rc.rc_op = caller;
-	rc.rc_nallowed = control_allowed_domains(params, &rc.rc_allowed);
+	rc.rc_self = p->p_conf->pc_name;
+	rc.rc_nallowed = control_allowed_domains(params, p->p_conf->pc_name, &rc.rc_allowed);
 	public_recheck(p, &rc);
 	free(rc.rc_allowed);
 }
@@ -852,6 +854,7 @@ public_recheck_directory(struct public *p, struct directory *dir, const char *wh
 	memset(&rc, 0, sizeof(rc));
 	rc.rc_why = why;
 	rc.rc_dir = dir;
+	rc.rc_self = p->p_conf->pc_name;
 	n = public_recheck(p, &rc);
 	free(rc.rc_allowed);
 	if (rc.rc_entry)
@@ -1072,7 +1075,7 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 	size_t held;
 	double now = now_wall();
 
-	if ((nallowed = control_allowed_domains(params, &allowed)) < 0) {
+	if ((nallowed = control_allowed_domains(params, p->p_conf->pc_name, &allowed)) < 0) {
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
 		public_recheck_caller(p, caller, params);
 		return;

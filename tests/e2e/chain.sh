@@ -142,6 +142,38 @@ import socket
 s = socket.create_connection(('127.0.0.1', $DATA_PORT), timeout=5)
 s.sendall(b'A' * 5); s.close()\" && curl -sS -f -o /dev/null --cacert $CA --resolve $HOST:$TLS_PORT:127.0.0.1 $URL/"
 
+# --- a settings item scoped to another operator grants nothing here -------------
+# The private side calls its public proxy's announceConnections by hand; a later
+# directory file replaces private-proxy-1.ga's settings with one item.
+announce_by_hand() { # -> prints the result or the error; 0 on a result
+	HYPER_SETTINGS=$S/private-proxy-hyper-1 timeout 10 "$BIN/hyper" call \
+		public-proxy-1.ga.announceConnections "{\"connections\": [{\"domain\": \"$HOST\"}]}" 2>&1
+}
+scope_to() { # OPERATOR|-: write (or remove) the scoped settings record
+	local f=$E2E_RUN/s/directory/50-scoped.json
+	if [ "$1" = - ]; then rm -f "$f"; return; fi
+	printf '{"records": [{"name": "private-proxy-1.ga", "section": "settings", "created_at": "2026-12-01T00:00:00Z", "data": [{"service": "proxy", "operator": "%s", "settings": {"allowed_domains": [".internal-server.local"]}}]}]}\n' \
+		"$1" >"$f.tmp" && mv "$f.tmp" "$f"
+}
+announce_until() { # GREP-PATTERN on the answer without blanks: up to 8 s (the Hypers poll
+	local out     # the directory every 2 s)
+	for _ in $(seq 40); do
+		out=$(announce_by_hand | tr -d ' \n')
+		if grep -q "$1" <<<"$out"; then echo "$out"; return 0; fi
+		sleep 0.2
+	done
+	echo "last answer: $out"
+	return 1
+}
+check "announceConnections by hand is accepted with the unscoped settings item" announce_until '^\[null\]$'
+scope_to other-proxy.ga
+check "a proxy settings item scoped to another operator grants nothing: 403 not authorized" \
+	announce_until '"code":403,"message":"notauthorized"'
+scope_to public-proxy-1.ga
+check "a proxy settings item scoped to this public proxy grants its allowed_domains" announce_until '^\[null\]$'
+scope_to -
+check "back to the unscoped item" announce_until '^\[null\]$'
+
 # --- restarts ------------------------------------------------------------------
 restart() { # NAME
 	stop_bg "$1" KILL

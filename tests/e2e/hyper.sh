@@ -82,7 +82,7 @@ hyper_settings() {
 	cat >"$1/hyper.yml" <<-EOF
 	name: $2
 	log_level: debug
-	directory: {type: json, settings: {path: "\$DIR/../directory"}}
+	directory: {type: json, settings: {path: "\$DIR/../directory", poll_interval: 0.2}}
 	channels:
 	  - name: local
 	    type: jsonrpc_server
@@ -329,6 +329,63 @@ else nok "a directory file that fails to parse keeps the last good directory" "l
 rm -f "$T/directory/30-broken.json" "$T/directory/20-late.json"
 if wait_code late.test.echo 404; then ok "an operator removed from the directory is unknown again"
 else nok "an operator removed from the directory is unknown again" "err=$err"; fi
+
+# A keep-alive client of the local channel whose certificate leaves the
+# directory is refused on its next request, on the same connection.
+cat >"$T/keepalive.py" <<'EOF'
+import json, os, socket, ssl, sys, time
+port, name, cert, key, ca, go = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=5),
+                    server_hostname=name)
+f = s.makefile("rb")
+def post(i):
+    body = json.dumps({"jsonrpc": "2.0", "method": name + "._ping", "params": {}, "id": i}).encode()
+    s.sendall(b"POST /jsonrpc HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % (name.encode(), len(body)) + body)
+    status = f.readline()
+    n = 0
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    print(status.split()[1].decode(), f.read(n).decode(), flush=True)
+post(1)
+end = time.time() + 10
+while not os.path.exists(go) and time.time() < end:
+    time.sleep(0.05)
+try:
+    post(2)
+except (OSError, IndexError) as e:
+    print("closed", repr(e), flush=True)
+EOF
+python3 "$T/keepalive.py" "$L1" $OP1 "$C/$OP1.crt" "$C/$OP1.key" "$C/root.crt" "$T/go" >"$T/keepalive.out" 2>&1 &
+kpid=$!
+for _ in $(seq 50); do [ -s "$T/keepalive.out" ] && break; sleep 0.1; done
+reloads=$(grep -c "directory reloaded" "$T/hyper1.log")
+printf '{"records": [{"name": "%s", "section": "certificates", "created_at": "2026-01-01T00:00:00Z", "data": []}]}\n' \
+	$OP1 >"$T/revoke.json"
+mv "$T/revoke.json" "$T/directory/95-revoke.json"
+for _ in $(seq 50); do
+	[ "$(grep -c "directory reloaded" "$T/hyper1.log")" -gt "$reloads" ] && break
+	sleep 0.1
+done
+touch "$T/go"
+wait $kpid
+first=$(sed -n 1p "$T/keepalive.out"); second=$(sed -n 2p "$T/keepalive.out")
+if [[ "$first" == "200 "*'"result"'* ]] && [[ "$second" == *'"code":403'* ]] &&
+   [[ "$second" == *"not bound to this operator"* ]]; then
+	ok "a keep-alive local client whose certificate left the directory is refused on its next request"
+else nok "a keep-alive local client whose certificate left the directory is refused on its next request" \
+	"$(cat "$T/keepalive.out")"; fi
+rm -f "$T/directory/95-revoke.json" "$T/go"
+for _ in $(seq 40); do call $OP1._ping; [ $rc = 0 ] && break; sleep 0.1; done
+if [ $rc = 0 ]; then ok "the restored certificate is accepted again"
+else nok "the restored certificate is accepted again" "rc=$rc err=$err"; fi
 
 # ---- command line and settings errors ----------------------------------------
 mkdir -p "$T/bad"

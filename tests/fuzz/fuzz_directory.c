@@ -1,12 +1,13 @@
 /* fuzz_directory.c - libFuzzer target for the directory loader (make fuzz).
- * fuzz-sources: src/common/directory.c src/common/util.c src/common/log.c
+ * fuzz-sources: src/common/directory.c src/common/util.c src/common/log.c src/proxy/control.c src/proxy/side.c src/proxy/postq.c src/common/jsonrpc.c src/common/tls.c src/common/settings.c
  *
  * The input is written once per run to a .json file in /dev/shm and loaded
  * with directory_load().  Every name the input mentions (any "name" string)
  * is then looked up with every query of directory.h.  Checks, besides
  * memory safety: a load gives a directory or an error text; an entry has
  * the documented members; an operator may always be looked up by its own
- * fingerprints. */
+ * fingerprints.  Each client view is also read the way a proxy reads
+ * `_client` (control_allowed_domains), as the proxy named and as another. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 
 #include <json-c/json.h>
 
+#include "control.h"
 #include "directory.h"
 #include "log.h"
 
@@ -64,6 +66,30 @@ fp_seen(void *arg, const char *name)
 		s->found = 1;
 }
 
+/* The proxies' reading of params._client built from this entry (stolen). */
+static void
+proxy_view(const char *name, struct json_object *ce, const char *self)
+{
+	struct json_object *params, *client;
+	const char **allowed;
+	int n;
+
+	client = json_object_new_object();
+	json_object_object_add(client, "name", json_object_new_string(name));
+	json_object_object_add(client, "entry", ce);
+	params = json_object_new_object();
+	json_object_object_add(params, "_client", client);
+	check(control_caller(params) != NULL);
+	for (int i = 0; i < 2; i++) {
+		n = control_allowed_domains(params, i == 0 ? self : name, &allowed);
+		check(n >= -1 && (n == -1) == (allowed == NULL));
+		for (int j = 0; j < n; j++)
+			check(allowed[j] != NULL);
+		free(allowed);
+	}
+	json_object_put(params);
+}
+
 static void
 query(struct directory *d, const char *name, const char *other)
 {
@@ -83,7 +109,7 @@ query(struct directory *d, const char *name, const char *other)
 	    strcmp(json_object_get_string(v), name) == 0);
 	check((ce = directory_client_entry(d, name)) != NULL);
 	check(json_object_object_get_ex(ce, "groups", &v));
-	json_object_put(ce);
+	proxy_view(name, ce, other);
 	if (!json_object_object_get_ex(e, "certificates", &certs) ||
 	    !json_object_is_type(certs, json_type_array))
 		return;

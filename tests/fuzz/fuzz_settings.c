@@ -1,11 +1,12 @@
 /* fuzz_settings.c - libFuzzer target for the settings loader and the cfg
  * readers (make fuzz).
- * fuzz-sources: src/common/settings.c src/hyper/hyper.c src/hyper/route.c src/common/jsonrpc.c src/common/tls.c src/common/directory.c src/common/util.c src/common/log.c
+ * fuzz-sources: src/common/settings.c src/hyper/hyper.c src/hyper/route.c src/common/jsonrpc.c src/common/tls.c src/common/directory.c src/common/util.c src/common/log.c src/proxy/conf.c src/proxy/relay.c src/proxy/loop.c src/proxy/pipepool.c src/proxy/postq.c
  *
  * The input is written once per run to a file in /dev/shm named .yml and
  * loaded with settings_load(), then once more named .json (the suffix picks
  * the parser).  A loaded tree is read by hyper_conf_read() (the Hyper's real
- * reader) and by a generic walk that calls every cfg reader on every key.
+ * reader), by proxy_conf_load() for both roles (the proxies' reader) and by
+ * a generic walk that calls every cfg reader on every key.
  * Checks, besides memory safety: a load either gives a map or an error
  * text, and a failed read always leaves an error text. */
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 
 #include "hyper.h"
 #include "log.h"
+#include "proxy_conf.h"
 #include "settings.h"
 
 #include "fuzz.h"
@@ -110,6 +112,7 @@ try_load(const char *path, const uint8_t *data, size_t size)
 {
 	struct json_object *t;
 	struct hyper_conf hc;
+	struct proxy_conf pc;
 	struct cfg c;
 	char err[512];
 
@@ -126,6 +129,14 @@ try_load(const char *path, const uint8_t *data, size_t size)
 		hyper_conf_free(&hc);
 	else
 		check(err[0] != '\0');
+	for (int role = 0; role < 2; role++) {
+		err[0] = '\0';
+		if (proxy_conf_load(path, role == 0 ? PROXY_PUBLIC : PROXY_PRIVATE, &pc,
+		    err, sizeof(err)) == 0)
+			proxy_conf_free(&pc);
+		else
+			check(err[0] != '\0');
+	}
 	if (cfg_root(&c, t) == 0) {
 		walk(&c, 0);
 		if (cfg_done(&c) == -1)

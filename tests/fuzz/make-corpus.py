@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerates the SNI seed corpus in tests/fuzz/corpus/fuzz_sni/.
+"""Regenerates the SNI seed corpus in tests/fuzz/corpus/fuzz_sni/, and the
+null-value seeds of fuzz_directory and fuzz_settings (`--nulls` writes only
+those: they need no network).
 
 Real ClientHellos are captured on loopback: a listener on 127.0.0.1 (port 0)
 saves the first 16 KiB a client sends, while `openssl s_client` or `curl`
@@ -122,5 +124,97 @@ def main():
     print("large-padded: %d bytes" % (len(big)))
 
 
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+FP = "24123d2ade281f41559ac2328c0e8fbf53aa49110fe7c26008af86a112f342c3"
+
+
+def rec(name, section, data, created_at="2026-01-01T00:00:00Z"):
+    return {"name": name, "section": section, "created_at": created_at, "data": data}
+
+
+def nulls():
+    """Seeds with a JSON null in every optional field (review finding M1),
+    and settings items scoped to an operator (M2)."""
+    import json
+    d = os.path.join(CORPUS, "fuzz_directory")
+    optional = {"records": [
+        rec("op", "channels", [{"type": "other", "settings": None},
+                               {"type": "peer_server", "settings": {"address": "localhost:5556"}}],
+            created_at=None),
+        rec("op", "services", [{"name": "bare", "permissions": None, "methods": None},
+                               {"name": "proxy", "permissions": [{"group": "users", "rights": ["call"]}],
+                                "methods": [{"name": "announceConnections", "permissions": None}]}]),
+        rec("op", "settings", [{"service": None, "operator": None, "environment": None,
+                                "settings": {"allowed_domains": None}},
+                               {"service": "proxy", "operator": None,
+                                "settings": {"allowed_domains": [None, ".a.local"]}}]),
+        rec("op", "certificates", [{"fingerprint": FP, "key_usage": None}]),
+        rec("op", "preferences", None),
+        rec("caller", "groups", ["users"]),
+    ]}
+    required = {"records": [
+        rec("op", "channels", [{"type": "peer_server", "settings": None}]),
+        rec("op", "certificates", [{"fingerprint": None}]),
+    ]}
+    scoped = {"records": [
+        rec("caller", "settings", [
+            {"service": "proxy", "operator": "op", "settings": {"allowed_domains": [".op.local"]}},
+            {"service": "proxy", "operator": "caller", "settings": {"allowed_domains": [".self.local"]}},
+            {"service": "proxy", "environment": "dev", "settings": {"allowed_domains": [".any.local"]}}]),
+        rec("op", "groups", ["proxy-providers"]),
+    ]}
+    for name, doc in (("nulls.json", optional), ("null-required.json", required),
+                      ("scoped-settings.json", scoped)):
+        with open(os.path.join(d, name), "w") as f:
+            json.dump(doc, f)
+            f.write("\n")
+    s = os.path.join(CORPUS, "fuzz_settings")
+    tls = {"ca_certificate_files": None, "certificate_file": None, "key_file": None,
+           "server_name": None, "verify_client": None}
+    listen = {"bind_address": "localhost:5544", "path": None, "max_body": None,
+              "idle_timeout": None, "max_connections": None, "handshake_timeout": None,
+              "tls": tls}
+    hyper = {
+        "vars": None,
+        "name": "op", "log_level": None, "stop_timeout": None,
+        "directory": {"type": "json", "settings": {"path": "/nonexistent", "poll_interval": None}},
+        "channels": [
+            {"name": "l", "type": "jsonrpc_server", "settings": listen},
+            {"name": "a", "type": "jsonrpc_client",
+             "settings": {"endpoint": "https://localhost:6655/jsonrpc", "timeout": None,
+                          "connect_timeout": None, "pool_size": None, "tls": None}},
+            {"name": "p", "type": "peer_server",
+             "settings": {k: v for k, v in listen.items() if k != "path"}},
+            {"name": "c", "type": "peer_client",
+             "settings": {"connect_timeout": None, "call_timeout": None, "pool_size": None,
+                          "tls": tls}}],
+    }
+    rpc = {"jsonrpc_client": {"endpoint": "https://localhost:5544/jsonrpc", "tls": tls},
+           "jsonrpc_server": {"bind_address": "localhost:6655", "path": None, "tls": tls}}
+    public = {"log_level": None, "private": None, "public": dict(
+        rpc, name="op", tls_bind_address=None, internal_bind_address=None,
+        internal_endpoint=None, hello_timeout=None, hello_max_bytes=None,
+        accept_timeout=None, token_timeout=None, idle_timeout=None, max_connections=None,
+        tcp_rate_limits=None, datastore=None)}
+    private = {"public": None, "private": dict(
+        rpc, name="op", internal_endpoint={"address": None}, connect_timeout=None,
+        announce_interval=None, announcements=[{"domain": "a.local", "proxy": "p",
+                                                "expires_at": None}],
+        datastore=None)}
+    # null where vars needs a value: errors naming the variable
+    variables = {"vars": {"A": {"source": "env", "variable": "HP_FUZZ_UNSET", "default": None},
+                          "B": None, "C": {"source": "literal", "value": None}},
+                 "name": "$A"}
+    for name, doc in (("hyper-nulls.json", hyper), ("public-nulls.json", public),
+                      ("private-nulls.json", private), ("vars-nulls.json", variables)):
+        with open(os.path.join(s, name), "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--nulls"]:
+        nulls()
+    else:
+        main()
+        nulls()

@@ -326,12 +326,12 @@ Test(announce, admin_group_and_allowed_domains_come_from_client_entry)
 	cr_assert_not(control_caller_in_group(admin, ""));
 	json_object_object_get_ex(admin, "_client", &client);
 	json_object_object_get_ex(client, "entry", &entry);
-	cr_assert_eq(control_entry_allowed_domains(entry, &allowed), 1);
+	cr_assert_eq(control_entry_allowed_domains(entry, "public-proxy-1.ga", &allowed), 1);
 	cr_assert_str_eq(allowed[0], ".a.example");
 	free(allowed);
 	json_object_object_get_ex(user, "_client", &client);
 	json_object_object_get_ex(client, "entry", &entry);
-	cr_assert_eq(control_entry_allowed_domains(entry, &allowed), -1);
+	cr_assert_eq(control_entry_allowed_domains(entry, "public-proxy-1.ga", &allowed), -1);
 	json_object_put(admin);
 	json_object_put(user);
 	json_object_put(spoof);

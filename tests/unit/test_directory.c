@@ -451,3 +451,91 @@ Test(directory, readers_in_another_thread_survive_reloads)
 	cr_assert_eq(r.bad, 0);
 	directory_watch_free(r.w);
 }
+
+/* ---- null values (review finding M1) --------------------------------------- */
+
+/* One file giving op a JSON null in every optional field. */
+#define NULLS_FILE "{\"records\": [" \
+	"{\"name\": \"op\", \"section\": \"channels\", \"created_at\": null, \"data\": [" \
+	"{\"type\": \"other\", \"settings\": null}," \
+	"{\"type\": \"peer_server\", \"settings\": {\"address\": \"localhost:5556\"}}]}," \
+	REC("op", "services", "[{\"name\": \"bare\", \"permissions\": null, \"methods\": null}," \
+	" {\"name\": \"svc\", \"permissions\": [{\"group\": \"users\", \"rights\": [\"call\"]}]," \
+	" \"methods\": [{\"name\": \"m\", \"permissions\": null}]}]") "," \
+	REC("op", "settings", "[{\"service\": null, \"operator\": null, \"environment\": null," \
+	" \"settings\": {\"allowed_domains\": null}}]") "," \
+	REC("op", "certificates", "[{\"fingerprint\": \"" FP_A "\", \"key_usage\": null}]") "," \
+	REC("op", "preferences", "null") "," \
+	REC("caller", "groups", "[\"users\"]") "]}"
+
+Test(directory, null_in_each_optional_field_counts_as_absent)
+{
+	struct directory *d;
+	struct json_object *c, *s, *it, *v;
+
+	put("a.json", NULLS_FILE, 0);
+	d = load_ok();
+	cr_assert_str_eq(directory_peer_address(d, "op"), "localhost:5556");
+	cr_assert(directory_has_fingerprint(d, "op", FP_A),
+	    "a null key_usage is no key_usage: an encryption key");
+	cr_assert(directory_can_call(d, "caller", "op", "m"));
+	cr_assert(!directory_can_call(d, "caller", "op", "bare"));
+	c = directory_client_entry(d, "op");
+	cr_assert_not_null(c);
+	cr_assert(json_object_object_get_ex(c, "settings", &s));
+	cr_assert_eq(json_object_array_length(s), 1);
+	it = json_object_array_get_idx(s, 0);
+	cr_assert(!json_object_object_get_ex(it, "service", &v), "null members are dropped");
+	cr_assert(!json_object_object_get_ex(it, "operator", &v));
+	cr_assert(!json_object_object_get_ex(it, "environment", &v));
+	json_object_put(c);
+	directory_unref(d);
+}
+
+Test(directory, a_reload_to_null_key_usage_keeps_serving)
+{
+	struct directory_watch *w;
+	struct directory *d;
+
+	put("a.json", "{\"records\": [" REC("op", "certificates",
+	    "[{\"fingerprint\": \"" FP_A "\", \"key_usage\": \"signing\"}]") "]}", 0);
+	w = watch_ok();
+	put("a.json", NULLS_FILE, 0);
+	cr_assert_eq(directory_watch_poll(w), 1);
+	d = directory_watch_get(w);
+	cr_assert(directory_has_fingerprint(d, "op", FP_A));
+	directory_unref(d);
+	directory_watch_free(w);
+}
+
+Test(directory, null_where_a_value_is_required_is_an_error_naming_file_and_record)
+{
+	static const char *bad[] = {
+		REC("op", "groups", "null"),
+		REC("op", "groups", "[null]"),
+		REC("op", "channels", "[{\"type\": \"peer_server\", \"settings\": null}]"),
+		REC("op", "channels", "[{\"type\": null}]"),
+		REC("op", "services", "[{\"name\": null}]"),
+		REC("op", "services", "[{\"name\": \"s\", \"methods\": [{\"name\": null}]}]"),
+		REC("op", "services", "[{\"name\": \"s\", \"permissions\": [null]}]"),
+		REC("op", "services", "[{\"name\": \"s\", \"permissions\":"
+		    " [{\"group\": \"g\", \"rights\": null}]}]"),
+		REC("op", "settings", "[{\"service\": \"proxy\", \"settings\": null}]"),
+		REC("op", "settings", "[null]"),
+		REC("op", "certificates", "[{\"fingerprint\": null}]"),
+		"{\"name\": null, \"section\": \"groups\", \"data\": []}",
+		"{\"name\": \"op\", \"section\": null, \"data\": []}",
+		"null",
+	};
+	char text[1024], err[512];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "{\"records\": [%s]}", bad[i]);
+		put("a.json", text, 0);
+		cr_assert_null(load(err, sizeof(err)), "%s", bad[i]);
+		cr_assert(strstr(err, "a.json: record 0") != NULL, "%s: %s", bad[i], err);
+	}
+	put("a.json", "{\"records\": null}", 0);
+	cr_assert_null(load(err, sizeof(err)));
+	cr_assert(strstr(err, "a.json") != NULL, "%s", err);
+}

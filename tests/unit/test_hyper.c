@@ -64,6 +64,8 @@ Test(hyper_conf, minimal_settings_get_the_documented_defaults)
 	cr_assert_float_eq(hc.stop_timeout, 2.0, 1e-9);
 	cr_assert_str_eq(hc.local.path, "/jsonrpc");
 	cr_assert_eq(hc.local.max_body, 1L << 20);
+	cr_assert_eq(hc.local.max_connections, 1024);
+	cr_assert_float_eq(hc.local.handshake_timeout, 10.0, 1e-9);
 	cr_assert(hc.peers.set);
 	cr_assert_float_eq(hc.peers.connect_timeout, 2.0, 1e-9);
 	cr_assert_float_eq(hc.peers.call_timeout, 10.0, 1e-9);
@@ -149,4 +151,34 @@ Test(hyper_conf, wrong_directory_type_is_an_error)
 	    "\"settings\": {\"path\": \"/dir\"}}, \"channels\": [" LOCAL "]}",
 	    &hc, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "type") != NULL, "%s", err);
+}
+
+Test(hyper_conf, ingress_connection_cap_and_handshake_timeout_are_read_and_checked)
+{
+	struct hyper_conf hc;
+	char err[512] = "";
+
+	cr_assert_eq(conf_from("{\"name\": \"op\", \"directory\": {\"type\": \"json\", "
+	    "\"settings\": {\"path\": \"/dir\"}}, \"channels\": [{\"name\": \"l\", "
+	    "\"type\": \"jsonrpc_server\", \"settings\": {\"bind_address\": \":1\", "
+	    "\"max_connections\": 2, \"handshake_timeout\": 0.5, \"tls\": " TLS "}}, "
+	    "{\"name\": \"p\", \"type\": \"peer_server\", \"settings\": {\"bind_address\": "
+	    "\":2\", \"max_connections\": 3, \"tls\": " TLS "}}]}", &hc, err, sizeof(err)), 0,
+	    "%s", err);
+	cr_assert_eq(hc.local.max_connections, 2);
+	cr_assert_float_eq(hc.local.handshake_timeout, 0.5, 1e-9);
+	cr_assert_eq(hc.peer.max_connections, 3);
+	cr_assert_float_eq(hc.peer.handshake_timeout, 10.0, 1e-9);
+	hyper_conf_free(&hc);
+
+	cr_assert_eq(conf_from("{\"name\": \"op\", \"directory\": {\"type\": \"json\", "
+	    "\"settings\": {\"path\": \"/dir\"}}, \"channels\": [{\"name\": \"l\", "
+	    "\"type\": \"jsonrpc_server\", \"settings\": {\"bind_address\": \":1\", "
+	    "\"max_connections\": 0, \"tls\": " TLS "}}]}", &hc, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "max_connections") != NULL, "%s", err);
+	cr_assert_eq(conf_from("{\"name\": \"op\", \"directory\": {\"type\": \"json\", "
+	    "\"settings\": {\"path\": \"/dir\"}}, \"channels\": [{\"name\": \"l\", "
+	    "\"type\": \"jsonrpc_server\", \"settings\": {\"bind_address\": \":1\", "
+	    "\"handshake_timeout\": 0, \"tls\": " TLS "}}]}", &hc, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "handshake_timeout") != NULL, "%s", err);
 }

@@ -3,6 +3,7 @@
  * raw HTTP requests for the error paths. */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1077,4 +1078,180 @@ Test(jsonrpc, response_parser_classifies_bodies)
 	cr_assert_eq(parse_resp("{\"jsonrpc\":\"1.0\",\"result\":1,\"id\":3}", 3, &code), -1);
 	cr_assert_eq(parse_resp("<html>", 3, &code), -1);
 	cr_assert_eq(parse_resp("", 3, &code), -1);
+}
+
+/* ---- connection cap and TLS handshake deadline (review finding L5) ---- */
+
+static void
+tls_st_start(SSL_CTX *sctx, int max_connections, double handshake_timeout)
+{
+	struct jsonrpc_server_conf sc = {
+		.bind_address = "127.0.0.1:0", .path = "/jsonrpc", .ssl_ctx = sctx,
+		.timeout = 5, .max_connections = max_connections,
+		.handshake_timeout = handshake_timeout,
+	};
+	struct timeval tv = { 0, 10000 };
+	char err[256] = "";
+
+	loop_init();
+	st.s = jsonrpc_server_new(base, &sc, handler, base, err, sizeof(err));
+	cr_assert_not_null(st.s, "server: %s", err);
+	st.port = jsonrpc_server_port(st.s);
+	st.stop = 0;
+	st.poll = event_new(base, -1, EV_PERSIST, st_poll, NULL);
+	evtimer_add(st.poll, &tv);
+	cr_assert_eq(pthread_create(&st.t, NULL, st_main, NULL), 0);
+}
+
+/* A blocking TLS client connection (3 s receive timeout); NULL when the
+ * handshake fails. */
+static SSL *
+tls_open(SSL_CTX *cctx)
+{
+	int fd = raw_connect(st.port);
+	SSL *ssl = SSL_new(cctx);
+
+	cr_assert_not_null(ssl);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "server.test");
+	if (SSL_connect(ssl) != 1) {
+		SSL_free(ssl);
+		close(fd);
+		return NULL;
+	}
+	return ssl;
+}
+
+static void
+tls_close(SSL *ssl)
+{
+	int fd = SSL_get_fd(ssl);
+
+	SSL_free(ssl);
+	close(fd);
+}
+
+/* One echo request on ssl: 1 when it is answered with HTTP 200. */
+static int
+tls_echo(SSL *ssl)
+{
+	static const char body[] = "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{},\"id\":1}";
+	char req[512], out[1024], *end, *cl;
+	size_t got = 0, want = 0;
+	int n;
+
+	snprintf(req, sizeof(req), "POST /jsonrpc HTTP/1.1\r\nHost: x\r\n"
+	    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	    sizeof(body) - 1, body);
+	if (SSL_write(ssl, req, (int)strlen(req)) <= 0)
+		return 0;
+	/* The whole response, so the next request starts on a clean stream. */
+	while (want == 0 || got < want) {
+		if (got >= sizeof(out) - 1 ||
+		    (n = SSL_read(ssl, out + got, (int)(sizeof(out) - 1 - got))) <= 0)
+			return 0;
+		got += (size_t)n;
+		out[got] = '\0';
+		if (want == 0 && (end = strstr(out, "\r\n\r\n")) != NULL) {
+			cl = strcasestr(out, "Content-Length:");
+			want = (size_t)(end + 4 - out) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+		}
+	}
+	return strncmp(out, "HTTP/1.1 200", 12) == 0;
+}
+
+/* Seconds until the server closes fd (recv gives EOF or a reset); a byte
+ * of a TLS record header is sent every 100 ms when drip is set.  -1 when
+ * still open after 4 s. */
+static double
+closed_after(int fd, int drip)
+{
+	static const unsigned char hdr[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01 };
+	double t0 = now_mono();
+	char c;
+
+	for (int i = 0; now_mono() - t0 < 4; i++) {
+		if (drip && i < (int)sizeof(hdr) && send(fd, &hdr[i], 1, MSG_NOSIGNAL) != 1)
+			return now_mono() - t0;
+		usleep(100000);
+		ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			return now_mono() - t0;
+	}
+	return -1;
+}
+
+Test(jsonrpc, tls_connection_over_max_connections_is_closed_at_once)
+{
+	struct pki p;
+	SSL *a, *b, *c = NULL;
+	double t0, secs;
+
+	pki_make(&p);
+	SSL_CTX *sctx = ctx_make(&p, 1, 1), *cctx = ctx_make(&p, 0, 1);
+	tls_st_start(sctx, 2, 5);
+	cr_assert_not_null(a = tls_open(cctx));
+	cr_assert_not_null(b = tls_open(cctx));
+	cr_assert(tls_echo(a) && tls_echo(b), "two connections are served");
+
+	/* The third is accepted, then closed before it is served. */
+	t0 = now_mono();
+	c = tls_open(cctx);
+	cr_assert(c == NULL || !tls_echo(c), "a third connection is not served");
+	secs = now_mono() - t0;
+	cr_assert_lt(secs, 2, "closed at once, not at a timeout (%.2f s)", secs);
+	if (c != NULL)
+		tls_close(c);
+	cr_assert(tls_echo(a), "the first two keep being served");
+
+	/* A freed slot is taken by the next connection. */
+	tls_close(b);
+	c = NULL;
+	for (int i = 0; i < 30 && c == NULL; i++) {
+		if ((c = tls_open(cctx)) != NULL && !tls_echo(c)) {
+			tls_close(c);
+			c = NULL;
+		}
+		if (c == NULL)
+			usleep(100000);
+	}
+	cr_assert_not_null(c, "a connection is served again once one closed");
+	tls_close(c);
+	tls_close(a);
+	st_stop();
+	cr_assert(!timed_out);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	pki_free(&p);
+}
+
+Test(jsonrpc, tls_client_not_done_with_its_handshake_is_closed_at_the_deadline)
+{
+	struct pki p;
+	double silent, drip;
+	SSL *ok;
+	int fd;
+
+	pki_make(&p);
+	SSL_CTX *sctx = ctx_make(&p, 1, 1), *cctx = ctx_make(&p, 0, 1);
+	/* handshake_timeout 0.5 s, idle timeout 5 s */
+	tls_st_start(sctx, 16, 0.5);
+	cr_assert_not_null(ok = tls_open(cctx));
+
+	fd = raw_connect(st.port);
+	silent = closed_after(fd, 0);
+	close(fd);
+	fd = raw_connect(st.port);
+	drip = closed_after(fd, 1);
+	close(fd);
+	cr_assert(silent >= 0.4 && silent < 2, "a silent client: closed after %.2f s", silent);
+	cr_assert(drip >= 0.4 && drip < 2, "a trickling client: closed after %.2f s", drip);
+	cr_assert(tls_echo(ok), "a finished handshake outlives the deadline");
+	tls_close(ok);
+	st_stop();
+	cr_assert(!timed_out);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	pki_free(&p);
 }

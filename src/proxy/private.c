@@ -284,7 +284,7 @@ private_announce_reply(void *arg, struct json_object *result, struct json_object
 	struct announce_call *ac = arg;
 	struct private *pv = ac->ac_pv;
 	struct target *tg;
-	struct json_object *code, *msg;
+	struct json_object *code = NULL, *msg = NULL;
 	double cap;
 	int rejected = 0;
 
@@ -301,7 +301,8 @@ private_announce_reply(void *arg, struct json_object *result, struct json_object
 		json_object_object_get_ex(error, "code", &code);
 		json_object_object_get_ex(error, "message", &msg);
 		log_warnx("announce %d domain(s) to %s: error %d %s; retry in %.0f s", ac->ac_n,
-		    tg->tg_proxy, json_object_get_int(code), json_object_get_string(msg),
+		    tg->tg_proxy, json_object_get_int(code),
+		    msg ? json_object_get_string(msg) : "(no message)",
 		    tg->tg_backoff);
 		tg->tg_failing = 1;
 		private_target_schedule(tg, tg->tg_backoff);
@@ -430,9 +431,12 @@ private_withdraw_reply(void *arg, struct json_object *result, struct json_object
 	if (atomic_load(&wc->wc_pv->pv_stopping))
 		goto done;
 	if (error != NULL) {
-		json_object_object_get_ex(error, "message", &msg);
-		log_warnx("withdraw %s from %s: %s", wc->wc_domain, wc->wc_proxy,
-		    json_object_get_string(msg));
+		if (!json_object_object_get_ex(error, "message", &msg) || msg == NULL)
+			log_warnx("withdraw %s from %s: error without a message", wc->wc_domain,
+			    wc->wc_proxy);
+		else
+			log_warnx("withdraw %s from %s: %s", wc->wc_domain, wc->wc_proxy,
+			    json_object_get_string(msg));
 	} else
 		log_info("withdrew %s from %s", wc->wc_domain, wc->wc_proxy);
 	if ((tg = private_target(wc->wc_pv, wc->wc_proxy)) != NULL)

@@ -18,6 +18,10 @@ DEB_PACKAGING := debhelper dpkg-dev help2man lintian
 DEB_ARCH      := $(shell dpkg --print-architecture 2>/dev/null)
 DEB_FILE      := build/deb/hyper-relay_$(VERSION)_$(DEB_ARCH).deb
 DEB_MAINT     := $(shell sed -n 's/^Maintainer: //p' debian/control 2>/dev/null)
+# What a package build leaves in debian/ (removed before each build, so that
+# nothing is skipped or reused from an older one).
+DEB_TMP       := debian/hyper-relay debian/.debhelper debian/changelog debian/files \
+	debian/debhelper-build-stamp debian/*.substvars debian/*.debhelper debian/*.debhelper.log
 
 PKGS    := liburing json-c libbsd libevent libevent_openssl libevent_pthreads yaml-0.1 openssl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
@@ -161,10 +165,10 @@ deb-deps:
 	fi
 
 deb: deps-check deb-deps
+	@rm -rf $(DEB_TMP) build/deb
 	@printf 'hyper-relay (%s) unstable; urgency=medium\n\n  * Package of the hyper-relay tree at version %s.\n\n -- %s  %s\n' \
 	  '$(VERSION)' '$(VERSION)' '$(DEB_MAINT)' \
 	  "$$(git log -1 --format=%cD 2>/dev/null || date -R)" >debian/changelog
-	@rm -f $(DEB_FILE)
 	debian/rules binary
 	@echo "  DEB     $(DEB_FILE)"
 
@@ -172,8 +176,7 @@ deb: deps-check deb-deps
 # fingerprint records, the dev datastores (settings/dev/run) and the demo logs (run/).
 clean:
 	rm -rf build bin
-	rm -rf debian/hyper-relay debian/.debhelper debian/changelog debian/files \
-	  debian/debhelper-build-stamp debian/*.substvars debian/*.debhelper debian/*.debhelper.log
+	rm -rf $(DEB_TMP)
 
 distclean: clean
 	rm -rf run settings/dev/certs settings/dev/run settings/dev/directory/90-certificates.json

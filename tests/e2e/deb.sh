@@ -5,7 +5,8 @@
 # started from /usr/bin, then `dpkg --purge` and nothing of it left behind.
 # Needs root and dpkg/apt (it installs the packaging tools through make deb);
 # skipped where those are missing, or where a hyper-relay package is already
-# installed (it is not this test's to remove).
+# installed (it is not this test's to remove).  About 30 s once the tools are
+# there and bin/ is built.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -18,7 +19,7 @@ skip() {
 	exit 0
 }
 [ "$(id -u)" -eq 0 ] || skip "needs root (apt-get, dpkg -i)"
-for t in dpkg dpkg-deb apt-get systemd-analyze; do
+for t in dpkg dpkg-deb apt-get; do
 	command -v $t >/dev/null || skip "no $t: not a Debian system"
 done
 dpkg -s hyper-relay >/dev/null 2>&1 && skip "a hyper-relay package is installed already"
@@ -86,9 +87,13 @@ units_match() {
 	return 0
 }
 check "the four units are installed with the examples' hardening and /usr/bin" units_match
-check "systemd-analyze verify accepts the installed units" \
-	systemd-analyze verify "$UNITDIR/proxy-public.service" "$UNITDIR/proxy-private.service" \
-	"$UNITDIR/internal-server.service" "$UNITDIR/hyper@public-proxy-hyper.service"
+if command -v systemd-analyze >/dev/null; then
+	check "systemd-analyze verify accepts the installed units" \
+		systemd-analyze verify "$UNITDIR/proxy-public.service" "$UNITDIR/proxy-private.service" \
+		"$UNITDIR/internal-server.service" "$UNITDIR/hyper@public-proxy-hyper.service"
+else
+	echo "# no systemd-analyze here: the units are not verified"
+fi
 check "no unit is enabled by the installation" bash -c "
 	! ls /etc/systemd/system/*.wants/ 2>/dev/null | grep -E '^(proxy-public|proxy-private|internal-server|hyper@.*)\\.service\$'"
 

@@ -13,7 +13,8 @@ DEB_PACKAGES := gcc make pkg-config openssl curl jq parallel procps psmisc iprou
 	libyaml-dev libssl-dev clang libclang-rt-14-dev
 
 # Debian packages only `make deb` needs; it installs them itself, so that the
-# build and the tests do not wait for them.
+# build and the tests do not wait for them (a removed package whose
+# configuration files are still there counts as missing).
 DEB_PACKAGING := debhelper dpkg-dev help2man lintian
 DEB_ARCH      := $(shell dpkg --print-architecture 2>/dev/null)
 DEB_FILE      := build/deb/hyper-relay_$(VERSION)_$(DEB_ARCH).deb
@@ -159,7 +160,8 @@ install: $(BINDIR)/hyper $(BINDIR)/proxy $(BINDIR)/internal-server
 # Debian package: debian/rules reuses the release build (bin/) and `make install`.
 # The changelog is written here so that the package version is VERSION.
 deb-deps:
-	@missing=""; for p in $(DEB_PACKAGING); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PACKAGING); do \
+	  [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi

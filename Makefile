@@ -1,5 +1,6 @@
 # Hyper TLS-passthrough relay.  `make` builds bin/hyper and bin/proxy,
-# `make test` builds and runs every test, `make demo` runs the seed's demo.
+# `make test` builds and runs every test, `make demo` runs the seed's demo,
+# `make deb` builds the Debian package (build/deb/).
 
 PREFIX  ?= /usr/local
 CC      ?= cc
@@ -10,6 +11,18 @@ VERSION := 0.1.0
 DEB_PACKAGES := gcc make pkg-config openssl curl jq parallel procps psmisc iproute2 python3 \
 	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
 	libyaml-dev libssl-dev clang libclang-rt-14-dev
+
+# Debian packages only `make deb` needs; it installs them itself, so that the
+# build and the tests do not wait for them (a removed package whose
+# configuration files are still there counts as missing).
+DEB_PACKAGING := debhelper dpkg-dev help2man lintian
+DEB_ARCH      := $(shell dpkg --print-architecture 2>/dev/null)
+DEB_FILE      := build/deb/hyper-relay_$(VERSION)_$(DEB_ARCH).deb
+DEB_MAINT     := $(shell sed -n 's/^Maintainer: //p' debian/control 2>/dev/null)
+# What a package build leaves in debian/ (removed before each build, so that
+# nothing is skipped or reused from an older one).
+DEB_TMP       := debian/hyper-relay debian/.debhelper debian/changelog debian/files \
+	debian/debhelper-build-stamp debian/*.substvars debian/*.debhelper debian/*.debhelper.log
 
 PKGS    := liburing json-c libbsd libevent libevent_openssl libevent_pthreads yaml-0.1 openssl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
@@ -32,7 +45,7 @@ EX_SRC    := $(wildcard examples/internal-server/*.c)
 BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
 
 .PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean distclean install \
-	check-valgrind faults soak
+	check-valgrind faults soak deb deb-deps
 all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
 
 deps:
@@ -144,10 +157,28 @@ install: $(BINDIR)/hyper $(BINDIR)/proxy $(BINDIR)/internal-server
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $^ $(DESTDIR)$(PREFIX)/bin/
 
+# Debian package: debian/rules reuses the release build (bin/) and `make install`.
+# The changelog is written here so that the package version is VERSION.
+deb-deps:
+	@missing=""; for p in $(DEB_PACKAGING); do \
+	  [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+deb: deps-check deb-deps
+	@rm -rf $(DEB_TMP) build/deb
+	@printf 'hyper-relay (%s) unstable; urgency=medium\n\n  * Package of the hyper-relay tree at version %s.\n\n -- %s  %s\n' \
+	  '$(VERSION)' '$(VERSION)' '$(DEB_MAINT)' \
+	  "$$(git log -1 --format=%cD 2>/dev/null || date -R)" >debian/changelog
+	debian/rules binary
+	@echo "  DEB     $(DEB_FILE)"
+
 # clean: build output only.  distclean: also the development certificates and
 # fingerprint records, the dev datastores (settings/dev/run) and the demo logs (run/).
 clean:
 	rm -rf build bin
+	rm -rf $(DEB_TMP)
 
 distclean: clean
 	rm -rf run settings/dev/certs settings/dev/run settings/dev/directory/90-certificates.json

@@ -82,6 +82,7 @@ struct proxy_conf {
 	double  pc_shutdown_timeout;   /* seconds joined pairs may drain at a stop */
 	long    pc_max_connections;
 	int     pc_max_connections_set;  /* given in the settings (not the default) */
+	int     pc_max_data_connections_set;
 	int     pc_reuse_port;         /* SO_REUSEPORT on every listener (hand-over) */
 	char   *pc_datastore_file;
 	long    pc_splice_threshold;   /* bytes before a direction moves to splice; -1 never */

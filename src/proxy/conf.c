@@ -291,6 +291,9 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			/* A null value counts as absent, like everywhere else. */
 			pc->pc_max_connections_set = sec.obj != NULL &&
 			    json_object_object_get_ex(sec.obj, "max_connections", &v) && v != NULL;
+			pc->pc_max_data_connections_set = sec.obj != NULL &&
+			    json_object_object_get_ex(sec.obj, "max_data_connections", &v) &&
+			    v != NULL;
 		}
 		cfg_bool(&sec, "reuse_port", 0, &pc->pc_reuse_port);
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);

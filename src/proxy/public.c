@@ -1391,8 +1391,14 @@ public_fd_limit(struct proxy_conf *pc)
 	avail = (long)rl.rlim_cur - PUBLIC_FD_RESERVE - 2 * pc->pc_max_pipes;
 	/* data connections waiting for a token have their own budget */
 	if (pc->pc_max_data_connections > avail / 4 && avail >= 64) {
-		log_warnx("max_data_connections %ld does not fit RLIMIT_NOFILE %llu: using %ld",
-		    pc->pc_max_data_connections, (unsigned long long)rl.rlim_cur, avail / 4);
+		/* Only a value the operator chose is worth a warning. */
+		if (pc->pc_max_data_connections_set)
+			log_warnx("max_data_connections %ld does not fit RLIMIT_NOFILE %llu: "
+			    "using %ld", pc->pc_max_data_connections,
+			    (unsigned long long)rl.rlim_cur, avail / 4);
+		else
+			log_info("max_data_connections %ld (from RLIMIT_NOFILE %llu)", avail / 4,
+			    (unsigned long long)rl.rlim_cur);
 		pc->pc_max_data_connections = avail / 4;
 	}
 	avail -= pc->pc_max_data_connections;

@@ -866,6 +866,7 @@ public:
   accept_timeout: 2
   token_timeout: 0.5
   jsonrpc_client: {timeout: 1}
+  max_connections_per_source: 0
 EOF
 [ "$(ulimit -n)" -ge 2048 ] || ulimit -n 2048
 # The measured numbers of a check are shown under its ok/not ok line.

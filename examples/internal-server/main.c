@@ -690,9 +690,10 @@ handle_request(struct evhttp_request *req, void *arg)
 		else if ((client = pp_client(req)) != NULL) {
 			char msg[128];
 
-			snprintf(msg, sizeof(msg), "{\"message\": \"success\", \"client\": \"%s\"}",
-			    client);
-			reply_json(req, 200, "OK", msg);
+			int n = snprintf(msg, sizeof(msg),
+			    "{\"message\": \"success\", \"client\": \"%s\"}", client);
+
+			reply(req, 200, "OK", "application/json", msg, (size_t)n);
 		} else
 			reply_json(req, 200, "OK", MSG_SUCCESS);
 		break;

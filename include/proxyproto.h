@@ -60,7 +60,7 @@ ssize_t	proxyproto_write(enum proxyproto_version v, const struct proxyproto_info
 	    uint8_t *buf, size_t len);
 
 /* Parse a header of version v (V1 or V2) at the start of buf (len bytes),
- * accepting at most max bytes (v1 is capped at 107 anyway).  On OK, pi
+ * accepting at most max bytes (at least 16; v1 is capped at 107 anyway).  On OK, pi
  * holds the addresses and *used the header's length; on NEED_MORE, *used
  * is the smallest total length that can make progress (> len, <= max). */
 enum proxyproto_result proxyproto_parse(enum proxyproto_version v, const uint8_t *buf,

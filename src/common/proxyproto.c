@@ -222,7 +222,8 @@ pp1_addr(int af, const char *s, size_t n, uint16_t port, struct sockaddr_storage
 
 /* "PROXY TCP4 src dst sport dport\r\n", "PROXY TCP6 ...", "PROXY UNKNOWN...\r\n". */
 static enum proxyproto_result
-pp1_parse(const uint8_t *buf, size_t len, struct proxyproto_info *pi, size_t *used)
+pp1_parse(const uint8_t *buf, size_t len, size_t cap, struct proxyproto_info *pi,
+    size_t *used)
 {
 	static const char sig[] = "PROXY ";
 	const char *line = (const char *)buf, *f[4], *p;
@@ -232,8 +233,10 @@ pp1_parse(const uint8_t *buf, size_t len, struct proxyproto_info *pi, size_t *us
 	n = len < 6 ? len : 6;
 	if (memcmp(buf, sig, n) != 0)
 		return PROXYPROTO_BAD_SIGNATURE;
-	/* Find the CR of the CRLF within the first 107 bytes. */
-	for (size_t i = 0; i < len && i < PROXYPROTO_V1_MAX; i++) {
+	/* Find the CR of the CRLF within the first cap (<= 107) bytes; the
+	 * line is judged only once it is whole, so however its bytes arrive
+	 * the verdict is the same. */
+	for (size_t i = 0; i < len && i < cap; i++) {
 		if (buf[i] == '\r') {
 			end = i;
 			break;
@@ -243,13 +246,13 @@ pp1_parse(const uint8_t *buf, size_t len, struct proxyproto_info *pi, size_t *us
 			return PROXYPROTO_MALFORMED;
 	}
 	if (end == 0) {
-		if (len >= PROXYPROTO_V1_MAX)
+		if (len >= cap)
 			return PROXYPROTO_TOO_LONG;
 		*used = len + 1;
 		return PROXYPROTO_NEED_MORE;
 	}
-	if (end + 1 >= PROXYPROTO_V1_MAX)
-		return PROXYPROTO_TOO_LONG;	/* the LF would be byte 108 */
+	if (end + 1 >= cap)
+		return PROXYPROTO_TOO_LONG;	/* the LF would be past byte 107 (cap) */
 	if (end + 1 >= len) {
 		*used = end + 2;
 		return PROXYPROTO_NEED_MORE;
@@ -396,19 +399,18 @@ proxyproto_parse(enum proxyproto_version v, const uint8_t *buf, size_t len, size
 	enum proxyproto_result r;
 	size_t u = 0;
 
+	if (max < PROXYPROTO_V2_FIXED)
+		max = PROXYPROTO_V2_FIXED;
 	if (len == 0) {
 		*used = v == PROXYPROTO_V2 ? PROXYPROTO_V2_FIXED : 1;
 		return PROXYPROTO_NEED_MORE;
 	}
 	if (v == PROXYPROTO_V1)
-		r = pp1_parse(buf, len, pi, &u);
+		r = pp1_parse(buf, len, max < PROXYPROTO_V1_MAX ? max : PROXYPROTO_V1_MAX, pi, &u);
 	else if (v == PROXYPROTO_V2)
 		r = pp2_parse(buf, len, max, pi, &u);
 	else
 		return PROXYPROTO_BAD_VERSION;
-	/* The caller's cap applies to v1 too, if smaller than 107. */
-	if ((r == PROXYPROTO_NEED_MORE || r == PROXYPROTO_OK) && u > max)
-		return PROXYPROTO_TOO_LONG;
 	if (r == PROXYPROTO_OK || r == PROXYPROTO_NEED_MORE)
 		*used = u;
 	return r;

@@ -62,6 +62,28 @@ restart_pp() {
 	wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 10
 }
 
+# ---- the setting is checked at start -------------------------------------------
+bad_setting() {
+	rm -rf "$T/bad"; mkdir -p "$T/bad"; cp -r "$S/private-proxy-1" "$T/bad/"
+	cat >"$T/bad/private-proxy-1/010_bad.yml" <<-EOF
+	private:
+	  announcements:
+	    - {domain: test.internal-server.local, proxy: public-proxy-1.ga, proxy_protocol: v3}
+	EOF
+	PROXY_SETTINGS=$T/bad/private-proxy-1 timeout 10 "$BIN/proxy" run private >"$T/bad.log" 2>&1
+	local rc=$?
+	cat "$T/bad.log"
+	[ $rc = 2 ] && grep -q "proxy_protocol: must be v2, v1 or off" "$T/bad.log"
+}
+check "proxy_protocol: v3 on an announcement: exit 2 naming the key" bad_setting
+bad_env() {
+	IS_PROXY_PROTOCOL=v3 timeout 10 "$BIN/internal-server" >"$T/bad.log" 2>&1
+	local rc=$?
+	cat "$T/bad.log"
+	[ $rc = 2 ] && grep -q "IS_PROXY_PROTOCOL=v3: expected v2, v1 or off" "$T/bad.log"
+}
+check "IS_PROXY_PROTOCOL=v3: internal-server exits 2 naming the variable" bad_env
+
 # ---- off (the default) -------------------------------------------------------
 five_start_all
 check "proxy_protocol off: the seed's answer, byte for byte" \

@@ -29,14 +29,15 @@
  * Dial job (loop thread), one per incomingConnection, two sides:
  *   CONNECTING -> CONNECTED | FAILED for both the public data endpoint and
  *   the internal server, in parallel, each within connect_timeout.  The
- *   public side writes the token as soon as it is connected.  Both
+ *   public side writes the token as soon as it is connected; the internal
+ *   side, when the announcement has proxy_protocol, its PROXY header.  Both
  *   connected: relay_join (the job lives on until the relay's report).
  *   Internal failed: the public side still connects and sends its token,
  *   then closes, so the public proxy drops the client at once instead of
  *   after accept_timeout.  Public failed: the internal side is cancelled
  *   or closed.  The job is freed when neither connect is in flight. */
-#include <errno.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -584,7 +585,6 @@ static void
 dial_int_cb(struct loop_op *op, int res, unsigned flags)
 {
 	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_int.ds_op);
-
 	ssize_t n;
 
 	if (res < 0) {

@@ -62,7 +62,7 @@ addr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 static void
 round_trip(enum proxyproto_version v, const struct proxyproto_info *pi, int want_authority)
 {
-	uint8_t buf[PROXYPROTO_WRITE_MAX];
+	uint8_t buf[PROXYPROTO_WRITE_MAX + 3];	/* + the start of a ClientHello */
 	struct proxyproto_info out;
 	size_t used = 0;
 	ssize_t n;

@@ -214,6 +214,10 @@ held_closed() {
 check "a truncated header held open is closed after IS_PROXY_PROTOCOL_TIMEOUT" held_closed
 check "the internal server is alive and serves after the bad headers" \
 	client_is "{\"message\": \"success\", \"client\": \"$SRC:@PORT@\"}" --tlsv1.3
-check "no crash or sanitizer report in the logs" \
-	eval '! grep -qiE "AddressSanitizer|runtime error|segmentation" "$T"/*.log'
+for n in internal private; do
+	stop_bg $n; rc=$?
+	check "$n exits 0 on SIGTERM" eval "[ $rc = 0 ]"
+done
+check "no crash or sanitizer report in the logs (CHAIN_BIN=build/asan/bin for ASan)" \
+	eval '! grep -qiE "AddressSanitizer|LeakSanitizer|runtime error|segmentation" "$T"/*.log'
 finish

@@ -347,7 +347,7 @@ pp_read(int fd, struct proxyproto_info *pi, char *why, size_t whylen)
 			lowat = (int)used;
 		}
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
-		if ((left = (int64_t)(deadline - now_mono_ms())) <= 0 || deadline < now_mono_ms()) {
+		if ((left = (int64_t)deadline - (int64_t)now_mono_ms()) <= 0) {
 			snprintf(why, whylen, "no complete PROXY header within %d s",
 			    conf.ic_pp_timeout / 1000);
 			break;

@@ -20,6 +20,8 @@ struct announcement {
 	char	an_operator[ANNOUNCE_NAME_MAX];		/* who announced it */
 	char	an_proxy[ANNOUNCE_NAME_MAX];		/* "" on the public side */
 	double	an_expires_at;				/* epoch seconds; 0 = never */
+	int	an_proxy_protocol;	/* private side: enum proxyproto_version
+					 * written to the internal server; 0 off */
 };
 
 struct announce_table;
@@ -27,7 +29,7 @@ struct announce_table;
 struct announce_table *announce_table_new(void);
 void	announce_table_free(struct announce_table *t);
 
-/* Fill a from its fields; -1 when a name is too long or the domain is
+/* Fill a from its fields (an_proxy_protocol off); -1 when a name is too long or the domain is
  * invalid (domain is normalized: lower-case, no trailing dot).  proxy may
  * be NULL for "". */
 int	announce_make(struct announcement *a, const char *domain, const char *op,

@@ -37,6 +37,7 @@ struct static_announcement {
 	char  *sa_domain;
 	char  *sa_proxy;
 	double sa_expires_at;  /* 0: never */
+	int    sa_proxy_protocol;      /* enum proxyproto_version to the internal server */
 };
 
 struct proxy_conf {

@@ -39,7 +39,20 @@
  * was built in, found from /proc/self/exe; leaf then intermediate), IS_KEY_FILE
  * (likewise internal-server.key), IS_THREADS, IS_MAX_BODY,
  * IS_MAX_JSON (16 MiB), IS_MAX_BYTES (64 GiB), IS_TIMEOUT (60 s idle/read/write),
- * IS_LOG_LEVEL (info).
+ * IS_LOG_LEVEL (info), IS_PROXY_PROTOCOL (off), IS_PROXY_PROTOCOL_TIMEOUT (5 s),
+ * IS_PROXY_PROTOCOL_MAX_BYTES (536).
+ *
+ * PROXY protocol (IS_PROXY_PROTOCOL=v1|v2): every connection must start
+ * with a header of that version (haproxy's proxy-protocol.txt; the server
+ * never guesses whether one is there); without a valid one it is logged
+ * and closed.  The header is read from the raw socket when OpenSSL starts
+ * the handshake (info callback, SSL_CB_HANDSHAKE_START): peeked until it
+ * is complete, then exactly its bytes are consumed, so the ClientHello
+ * behind it stays in the socket.  That read blocks the worker for up to
+ * IS_PROXY_PROTOCOL_TIMEOUT when the header is slow to come; the private
+ * proxy writes it in one segment right after connecting.  With a header
+ * that carries addresses, GET's success answer gains
+ * "client": "address:port" (IPv6 as [address]:port).
  * Exit codes (as for proxy and hyper): 0 clean stop, 1 runtime failure (bind,
  * threads), 2 bad configuration (unreadable certificate or key, bad setting,
  * bad argument), each with one `error` line on stderr.
@@ -49,6 +62,8 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -74,6 +89,7 @@
 #include <openssl/ssl.h>
 
 #include "log.h"
+#include "proxyproto.h"
 #include "util.h"
 
 #define IS_PERIOD	251			/* /bytes pattern period */
@@ -94,6 +110,15 @@ struct is_conf {
 	uint64_t	 ic_max_json;
 	uint64_t	 ic_max_bytes;
 	long		 ic_timeout;	/* seconds */
+	int		 ic_pp;		/* enum proxyproto_version */
+	int		 ic_pp_timeout;	/* milliseconds */
+	size_t		 ic_pp_max;	/* largest header accepted */
+};
+
+/* What the PROXY header of one connection said (SSL ex_data). */
+struct is_pp {
+	int		 pp_done;	/* read, or failed; never twice */
+	char		 pp_client[INET6_ADDRSTRLEN + 8];	/* "" LOCAL/UNKNOWN */
 };
 
 struct is_worker {
@@ -120,6 +145,7 @@ struct is_stream {
 
 static struct is_conf	 conf;
 static SSL_CTX		*is_ssl_ctx;
+static int		 is_pp_index = -1;	/* SSL ex_data of struct is_pp */
 static uint8_t		 is_pattern[IS_CHUNK + IS_PERIOD];
 
 static void
@@ -140,6 +166,9 @@ usage(FILE *f)
 	    "  IS_MAX_BYTES     max N of /bytes/N     (68719476736)\n"
 	    "  IS_TIMEOUT       I/O timeout, seconds  (60)\n"
 	    "  IS_LOG_LEVEL     error|warn|info|debug (info)\n"
+	    "  IS_PROXY_PROTOCOL v2|v1|off: PROXY header required first (off)\n"
+	    "  IS_PROXY_PROTOCOL_TIMEOUT   seconds to wait for it (5)\n"
+	    "  IS_PROXY_PROTOCOL_MAX_BYTES largest v2 header accepted (536)\n"
 	    "exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error\n");
 }
 
@@ -237,6 +266,12 @@ conf_load(void)
 	conf.ic_max_json = env_u64("IS_MAX_JSON", 16ULL << 20, 0, INT32_MAX - 1);
 	conf.ic_max_bytes = env_u64("IS_MAX_BYTES", 64ULL << 30, 0, UINT64_MAX);
 	conf.ic_timeout = env_u64("IS_TIMEOUT", 60, 1, 86400);
+	lvl = env_str("IS_PROXY_PROTOCOL", "off");
+	if ((conf.ic_pp = proxyproto_version_parse(lvl)) < 0)
+		conf_fail("IS_PROXY_PROTOCOL=%s: expected v2, v1 or off", lvl);
+	conf.ic_pp_timeout = (int)env_u64("IS_PROXY_PROTOCOL_TIMEOUT", 5, 1, 3600) * 1000;
+	/* 536: the spec's advice (the smallest TCP segment carries any header). */
+	conf.ic_pp_max = env_u64("IS_PROXY_PROTOCOL_MAX_BYTES", 536, 232, 4096);
 }
 
 /* The OpenSSL error queue as one line (the oldest error is the cause). */
@@ -251,6 +286,164 @@ ssl_errstr(void)
 	ERR_error_string_n(e, buf, sizeof(buf));
 	ERR_clear_error();
 	return buf;
+}
+
+/* ---- PROXY protocol ------------------------------------------------------ */
+
+/*
+ * Read the PROXY header at the start of fd: peek until the parser has a
+ * whole header, then consume exactly its bytes.  SO_RCVLOWAT makes poll
+ * wait for the count the parser asked for instead of spinning on the
+ * bytes already peeked.  0, or -1 with a reason in why.
+ */
+static int
+pp_read(int fd, struct proxyproto_info *pi, char *why, size_t whylen)
+{
+	uint8_t buf[4096];
+	uint64_t deadline = now_mono_ms() + (uint64_t)conf.ic_pp_timeout;
+	size_t want = conf.ic_pp == PROXYPROTO_V1 ? PROXYPROTO_V1_MAX : PROXYPROTO_V2_FIXED;
+	size_t used = 0;
+	int lowat, rc = -1, eof = 0, one = 1;
+
+	for (;;) {
+		enum proxyproto_result r;
+		struct pollfd pfd;
+		ssize_t n;
+		int64_t left;
+
+		n = recv(fd, buf, want, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0) {
+			snprintf(why, whylen, "connection closed before a PROXY header");
+			break;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			snprintf(why, whylen, "recv: %s", strerror(errno));
+			break;
+		}
+		lowat = 1;
+		if (n > 0) {
+			r = proxyproto_parse(conf.ic_pp, buf, (size_t)n, conf.ic_pp_max, pi, &used);
+			if (r == PROXYPROTO_OK) {
+				/* The header only: the ClientHello stays for TLS. */
+				if (recv(fd, buf, used, MSG_DONTWAIT) != (ssize_t)used) {
+					snprintf(why, whylen, "recv of the header failed");
+					break;
+				}
+				rc = 0;
+				break;
+			}
+			if (r != PROXYPROTO_NEED_MORE) {
+				snprintf(why, whylen, "bad PROXY %s header: %s",
+				    proxyproto_version_str(conf.ic_pp), proxyproto_result_str(r));
+				break;
+			}
+			if (eof) {
+				snprintf(why, whylen, "connection closed inside the PROXY header");
+				break;
+			}
+			/* v2 knows its length after 16 bytes; v1 peeks the most a line may be. */
+			if (conf.ic_pp == PROXYPROTO_V2)
+				want = used;
+			lowat = (int)used;
+		}
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+		if ((left = (int64_t)deadline - (int64_t)now_mono_ms()) <= 0) {
+			snprintf(why, whylen, "no complete PROXY header within %d s",
+			    conf.ic_pp_timeout / 1000);
+			break;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLIN | POLLRDHUP;
+		pfd.revents = 0;
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
+			snprintf(why, whylen, "poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR))
+			eof = 1;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	return rc;
+}
+
+/*
+ * OpenSSL info callback: at the start of the handshake, before OpenSSL
+ * reads a byte, take the PROXY header off the socket.  On failure the
+ * socket is shut down, so the handshake ends with EOF and evhttp closes
+ * the connection.
+ */
+static void
+pp_info_cb(const SSL *cssl, int where, int ret)
+{
+	SSL *ssl = (SSL *)(uintptr_t)cssl;	/* ex_data wants a mutable SSL */
+	struct proxyproto_info pi;
+	struct is_pp *pp;
+	char why[128], addr[INET6_ADDRSTRLEN], peer[64];
+	int fd;
+
+	if (!(where & SSL_CB_HANDSHAKE_START))
+		return;
+	if ((pp = SSL_get_ex_data(ssl, is_pp_index)) != NULL && pp->pp_done)
+		return;
+	fd = SSL_get_fd(ssl);
+	if (pp == NULL) {
+		if ((pp = calloc(1, sizeof(*pp))) == NULL || !SSL_set_ex_data(ssl, is_pp_index, pp)) {
+			free(pp);
+			log_warnx("PROXY header: out of memory; closing");
+			(void)shutdown(fd, SHUT_RDWR);
+			return;
+		}
+	}
+	pp->pp_done = 1;
+	if (pp_read(fd, &pi, why, sizeof(why)) < 0) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+			snprintf(peer, sizeof(peer), "?");
+		else
+			addr_str((struct sockaddr *)&ss, peer, sizeof(peer));
+		log_warnx("connection from %s: %s; closing", peer, why);
+		(void)shutdown(fd, SHUT_RDWR);
+		return;
+	}
+	if (pi.pi_local)
+		return;
+	if (pi.pi_src.ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)&pi.pi_src;
+
+		inet_ntop(AF_INET, &s->sin_addr, addr, sizeof(addr));
+		snprintf(pp->pp_client, sizeof(pp->pp_client), "%s:%u", addr, ntohs(s->sin_port));
+	} else {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&pi.pi_src;
+
+		inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof(addr));
+		snprintf(pp->pp_client, sizeof(pp->pp_client), "[%s]:%u", addr,
+		    ntohs(s->sin6_port));
+	}
+	log_debug("PROXY header: client %s, authority %s", pp->pp_client,
+	    pi.pi_authority[0] ? pi.pi_authority : "-");
+}
+
+static void
+pp_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	free(ptr);
+}
+
+/* The client address the connection's PROXY header gave, or NULL. */
+static const char *
+pp_client(struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+	struct is_pp *pp;
+
+	if (conf.ic_pp == PROXYPROTO_OFF || ssl == NULL ||
+	    (pp = SSL_get_ex_data(ssl, is_pp_index)) == NULL || pp->pp_client[0] == '\0')
+		return NULL;
+	return pp->pp_client;
 }
 
 static SSL_CTX *
@@ -275,6 +468,12 @@ tls_load(void)
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"internal-server", 15);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (conf.ic_pp != PROXYPROTO_OFF) {
+		is_pp_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, pp_ex_free);
+		if (is_pp_index < 0)
+			conf_fail("SSL_get_ex_new_index: %s", ssl_errstr());
+		SSL_CTX_set_info_callback(ctx, pp_info_cb);
+	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, conf.ic_cert) != 1)
 		conf_fail("certificate %s: %s", conf.ic_cert, ssl_errstr());
 	if (SSL_CTX_use_PrivateKey_file(ctx, conf.ic_key, SSL_FILETYPE_PEM) != 1)
@@ -477,7 +676,7 @@ static void
 handle_request(struct evhttp_request *req, void *arg)
 {
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL, *client;
 
 	if (path == NULL)
 		path = "/";
@@ -488,7 +687,14 @@ handle_request(struct evhttp_request *req, void *arg)
 	case EVHTTP_REQ_GET:
 		if (strncmp(path, "/bytes/", 7) == 0)
 			handle_bytes(req, path + 7);
-		else
+		else if ((client = pp_client(req)) != NULL) {
+			char msg[128];
+
+			int n = snprintf(msg, sizeof(msg),
+			    "{\"message\": \"success\", \"client\": \"%s\"}", client);
+
+			reply(req, 200, "OK", "application/json", msg, (size_t)n);
+		} else
 			reply_json(req, 200, "OK", MSG_SUCCESS);
 		break;
 	case EVHTTP_REQ_POST:

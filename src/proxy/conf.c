@@ -8,6 +8,7 @@
 
 #include "announce.h"
 #include "proxy_conf.h"
+#include "proxyproto.h"
 #include "relay.h"
 #include "settings.h"
 #include "util.h"
@@ -148,7 +149,7 @@ conf_announcements(struct cfg *sec, struct proxy_conf *pc)
 	for (int i = 0; i < n && pc->pc_announcements; i++) {
 		struct static_announcement *a = &pc->pc_announcements[i];
 		struct cfg an;
-		char *exp = NULL;
+		char *exp = NULL, *pp = NULL;
 
 		if (cfg_list_map(sec, "announcements", i, &an) < 0)
 			return;
@@ -156,6 +157,12 @@ conf_announcements(struct cfg *sec, struct proxy_conf *pc)
 		cfg_string(&an, "domain", NULL, 1, &a->sa_domain);
 		cfg_string(&an, "proxy", NULL, 1, &a->sa_proxy);
 		cfg_string(&an, "expires_at", NULL, 0, &exp);
+		cfg_string(&an, "proxy_protocol", "off", 0, &pp);
+		if (pp != NULL && (a->sa_proxy_protocol = proxyproto_version_parse(pp)) < 0) {
+			cfg_error(&an, "proxy_protocol", "must be v2, v1 or off");
+			a->sa_proxy_protocol = PROXYPROTO_OFF;
+		}
+		free(pp);
 		if (a->sa_domain && dns_name_normalize(a->sa_domain) < 0)
 			cfg_error(&an, "domain", "not a valid DNS name");
 		if (exp && rfc3339_parse(exp, &a->sa_expires_at) < 0)

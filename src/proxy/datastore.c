@@ -31,6 +31,7 @@
 #include "announce.h"
 #include "datastore.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "util.h"
 
 /* A change staged for the next datastore_commit(). */
@@ -92,6 +93,7 @@ ds_parse_line(const char *line, size_t len, struct announcement *a, int *any_pro
 	const char *domain, *op, *proxy, *exp;
 	enum ds_line kind = DS_BAD;
 	double expires_at = 0;
+	int pp = PROXYPROTO_OFF;
 	size_t end;
 
 	*why = "not a JSON object";
@@ -135,6 +137,15 @@ ds_parse_line(const char *line, size_t len, struct announcement *a, int *any_pro
 				goto done;
 			}
 		}
+		/* Private proxy: the PROXY protocol version for the internal server. */
+		if (json_object_object_get_ex(o, "proxy_protocol", &v) &&
+		    !json_object_is_type(v, json_type_null) &&
+		    (!json_object_is_type(v, json_type_string) ||
+		    (pp = proxyproto_version_parse(json_object_get_string(v))) < 0)) {
+			*why = "invalid proxy_protocol";
+			kind = DS_BAD;
+			goto done;
+		}
 	}
 	if (domain == NULL || op == NULL) {
 		*why = "missing domain or operator";
@@ -142,7 +153,8 @@ ds_parse_line(const char *line, size_t len, struct announcement *a, int *any_pro
 	} else if (announce_make(a, domain, op, proxy, expires_at) == -1) {
 		*why = "invalid domain, operator or proxy";
 		kind = DS_BAD;
-	}
+	} else
+		a->an_proxy_protocol = pp;
 done:
 	json_object_put(o);
 	return kind;
@@ -226,6 +238,9 @@ ds_format(const struct announcement *a, const char *withdraw, const char *op,
 		if (a->an_expires_at > 0)
 			json_object_object_add(o, "expires_at", json_object_new_string(
 			    rfc3339_format(a->an_expires_at, ts, sizeof(ts))));
+		if (a->an_proxy_protocol != PROXYPROTO_OFF)
+			json_object_object_add(o, "proxy_protocol", json_object_new_string(
+			    proxyproto_version_str(a->an_proxy_protocol)));
 	}
 	if (asprintf(&s, "%s\n", json_object_to_json_string_ext(o,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)) == -1)

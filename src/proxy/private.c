@@ -29,12 +29,14 @@
  * Dial job (loop thread), one per incomingConnection, two sides:
  *   CONNECTING -> CONNECTED | FAILED for both the public data endpoint and
  *   the internal server, in parallel, each within connect_timeout.  The
- *   public side writes the token as soon as it is connected.  Both
+ *   public side writes the token as soon as it is connected; the internal
+ *   side, when the announcement has proxy_protocol, its PROXY header.  Both
  *   connected: relay_join (the job lives on until the relay's report).
  *   Internal failed: the public side still connects and sends its token,
  *   then closes, so the public proxy drops the client at once instead of
  *   after accept_timeout.  Public failed: the internal side is cancelled
  *   or closed.  The job is freed when neither connect is in flight. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -64,6 +66,7 @@
 #include "loop.h"
 #include "proxy.h"
 #include "proxy_conf.h"
+#include "proxyproto.h"
 #include "relay.h"
 #include "side.h"
 #include "util.h"
@@ -123,6 +126,8 @@ struct dial {
 	int			 dl_failed;	/* one side failed: no join */
 	int			 dl_joined;
 	uint8_t			 dl_token[PRIVATE_TOKEN_LEN];
+	uint8_t			 dl_pp[PROXYPROTO_WRITE_MAX];	/* PROXY header, first to internal */
+	size_t			 dl_pplen;	/* 0: proxy_protocol off */
 	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
 	char			 dl_endpoint[64];
 };
@@ -584,11 +589,23 @@ static void
 dial_int_cb(struct loop_op *op, int res, unsigned flags)
 {
 	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_int.ds_op);
+	ssize_t n;
 
 	if (res < 0) {
 		dial_fail(d, &d->dl_int, -res);
 		dial_check(d);
 		return;
+	}
+	/* proxy_protocol: the header goes first, before the relay carries a
+	 * byte.  The socket is fresh, its send buffer empty: the few hundred
+	 * bytes go at once, and a short write means the server is gone. */
+	if (d->dl_pplen > 0 && !d->dl_failed) {
+		n = send(d->dl_int.ds_fd, d->dl_pp, d->dl_pplen, MSG_NOSIGNAL);
+		if (n != (ssize_t)d->dl_pplen) {
+			dial_fail(d, &d->dl_int, n < 0 ? errno : EIO);
+			dial_check(d);
+			return;
+		}
 	}
 	d->dl_int.ds_state = DIAL_CONNECTED;
 	if (d->dl_failed)
@@ -679,6 +696,94 @@ private_data_endpoint(struct private *pv, const char *proxy, const char *endpoin
 	return NULL;
 }
 
+/* One IP literal and port of the "client" parameter into ss (v4-mapped
+ * IPv6 becomes IPv4).  -1 with why when either is missing or malformed. */
+static int
+rpc_client_addr(struct json_object *cl, const char *akey, const char *pkey,
+    struct sockaddr_storage *ss, const char **why)
+{
+	struct json_object *v;
+	const char *s;
+	int64_t port;
+
+	memset(ss, 0, sizeof(*ss));
+	if (!json_object_object_get_ex(cl, akey, &v) || !json_object_is_type(v, json_type_string)) {
+		*why = "client address must be an IP address string";
+		return -1;
+	}
+	s = json_object_get_string(v);
+	if (!json_object_object_get_ex(cl, pkey, &v) || !json_object_is_type(v, json_type_int) ||
+	    (port = json_object_get_int64(v)) < 1 || port > 65535) {
+		*why = "client port must be an integer of 1-65535";
+		return -1;
+	}
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons((uint16_t)port);
+		} else if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1) {
+			if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+				struct in_addr a4;
+
+				memcpy(&a4, &sin6->sin6_addr.s6_addr[12], 4);
+				memset(ss, 0, sizeof(*ss));
+				sin->sin_family = AF_INET;
+				sin->sin_addr = a4;
+				sin->sin_port = htons((uint16_t)port);
+			} else {
+				sin6->sin6_family = AF_INET6;
+				sin6->sin6_port = htons((uint16_t)port);
+			}
+		} else {
+			*why = "client address must be an IP address string";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The optional "client" parameter of incomingConnection: {"address",
+ * "port", "local_address", "local_port"}, the client's address and the
+ * one it connected to on the public proxy.  Absent or null: pi_local
+ * (the PROXY header says LOCAL / UNKNOWN).  Anything else malformed, an
+ * unknown key, or two addresses of different families: -1 with why.
+ */
+static int
+rpc_client_param(struct json_object *params, struct proxyproto_info *pi, const char **why)
+{
+	struct json_object *cl;
+
+	memset(pi, 0, sizeof(*pi));
+	if (!json_object_object_get_ex(params, "client", &cl) || cl == NULL) {
+		pi->pi_local = 1;
+		return 0;
+	}
+	if (!json_object_is_type(cl, json_type_object)) {
+		*why = "client must be an object";
+		return -1;
+	}
+	json_object_object_foreach(cl, key, val) {
+		(void)val;
+		if (strcmp(key, "address") != 0 && strcmp(key, "port") != 0 &&
+		    strcmp(key, "local_address") != 0 && strcmp(key, "local_port") != 0) {
+			*why = "client has an unknown key";
+			return -1;
+		}
+	}
+	if (rpc_client_addr(cl, "address", "port", &pi->pi_src, why) < 0 ||
+	    rpc_client_addr(cl, "local_address", "local_port", &pi->pi_dst, why) < 0)
+		return -1;
+	if (pi->pi_src.ss_family != pi->pi_dst.ss_family) {
+		*why = "client address and local_address are of different families";
+		return -1;
+	}
+	return 0;
+}
+
 /* Refuse one incomingConnection: one warning, one error reply. */
 static void
 rpc_incoming_refuse(struct jsonrpc_call *call, const char *domain, const char *caller,
@@ -692,10 +797,13 @@ rpc_incoming_refuse(struct jsonrpc_call *call, const char *domain, const char *c
 static void
 rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
 {
-	const char *domain, *token, *endpoint, *caller;
+	const char *domain, *token, *endpoint, *caller, *cwhy = NULL;
 	const struct data_endpoint *de;
 	char dom[ANNOUNCE_DOMAIN_MAX], why[128];
 	uint8_t tok[PRIVATE_TOKEN_LEN];
+	struct proxyproto_info pi;
+	struct announcement an;
+	ssize_t pplen = 0;
 	struct dial *d;
 	long limit = pv->pv_conf->pc_max_connections;
 
@@ -724,7 +832,7 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		    "invalid domain", "invalid domain");
 		return;
 	}
-	if (announce_lookup(pv->pv_table, dom, caller, now_wall(), NULL) < 0) {
+	if (announce_lookup(pv->pv_table, dom, caller, now_wall(), &an) < 0) {
 		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND,
 		    "no matching connection found", "the domain is not announced to it");
 		return;
@@ -742,6 +850,14 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		    "endpoint is not a data endpoint of this public proxy", why);
 		return;
 	}
+	if (rpc_client_param(params, &pi, &cwhy) < 0) {
+		rpc_incoming_refuse(call, dom, caller, JSONRPC_INVALID_PARAMS, cwhy, cwhy);
+		return;
+	}
+	if (an.an_proxy_protocol != PROXYPROTO_OFF) {
+		/* The name the client asked for travels in PP2_TYPE_AUTHORITY (v2). */
+		strlcpy(pi.pi_authority, dom, sizeof(pi.pi_authority));
+	}
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
@@ -750,6 +866,16 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
 	memcpy(d->dl_token, tok, sizeof(d->dl_token));
 	explicit_bzero(tok, sizeof(tok));
+	if (an.an_proxy_protocol != PROXYPROTO_OFF) {
+		if ((pplen = proxyproto_write(an.an_proxy_protocol, &pi, d->dl_pp,
+		    sizeof(d->dl_pp))) < 0) {
+			free(d);
+			rpc_incoming_refuse(call, dom, caller, JSONRPC_INTERNAL_ERROR,
+			    "cannot write the PROXY header", "cannot write the PROXY header");
+			return;
+		}
+		d->dl_pplen = (size_t)pplen;
+	}
 	strlcpy(d->dl_domain, dom, sizeof(d->dl_domain));
 	memcpy(&d->dl_pub.ds_sa, &de->de_sa, de->de_salen);
 	d->dl_pub.ds_salen = de->de_salen;
@@ -829,10 +955,20 @@ rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	const char *proxy, *caller, *exp, *why;
 	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
 	struct announcement a, old;
+	struct json_object *v;
 	double now = now_wall(), expires;
+	int pp = PROXYPROTO_OFF;
 
 	if (rpc_check_operator(pv, call, params, dom, &proxy, &caller) < 0)
 		return;
+	/* proxy_protocol: absent, null, "v2", "v1" or "off". */
+	if (json_object_object_get_ex(params, "proxy_protocol", &v) && v != NULL &&
+	    (!json_object_is_type(v, json_type_string) ||
+	    (pp = proxyproto_version_parse(json_object_get_string(v))) < 0)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "proxy_protocol must be \"v2\", \"v1\" or \"off\"");
+		return;
+	}
 	if (param_expires(params, &exp) < 0) {
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "expires_at must be a string");
 		return;
@@ -850,6 +986,7 @@ rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid announcement");
 		return;
 	}
+	a.an_proxy_protocol = pp;
 	if (pv->pv_store != NULL) {
 		if (datastore_announce(pv->pv_store, &a, err, sizeof(err)) < 0) {
 			log_warnx("announceConnection %s: datastore: %s", dom, err);
@@ -935,6 +1072,9 @@ rpc_list(struct private *pv, struct jsonrpc_call *call, struct json_object *para
 		json_object_object_add(o, "proxy", json_object_new_string(list[i].an_proxy));
 		json_object_object_add(o, "expires_at", list[i].an_expires_at == 0 ? NULL :
 		    json_object_new_string(rfc3339_format(list[i].an_expires_at, ts, sizeof(ts))));
+		if (list[i].an_proxy_protocol != PROXYPROTO_OFF)
+			json_object_object_add(o, "proxy_protocol", json_object_new_string(
+			    proxyproto_version_str(list[i].an_proxy_protocol)));
 		if (own)
 			json_object_object_add(o, "operator",
 			    json_object_new_string(list[i].an_operator));
@@ -1021,6 +1161,7 @@ private_load_static(struct private *pv)
 			    sa->sa_proxy);
 			continue;
 		}
+		a.an_proxy_protocol = sa->sa_proxy_protocol;
 		if (sa->sa_expires_at != 0 && sa->sa_expires_at <= now)
 			log_warnx("announcement %s to %s: expired already", sa->sa_domain,
 			    sa->sa_proxy);

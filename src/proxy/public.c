@@ -29,6 +29,7 @@
  * and failures are logged through a log_limit.
  * Closing with a request in flight cancels it first and frees on the final
  * completion (io_uring still holds the file until then). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -115,6 +116,9 @@ struct incoming {
 	uint8_t                  in_token[TOKEN_LEN];
 	char                     in_sni[SNI_NAME_MAX];
 	char                     in_operator[ANNOUNCE_NAME_MAX];
+	int                      in_have_addrs;  /* in_peer and in_local known */
+	struct sockaddr_storage  in_peer;        /* the client */
+	struct sockaddr_storage  in_local;       /* the address it connected to */
 };
 
 /*
@@ -320,6 +324,7 @@ pconn_park_expired(struct loop_timer *t, void *arg)
 }
 
 static void incoming_call(void *arg);
+static void public_unmap(struct sockaddr_storage *ss);
 
 static void
 pconn_park(struct pconn *c)
@@ -357,6 +362,16 @@ pconn_park(struct pconn *c)
 	memcpy(in->in_token, c->c_token, TOKEN_LEN);
 	memcpy(in->in_sni, c->c_sni, sizeof(in->in_sni));
 	memcpy(in->in_operator, c->c_operator, sizeof(in->in_operator));
+	{
+		socklen_t sl = sizeof(in->in_local);
+
+		/* For the private proxy's PROXY protocol header. */
+		if (getsockname(c->c_fd, (struct sockaddr *)&in->in_local, &sl) == 0) {
+			public_unmap(&in->in_local);
+			in->in_peer = c->c_peer;
+			in->in_have_addrs = in->in_peer.ss_family == in->in_local.ss_family;
+		}
+	}
 	side_post(p->p_ctl.ct_side, incoming_call, in);
 }
 
@@ -739,6 +754,39 @@ incoming_reply(void *arg, struct json_object *result, struct json_object *error)
 		free(in);
 }
 
+/* The "client" parameter: {"address", "port", "local_address", "local_port"}. */
+static struct json_object *
+incoming_client_add(struct json_object *o, const struct sockaddr_storage *ss,
+    const char *akey, const char *pkey)
+{
+	char buf[INET6_ADDRSTRLEN] = "";
+	int port;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &s->sin_addr, buf, sizeof(buf));
+		port = ntohs(s->sin_port);
+	} else {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &s->sin6_addr, buf, sizeof(buf));
+		port = ntohs(s->sin6_port);
+	}
+	json_object_object_add(o, akey, json_object_new_string(buf));
+	json_object_object_add(o, pkey, json_object_new_int(port));
+	return o;
+}
+
+static struct json_object *
+incoming_client(const struct incoming *in)
+{
+	struct json_object *o = json_object_new_object();
+
+	incoming_client_add(o, &in->in_peer, "address", "port");
+	return incoming_client_add(o, &in->in_local, "local_address", "local_port");
+}
+
 static void
 incoming_call(void *arg)
 {
@@ -752,6 +800,8 @@ incoming_call(void *arg)
 	json_object_object_add(params, "token", json_object_new_string(tok));
 	json_object_object_add(params, "endpoint",
 	    json_object_new_string(p->p_conf->pc_data_endpoint));
+	if (in->in_have_addrs)
+		json_object_object_add(params, "client", incoming_client(in));
 	control_call(&p->p_ctl, in->in_operator, "incomingConnection", params,
 	    incoming_reply, in);
 	json_object_put(params);

@@ -14,6 +14,7 @@
 #include "announce.h"
 #include "datastore.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "util.h"
 
 static char dir[64], path[128];
@@ -149,6 +150,48 @@ Test(datastore, private_side_keeps_one_entry_per_proxy)
 	ds = open_store(&t);
 	cr_assert_eq(announce_count(t), 1);
 	cr_assert_eq(announce_lookup(t, "a.example.com", "pub2", NOW, NULL), 0);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+Test(datastore, proxy_protocol_survives_a_restart)
+{
+	struct announce_table *t;
+	struct datastore *ds = open_store(&t);
+	struct announcement a;
+	char err[256];
+
+	announce_make(&a, "a.example.com", "op1", "pub1", 0);
+	a.an_proxy_protocol = PROXYPROTO_V2;
+	cr_assert_eq(datastore_announce(ds, &a, err, sizeof(err)), 0);
+	announce_make(&a, "b.example.com", "op1", "pub1", 0);
+	cr_assert_eq(datastore_announce(ds, &a, err, sizeof(err)), 0);
+	datastore_close(ds);
+	announce_table_free(t);
+
+	ds = open_store(&t);
+	cr_assert_eq(announce_lookup(t, "a.example.com", "pub1", NOW, &a), 0);
+	cr_assert_eq(a.an_proxy_protocol, PROXYPROTO_V2);
+	cr_assert_eq(announce_lookup(t, "b.example.com", "pub1", NOW, &a), 0);
+	cr_assert_eq(a.an_proxy_protocol, PROXYPROTO_OFF);
+	datastore_close(ds);
+	announce_table_free(t);
+}
+
+Test(datastore, bad_proxy_protocol_line_is_skipped)
+{
+	struct announce_table *t;
+	struct datastore *ds;
+	struct announcement a;
+
+	write_file("{\"domain\":\"a.example.com\",\"operator\":\"op1\",\"proxy\":\"p\","
+	    "\"proxy_protocol\":\"v3\"}\n"
+	    "{\"domain\":\"b.example.com\",\"operator\":\"op1\",\"proxy\":\"p\","
+	    "\"proxy_protocol\":\"v1\"}\n");
+	ds = open_store(&t);
+	cr_assert_eq(announce_lookup(t, "a.example.com", "p", NOW, NULL), -1);
+	cr_assert_eq(announce_lookup(t, "b.example.com", "p", NOW, &a), 0);
+	cr_assert_eq(a.an_proxy_protocol, PROXYPROTO_V1);
 	datastore_close(ds);
 	announce_table_free(t);
 }

@@ -126,10 +126,11 @@ struct dial {
 	int			 dl_failed;	/* one side failed: no join */
 	int			 dl_joined;
 	uint8_t			 dl_token[PRIVATE_TOKEN_LEN];
-	uint8_t			 dl_pp[PROXYPROTO_WRITE_MAX];	/* PROXY header, first to internal */
 	size_t			 dl_pplen;	/* 0: proxy_protocol off */
 	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
 	char			 dl_endpoint[64];
+	uint8_t			 dl_pp[];	/* dl_pplen bytes: the PROXY header,
+						 * first to the internal server */
 };
 
 struct private {
@@ -803,6 +804,7 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	uint8_t tok[PRIVATE_TOKEN_LEN];
 	struct proxyproto_info pi;
 	struct announcement an;
+	uint8_t pp[PROXYPROTO_WRITE_MAX];
 	ssize_t pplen = 0;
 	struct dial *d;
 	long limit = pv->pv_conf->pc_max_connections;
@@ -858,7 +860,17 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		/* The name the client asked for travels in PP2_TYPE_AUTHORITY (v2). */
 		strlcpy(pi.pi_authority, dom, sizeof(pi.pi_authority));
 	}
-	if ((d = calloc(1, sizeof(*d))) == NULL) {
+	/* The header is kept only by a dial that needs one: the job lives as
+	 * long as its relay, and most announcements have none. */
+	if (an.an_proxy_protocol != PROXYPROTO_OFF &&
+	    (pplen = proxyproto_write(an.an_proxy_protocol, &pi, pp, sizeof(pp))) < 0) {
+		explicit_bzero(tok, sizeof(tok));
+		rpc_incoming_refuse(call, dom, caller, JSONRPC_INTERNAL_ERROR,
+		    "cannot write the PROXY header", "cannot write the PROXY header");
+		return;
+	}
+	if ((d = calloc(1, sizeof(*d) + (size_t)pplen)) == NULL) {
+		explicit_bzero(tok, sizeof(tok));
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
@@ -866,16 +878,8 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
 	memcpy(d->dl_token, tok, sizeof(d->dl_token));
 	explicit_bzero(tok, sizeof(tok));
-	if (an.an_proxy_protocol != PROXYPROTO_OFF) {
-		if ((pplen = proxyproto_write(an.an_proxy_protocol, &pi, d->dl_pp,
-		    sizeof(d->dl_pp))) < 0) {
-			free(d);
-			rpc_incoming_refuse(call, dom, caller, JSONRPC_INTERNAL_ERROR,
-			    "cannot write the PROXY header", "cannot write the PROXY header");
-			return;
-		}
-		d->dl_pplen = (size_t)pplen;
-	}
+	memcpy(d->dl_pp, pp, (size_t)pplen);
+	d->dl_pplen = (size_t)pplen;
 	strlcpy(d->dl_domain, dom, sizeof(d->dl_domain));
 	memcpy(&d->dl_pub.ds_sa, &de->de_sa, de->de_salen);
 	d->dl_pub.ds_salen = de->de_salen;

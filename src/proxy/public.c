@@ -87,7 +87,7 @@ struct pconn {
 	unsigned                 c_wakeups;      /* polls that woke the hello reader */
 	size_t                   c_peeked;       /* bytes copied by MSG_PEEK in all */
 	int                      c_peekoff;      /* SO_PEEK_OFF works: peek only new bytes */
-	struct sni_reader        c_reader;
+	struct sni_reader       *c_reader;       /* HELLO only, then freed */
 	struct loop_op           c_poll;
 	struct loop_timer        c_timer;       /* hello, then accept timeout */
 	struct sockaddr_storage  c_peer;
@@ -262,6 +262,7 @@ pconn_destroy(struct pconn *c)
 {
 	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
 	srccap_release(c->c_pub->p_sources, c->c_source);
+	free(c->c_reader);
 	free(c);
 }
 
@@ -391,7 +392,7 @@ pconn_hello(struct pconn *c, unsigned revents)
 	 * the receive window runs low).  Kernels before 6.10 have no
 	 * SO_PEEK_OFF for TCP: then the prefix is peeked from byte 0. */
 	if (c->c_peekoff) {
-		off = sni_reader_pos(&c->c_reader);
+		off = sni_reader_pos(c->c_reader);
 		po = (int)off;
 		if (setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &po, sizeof(po)) < 0) {
 			c->c_peekoff = 0;
@@ -411,7 +412,12 @@ pconn_hello(struct pconn *c, unsigned revents)
 	}
 	c->c_wakeups++;
 	c->c_peeked += (size_t)n;
-	r = sni_reader_feed(&c->c_reader, p->p_peekbuf, off, off + (size_t)n, c->c_sni, &need);
+	r = sni_reader_feed(c->c_reader, p->p_peekbuf, off, off + (size_t)n, c->c_sni, &need);
+	if (r != SNI_NEED_MORE) {
+		/* Spent: a joined connection should not carry it for hours. */
+		free(c->c_reader);
+		c->c_reader = NULL;
+	}
 	if (r != SNI_NEED_MORE && log_get_level() >= LOG_LVL_DEBUG) {
 		char addr[64];
 
@@ -533,7 +539,9 @@ public_tls_accept(struct loop_listener *l, int fd)
 		close(fd);
 		return;
 	}
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->c_reader = malloc(sizeof(*c->c_reader))) == NULL) {
+		free(c);
 		srccap_release(p->p_sources, src);
 		close(fd);
 		return;
@@ -545,7 +553,7 @@ public_tls_accept(struct loop_listener *l, int fd)
 	c->c_peer = ss;
 	c->c_state = PC_HELLO;
 	c->c_start_ms = loop_now_ms(p->p_loop);
-	sni_reader_init(&c->c_reader, (size_t)p->p_conf->pc_hello_max_bytes);
+	sni_reader_init(c->c_reader, (size_t)p->p_conf->pc_hello_max_bytes);
 	c->c_peekoff = 1;
 	loop_op_init(&c->c_poll, pconn_poll_cb);
 	public_conn_add(p, 1);

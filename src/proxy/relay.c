@@ -69,10 +69,10 @@ struct relay_dir {
 	/* COPY */
 	struct loop_op		 d_recv, d_send;
 	int			 d_bid;		/* buffer held, -1: none */
-	size_t			 d_len, d_off;
+	uint32_t		 d_len, d_off;	/* received into d_bid, sent */
 	int			 d_waitbuf;	/* on r_waitbuf */
 	char			*d_spill;	/* bytes dst did not take, or NULL */
-	size_t			 d_spill_len, d_spill_off;
+	uint32_t		 d_spill_len, d_spill_off;	/* <= buf_size (1 GiB) */
 	int			 d_outq;	/* dst's SIOCOUTQ when last looked */
 	TAILQ_ENTRY(relay_dir)	 d_wait_entry;
 	/* SPLICE */
@@ -90,7 +90,7 @@ struct relay_pair {
 	struct relay_dir	 p_dir[2];
 	struct loop_timer	 p_idle;
 	struct loop_timer	 p_stall;	/* armed while a direction is blocked */
-	uint64_t		 p_touch_tick, p_stall_tick;
+	uint64_t		 p_touch_tick;
 	double			 p_start, p_end;
 	int			 p_closing;
 	enum relay_reason	 p_reason;
@@ -176,14 +176,13 @@ relay_touch(struct relay_pair *p)
 	uint64_t tick = loop_tick(r->r_loop);
 
 	/* Re-arm at most once per tick: the lists stay cheap under load. */
-	if (r->r_idle_on && p->p_touch_tick != tick) {
-		p->p_touch_tick = tick;
+	if (p->p_touch_tick == tick)
+		return;
+	p->p_touch_tick = tick;
+	if (r->r_idle_on)
 		loop_timer_arm(&r->r_idle, &p->p_idle);
-	}
-	if (p->p_stall.t_armed && p->p_stall_tick != tick) {
-		p->p_stall_tick = tick;
+	if (p->p_stall.t_armed)
 		loop_timer_arm(&r->r_stall, &p->p_stall);
-	}
 }
 
 static int
@@ -215,7 +214,6 @@ relay_stall_update(struct relay_pair *p)
 	if (!r->r_stall_on || p->p_closing)
 		return;
 	if (blocked && !p->p_stall.t_armed) {
-		p->p_stall_tick = loop_tick(r->r_loop);
 		p->p_dir[0].d_outq = relay_outq(&p->p_dir[0]);
 		p->p_dir[1].d_outq = relay_outq(&p->p_dir[1]);
 		loop_timer_arm(&r->r_stall, &p->p_stall);
@@ -449,7 +447,7 @@ relay_recv_cb(struct loop_op *op, int res, unsigned flags)
 	}
 	if (res > 0) {
 		d->d_bid = bid;
-		d->d_len = (size_t)res;
+		d->d_len = (uint32_t)res;
 		d->d_off = 0;
 		loop_send_nowait(r->r_loop, &d->d_send, d->d_dst, relay_buf(r, bid), d->d_len);
 		return;
@@ -495,7 +493,7 @@ relay_spill(struct relay_dir *d)
 		return;
 	}
 	memcpy(d->d_spill, relay_buf(r, d->d_bid) + d->d_off, rest);
-	d->d_spill_len = rest;
+	d->d_spill_len = (uint32_t)rest;
 	d->d_spill_off = 0;
 	r->r_spill_bytes += rest;
 	r->r_spills++;
@@ -514,15 +512,15 @@ relay_send_cb(struct loop_op *op, int res, unsigned flags)
 	struct relay_dir *d = LOOP_CONTAINER_OF(op, struct relay_dir, d_send);
 	struct relay_pair *p = d->d_pair;
 	struct relay *r = p->p_relay;
-	size_t *off = d->d_spill ? &d->d_spill_off : &d->d_off;
-	size_t len = d->d_spill ? d->d_spill_len : d->d_len;
+	uint32_t *off = d->d_spill ? &d->d_spill_off : &d->d_off;
+	uint32_t len = d->d_spill ? d->d_spill_len : d->d_len;
 
 	if (p->p_closing) {
 		relay_pair_maybe_free(p);
 		return;
 	}
 	if (res > 0) {
-		*off += (size_t)res;
+		*off += (uint32_t)res;
 		d->d_bytes += (uint64_t)res;
 		r->r_bytes[d->d_idx] += (uint64_t)res;
 		relay_touch(p);
@@ -796,7 +794,6 @@ relay_stall_expire(struct loop_timer *t, void *arg)
 		side = 1 - i;	/* the socket that stopped reading: its dst */
 	}
 	if (moved || side < 0) {
-		p->p_stall_tick = loop_tick(r->r_loop);
 		loop_timer_arm(&r->r_stall, &p->p_stall);
 		return;
 	}

@@ -93,6 +93,20 @@ check "private announceConnection of *.hd.internal-server.local is accepted" \
 	grep -q "\"result\": *\"ok\""'
 check "x.hd.internal-server.local is then routed by it" routed_within 5 x.hd.internal-server.local
 
+# Conflicts (README, decisions): the same pattern held by another operator is
+# 409; an exact name under another operator's wildcard is not.
+check "hd-1 announcing *.internal-server.local, held by private-proxy-1.ga, is 409" \
+	eval 'opcall hd-1 announceConnection "{\"domain\": \"*.Internal-Server.local\", \"proxy\": \"public-proxy-1.ga\"}" |
+	grep -q "\"code\": *409"'
+check "hd-1 announcing y.internal-server.local under that wildcard is accepted" \
+	eval 'opcall hd-1 announceConnection "{\"domain\": \"y.internal-server.local\", \"proxy\": \"public-proxy-1.ga\"}" |
+	grep -q "\"result\": *\"ok\""'
+check "y.internal-server.local is routed" routed_within 5 y.internal-server.local
+opcall hd-1 getAnnouncements '{}' >/dev/null
+check "hd-1 holds its exact name and its wildcard, not the other operator's" \
+	eval 'python3 -c "import json; print(sorted(a[\"domain\"] for a in json.load(open(\"$E2E_RUN/raw\"))[\"result\"]))" |
+	grep -qx "\[.\*\.hd\.internal-server\.local., .y\.internal-server\.local.\]"'
+
 for p in '*' '*.' '*.*.internal-server.local' 'a*.internal-server.local' '*internal-server.local' \
 	'*.local'; do
 	check "public announceConnections refuses the pattern '$p' with an item -32602" \

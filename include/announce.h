@@ -44,6 +44,12 @@ int	announce_remove(struct announce_table *t, const char *domain, const char *pr
  * expired at now (wall clock); proxy NULL matches any.  0 found, -1 not. */
 int	announce_lookup(struct announce_table *t, const char *domain, const char *proxy,
 	    double now, struct announcement *out);
+/* As announce_lookup() for a concrete name (a client's SNI): the exact
+ * entry, else the wildcard "*.parent" one ("*.example.com" matches
+ * "a.example.com", never "example.com" nor "a.b.example.com").  A name
+ * starting with '*' never matches.  0 found, -1 not. */
+int	announce_match(struct announce_table *t, const char *name, const char *proxy,
+	    double now, struct announcement *out);
 /* Unexpired entries (now 0: all) of op (NULL: everyone), sorted by domain then proxy,
  * in a malloc'ed array (*out, NULL when none) the caller frees.  Returns
  * the count, or -1 when out of memory. */
@@ -69,8 +75,13 @@ int	announce_expire(struct announce_table *t, double now);
 size_t	announce_count(struct announce_table *t);
 
 /* Validation for the JSON-RPC methods. */
-/* Lower-case, drop one trailing dot and validate in into out.  0 or -1. */
+/* Lower-case, drop one trailing dot and validate in into out.  0 or -1.
+ * A wildcard is "*." and a name of two labels or more; any other '*' is
+ * refused. */
 int	announce_check_domain(const char *in, char out[ANNOUNCE_DOMAIN_MAX]);
+/* The same, with on -1 a message for the caller in *why (may be NULL). */
+int	announce_check_name(const char *in, char out[ANNOUNCE_DOMAIN_MAX],
+	    const char **why);
 /* 1 when domain ends with one of allowed[0..n) (each starting with '.')
  * and is longer than it, else 0.  Entries not starting with '.' never match. */
 int	announce_domain_allowed(const char *domain, const char *const *allowed, size_t n);

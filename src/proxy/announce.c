@@ -6,9 +6,12 @@
  * thread take the read lock, changes from the JSON-RPC thread the write
  * lock.  Expired entries stay until announce_expire() (the public proxy
  * runs it from a timer) or a replacement, but no lookup ever sees them.
+ * A wildcard "*.example.com" is an entry under that very key: matching
+ * "a.example.com" probes the exact key, then "*.example.com".
  */
 #include <bsd/string.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,26 +184,56 @@ announce_remove(struct announce_table *t, const char *domain, const char *proxy,
 	return n;
 }
 
+/* The live entry for exactly domain (and proxy, NULL: any); the lock is held. */
+static struct announce_entry *
+announce_get(struct announce_table *t, const char *domain, const char *proxy,
+    double now)
+{
+	struct announce_entry *e;
+
+	for (e = t->at_buckets[announce_hash(domain) & (t->at_nbuckets - 1)]; e != NULL;
+	    e = e->ae_next)
+		if (strcmp(e->ae_an.an_domain, domain) == 0 &&
+		    (proxy == NULL || strcmp(e->ae_an.an_proxy, proxy) == 0) &&
+		    announce_live(&e->ae_an, now))
+			return e;
+	return NULL;
+}
+
 int
 announce_lookup(struct announce_table *t, const char *domain, const char *proxy,
     double now, struct announcement *out)
 {
 	struct announce_entry *e;
-	int rc = -1;
 
 	pthread_rwlock_rdlock(&t->at_lock);
-	for (e = t->at_buckets[announce_hash(domain) & (t->at_nbuckets - 1)]; e != NULL;
-	    e = e->ae_next)
-		if (strcmp(e->ae_an.an_domain, domain) == 0 &&
-		    (proxy == NULL || strcmp(e->ae_an.an_proxy, proxy) == 0) &&
-		    announce_live(&e->ae_an, now)) {
-			if (out != NULL)
-				*out = e->ae_an;
-			rc = 0;
-			break;
-		}
+	if ((e = announce_get(t, domain, proxy, now)) != NULL && out != NULL)
+		*out = e->ae_an;
 	pthread_rwlock_unlock(&t->at_lock);
-	return rc;
+	return e != NULL ? 0 : -1;
+}
+
+int
+announce_match(struct announce_table *t, const char *name, const char *proxy,
+    double now, struct announcement *out)
+{
+	struct announce_entry *e;
+	char key[ANNOUNCE_DOMAIN_MAX + 1];
+	const char *dot;
+
+	/* a client's name is never a pattern (sni.c refuses '*' anyway) */
+	if (name[0] == '*')
+		return -1;
+	pthread_rwlock_rdlock(&t->at_lock);
+	/* two hash probes at most: the exact name, then "*." and its parent */
+	if ((e = announce_get(t, name, proxy, now)) == NULL &&
+	    (dot = strchr(name, '.')) != NULL &&
+	    (size_t)snprintf(key, sizeof(key), "*%s", dot) < sizeof(key))
+		e = announce_get(t, key, proxy, now);
+	if (e != NULL && out != NULL)
+		*out = e->ae_an;
+	pthread_rwlock_unlock(&t->at_lock);
+	return e != NULL ? 0 : -1;
 }
 
 int
@@ -349,18 +382,44 @@ announce_count(struct announce_table *t)
 }
 
 int
-announce_check_domain(const char *in, char out[ANNOUNCE_DOMAIN_MAX])
+announce_check_name(const char *in, char out[ANNOUNCE_DOMAIN_MAX], const char **why)
 {
-	char buf[ANNOUNCE_DOMAIN_MAX + 1];	/* 253 bytes, a dot, NUL */
+	char buf[ANNOUNCE_DOMAIN_MAX + 2];	/* 253 bytes, a dot, NUL, slack */
+	char *name = buf;
+	const char *w = "invalid domain";
 
-	if (in == NULL || strlen(in) >= sizeof(buf))
-		return -1;
+	if (in == NULL || strlen(in) >= sizeof(buf) - 1)
+		goto bad;
 	memcpy(buf, in, strlen(in) + 1);
+	if (buf[0] == '*' && buf[1] == '.')
+		name = buf + 2;
+	if (strchr(name, '*') != NULL) {
+		w = "invalid domain: '*' is allowed only as the whole leftmost "
+		    "label, as in *.example.com";
+		goto bad;
+	}
 	/* dns_name_normalize() drops only one dot: "a.com.." stays "a.com." */
-	if (dns_name_normalize(buf) == -1 || buf[strlen(buf) - 1] == '.')
-		return -1;
+	if (dns_name_normalize(name) == -1 || name[strlen(name) - 1] == '.')
+		goto bad;
+	if (name != buf && strchr(name, '.') == NULL) {
+		w = "invalid domain: a wildcard must stand for a label under a name "
+		    "of two labels or more (*.example.com, not *.com)";
+		goto bad;
+	}
+	if (strlen(buf) >= ANNOUNCE_DOMAIN_MAX)
+		goto bad;
 	memcpy(out, buf, strlen(buf) + 1);
 	return 0;
+bad:
+	if (why != NULL)
+		*why = w;
+	return -1;
+}
+
+int
+announce_check_domain(const char *in, char out[ANNOUNCE_DOMAIN_MAX])
+{
+	return announce_check_name(in, out, NULL);
 }
 
 int

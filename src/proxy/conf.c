@@ -149,7 +149,7 @@ conf_announcements(struct cfg *sec, struct proxy_conf *pc)
 	for (int i = 0; i < n && pc->pc_announcements; i++) {
 		struct static_announcement *a = &pc->pc_announcements[i];
 		struct cfg an;
-		char *exp = NULL, *pp = NULL;
+		char *exp = NULL, *pp = NULL, dom[ANNOUNCE_DOMAIN_MAX];
 
 		if (cfg_list_map(sec, "announcements", i, &an) < 0)
 			return;
@@ -163,8 +163,10 @@ conf_announcements(struct cfg *sec, struct proxy_conf *pc)
 			a->sa_proxy_protocol = PROXYPROTO_OFF;
 		}
 		free(pp);
-		if (a->sa_domain && dns_name_normalize(a->sa_domain) < 0)
-			cfg_error(&an, "domain", "not a valid DNS name");
+		if (a->sa_domain && announce_check_domain(a->sa_domain, dom) < 0)
+			cfg_error(&an, "domain", "not a valid DNS name or *.name wildcard");
+		else if (a->sa_domain)
+			memcpy(a->sa_domain, dom, strlen(dom) + 1);
 		if (exp && rfc3339_parse(exp, &a->sa_expires_at) < 0)
 			cfg_error(&an, "expires_at", "expected an RFC 3339 time");
 		free(exp);

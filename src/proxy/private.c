@@ -829,12 +829,14 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		    "not a public proxy of this private proxy", "nothing is announced to it");
 		return;
 	}
-	if (announce_check_domain(domain, dom) < 0) {
+	/* the client's name: concrete, never a pattern */
+	if (announce_check_domain(domain, dom) < 0 || dom[0] == '*') {
 		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
 		    "invalid domain", "invalid domain");
 		return;
 	}
-	if (announce_lookup(pv->pv_table, dom, caller, now_wall(), &an) < 0) {
+	/* the exact announcement, else the wildcard one of its parent */
+	if (announce_match(pv->pv_table, dom, caller, now_wall(), &an) < 0) {
 		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND,
 		    "no matching connection found", "the domain is not announced to it");
 		return;
@@ -912,7 +914,7 @@ static int
 rpc_check_operator(struct private *pv, struct jsonrpc_call *call, struct json_object *params,
     char dom[ANNOUNCE_DOMAIN_MAX], const char **proxy, const char **caller)
 {
-	const char *domain, **allowed = NULL;
+	const char *domain, **allowed = NULL, *why = NULL;
 	int n;
 
 	domain = param_string(params, "domain");
@@ -939,9 +941,9 @@ rpc_check_operator(struct private *pv, struct jsonrpc_call *call, struct json_ob
 		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
 		return -1;
 	}
-	if (announce_check_domain(domain, dom) < 0) {
+	if (announce_check_name(domain, dom, &why) < 0) {
 		free(allowed);
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "invalid domain");
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "%s", why);
 		return -1;
 	}
 	if (!announce_domain_allowed(dom, allowed, (size_t)n)) {

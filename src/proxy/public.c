@@ -335,7 +335,8 @@ pconn_park(struct pconn *c)
 	struct incoming *in;
 	int one = 1;
 
-	if (announce_lookup(p->p_announce, c->c_sni, NULL, now_wall(), &a) < 0) {
+	/* the exact announcement, else the wildcard one of its parent */
+	if (announce_match(p->p_announce, c->c_sni, NULL, now_wall(), &a) < 0) {
 		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "no announcement");
 		return;
 	}
@@ -1162,9 +1163,9 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 		if (!json_object_is_type(item, json_type_object) ||
 		    !json_object_object_get_ex(item, "domain", &jd) ||
 		    !json_object_is_type(jd, json_type_string) ||
-		    announce_check_domain(json_object_get_string(jd), domain) < 0) {
+		    announce_check_name(json_object_get_string(jd), domain, &why) < 0) {
 			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
-			    "invalid domain"));
+			    why ? why : "invalid domain"));
 			continue;
 		}
 		if (!announce_domain_allowed(domain, allowed, (size_t)nallowed)) {

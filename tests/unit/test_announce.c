@@ -336,3 +336,141 @@ Test(announce, admin_group_and_allowed_domains_come_from_client_entry)
 	json_object_put(user);
 	json_object_put(spoof);
 }
+
+/* ---- wildcard announcements ---------------------------------------------- */
+
+Test(announce, wildcard_matches_exactly_one_label)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("*.Example.COM.", "op1", NULL, 0), out;
+
+	cr_assert_str_eq(a.an_domain, "*.example.com");
+	cr_assert_eq(announce_put(t, &a), 0);
+	cr_assert_eq(announce_match(t, "a.example.com", NULL, 1000, &out), 0);
+	cr_assert_str_eq(out.an_domain, "*.example.com");
+	cr_assert_str_eq(out.an_operator, "op1");
+	cr_assert_eq(announce_match(t, "example.com", NULL, 1000, NULL), -1);
+	cr_assert_eq(announce_match(t, "a.b.example.com", NULL, 1000, NULL), -1);
+	cr_assert_eq(announce_match(t, "a.example.org", NULL, 1000, NULL), -1);
+	cr_assert_eq(announce_match(t, "com", NULL, 1000, NULL), -1);
+	/* a client's name is never a pattern, and the exact lookup stays exact */
+	cr_assert_eq(announce_match(t, "*.example.com", NULL, 1000, NULL), -1);
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, 1000, NULL), -1);
+	announce_table_free(t);
+}
+
+Test(announce, wildcard_expires_like_any_entry)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a = mk("*.example.com", "op1", NULL, 2000);
+
+	cr_assert_eq(announce_put(t, &a), 0);
+	cr_assert_eq(announce_match(t, "a.example.com", NULL, 1999, NULL), 0);
+	cr_assert_eq(announce_match(t, "a.example.com", NULL, 2000, NULL), -1);
+	announce_table_free(t);
+}
+
+Test(announce, exact_announcement_wins_over_wildcard)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement w = mk("*.example.com", "op1", NULL, 0);
+	struct announcement x = mk("a.example.com", "op2", NULL, 3000), out;
+
+	cr_assert_eq(announce_put(t, &w), 0);
+	cr_assert_eq(announce_put(t, &x), 0);
+	cr_assert_eq(announce_match(t, "a.example.com", NULL, 1000, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op2");
+	cr_assert_str_eq(out.an_domain, "a.example.com");
+	cr_assert_eq(announce_match(t, "b.example.com", NULL, 1000, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op1");
+	/* the exact one expired: the wildcard serves its name again */
+	cr_assert_eq(announce_match(t, "a.example.com", NULL, 3000, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op1");
+	announce_table_free(t);
+}
+
+Test(announce, wildcard_and_exact_name_of_other_operators_do_not_conflict)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement w = mk("*.example.com", "op1", NULL, 0);
+	struct announcement x = mk("a.example.com", "op2", NULL, 0), out;
+
+	/* announceConnections takes a domain as "already taken" when
+	 * announce_lookup() finds it held by another operator: a wildcard
+	 * holds no concrete name, and a concrete name holds no wildcard. */
+	cr_assert_eq(announce_put(t, &w), 0);
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, 1000, NULL), -1);
+	cr_assert_eq(announce_put(t, &x), 0);
+	cr_assert_eq(announce_lookup(t, "*.example.com", NULL, 1000, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op1");
+	/* but the same pattern by another operator is taken */
+	cr_assert_eq(announce_lookup(t, "*.EXAMPLE.com", NULL, 1000, NULL), -1,
+	    "keys are normalised before the lookup");
+	cr_assert_eq(announce_check_domain("*.EXAMPLE.com.", out.an_domain), 0);
+	cr_assert_eq(announce_lookup(t, out.an_domain, NULL, 1000, &out), 0);
+	cr_assert_str_eq(out.an_operator, "op1");
+	announce_table_free(t);
+}
+
+Test(announce, wildcard_per_proxy_on_the_private_side)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement w = mk("*.internal-server.local", "op1", "pub1", 0), out;
+
+	cr_assert_eq(announce_put(t, &w), 0);
+	cr_assert_eq(announce_match(t, "other.internal-server.local", "pub1", 0, &out), 0);
+	cr_assert_str_eq(out.an_proxy, "pub1");
+	cr_assert_eq(announce_match(t, "other.internal-server.local", "pub2", 0, NULL), -1);
+	cr_assert_eq(announce_match(t, "a.b.internal-server.local", "pub1", 0, NULL), -1);
+	announce_table_free(t);
+}
+
+Test(announce, wildcard_patterns_are_validated)
+{
+	static const char *bad[] = {
+		"*", "*.", "*.com", "*.com.", "*.*.example.com", "a*.example.com",
+		"*example.com", "a.*.example.com", "example.*", "**.example.com",
+		"*.example.com..", "*..example.com", "*.-a.example.com", ".*.example.com",
+	};
+	char out[ANNOUNCE_DOMAIN_MAX], big[260];
+	const char *why;
+
+	cr_assert_eq(announce_check_domain("*.Example.com.", out), 0);
+	cr_assert_str_eq(out, "*.example.com");
+	cr_assert_eq(announce_check_domain("*.sub.example.com", out), 0);
+	cr_assert_str_eq(out, "*.sub.example.com");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why = NULL;
+		cr_assert_eq(announce_check_name(bad[i], out, &why), -1, "%s", bad[i]);
+		cr_assert_not_null(why, "%s", bad[i]);
+		cr_assert_eq(announce_make(&(struct announcement){ 0 }, bad[i], "op", NULL, 0),
+		    -1, "%s", bad[i]);
+	}
+	cr_assert_eq(announce_check_name("*.*.example.com", out, &why), -1);
+	cr_assert(strstr(why, "leftmost") != NULL, "%s", why);
+	cr_assert_eq(announce_check_name("*.com", out, &why), -1);
+	cr_assert(strstr(why, "not *.com") != NULL, "%s", why);
+	/* "*." plus a 253-byte name is longer than a DNS name may be */
+	memset(big, 'a', sizeof(big));
+	big[0] = '*';
+	big[1] = '.';
+	for (size_t i = 2 + 63; i < 2 + 253; i += 64)
+		big[i] = '.';
+	big[2 + 253] = '\0';
+	cr_assert_eq(announce_check_domain(big + 2, out), 0, "253 bytes are a name");
+	cr_assert_eq(announce_check_domain(big, out), -1);
+	big[2 + 251] = '\0';
+	cr_assert_eq(announce_check_domain(big, out), 0, "*. and 251 bytes are 253");
+}
+
+Test(announce, allowed_domains_for_wildcards)
+{
+	const char *allowed[] = { ".example.com" };
+
+	/* a pattern is allowed exactly when each name it matches would be */
+	cr_assert_eq(announce_domain_allowed("*.example.com", allowed, 1), 1);
+	cr_assert_eq(announce_domain_allowed("*.sub.example.com", allowed, 1), 1);
+	cr_assert_eq(announce_domain_allowed("*.com", allowed, 1), 0);
+	cr_assert_eq(announce_domain_allowed("*.other.com", allowed, 1), 0);
+	cr_assert_eq(announce_domain_allowed("*.evilexample.com", allowed, 1), 0);
+}

@@ -13,8 +13,10 @@ five_setup
 STALLED=${STALLED:-1000}
 # Setting 1 000 clients up takes a while on a busy machine: keep them stalled
 # (not cut by stall_timeout, which the unit tests cover) for the whole test.
+# A stop drains for 2 s at most: the exit checks below wait 5 s.
 for r in public-proxy-1:public private-proxy-1:private; do
-	printf '%s:\n  stall_timeout: 900\n' "${r#*:}" >"$S/${r%%:*}/900_stall.yml"
+	printf '%s:\n  stall_timeout: 900\n  shutdown_timeout: 2\n' "${r#*:}" \
+		>"$S/${r%%:*}/900_stall.yml"
 done
 # The stalled clients come from five loopback addresses (200 each, under the
 # default cap of 256 per source); the cap check uses a sixth.

@@ -38,6 +38,7 @@ public:
   token_timeout: 0.5
   announce_sweep_interval: 1
   max_connections_per_source: 0
+  directory: {type: json, settings: {path: "$E2E_RUN/s/directory"}}
 EOF
 # (No per-source cap here: the floods below all come from 127.0.0.1; stall.sh
 # tests max_connections_per_source.)
@@ -449,7 +450,11 @@ def cmd_slowhello(port, sni, pid, log):
         assert wakeups <= 4, "more wake-ups than 2 per record (+2)"
     else:
         assert peeked <= len(h) + 5 * wakeups, "bytes peeked again and again"
-    assert cpu < 20, "the loop thread spent %.1f ms on one hello" % cpu
+    # Far fewer wake-ups than segments (the old reader woke for each one,
+    # 4 091 times).  The loop thread's CPU is reported, not asserted: the
+    # kernel still queues io_uring poll work per tiny segment, and its cost
+    # follows the machine's load (1.3 ms idle, up to 170 ms on a busy one).
+    assert wakeups <= (len(h) + 3) // 4 // 16, "a wake-up for most segments"
 
 def cmd_truncated(port):
     """A record header announcing 500 bytes, 100 of them, then SHUT_WR."""
@@ -905,7 +910,7 @@ slow_hello() {
 	python3 "$PY" slowhello "$TLS_PORT" nobody.example "${E2E_PID[public]}" "$PLOG" &&
 		served
 }
-mcheck "a 16 KB hello sent 4 bytes per segment: unrecognized_name, each byte peeked about once (or <= 4 wake-ups), < 20 ms loop CPU" \
+mcheck "a 16 KB hello sent 4 bytes per segment: unrecognized_name, each byte peeked about once (or <= 4 wake-ups), at most one wake-up per 16 segments" \
 	slow_hello
 mcheck "a truncated hello (500 announced, 100 sent, SHUT_WR) is closed at once, not at hello_timeout" \
 	pt_then_served 'end=incomplete hello' truncated "$TLS_PORT"

@@ -5,9 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 /* Monotonic clock in seconds (double) and milliseconds. */
 double   now_mono(void);
+/* Seconds as a struct timeval (libevent timers). */
+struct timeval tv_seconds(double secs);
 uint64_t now_mono_ms(void);
 /* Wall clock, seconds since the epoch (fractions kept). */
 double   now_wall(void);

@@ -108,15 +108,6 @@ jsonrpc_default(double v, double def)
 	return v > 0 ? v : def;
 }
 
-static struct timeval
-jsonrpc_tv(double s)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)s;
-	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
 
 /* One JSON value filling the whole buffer (trailing white space allowed),
  * parsed strictly; NULL when it is not valid JSON. */
@@ -530,7 +521,7 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 	s->js_fn = fn;
 	s->js_arg = arg;
 	s->js_maxconn = conf->max_connections > 0 ? conf->max_connections : JSONRPC_MAX_CONNS;
-	s->js_handshake = jsonrpc_tv(jsonrpc_default(conf->handshake_timeout, JSONRPC_HANDSHAKE));
+	s->js_handshake = tv_seconds(jsonrpc_default(conf->handshake_timeout, JSONRPC_HANDSHAKE));
 	pthread_once(&server_conn_once, server_conn_init);
 	if ((s->js_path = strdup(conf->path != NULL ? conf->path : "/jsonrpc")) == NULL ||
 	    (s->js_name = strdup(conf->bind_address != NULL ? conf->bind_address : "?")) == NULL ||
@@ -557,7 +548,7 @@ jsonrpc_server_new(struct event_base *base, const struct jsonrpc_server_conf *co
 	evhttp_set_max_body_size(s->js_http,
 	    (ev_ssize_t)(conf->max_body > 0 ? conf->max_body : 1024 * 1024));
 	evhttp_set_max_headers_size(s->js_http, JSONRPC_MAX_HEADERS);
-	tv = jsonrpc_tv(jsonrpc_default(conf->timeout, 30));
+	tv = tv_seconds(jsonrpc_default(conf->timeout, 30));
 	evhttp_set_timeout_tv(s->js_http, &tv);
 	/* Every method reaches server_request(), which answers 404 or 405
 	 * itself instead of evhttp's 501. */
@@ -1084,7 +1075,7 @@ conn_new(struct jsonrpc_client *c)
 		goto fail;
 	}
 	/* evhttp's own I/O timeout stays behind the exact per-call timer. */
-	tv = jsonrpc_tv(c->rc_call_timeout + 1);
+	tv = tv_seconds(c->rc_call_timeout + 1);
 	evhttp_connection_set_timeout_tv(rc->rc_evcon, &tv);
 	evhttp_connection_set_retries(rc->rc_evcon, 0);
 	evhttp_connection_set_max_body_size(rc->rc_evcon, (ev_ssize_t)c->rc_max_body);
@@ -1096,7 +1087,7 @@ conn_new(struct jsonrpc_client *c)
 		event_free(rc->rc_connect_ev);
 		goto fail;
 	}
-	tv = jsonrpc_tv(c->rc_connect_timeout);
+	tv = tv_seconds(c->rc_connect_timeout);
 	evtimer_add(rc->rc_connect_ev, &tv);
 	rc->rc_state = CONN_IDLE;
 	TAILQ_INSERT_TAIL(&c->rc_conns, rc, rc_entry);
@@ -1309,7 +1300,7 @@ jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 		/* Called from a callback run by jsonrpc_client_free(). */
 		return;
 	}
-	tv = jsonrpc_tv(c->rc_call_timeout);
+	tv = tv_seconds(c->rc_call_timeout);
 	evtimer_add(r->rq_timer, &tv);
 	client_kick(c);
 }

@@ -377,3 +377,13 @@ dns_name_normalize(char *name)
 	/* Only one trailing dot is dropped: "a.com.." ends in an empty label. */
 	return name[n - 1] == '-' || name[n - 1] == '.' ? -1 : 0;
 }
+
+struct timeval
+tv_seconds(double secs)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)secs;
+	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
+	return tv;
+}

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "settings.h"
 #include "tls.h"
+#include "util.h"
 
 #define HYPER_MAX_BODY_MIN   1024L
 #define HYPER_MAX_BODY_MAX   (64L << 20)
@@ -327,8 +328,7 @@ hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_er
 		goto fail;
 
 	h->h_poll = event_new(base, -1, EV_PERSIST, hyper_poll, h);
-	tv.tv_sec = (time_t)hc->dir_poll;
-	tv.tv_usec = (suseconds_t)((hc->dir_poll - (double)tv.tv_sec) * 1e6);
+	tv = tv_seconds(hc->dir_poll);
 	if (h->h_poll == NULL || event_add(h->h_poll, &tv) == -1) {
 		snprintf(err, errlen, "cannot start the directory poll timer");
 		goto fail;

@@ -239,10 +239,8 @@ private_target_get(struct private *pv, const char *proxy)
 static void
 private_target_schedule(struct target *tg, double seconds)
 {
-	struct timeval tv;
+	struct timeval tv = tv_seconds(seconds);
 
-	tv.tv_sec = (time_t)seconds;
-	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
 	evtimer_add(tg->tg_timer, &tv);
 }
 

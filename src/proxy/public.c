@@ -948,16 +948,6 @@ public_dirpoll(evutil_socket_t fd, short what, void *arg)
 	directory_unref(dir);
 }
 
-static struct timeval
-public_tv(double secs)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)secs;
-	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
-
 /* Runs on the side thread: its base has no locks. */
 static void
 public_side_timers(void *arg)
@@ -966,13 +956,13 @@ public_side_timers(void *arg)
 	struct event_base *base = side_base(p->p_ctl.ct_side);
 	struct timeval tv;
 
-	tv = public_tv(p->p_conf->pc_sweep_interval);
+	tv = tv_seconds(p->p_conf->pc_sweep_interval);
 	if ((p->p_sweep = event_new(base, -1, EV_PERSIST, public_sweep, p)) == NULL ||
 	    event_add(p->p_sweep, &tv) == -1)
 		log_warnx("cannot start the announcement sweep timer");
 	if (p->p_watch == NULL)
 		return;
-	tv = public_tv(p->p_conf->pc_dir_poll);
+	tv = tv_seconds(p->p_conf->pc_dir_poll);
 	if ((p->p_dirpoll = event_new(base, -1, EV_PERSIST, public_dirpoll, p)) == NULL ||
 	    event_add(p->p_dirpoll, &tv) == -1)
 		log_warnx("cannot start the directory poll timer");

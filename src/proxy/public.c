@@ -1125,8 +1125,10 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 	double now = now_wall();
 
 	if ((nallowed = control_allowed_domains(params, p->p_conf->pc_name, &allowed)) < 0) {
-		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		/* Before the answer: answering frees the call, its params
+		 * and the caller's name in them. */
 		public_recheck_caller(p, caller, params);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
 		return;
 	}
 	if ((n = rpc_items(p, call, params, "connections", &conns)) < 0) {

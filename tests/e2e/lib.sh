@@ -4,7 +4,8 @@
 #                         removed on exit when every check passed, kept otherwise
 #   free_port             print a TCP port the kernel just reported free on 127.0.0.1
 #   wait_port H P T       wait up to T seconds until H:P accepts connections
-#   start_bg NAME CMD...  run CMD in the background, output in $E2E_RUN/NAME.log;
+#   start_bg NAME CMD...  run CMD in the background, output in $E2E_RUN/NAME.log (an
+#                         earlier NAME.log is kept as NAME.log.N);
 #                         its pid is in E2E_PID[NAME] (and E2E_LAST_PID)
 #   stop_bg NAME [SIG]    send SIG (TERM), KILL after 5 s, reap; returns its exit code
 #   stop_all              stop_bg for everything still running (runs on EXIT)
@@ -44,8 +45,14 @@ wait_port() { # HOST PORT TIMEOUT_SECONDS
 }
 
 start_bg() { # NAME CMD...
-	local name=$1; shift
-	"$@" >"$E2E_RUN/$name.log" 2>&1 &
+	local name=$1 log n=1; shift
+	log=$E2E_RUN/$name.log
+	# A restarted process keeps its predecessor's log as NAME.log.N.
+	if [ -e "$log" ]; then
+		while [ -e "$log.$n" ]; do n=$((n + 1)); done
+		mv "$log" "$log.$n"
+	fi
+	"$@" >"$log" 2>&1 &
 	E2E_LAST_PID=$!
 	E2E_PID[$name]=$E2E_LAST_PID
 }

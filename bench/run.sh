@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [--quick] [--reps N] [--setups "direct hop chain haproxy sniproxy"]
 #                [--scenarios "rate latency bulk handshake stress memory profile"]
+#                [--base GIT-REF]
 #
 # Setups (every one ends at the same internal-server, all on 127.0.0.1):
 #   direct    client -> internal-server
@@ -12,6 +13,9 @@
 #             by two Hyper servers (bin/proxy, bin/hyper; skipped when they fail)
 #   haproxy   client -> HAProxy (mode tcp, SNI routing) -> HAProxy (tcp) -> internal-server
 #   sniproxy  client -> sniproxy (SNI routing) -> internal-server (first hop only)
+#   chain-base  the chain with bin/proxy and bin/hyper built from GIT-REF
+#             (--base; its processes are named *-base): a before/after
+#             comparison of a change in one run, alternated with chain
 # Scenarios:
 #   rate       new TLS connection + GET per request, concurrency 25 and 100
 #   latency    concurrency 1: p50/p99 and the latency added to direct
@@ -47,6 +51,7 @@ BENCH_PACKAGES="haproxy sniproxy gnuplot-nox"
 QUICK=0
 REPS=3
 SETUPS=""
+BASE_REF=""
 SCENARIOS="rate latency bulk handshake stress memory profile"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -54,7 +59,8 @@ while [ $# -gt 0 ]; do
 	--reps) REPS=${2:?}; shift ;;
 	--setups) SETUPS=${2:?}; shift ;;
 	--scenarios) SCENARIOS=${2:?}; shift ;;
-	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+	--base) BASE_REF=${2:?}; shift ;;
+	-h|--help) sed -n '2,33p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -62,6 +68,7 @@ done
 
 # Quick: no sniproxy unless asked for (--setups), memory measured once.
 [ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct hop chain haproxy" || SETUPS="direct hop chain haproxy sniproxy"; }
+[ -n "$BASE_REF" ] && [[ " $SETUPS " != *" chain-base "* ]] && SETUPS+=" chain-base"
 MEM_REPS=$REPS
 [ $QUICK = 1 ] && MEM_REPS=1
 # Quick: no profile unless asked for.
@@ -277,10 +284,14 @@ setup_sniproxy() {
 
 # The five processes of the seed on free ports: settings/dev copied with its
 # ports rewritten and its certificate and data paths made absolute.
-setup_chain() {
-	local dir=$RUN/chain port new role
-	[ -x "$ROOT/bin/proxy" ] && [ -x "$ROOT/bin/hyper" ] ||
-		{ echo "chain: bin/proxy or bin/hyper is missing (make all failed?)"; return 1; }
+#   chain_start SETUP BINDIR [YAML]: processes named ROLE (setup chain) or
+#   ROLE-VARIANT (setup chain-VARIANT); YAML is added to the public and
+#   private proxies' settings.
+chain_start() {
+	local s=$1 bin=$2 yaml=${3:-} dir=$RUN/$1 port new role sfx=""
+	[ "$s" = chain ] || sfx=-${s#chain-}
+	[ -x "$bin/proxy" ] && [ -x "$bin/hyper" ] ||
+		{ echo "$s: $bin/proxy or $bin/hyper is missing (make all failed?)"; return 1; }
 	rm -rf "$dir"
 	mkdir -p "$dir/roles" "$dir/directory" "$dir/data"
 	cp -r "$ROOT"/settings/dev/roles/* "$dir/roles/"
@@ -296,48 +307,59 @@ setup_chain() {
 	done
 	find "$dir/roles" "$dir/directory" -type f -exec sed -i "${sed_args[@]}" {} +
 	if grep -rq -e '\$DIR/\.\./\.\./certs' -e ':4433\b' "$dir/roles"; then
-		echo "chain: settings rewrite incomplete"; return 1
+		echo "$s: settings rewrite incomplete"; return 1
 	fi
 	# The memory scenario holds thousands of connections from 127.0.0.1.
 	printf 'public:\n  max_connections_per_source: 0\n' >"$dir/roles/public-proxy-1/900_bench.yml"
-	start_proc public-hyper env HYPER_SETTINGS="$dir/roles/public-proxy-hyper-1" \
-		"$ROOT/bin/hyper" server run
-	start_proc private-hyper env HYPER_SETTINGS="$dir/roles/private-proxy-hyper-1" \
-		"$ROOT/bin/hyper" server run
-	start_proc public-proxy env PROXY_SETTINGS="$dir/roles/public-proxy-1" \
-		"$ROOT/bin/proxy" run public
-	start_proc private-proxy env PROXY_SETTINGS="$dir/roles/private-proxy-1" \
-		"$ROOT/bin/proxy" run private
+	if [ -n "$yaml" ]; then
+		printf 'public:\n%s\n' "$yaml" >"$dir/roles/public-proxy-1/910_variant.yml"
+		printf 'private:\n%s\n' "$yaml" >"$dir/roles/private-proxy-1/910_variant.yml"
+	fi
+	start_proc "public-hyper$sfx" env HYPER_SETTINGS="$dir/roles/public-proxy-hyper-1" \
+		"$bin/hyper" server run
+	start_proc "private-hyper$sfx" env HYPER_SETTINGS="$dir/roles/private-proxy-hyper-1" \
+		"$bin/hyper" server run
+	start_proc "public-proxy$sfx" env PROXY_SETTINGS="$dir/roles/public-proxy-1" \
+		"$bin/proxy" run public
+	start_proc "private-proxy$sfx" env PROXY_SETTINGS="$dir/roles/private-proxy-1" \
+		"$bin/proxy" run private
+	SETUP_PROCS[$s]="public-proxy$sfx public-hyper$sfx private-hyper$sfx private-proxy$sfx internal"
 	for role in public-hyper:5544 private-hyper:7766 public-proxy:4433 private-proxy:8877; do
-		if ! wait_listen "${PID[${role%%:*}]}" "${CHAIN_PORT[${role##*:}]}" 10; then
-			echo "chain: ${role%%:*} did not start; its log:"
-			tail -5 "$RUN/log/${role%%:*}.log"
-			stop_chain
+		if ! wait_listen "${PID[${role%%:*}$sfx]}" "${CHAIN_PORT[${role##*:}]}" 10; then
+			echo "$s: ${role%%:*}$sfx did not start; its log:"
+			tail -5 "$RUN/log/${role%%:*}$sfx.log"
+			stop_setup "$s"
 			return 1
 		fi
 	done
-	SETUP_ADDR[chain]=127.0.0.1:${CHAIN_PORT[4433]}
-	SETUP_PROCS[chain]="public-proxy public-hyper private-hyper private-proxy internal"
+	SETUP_ADDR[$s]=127.0.0.1:${CHAIN_PORT[4433]}
 	# Ready once the announcement went through: a request succeeds end to end.
 	local i
 	for ((i = 0; i < 40; i++)); do
-		"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[chain]}" --requests 1 \
+		"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --requests 1 \
 			--timeout 2 --duration 3 --quiet >/dev/null 2>&1 && return 0
 		sleep 0.5
 	done
-	echo "chain: no request went through within 20 s; logs:"
-	tail -n 3 "$RUN"/log/p*-*.log
-	stop_chain
+	echo "$s: no request went through within 20 s; logs:"
+	tail -n 3 "$RUN"/log/p*-*"$sfx".log
+	stop_setup "$s"
 	return 1
+}
+setup_chain() { chain_start chain "$ROOT/bin"; }
+setup_chain-base() { chain_start chain-base "$RUN/base/bin"; }
+
+# bin/proxy and bin/hyper of BASE_REF, built in $RUN/base from `git archive`.
+build_base() {
+	rm -rf "$RUN/base" && mkdir -p "$RUN/base" &&
+		git -C "$ROOT" archive --format=tar "$BASE_REF" | tar -x -C "$RUN/base" &&
+		make --no-print-directory -s -C "$RUN/base" bin/proxy bin/hyper \
+			>"$RUN/base.make.log" 2>&1 ||
+		{ tail -20 "$RUN/base.make.log"; return 1; }
 }
 
 stop_setup() { # SETUP
 	local n
 	for n in ${SETUP_PROCS[$1]:-}; do [ "$n" = internal ] || stop_proc "$n"; done
-}
-stop_chain() {
-	local n
-	for n in public-proxy private-proxy public-hyper private-hyper; do stop_proc "$n"; done
 }
 
 LG_TLS=(--sni "$SNI" --cacert "$CERTS/root.crt")
@@ -552,12 +574,16 @@ summarize() {
 	        setups.append(r["setup"])
 	    # CPU of the four chain processes per brokered connection, per repetition.
 	    me = r["metric"]
-	    if r["setup"] == "chain" and me.startswith("cpu_us_req.") and me[11:] in CHAIN4:
-	        k = (r["scenario"], r["variant"], r["rep"])
+	    # (Setup chain-X names its processes ROLE-X.)
+	    st = r["setup"]
+	    sfx = "" if st == "chain" else "-" + st[6:]
+	    if st.startswith("chain") and me.startswith("cpu_us_req.") and \
+	            me[11:].endswith(sfx) and me[11:len(me) - len(sfx)] in CHAIN4:
+	        k = (r["scenario"], r["variant"], r["rep"], st)
 	        chain4[k] = chain4.get(k, 0.0) + float(r["value"])
 	c4 = collections.OrderedDict()
-	for (sc, va, rep), v in chain4.items():
-	    c4.setdefault((sc, va, "cpu_us_req.chain4"), collections.OrderedDict()).setdefault("chain", []).append(v)
+	for (sc, va, rep, st), v in chain4.items():
+	    c4.setdefault((sc, va, "cpu_us_req.chain4"), collections.OrderedDict()).setdefault(st, []).append(v)
 	# The sum goes after the last row of its scenario and variant.
 	keys, ordered = list(vals), collections.OrderedDict()
 	for i, k in enumerate(keys):
@@ -637,12 +663,20 @@ summarize() {
 	           max(wrk) <= 4, "none per connection (<= 4)")
 	else:
 	    target("io-wq (iou-wrk) threads of the chain", None, False, "none per connection")
+	# Before/after (--base): the chain against chain-base, within 5 %.
+	for sc, va, me in (("rate", "c25", "req_s"), ("rate", "c25", "cpu_us_req.chain4"),
+	                   ("handshake", "c25", "cpu_us_req.chain4")):
+	    c, b = m(sc, va, me, "chain"), m(sc, va, me, "chain-base")
+	    if b:
+	        target("%s %s %s vs chain-base" % (sc, va, me), "%.3fx (%s vs %s)" % (c / b, fmt(c), fmt(b))
+	               if c is not None else None, c is not None and abs(c / b - 1) <= 0.05,
+	               "within 5 %", [(sc, va, me, "chain")], " vs chain-base")
 	marks = {}
 	for label, cond, value, status, mark, tag in targets:
 	    for k in mark:
 	        marks[k] = (marks[k] + ", " if k in marks else "") + status + tag
 
-	print("%-10s %-7s %-26s %-9s %30s %8s  %s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct", "target"))
+	print("%-10s %-7s %-30s %-10s %30s %8s  %s" % ("scenario", "variant", "metric", "setup", "median [min-max]", "/direct", "target"))
 	for (sc, va, me), per in vals.items():
 	    # The CSV keeps everything; the table skips what says little.
 	    proc = me.split(".", 1)[1] if "." in me else ""
@@ -662,7 +696,7 @@ summarize() {
 	        extra = ""
 	        if me in ("p50_ms", "p99_ms") and d is not None and s != "direct":
 	            extra = "(%+.2f ms) " % (mm - d)
-	        print("%-10s %-7s %-26s %-9s %30s %8s  %s%s" % (sc, va, me, s,
+	        print("%-10s %-7s %-30s %-10s %30s %8s  %s%s" % (sc, va, me, s,
 	              "%s [%s-%s]" % (fmt(mm), fmt(min(v)), fmt(max(v))), ratio, extra,
 	              marks.get((sc, va, me, s), "")))
 	print()
@@ -765,6 +799,10 @@ main() {
 	if [[ " $SETUPS " == *" chain "* ]]; then
 		make --no-print-directory -s all >>"$RUN/make.log" 2>&1 ||
 			log "make all failed: the chain setup will be skipped"
+	fi
+	if [[ " $SETUPS " == *" chain-base "* ]]; then
+		log "building $BASE_REF for chain-base"
+		build_base || { log "building $BASE_REF failed: chain-base will be skipped"; SETUPS=${SETUPS/chain-base/}; }
 	fi
 	log "benchmarks $([ $QUICK = 1 ] && echo quick || echo full), $REPS repetitions, results in $CSV"
 	start_internal || exit 1

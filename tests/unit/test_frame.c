@@ -121,15 +121,33 @@ Test(frame, longest_frame_fits_max)
 
 Test(frame, every_truncation_needs_more)
 {
+	const char *addrs[][2] = {
+		{ "10.0.0.1", "192.0.2.7" }, { "2001:db8::1", "2001:db8::2" },
+		{ "2001:db8::1", "192.0.2.7" },
+	};
+	struct frame_reader r;
 	uint8_t buf[FRAME_MAX];
-	struct frame f;
-	size_t n = v4_frame(buf), used;
+	struct frame f, back;
+	size_t n, used, taken;
 
-	for (size_t len = 0; len < n; len++) {
-		used = 0;
-		cr_assert_eq(frame_decode(buf, len, &f, &used), FRAME_NEED_MORE, "len %zu", len);
-		cr_assert_gt(used, len);
-		cr_assert_leq(used, n, "never asks past the frame (len %zu)", len);
+	for (size_t i = 0; i < sizeof(addrs) / sizeof(addrs[0]); i++) {
+		make_frame(&f, addrs[i][0], 1, addrs[i][1], 2, i == 1 ?
+		    "a-b_c.0123456789.example" : "a.example");
+		n = (size_t)frame_encode(&f, buf, sizeof(buf));
+		for (size_t len = 0; len < n; len++) {
+			used = 0;
+			cr_assert_eq(frame_decode(buf, len, &back, &used), FRAME_NEED_MORE,
+			    "len %zu", len);
+			cr_assert_gt(used, len);
+			cr_assert_leq(used, n, "never asks past the frame (len %zu)", len);
+			/* the reader, given the same prefix, wants more too */
+			frame_reader_init(&r);
+			if (len > 0)
+				cr_assert_eq(frame_reader_feed(&r, buf, len, &taken, &back),
+				    FRAME_NEED_MORE);
+			cr_assert_gt(frame_reader_want(&r), 0);
+		}
+		cr_assert_eq(frame_decode(buf, n, &back, &used), FRAME_OK);
 	}
 }
 

@@ -129,6 +129,9 @@ char	*metrics_render(size_t *lenp);
 struct event_base;
 struct metrics_server;
 
+/* 1 when address looks like "host:port" / "[v6]:port" with a port of
+ * 1-65535 (settings check; the host is resolved at bind). */
+int	 metrics_address_ok(const char *address);
 /* Bind and serve on base (check-before-bind: -1 with "why" in err when the
  * address is bad or in use, nothing left open). */
 struct metrics_server *metrics_server_new(struct event_base *base, const char *address,

@@ -614,6 +614,19 @@ metrics_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa
 	bufferevent_enable(mc->mc_bev, EV_READ);
 }
 
+int
+metrics_address_ok(const char *address)
+{
+	const char *port = strrchr(address, ':');
+	char *end;
+	long n;
+
+	if (port == NULL || port == address || (address[0] == '[' && port[-1] != ']'))
+		return 0;
+	n = strtol(port + 1, &end, 10);
+	return port[1] >= '0' && port[1] <= '9' && *end == '\0' && n >= 1 && n <= 65535;
+}
+
 struct metrics_server *
 metrics_server_new(struct event_base *base, const char *address, double timeout,
     int reuse_port, char *err, size_t errlen)

@@ -2,8 +2,8 @@
  *
  * Settings (HYPER_SETTINGS): name, directory {type: json, settings: {path,
  * poll_interval}}, channels [{name, type, settings}], log_level,
- * stop_timeout, reuse_port, metrics, metrics_timeout.  Each channel type appears at most once; jsonrpc_server is
- * required.  The directory is watched by polling (directory_watch_poll); the
+ * stop_timeout, reuse_port, metrics, metrics_timeout.  Each channel type
+ * appears at most once; jsonrpc_server is required.  The directory is watched by polling (directory_watch_poll); the
  * last good copy stays in use when a file fails to parse. */
 #include <stdio.h>
 #include <stdlib.h>

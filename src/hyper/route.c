@@ -47,12 +47,12 @@ struct route_call {
 /* Counted once per call, where it is logged (route_log).  via: local or
  * peer; method: the method without the operator (label sets capped, see
  * metrics.h); code: "ok" or the JSON-RPC error code. */
-METRIC_COUNTER(m_calls, "hyper_route_calls_total", "Calls routed, by ingress and method.",
+METRIC_COUNTER(m_calls, "route_calls_total", "Calls routed, by ingress and method.",
     "via", "method")
-METRIC_COUNTER(m_outcomes, "hyper_route_outcomes_total",
+METRIC_COUNTER(m_outcomes, "route_outcomes_total",
     "Calls routed, by ingress and outcome (ok or the error code).", "via", "code")
 static const double route_bounds[] = METRIC_LATENCY_BOUNDS;
-METRIC_HISTOGRAM(m_duration, "hyper_route_duration_seconds",
+METRIC_HISTOGRAM(m_duration, "route_duration_seconds",
     "Time from a call's arrival to its answer, by ingress.", route_bounds, "via")
 
 int

@@ -4,8 +4,6 @@
 #include <sys/socket.h>
 
 #include <dirent.h>
-#include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@ VERSION := 0.1.0
 # Debian packages the build, the tests and the demo need.
 DEB_PACKAGES := gcc make pkg-config openssl curl jq parallel procps psmisc iproute2 python3 \
 	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
-	libyaml-dev libssl-dev clang libclang-rt-14-dev
+	libyaml-dev libssl-dev clang libclang-rt-14-dev prometheus
 
 # Debian packages only `make deb` needs; it installs them itself, so that the
 # build and the tests do not wait for them (a removed package whose

@@ -21,6 +21,7 @@ struct control {
 	SSL_CTX                 *ct_client_ctx;
 	struct jsonrpc_server   *ct_server;
 	struct jsonrpc_client   *ct_client;
+	struct metrics_server   *ct_metrics;    /* NULL: the metrics setting is off */
 };
 
 /*
@@ -30,9 +31,9 @@ struct control {
  *                 create the side thread's base and the client (its endpoint
  *                 URL checked); -1 + err ("public.jsonrpc_server.tls:
  *                 certificate_file F: why") is a settings error (exit 2);
- *   control_bind  bind the JSON-RPC server (SO_REUSEPORT only with
- *                 reuse_port); -1 + err is a runtime failure (port in use:
- *                 exit 1);
+ *   control_bind  bind the JSON-RPC server and the metrics listener
+ *                 (SO_REUSEPORT only with reuse_port); -1 + err is a
+ *                 runtime failure (port in use: exit 1);
  *   control_run   start the side thread: the handler runs from now on.
  * After any of them, control_stop() frees what was made.
  */

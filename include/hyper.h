@@ -23,6 +23,7 @@ struct directory_watch;
 struct jsonrpc_server;
 struct jsonrpc_client;
 struct jsonrpc_call;
+struct metrics_server;
 
 /* A listening channel (jsonrpc_server or peer_server). */
 struct hyper_listen_conf {
@@ -44,6 +45,8 @@ struct hyper_conf {
 	double  stop_timeout;          /* grace for in-flight calls on stop */
 	char   *log_level;             /* NULL: keep the current level */
 	int     reuse_port;            /* SO_REUSEPORT on the listeners (hand-over) */
+	char   *metrics;               /* metrics listener host:port, NULL: off */
+	double  metrics_timeout;
 	struct hyper_listen_conf local;  /* jsonrpc_server (required) */
 	struct hyper_listen_conf peer;   /* peer_server */
 	struct {
@@ -88,6 +91,7 @@ struct hyper {
 	struct jsonrpc_server   *h_peer;      /* peer ingress (NULL: none) */
 	struct jsonrpc_client   *h_app;       /* local delivery (NULL: none) */
 	struct hyper_peer       *h_peers;     /* egress pools by target */
+	struct metrics_server   *h_metrics;   /* NULL: off */
 	int                      h_inflight;  /* calls waiting for a reply */
 	int                      h_stopping;
 };

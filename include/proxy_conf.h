@@ -90,6 +90,8 @@ struct proxy_conf {
 	long    pc_pipe_size;
 	long    pc_max_pipes;
 	char   *pc_log_level;
+	char   *pc_metrics_bind;       /* metrics: host:port, NULL: off */
+	double  pc_metrics_timeout;
 
 	char   *pc_rpc_client_url;     /* jsonrpc_client.endpoint */
 	struct tls_conf pc_rpc_client_tls;

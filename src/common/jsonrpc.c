@@ -56,6 +56,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@
 
 #include "jsonrpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define JSONRPC_MAX_HEADERS	(16 * 1024)	/* request/response header bytes */
@@ -81,6 +83,24 @@
 #define JSONRPC_MAX_ID		1024		/* string id length */
 #define JSONRPC_JSON_DEPTH	64		/* nesting limit of a body */
 #define JSONRPC_MAX_CONNS	1024		/* default max_connections */
+
+/* Server: TLS connections accepted within max_connections or refused over
+ * it.  Client: connections opened and open now; calls by method (as sent,
+ * "<operator>.<method>"; label sets capped, see metrics.h) and outcome (ok
+ * or the JSON-RPC error code), and their latency from the call to the
+ * callback. */
+METRIC_COUNTER(m_srv_conns, "jsonrpc_server_connections_total",
+    "JSON-RPC server connections, by result (accepted, refused: max_connections).", "result")
+METRIC_GAUGE(m_srv_open, "jsonrpc_server_connections",
+    "JSON-RPC server connections open within max_connections.")
+METRIC_COUNTER(m_cli_conns, "jsonrpc_client_connections_total",
+    "JSON-RPC client connections opened.")
+METRIC_GAUGE(m_cli_open, "jsonrpc_client_connections", "JSON-RPC client connections open.")
+METRIC_COUNTER(m_cli_calls, "jsonrpc_client_calls_total",
+    "JSON-RPC calls made, by method and outcome (ok or the error code).", "method", "outcome")
+static const double jsonrpc_bounds[] = METRIC_LATENCY_BOUNDS;
+METRIC_HISTOGRAM(m_cli_latency, "jsonrpc_client_call_duration_seconds",
+    "Time from a JSON-RPC call to its answer (or error), by method.", jsonrpc_bounds, "method")
 #define JSONRPC_HANDSHAKE	10.0		/* default handshake_timeout, s */
 #define JSONRPC_WARN_EVERY	10.0		/* s between "over the cap" warnings */
 
@@ -406,8 +426,10 @@ server_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl
 		return;
 	if ((s = sc->sc_server) != NULL) {
 		TAILQ_REMOVE(&s->js_conns, sc, sc_entry);
-		if (!sc->sc_over)
+		if (!sc->sc_over) {
 			s->js_nconn--;
+			metric_dec(&m_srv_open);
+		}
 	}
 	if (sc->sc_deadline != NULL)
 		event_free(sc->sc_deadline);
@@ -460,9 +482,11 @@ server_conn_new(struct jsonrpc_server *s, SSL *ssl)
 		return -1;
 	}
 	TAILQ_INSERT_TAIL(&s->js_conns, sc, sc_entry);
-	if (!sc->sc_over)
+	metric_inc(&m_srv_conns, sc->sc_over ? "refused" : "accepted");
+	if (!sc->sc_over) {
 		s->js_nconn++;
-	else {
+		metric_inc(&m_srv_open);
+	} else {
 		s->js_refused++;
 		t = now_mono();
 		if (s->js_warned == 0 || t - s->js_warned >= JSONRPC_WARN_EVERY) {
@@ -703,6 +727,8 @@ struct rpc_req {
 	int			 rq_httperr;	/* evhttp error, -1 for none */
 	int			 rq_errno;
 	enum rpc_req_state	 rq_state;
+	double			 rq_start;	/* metrics: latency */
+	char			 rq_method[METRIC_LABEL_MAX];
 };
 
 struct jsonrpc_client {
@@ -772,10 +798,19 @@ req_free(struct rpc_req *r)
 static void
 req_deliver(struct rpc_req *r)
 {
-	struct json_object *result = NULL;
+	struct json_object *result = NULL, *code;
+	char outcome[24];
 
 	if (r->rq_error == NULL)
 		json_object_object_get_ex(r->rq_reply, "result", &result);
+	if (r->rq_error == NULL)
+		snprintf(outcome, sizeof(outcome), "ok");
+	else if (json_object_object_get_ex(r->rq_error, "code", &code))
+		snprintf(outcome, sizeof(outcome), "%" PRId64, json_object_get_int64(code));
+	else
+		snprintf(outcome, sizeof(outcome), "unknown");
+	metric_inc(&m_cli_calls, r->rq_method, outcome);
+	metric_observe(&m_cli_latency, now_mono() - r->rq_start, r->rq_method);
 	r->rq_fn(r->rq_arg, result, r->rq_error);
 	req_free(r);
 }
@@ -794,6 +829,7 @@ conn_free(struct rpc_conn *rc)
 	event_free(rc->rc_connect_ev);
 	TAILQ_REMOVE(&c->rc_conns, rc, rc_entry);
 	c->rc_nconns--;
+	metric_dec(&m_cli_open);
 	free(rc);
 }
 
@@ -1092,6 +1128,8 @@ conn_new(struct jsonrpc_client *c)
 	rc->rc_state = CONN_IDLE;
 	TAILQ_INSERT_TAIL(&c->rc_conns, rc, rc_entry);
 	c->rc_nconns++;
+	metric_inc(&m_cli_conns);
+	metric_inc(&m_cli_open);
 	return rc;
 fail:
 	free(rc);
@@ -1283,6 +1321,8 @@ jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 	r->rq_arg = arg;
 	r->rq_id = c->rc_next_id++;
 	r->rq_httperr = -1;
+	r->rq_start = now_mono();
+	snprintf(r->rq_method, sizeof(r->rq_method), "%s", method);
 	o = json_object_new_object();
 	json_object_object_add(o, "jsonrpc", json_object_new_string("2.0"));
 	json_object_object_add(o, "method", json_object_new_string(method));

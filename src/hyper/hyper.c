@@ -2,8 +2,8 @@
  *
  * Settings (HYPER_SETTINGS): name, directory {type: json, settings: {path,
  * poll_interval}}, channels [{name, type, settings}], log_level,
- * stop_timeout, reuse_port.  Each channel type appears at most once; jsonrpc_server is
- * required.  The directory is watched by polling (directory_watch_poll); the
+ * stop_timeout, reuse_port, metrics, metrics_timeout.  Each channel type
+ * appears at most once; jsonrpc_server is required.  The directory is watched by polling (directory_watch_poll); the
  * last good copy stays in use when a file fails to parse. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +16,7 @@
 #include "hyper.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "settings.h"
 #include "tls.h"
 #include "util.h"
@@ -133,6 +134,11 @@ hyper_conf_read(struct json_object *tree, struct hyper_conf *hc, char *err, size
 		cfg_error(&c, "log_level", "expected error, warn, info or debug");
 	cfg_seconds(&c, "stop_timeout", 2, 0, 60, &hc->stop_timeout);
 	cfg_bool(&c, "reuse_port", 0, &hc->reuse_port);
+	cfg_string(&c, "metrics", NULL, 0, &hc->metrics);
+	if (hc->metrics != NULL && !metrics_address_ok(hc->metrics))
+		cfg_error(&c, "metrics", "%s: expected host:port", hc->metrics);
+	cfg_seconds(&c, "metrics_timeout", METRICS_TIMEOUT_DEFAULT, 0.001, 3600,
+	    &hc->metrics_timeout);
 	if (cfg_done(&c) == -1)
 		goto fail;
 	return 0;
@@ -157,6 +163,7 @@ hyper_conf_free(struct hyper_conf *hc)
 	free(hc->name);
 	cfg_strv_free(hc->dir_paths);
 	free(hc->log_level);
+	free(hc->metrics);
 	hyper_listen_conf_free(&hc->local);
 	hyper_listen_conf_free(&hc->peer);
 	free(hc->app.chname);
@@ -326,6 +333,14 @@ hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_er
 	if (hc->peer.set && hyper_listen(h, &hc->peer, h->h_peer_ctx, route_peer,
 	    &h->h_peer, err, errlen) == -1)
 		goto fail;
+	if (hc->metrics != NULL) {
+		if ((h->h_metrics = metrics_server_new(base, hc->metrics, hc->metrics_timeout,
+		    hc->reuse_port, why, sizeof(why))) == NULL) {
+			snprintf(err, errlen, "metrics: cannot listen on %s", why);
+			goto fail;
+		}
+		log_info("metrics listening on %s", hc->metrics);
+	}
 
 	h->h_poll = event_new(base, -1, EV_PERSIST, hyper_poll, h);
 	tv = tv_seconds(hc->dir_poll);
@@ -376,6 +391,7 @@ hyper_free(struct hyper *h)
 		jsonrpc_server_free(h->h_local);
 	if (h->h_peer != NULL)
 		jsonrpc_server_free(h->h_peer);
+	metrics_server_free(h->h_metrics);
 	SSL_CTX_free(h->h_local_ctx);
 	SSL_CTX_free(h->h_peer_ctx);
 	SSL_CTX_free(h->h_app_ctx);

@@ -16,6 +16,7 @@
  *
  * A pending call is a struct route_call: created when the call leaves for
  * the application or a peer, freed when its reply callback runs. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include "hyper.h"
 #include "jsonrpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "tls.h"
 #include "util.h"
 
@@ -41,6 +43,17 @@ struct route_call {
 	const char          *rc_via;     /* "local" or "peer" */
 	double               rc_start;
 };
+
+/* Counted once per call, where it is logged (route_log).  via: local or
+ * peer; method: the method without the operator (label sets capped, see
+ * metrics.h); code: "ok" or the JSON-RPC error code. */
+METRIC_COUNTER(m_calls, "route_calls_total", "Calls routed, by ingress and method.",
+    "via", "method")
+METRIC_COUNTER(m_outcomes, "route_outcomes_total",
+    "Calls routed, by ingress and outcome (ok or the error code).", "via", "code")
+static const double route_bounds[] = METRIC_LATENCY_BOUNDS;
+METRIC_HISTOGRAM(m_duration, "route_duration_seconds",
+    "Time from a call's arrival to its answer, by ingress.", route_bounds, "via")
 
 int
 route_split(const char *full, char *op, size_t oplen, const char **method)
@@ -62,8 +75,19 @@ route_split(const char *full, char *op, size_t oplen, const char **method)
 static void
 route_log(const struct route_call *rc, struct json_object *error)
 {
-	double ms = (now_mono() - rc->rc_start) * 1000.0;
+	double secs = now_mono() - rc->rc_start, ms = secs * 1000.0;
+	struct json_object *code;
+	char codestr[24];
 
+	if (error == NULL)
+		snprintf(codestr, sizeof(codestr), "ok");
+	else if (json_object_object_get_ex(error, "code", &code))
+		snprintf(codestr, sizeof(codestr), "%" PRId64, json_object_get_int64(code));
+	else
+		snprintf(codestr, sizeof(codestr), "unknown");
+	metric_inc(&m_calls, rc->rc_via, rc->rc_method);
+	metric_inc(&m_outcomes, rc->rc_via, codestr);
+	metric_observe(&m_duration, secs, rc->rc_via);
 	if (error == NULL)
 		log_debug("%s call %s -> %s.%s: ok (%.1f ms)", rc->rc_via, rc->rc_caller,
 		    rc->rc_target, rc->rc_method, ms);

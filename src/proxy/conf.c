@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "announce.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "proxyproto.h"
 #include "relay.h"
@@ -308,6 +309,11 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
 		cfg_int(&sec, "pipe_size", 1 << 20, 4096, 1 << 30, &pc->pc_pipe_size);
 		cfg_int(&sec, "max_pipes", 1024, 0, 1 << 20, &pc->pc_max_pipes);
+		cfg_string(&sec, "metrics", NULL, 0, &pc->pc_metrics_bind);
+		if (pc->pc_metrics_bind != NULL && !metrics_address_ok(pc->pc_metrics_bind))
+			cfg_error(&sec, "metrics", "%s: expected host:port", pc->pc_metrics_bind);
+		cfg_seconds(&sec, "metrics_timeout", METRICS_TIMEOUT_DEFAULT, 0.001, 3600,
+		    &pc->pc_metrics_timeout);
 		conf_datastore(&sec, pc);
 		conf_rpc(&sec, pc);
 		cfg_done(&sec);
@@ -347,6 +353,7 @@ proxy_conf_free(struct proxy_conf *pc)
 	free(pc->pc_admin_group);
 	cfg_strv_free(pc->pc_dir_paths);
 	free(pc->pc_log_level);
+	free(pc->pc_metrics_bind);
 	free(pc->pc_rpc_client_url);
 	free(pc->pc_rpc_server_bind);
 	free(pc->pc_rpc_server_path);

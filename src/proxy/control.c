@@ -7,6 +7,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "side.h"
 #include "tls.h"
@@ -88,6 +89,15 @@ control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *err, si
 		return -1;
 	}
 	log_info("JSON-RPC server listening on %s", pc->pc_rpc_server_bind);
+	if (pc->pc_metrics_bind != NULL) {
+		ct->ct_metrics = metrics_server_new(side_base(ct->ct_side), pc->pc_metrics_bind,
+		    pc->pc_metrics_timeout, pc->pc_reuse_port, why, sizeof(why));
+		if (ct->ct_metrics == NULL) {
+			snprintf(err, errlen, "%s.metrics: cannot listen on %s", sec, why);
+			return -1;
+		}
+		log_info("metrics listening on %s", pc->pc_metrics_bind);
+	}
 	return 0;
 }
 
@@ -106,6 +116,8 @@ control_stop(struct control *ct)
 		jsonrpc_client_free(ct->ct_client);
 	if (ct->ct_server)
 		jsonrpc_server_free(ct->ct_server);
+	if (ct->ct_metrics)
+		metrics_server_free(ct->ct_metrics);
 	if (ct->ct_side)
 		side_free(ct->ct_side);
 	if (ct->ct_server_ctx)

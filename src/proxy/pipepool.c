@@ -4,7 +4,15 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "pipepool.h"
+
+/* Gauges move with the pool's own counts (one function per event below). */
+METRIC_GAUGE(m_pipes, "pipes", "Splice pipes that exist, by state (pooled, in_use).", "state")
+METRIC_COUNTER(m_pipes_created, "pipes_created_total", "Pipes created for splice(2).")
+METRIC_COUNTER(m_pipe_refused, "pipes_unavailable_total",
+    "Pipe requests refused, by reason (exhausted: max_pipes; budget: "
+    "F_SETPIPE_SZ refused; error: pipe2 failed).", "reason")
 
 struct pipepool {
 	unsigned	 pp_max;
@@ -39,6 +47,7 @@ pipepool_free(struct pipepool *pp)
 		return;
 	while (pp->pp_npooled > 0) {
 		pp->pp_npooled--;
+		metric_dec(&m_pipes, "pooled");
 		close(pp->pp_fds[pp->pp_npooled][0]);
 		close(pp->pp_fds[pp->pp_npooled][1]);
 	}
@@ -56,20 +65,26 @@ pipepool_get(struct pipepool *pp, int fds[2], size_t *cap)
 		fds[0] = pp->pp_fds[pp->pp_npooled][0];
 		fds[1] = pp->pp_fds[pp->pp_npooled][1];
 		pp->pp_in_use++;
+		metric_dec(&m_pipes, "pooled");
+		metric_inc(&m_pipes, "in_use");
 		*cap = pp->pp_cap;
 		return 0;
 	}
 	if (pp->pp_in_use >= pp->pp_max) {
+		metric_inc(&m_pipe_refused, "exhausted");
 		errno = EAGAIN;
 		return -1;
 	}
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == -1)
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == -1) {
+		metric_inc(&m_pipe_refused, "error");
 		return -1;
+	}
 	if (pp->pp_size) {
 		/* EPERM: the per-user pipe budget is used up (unprivileged);
 		 * a smaller pipe would make splice cost more than copying. */
 		if ((ret = fcntl(fds[1], F_SETPIPE_SZ, (int)pp->pp_size)) == -1) {
 			saved = errno;
+			metric_inc(&m_pipe_refused, saved == EPERM ? "budget" : "error");
 			close(fds[0]);
 			close(fds[1]);
 			errno = saved;
@@ -78,6 +93,8 @@ pipepool_get(struct pipepool *pp, int fds[2], size_t *cap)
 		pp->pp_cap = (size_t)ret;	/* rounded up to a power of two pages */
 	}
 	pp->pp_in_use++;
+	metric_inc(&m_pipes_created);
+	metric_inc(&m_pipes, "in_use");
 	*cap = pp->pp_cap;
 	return 0;
 }
@@ -86,10 +103,12 @@ void
 pipepool_put(struct pipepool *pp, int fds[2], int empty)
 {
 	pp->pp_in_use--;
+	metric_dec(&m_pipes, "in_use");
 	if (empty && pp->pp_npooled < pp->pp_max) {
 		pp->pp_fds[pp->pp_npooled][0] = fds[0];
 		pp->pp_fds[pp->pp_npooled][1] = fds[1];
 		pp->pp_npooled++;
+		metric_inc(&m_pipes, "pooled");
 	} else {
 		close(fds[0]);
 		close(fds[1]);

@@ -48,11 +48,25 @@
 
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "pipepool.h"
 #include "relay.h"
 #include "util.h"
 
 #define RELAY_PUMP_ROUNDS	8	/* pipe fills per event before yielding */
+
+/* Metrics.  Direction "up" is a -> b (client -> private proxy on the public
+ * proxy, public proxy -> internal server on the private one), "down" the
+ * other way; engine "copy" or "splice". */
+METRIC_COUNTER(m_bytes, "relay_bytes_total",
+    "Bytes relayed, by direction (up: towards the internal server) and engine.",
+    "direction", "engine")
+METRIC_GAUGE(m_pairs_active, "relay_pairs_active", "Joined connection pairs being relayed.")
+METRIC_COUNTER(m_pairs, "relay_pairs_total", "Connection pairs joined.")
+METRIC_COUNTER(m_ends, "relay_ends_total", "Relayed pairs ended, by reason.", "reason")
+static const double relay_duration_bounds[] = { 0.01, 0.1, 1, 10, 60, 300, 1800, 3600, 14400 };
+METRIC_HISTOGRAM(m_duration, "relay_pair_duration_seconds",
+    "Lifetime of relayed pairs, join to end.", relay_duration_bounds)
 
 enum dir_mode {
 	DIR_COPY,	/* RECV/SEND through provided buffers */
@@ -123,11 +137,38 @@ struct relay {
 	uint64_t			 r_total;
 	uint64_t			 r_bytes[2];
 	uint64_t			 r_enobufs;
+	int				 r_mbytes[2][2];	/* metric series [dir][splice] */
 };
 
 static void	relay_dir_next(struct relay_dir *);
 static void	relay_pump(struct relay_dir *);
 static void	relay_pair_end(struct relay_pair *, enum relay_reason, int, int);
+
+/* n bytes delivered by d (splice: by the SPLICE engine). */
+static void
+relay_delivered(struct relay_dir *d, int splice, uint64_t n)
+{
+	struct relay *r = d->d_pair->p_relay;
+
+	d->d_bytes += n;
+	r->r_bytes[d->d_idx] += n;
+	metric_add_at(&m_bytes, r->r_mbytes[d->d_idx][splice], (int64_t)n);
+}
+
+static const char *
+relay_reason_label(enum relay_reason reason)
+{
+	switch (reason) {
+	case RELAY_EOF:		return "eof";
+	case RELAY_IDLE:	return "idle";
+	case RELAY_RESET:	return "reset";
+	case RELAY_ERROR:	return "error";
+	case RELAY_CLOSED:	return "closed";
+	case RELAY_SHUTDOWN:	return "shutdown";
+	case RELAY_STALL:	return "stall";
+	}
+	return "other";
+}
 
 void
 relay_settings_default(struct relay_settings *s)
@@ -326,6 +367,7 @@ relay_pair_release(struct relay_pair *p, int rst_side)
 	}
 	TAILQ_REMOVE(&r->r_pairs, p, p_entry);
 	r->r_active--;
+	metric_dec(&m_pairs_active);
 }
 
 static void
@@ -341,6 +383,8 @@ relay_pair_maybe_free(struct relay_pair *p)
 	else if (p->p_reason == RELAY_STALL)
 		rst_side = p->p_err_side;	/* drop what it never read */
 	relay_pair_release(p, rst_side);
+	metric_inc(&m_ends, relay_reason_label(p->p_reason));
+	metric_observe(&m_duration, p->p_end - p->p_start);
 	relay_report_fill(p, &rep);
 	if (p->p_done)
 		p->p_done(&rep, p->p_arg);
@@ -521,8 +565,7 @@ relay_send_cb(struct loop_op *op, int res, unsigned flags)
 	}
 	if (res > 0) {
 		*off += (uint32_t)res;
-		d->d_bytes += (uint64_t)res;
-		r->r_bytes[d->d_idx] += (uint64_t)res;
+		relay_delivered(d, 0, (uint64_t)res);
 		relay_touch(p);
 	}
 	if (res == -EINTR || res == -EAGAIN || (res > 0 && *off < len)) {
@@ -651,8 +694,7 @@ relay_pump(struct relay_dir *d)
 			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n > 0) {
 				d->d_inpipe -= (size_t)n;
-				d->d_bytes += (uint64_t)n;
-				r->r_bytes[d->d_idx] += (uint64_t)n;
+				relay_delivered(d, 1, (uint64_t)n);
 				moved = progress = 1;
 			} else if (n < 0 && errno == EAGAIN) {
 				/* dst send buffer full: wait for POLLOUT. */
@@ -864,6 +906,10 @@ relay_new(struct loop *loop, const struct relay_settings *s)
 		loop_timer_list_init(loop, &r->r_stall, ms ? ms : 1, relay_stall_expire, r);
 		r->r_stall_on = 1;
 	}
+	for (int i = 0; i < 2; i++)
+		for (int k = 0; k < 2; k++)
+			r->r_mbytes[i][k] = metric_series(&m_bytes, METRIC_VALUES_(
+			    i == 0 ? "up" : "down", k ? "splice" : "copy"));
 	/* splice(2) to a socket cannot pass MSG_NOSIGNAL. */
 	signal(SIGPIPE, SIG_IGN);
 	return r;
@@ -934,6 +980,8 @@ relay_join(struct relay *r, int fd_a, int fd_b, const char *name_a, const char *
 	TAILQ_INSERT_HEAD(&r->r_pairs, p, p_entry);
 	r->r_active++;
 	r->r_total++;
+	metric_inc(&m_pairs_active);
+	metric_inc(&m_pairs);
 	if (r->r_idle_on) {
 		p->p_touch_tick = loop_tick(r->r_loop);
 		loop_timer_arm(&r->r_idle, &p->p_idle);

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# metrics.sh - the five processes with the metrics listener on for the four
+# that have one: a bounded load of the seed's curl, every process scraped
+# before and after, `promtool check metrics`, counters moved by at least what
+# the load caused; a non-GET request, an unknown path and a request that never
+# finishes are answered or closed and the processes stay up; a metrics address
+# in use exits 1, a malformed one 2.
+set -u
+cd "$(dirname "$0")/../.."
+root=$PWD
+. tests/e2e/lib.sh
+
+. tests/e2e/five.sh
+five_setup
+declare -A MPORT=()
+for n in public private public-hyper private-hyper; do
+	MPORT[$n]=$(free_port)
+done
+printf 'public:\n  metrics: "127.0.0.1:%s"\n  metrics_timeout: 1\n' "${MPORT[public]}" \
+	>"$S/public-proxy-1/900_metrics.yml"
+printf 'private:\n  metrics: "127.0.0.1:%s"\n' "${MPORT[private]}" \
+	>"$S/private-proxy-1/900_metrics.yml"
+printf 'metrics: "127.0.0.1:%s"\nmetrics_timeout: 1\n' "${MPORT[public-hyper]}" \
+	>"$S/public-proxy-hyper-1/900_metrics.yml"
+printf 'metrics: "127.0.0.1:%s"\n' "${MPORT[private-hyper]}" \
+	>"$S/private-proxy-hyper-1/900_metrics.yml"
+five_start_all
+for n in "${!MPORT[@]}"; do
+	wait_port 127.0.0.1 "${MPORT[$n]}" 10 || true
+done
+
+check "the chain serves within 10 s" serves_within 10
+
+scrape() { # NAME OUT
+	curl -sS --max-time 5 "http://127.0.0.1:${MPORT[$1]}/metrics" >"$2"
+}
+# Sum of the samples of metric NAME whose labels include every k=v given.
+mval() { # FILE NAME [k=v]...
+	python3 - "$@" <<-'EOF'
+	import re, sys
+	f, name, want = sys.argv[1], sys.argv[2], sys.argv[3:]
+	tot = 0.0
+	for line in open(f):
+	    m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line.strip())
+	    if not m or m.group(1) != name:
+	        continue
+	    labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ''))
+	    if all(labels.get(k) == v for k, v in (w.split('=', 1) for w in want)):
+	        tot += float(m.group(4))
+	print(int(tot))
+	EOF
+}
+
+for n in "${!MPORT[@]}"; do
+	scrape "$n" "$E2E_RUN/$n.before"
+done
+
+# The load: 40 requests of the seed's curl, 5 at a time, and one 2 MB download
+# (past splice_threshold, so the relays splice).
+LOAD=40
+DL=2000000
+load() {
+	seq 1 $LOAD | parallel -j 5 curl -sS -o /dev/null -w "'%{http_code} '" --max-time 20 \
+		--cacert "$CA" --resolve "$HOST:$TLS_PORT:127.0.0.1" "$URL/jsonrpc" >"$E2E_RUN/load.txt"
+	local ok
+	ok=$(tr ' ' '\n' <"$E2E_RUN/load.txt" | grep -c '^200$')
+	echo "$ok of $LOAD answered 200"
+	[ "$ok" -eq $LOAD ] || return 1
+	[ "$(c --max-time 30 "$URL/bytes/$DL" | wc -c)" -eq $DL ]
+}
+check "a bounded load of the seed's curl and a 2 MB download succeed" load
+sleep 1	# the relays report a pair when both sides have closed
+
+for n in "${!MPORT[@]}"; do
+	scrape "$n" "$E2E_RUN/$n.after"
+	check "$n: the scrape passes promtool check metrics" \
+		bash -c "promtool check metrics <'$E2E_RUN/$n.after'"
+done
+
+moved() { # NAME METRIC MIN [k=v]...
+	local n=$1 m=$2 min=$3 a b; shift 3
+	b=$(mval "$E2E_RUN/$n.before" "hyper_relay_$m" "$@")
+	a=$(mval "$E2E_RUN/$n.after" "hyper_relay_$m" "$@")
+	echo "$n $m $*: $b -> $a (want +$min)"
+	[ $((a - b)) -ge "$min" ]
+}
+for n in public private; do
+	check "$n: relay_pairs_total moved by the load" moved $n relay_pairs_total $((LOAD + 1))
+	# by reason: mostly eof, a few resets (a side closing with unread bytes)
+	check "$n: relay_ends_total moved by the load" moved $n relay_ends_total $((LOAD + 1))
+	check "$n: relay_bytes_total{direction=down} moved by the download" \
+		moved $n relay_bytes_total $DL direction=down
+	check "$n: the download was spliced" \
+		moved $n relay_bytes_total 1 direction=down engine=splice
+	check "$n: relay_bytes_total{direction=up} moved by the requests" \
+		moved $n relay_bytes_total $((LOAD * 100)) direction=up
+	check "$n: relay_pair_duration_seconds counts every pair" \
+		moved $n relay_pair_duration_seconds_count $((LOAD + 1))
+done
+check "public: incomingConnection calls counted on the JSON-RPC client" \
+	moved public jsonrpc_client_calls_total $((LOAD + 1)) outcome=ok
+check "public-hyper: local route calls per method" \
+	moved public-hyper route_calls_total $((LOAD + 1)) via=local method=incomingConnection
+check "public-hyper: outcomes per code" moved public-hyper route_outcomes_total $((LOAD + 1)) \
+	via=local code=ok
+check "public-hyper: the duration histogram counts every call" \
+	moved public-hyper route_duration_seconds_count $((LOAD + 1)) via=local
+check "private-hyper: peer route calls per method" \
+	moved private-hyper route_calls_total $((LOAD + 1)) via=peer method=incomingConnection
+check "private: open descriptors are reported" \
+	bash -c "[ \$(grep -c '^hyper_relay_open_fds [1-9]' '$E2E_RUN/private.after') -eq 1 ]"
+check "public: pipes are reported" \
+	bash -c "grep -q '^hyper_relay_pipes{state=\"pooled\"} ' '$E2E_RUN/public.after'"
+
+# --- bad requests ------------------------------------------------------------
+status() { # NAME CURL-ARGS... -> prints the HTTP status
+	curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$@"
+}
+for n in public public-hyper; do
+	p=${MPORT[$n]}
+	check "$n: POST /metrics is 405" \
+		bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -X POST http://127.0.0.1:$p/metrics)\" = 405 ]"
+	check "$n: GET /other is 404" \
+		bash -c "[ \"\$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:$p/other)\" = 404 ]"
+	check "$n: HEAD /metrics is 200 without a body" \
+		bash -c "[ \"\$(curl -sS -I -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:$p/metrics)\" = 200 ]"
+	# metrics_timeout is 1 s for these two.
+	check "$n: a request that never finishes is closed after metrics_timeout" \
+		python3 -c "
+import socket, time
+s = socket.create_connection(('127.0.0.1', $p), timeout=10)
+s.sendall(b'GET /metr')
+t = time.time()
+d = s.recv(100)
+el = time.time() - t
+print('closed after %.1f s, got %r' % (el, d))
+assert d == b'' and 0.5 < el < 5"
+done
+check "every process is still up" bash -c "kill -0 ${E2E_PID[public]} ${E2E_PID[private]} \
+${E2E_PID[public-hyper]} ${E2E_PID[private-hyper]}"
+check "the chain still serves" serves_within 5
+
+# --- start-up errors ---------------------------------------------------------
+stop_bg public-hyper
+printf 'metrics: "127.0.0.1:%s"\n' "${MPORT[private-hyper]}" >"$S/public-proxy-hyper-1/900_metrics.yml"
+in_use() {
+	local rc
+	HYPER_SETTINGS=$S/public-proxy-hyper-1 timeout 10 "$BIN/hyper" server run \
+		>"$E2E_RUN/inuse.log" 2>&1
+	rc=$?
+	cat "$E2E_RUN/inuse.log"
+	[ $rc -eq 1 ] && grep -q "metrics: cannot listen on .*address already in use" "$E2E_RUN/inuse.log"
+}
+check "hyper: a metrics address in use exits 1 and says so" in_use
+stop_bg private
+printf 'private:\n  metrics: "nowhere"\n' >"$S/private-proxy-1/900_metrics.yml"
+bad_address() {
+	local rc
+	PROXY_SETTINGS=$S/private-proxy-1 timeout 10 "$BIN/proxy" run private >"$E2E_RUN/bad.log" 2>&1
+	rc=$?
+	cat "$E2E_RUN/bad.log"
+	[ $rc -eq 2 ] && grep -q "metrics: nowhere: expected host:port" "$E2E_RUN/bad.log"
+}
+check "proxy: a malformed metrics address exits 2 and says so" bad_address
+finish

@@ -56,6 +56,17 @@ struct hyper *hyper_new(struct event_base *base, const struct hyper_conf *hc,
 	    int *settings_error, char *err, size_t errlen);
 int  hyper_local_port(const struct hyper *h);
 int  hyper_peer_port(const struct hyper *h);
+/*
+ * Apply new settings nc (read from tree, which names the files in errors) to
+ * connections made from now on: TLS contexts, directory, limits, timeouts.
+ * Live connections keep theirs.  Everything is checked and built before
+ * anything changes: -1 leaves h as it was, with "FILE: KEY: reason" in err
+ * (keys bound to a socket, like bind_address, are refused).  On success h
+ * uses nc from now on (the caller frees the old settings) and changed lists
+ * what changed.
+ */
+int  hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *tree,
+	    char *changed, size_t clen, char *err, size_t errlen);
 /* Stop accepting new calls (they are refused with 503). */
 void hyper_stop(struct hyper *h);
 /* Free everything; pending calls are answered with 502 first. */

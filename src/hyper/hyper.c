@@ -368,17 +368,6 @@ hyper_restart_only(const struct hyper_conf *o, const struct hyper_conf *n,
 	return -1;
 }
 
-/* Leaf fingerprints of a context ("" without a certificate). */
-static void
-hyper_ctx_fp(SSL_CTX *ctx, char fp[65])
-{
-	X509 *leaf = ctx != NULL ? SSL_CTX_get0_certificate(ctx) : NULL;
-
-	fp[0] = '\0';
-	if (leaf != NULL)
-		tls_fingerprint(leaf, fp);
-}
-
 static void
 hyper_changed(char *buf, size_t len, const char *what)
 {
@@ -432,8 +421,8 @@ hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *t
 	}
 
 	for (int i = 0; i < 4; i++) {
-		hyper_ctx_fp(*old[i], a);
-		hyper_ctx_fp(ctx[i], b);
+		tls_ctx_fingerprint(*old[i], a);
+		tls_ctx_fingerprint(ctx[i], b);
 		if (strcmp(a, b) != 0)
 			hyper_changed(changed, clen, names[i]);
 		SSL_CTX_free(*old[i]);

@@ -41,6 +41,11 @@ int  control_init(struct control *ct, const struct proxy_conf *pc, char *err, si
 int  control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *err,
 	     size_t errlen);
 int  control_run(struct control *ct, char *err, size_t errlen);
+/* Reload (side thread, or before control_run): new TLS contexts and client
+ * timeouts from nc for connections made from now on; live ones keep theirs.
+ * -1 + err ("public.jsonrpc_server.tls: ...") changes nothing. */
+int  control_reload(struct control *ct, const struct proxy_conf *nc, char *err,
+	     size_t errlen);
 /* Stop the side thread and free everything (no callbacks afterwards). */
 void control_stop(struct control *ct);
 

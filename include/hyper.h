@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <openssl/ssl.h>
 
+#include "hyper_conf.h"
 #include "tls.h"
 
 struct event_base;
@@ -24,52 +25,6 @@ struct jsonrpc_server;
 struct jsonrpc_client;
 struct jsonrpc_call;
 struct metrics_server;
-
-/* A listening channel (jsonrpc_server or peer_server). */
-struct hyper_listen_conf {
-	int              set;
-	char            *chname;       /* channel name from the settings */
-	char            *bind_address;
-	char            *path;         /* jsonrpc_server only; peers use /jsonrpc */
-	struct tls_conf  tls;
-	long             max_body;     /* request size limit, bytes */
-	double           idle_timeout; /* idle/read timeout of a connection */
-	long             max_connections;   /* served at once */
-	double           handshake_timeout; /* accept to end of TLS handshake */
-};
-
-struct hyper_conf {
-	char   *name;                  /* own operator name */
-	char  **dir_paths;             /* directory.settings.path */
-	double  dir_poll;              /* directory.settings.poll_interval */
-	double  stop_timeout;          /* grace for in-flight calls on stop */
-	char   *log_level;             /* NULL: keep the current level */
-	int     reuse_port;            /* SO_REUSEPORT on the listeners (hand-over) */
-	char   *metrics;               /* metrics listener host:port, NULL: off */
-	double  metrics_timeout;
-	struct hyper_listen_conf local;  /* jsonrpc_server (required) */
-	struct hyper_listen_conf peer;   /* peer_server */
-	struct {
-		int              set;
-		char            *chname;
-		char            *endpoint;
-		struct tls_conf  tls;
-		double           timeout, connect_timeout;
-		long             pool_size;
-	} app;                           /* jsonrpc_client */
-	struct {
-		int              set;
-		char            *chname;
-		struct tls_conf  tls;
-		double           connect_timeout, call_timeout;
-		long             pool_size;
-	} peers;                         /* peer_client */
-};
-
-/* Read and check the whole settings tree strictly.  Returns 0, or -1 with
- * "file: key: reason" in err. */
-int  hyper_conf_read(struct json_object *tree, struct hyper_conf *hc, char *err, size_t errlen);
-void hyper_conf_free(struct hyper_conf *hc);
 
 /* A peer_client connection pool towards one operator. */
 struct hyper_peer {
@@ -103,6 +58,17 @@ struct hyper *hyper_new(struct event_base *base, const struct hyper_conf *hc,
 	    int *settings_error, char *err, size_t errlen);
 int  hyper_local_port(const struct hyper *h);
 int  hyper_peer_port(const struct hyper *h);
+/*
+ * Apply new settings nc (read from tree, which names the files in errors) to
+ * connections made from now on: TLS contexts, directory, limits, timeouts.
+ * Live connections keep theirs.  Everything is checked and built before
+ * anything changes: -1 leaves h as it was, with "FILE: KEY: reason" in err
+ * (keys bound to a socket, like bind_address, are refused).  On success h
+ * uses nc from now on (the caller frees the old settings) and changed lists
+ * what changed.
+ */
+int  hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *tree,
+	    char *changed, size_t clen, char *err, size_t errlen);
 /* Stop accepting new calls (they are refused with 503). */
 void hyper_stop(struct hyper *h);
 /* Free everything; pending calls are answered with 502 first. */

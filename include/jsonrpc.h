@@ -60,6 +60,10 @@ struct jsonrpc_server *jsonrpc_server_new(struct event_base *base,
 	const struct jsonrpc_server_conf *conf, jsonrpc_handler_fn fn, void *arg,
 	char *err, size_t errlen);
 int  jsonrpc_server_port(const struct jsonrpc_server *s);
+/* New settings for connections accepted from now on (context, limits,
+ * timeouts; bind_address, path and reuse_port are ignored).  Live
+ * connections keep theirs.  The context is referenced, not stolen. */
+void jsonrpc_server_update(struct jsonrpc_server *s, const struct jsonrpc_server_conf *conf);
 void jsonrpc_server_free(struct jsonrpc_server *s);
 
 const char         *jsonrpc_call_method(const struct jsonrpc_call *c);
@@ -98,6 +102,10 @@ struct jsonrpc_client *jsonrpc_client_new(struct event_base *base,
  * never from inside this call. */
 void jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 	struct json_object *params, jsonrpc_reply_fn fn, void *arg);
+/* New context, timeouts and pool size (url, server_name and max_body are
+ * ignored).  Calls in flight finish on their connection, which is then
+ * closed; idle connections are closed now.  The context is referenced. */
+void jsonrpc_client_update(struct jsonrpc_client *c, const struct jsonrpc_client_conf *conf);
 /* Cancels pending calls (their callbacks run with 502 "client closed"). */
 void jsonrpc_client_free(struct jsonrpc_client *c);
 

@@ -20,6 +20,9 @@ struct json_object;
 struct json_object *settings_load(const char *pathlist, char *err, size_t errlen);
 /* File a value came from ("?" when unknown). */
 const char *settings_origin(struct json_object *value);
+/* File of the value at a dotted key path ("channels[1].settings.tls"), or of
+ * the deepest part of it that exists. */
+const char *settings_origin_at(struct json_object *tree, const char *path);
 
 #define CFG_MAX_KEYS 64
 struct cfg {

@@ -39,6 +39,8 @@ int  tls_client_prepare(SSL *ssl, const char *server_name);
 
 /* Lower-case hex SHA-256 of the leaf's DER (65 bytes buffer). */
 void tls_fingerprint(X509 *leaf, char out[65]);
+/* The same for the leaf a context presents ("" when it has none). */
+void tls_ctx_fingerprint(SSL_CTX *ctx, char out[65]);
 /* The operator name the leaf is bound to in the directory (SPEC 3.2): a name
  * that is the subject CN or a DNS SAN of leaf AND lists leaf's fingerprint
  * under its certificates.  Returns 0 and fills name, or -1. */

@@ -594,6 +594,27 @@ jsonrpc_server_port(const struct jsonrpc_server *s)
 }
 
 void
+jsonrpc_server_update(struct jsonrpc_server *s, const struct jsonrpc_server_conf *conf)
+{
+	struct timeval tv;
+
+	/* evhttp copies the body limit and the timeout into each connection
+	 * it creates, and server_bev() takes the context per connection: live
+	 * connections keep what they started with. */
+	if (conf->ssl_ctx != NULL && s->js_ssl_ctx != NULL) {
+		SSL_CTX_up_ref(conf->ssl_ctx);
+		SSL_CTX_free(s->js_ssl_ctx);
+		s->js_ssl_ctx = conf->ssl_ctx;
+	}
+	s->js_maxconn = conf->max_connections > 0 ? conf->max_connections : JSONRPC_MAX_CONNS;
+	s->js_handshake = tv_seconds(jsonrpc_default(conf->handshake_timeout, JSONRPC_HANDSHAKE));
+	evhttp_set_max_body_size(s->js_http,
+	    (ev_ssize_t)(conf->max_body > 0 ? conf->max_body : 1024 * 1024));
+	tv = tv_seconds(jsonrpc_default(conf->timeout, 30));
+	evhttp_set_timeout_tv(s->js_http, &tv);
+}
+
+void
 jsonrpc_server_free(struct jsonrpc_server *s)
 {
 	struct jsonrpc_call *c;
@@ -710,6 +731,7 @@ struct rpc_conn {
 	struct rpc_req		*rc_req;	/* in flight, or NULL */
 	enum rpc_conn_state	 rc_state;
 	int			 rc_connected;	/* TCP and TLS handshake done */
+	unsigned		 rc_gen;	/* client settings it was made with */
 };
 
 struct rpc_req {
@@ -742,6 +764,7 @@ struct jsonrpc_client {
 	double			 rc_connect_timeout;
 	double			 rc_call_timeout;
 	int			 rc_pool_size;
+	unsigned		 rc_gen;	/* bumped by jsonrpc_client_update() */
 	size_t			 rc_max_body;
 	int64_t			 rc_next_id;
 	struct event		*rc_run_ev;	/* client_run() */
@@ -1003,8 +1026,9 @@ req_http_done(struct evhttp_request *http, void *arg)
 		return;
 	}
 	rc->rc_connected = 1;
+	/* Made with settings that were replaced since: not reused. */
 	if (rc->rc_state != CONN_DEAD)
-		rc->rc_state = CONN_IDLE;
+		rc->rc_state = rc->rc_gen == rc->rc_client->rc_gen ? CONN_IDLE : CONN_DEAD;
 	in = evhttp_request_get_input_buffer(http);
 	switch (jsonrpc_parse_response((const char *)evbuffer_pullup(in, -1),
 	    evbuffer_get_length(in), r->rq_id, &o, &err)) {
@@ -1074,6 +1098,7 @@ conn_new(struct jsonrpc_client *c)
 	if ((rc = calloc(1, sizeof(*rc))) == NULL)
 		return NULL;
 	rc->rc_client = c;
+	rc->rc_gen = c->rc_gen;
 	if (c->rc_ssl_ctx != NULL) {
 		if ((ssl = SSL_new(c->rc_ssl_ctx)) == NULL)
 			goto fail;
@@ -1356,6 +1381,28 @@ client_destroy(struct jsonrpc_client *c)
 	free(c->rc_uri);
 	free(c->rc_name);
 	free(c);
+}
+
+void
+jsonrpc_client_update(struct jsonrpc_client *c, const struct jsonrpc_client_conf *conf)
+{
+	struct rpc_conn *rc;
+
+	if (conf->ssl_ctx != NULL && c->rc_ssl_ctx != NULL) {
+		SSL_CTX_up_ref(conf->ssl_ctx);
+		SSL_CTX_free(c->rc_ssl_ctx);
+		c->rc_ssl_ctx = conf->ssl_ctx;
+	}
+	c->rc_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
+	c->rc_call_timeout = jsonrpc_default(conf->call_timeout, 10);
+	c->rc_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
+	/* Idle connections go now, busy ones after their reply: the next call
+	 * connects with the new certificate. */
+	c->rc_gen++;
+	TAILQ_FOREACH(rc, &c->rc_conns, rc_entry)
+		if (rc->rc_state == CONN_IDLE)
+			rc->rc_state = CONN_DEAD;
+	client_kick(c);
 }
 
 void

@@ -122,6 +122,41 @@ settings_origin(struct json_object *value)
 	return o != NULL ? o->o_file : "?";
 }
 
+const char *
+settings_origin_at(struct json_object *tree, const char *path)
+{
+	struct json_object *v = tree, *next;
+	const char *p = path;
+	char key[128], *end;
+	size_t n;
+	long i;
+
+	while (*p != '\0' && v != NULL) {
+		n = strcspn(p, ".[");
+		if (n > 0) {
+			if (n >= sizeof(key) || !json_object_is_type(v, json_type_object))
+				break;
+			memcpy(key, p, n);
+			key[n] = '\0';
+			if (!json_object_object_get_ex(v, key, &next))
+				break;
+			v = next;
+			p += n;
+		} else if (*p == '[') {
+			i = strtol(p + 1, &end, 10);
+			p = end;
+			if (*p != ']' || !json_object_is_type(v, json_type_array) || i < 0 ||
+			    (size_t)i >= json_object_array_length(v))
+				break;
+			v = json_object_array_get_idx(v, (size_t)i);
+			p++;
+		}
+		if (*p == '.')
+			p++;
+	}
+	return settings_origin(v);
+}
+
 /* ---- YAML --------------------------------------------------------------- */
 
 static int

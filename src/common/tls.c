@@ -391,3 +391,13 @@ tls_identity(const struct directory *d, X509 *leaf, char *name, size_t len)
 	directory_foreach_fingerprint(d, fp, tls_identity_cb, &ti);
 	return ti.ti_found ? 0 : -1;
 }
+
+void
+tls_ctx_fingerprint(SSL_CTX *ctx, char out[65])
+{
+	X509 *leaf = ctx != NULL ? SSL_CTX_get0_certificate(ctx) : NULL;
+
+	out[0] = '\0';
+	if (leaf != NULL)
+		tls_fingerprint(leaf, out);
+}

@@ -1,10 +1,7 @@
-/* hyper.c - Hyper server settings and lifecycle (SPEC section 3).
- *
- * Settings (HYPER_SETTINGS): name, directory {type: json, settings: {path,
- * poll_interval}}, channels [{name, type, settings}], log_level,
- * stop_timeout, reuse_port, metrics, metrics_timeout.  Each channel type
- * appears at most once; jsonrpc_server is required.  The directory is watched by polling (directory_watch_poll); the
- * last good copy stays in use when a file fails to parse. */
+/* hyper.c - Hyper server lifecycle (SPEC section 3): TLS contexts and
+ * identity hooks, listeners, directory poll, reload.  The settings reader is
+ * hyper_conf.c.  The directory is watched by polling (directory_watch_poll);
+ * the last good copy stays in use when a file fails to parse. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,159 +17,6 @@
 #include "settings.h"
 #include "tls.h"
 #include "util.h"
-
-#define HYPER_MAX_BODY_MIN   1024L
-#define HYPER_MAX_BODY_MAX   (64L << 20)
-
-static int
-hyper_conf_listen(struct cfg *s, struct hyper_listen_conf *l, int with_path)
-{
-	l->set = 1;
-	cfg_string(s, "bind_address", NULL, 1, &l->bind_address);
-	if (with_path) {
-		cfg_string(s, "path", "/jsonrpc", 0, &l->path);
-		if (l->path != NULL && l->path[0] != '/')
-			cfg_error(s, "path", "must start with '/'");
-	}
-	cfg_int(s, "max_body", 1L << 20, HYPER_MAX_BODY_MIN, HYPER_MAX_BODY_MAX, &l->max_body);
-	cfg_seconds(s, "idle_timeout", 30, 0.1, 86400, &l->idle_timeout);
-	cfg_int(s, "max_connections", 1024, 1, 1L << 20, &l->max_connections);
-	cfg_seconds(s, "handshake_timeout", 10, 0.1, 3600, &l->handshake_timeout);
-	return tls_conf_read(s, "tls", 1, &l->tls);
-}
-
-static int
-hyper_conf_channel(struct cfg *c, int i, struct hyper_conf *hc)
-{
-	struct cfg ch, s;
-	char *name = NULL, *type = NULL;
-	char **chname = NULL;
-
-	if (cfg_list_map(c, "channels", i, &ch) == -1)
-		return -1;
-	cfg_string(&ch, "name", NULL, 1, &name);
-	cfg_string(&ch, "type", NULL, 1, &type);
-	if (cfg_section(&ch, "settings", 1, &s) == -1 || type == NULL)
-		goto out;
-	if (strcmp(type, "jsonrpc_server") == 0 && !hc->local.set) {
-		chname = &hc->local.chname;
-		hyper_conf_listen(&s, &hc->local, 1);
-	} else if (strcmp(type, "peer_server") == 0 && !hc->peer.set) {
-		chname = &hc->peer.chname;
-		hyper_conf_listen(&s, &hc->peer, 0);
-	} else if (strcmp(type, "jsonrpc_client") == 0 && !hc->app.set) {
-		chname = &hc->app.chname;
-		hc->app.set = 1;
-		cfg_string(&s, "endpoint", NULL, 1, &hc->app.endpoint);
-		if (hc->app.endpoint != NULL && strncmp(hc->app.endpoint, "https://", 8) != 0 &&
-		    strncmp(hc->app.endpoint, "http://", 7) != 0)
-			cfg_error(&s, "endpoint", "must be an http:// or https:// URL");
-		cfg_seconds(&s, "timeout", 10, 0.001, 3600, &hc->app.timeout);
-		cfg_seconds(&s, "connect_timeout", 2, 0.001, 3600, &hc->app.connect_timeout);
-		cfg_int(&s, "pool_size", 4, 1, 1024, &hc->app.pool_size);
-		tls_conf_read(&s, "tls", 0, &hc->app.tls);
-	} else if (strcmp(type, "peer_client") == 0 && !hc->peers.set) {
-		chname = &hc->peers.chname;
-		hc->peers.set = 1;
-		cfg_seconds(&s, "connect_timeout", 2, 0.001, 3600, &hc->peers.connect_timeout);
-		cfg_seconds(&s, "call_timeout", 10, 0.001, 3600, &hc->peers.call_timeout);
-		cfg_int(&s, "pool_size", 4, 1, 1024, &hc->peers.pool_size);
-		tls_conf_read(&s, "tls", 1, &hc->peers.tls);
-	} else if (strcmp(type, "jsonrpc_server") == 0 || strcmp(type, "peer_server") == 0 ||
-	    strcmp(type, "jsonrpc_client") == 0 || strcmp(type, "peer_client") == 0) {
-		cfg_error(&ch, "type", "a second %s channel is not allowed", type);
-	} else {
-		cfg_error(&ch, "type", "unknown channel type '%s' (expected jsonrpc_server, "
-		    "jsonrpc_client, peer_server or peer_client)", type);
-	}
-	cfg_done(&s);
-out:
-	cfg_done(&ch);
-	free(type);
-	if (chname != NULL) {
-		*chname = name;
-		name = NULL;
-	}
-	free(name);
-	return c->root->failed ? -1 : 0;
-}
-
-int
-hyper_conf_read(struct json_object *tree, struct hyper_conf *hc, char *err, size_t errlen)
-{
-	struct cfg c, d, ds;
-	char *type = NULL;
-	int n;
-
-	memset(hc, 0, sizeof(*hc));
-	if (cfg_root(&c, tree) == -1)
-		goto fail;
-	cfg_string(&c, "name", NULL, 1, &hc->name);
-	if (hc->name != NULL && (hc->name[0] == '\0' || strchr(hc->name, '/') != NULL))
-		cfg_error(&c, "name", "must be a non-empty operator name");
-	if (cfg_section(&c, "directory", 1, &d) == 0) {
-		cfg_string(&d, "type", NULL, 1, &type);
-		if (type != NULL && strcmp(type, "json") != 0)
-			cfg_error(&d, "type", "unknown directory type '%s' (expected json)", type);
-		free(type);
-		if (cfg_section(&d, "settings", 1, &ds) == 0) {
-			cfg_strv(&ds, "path", 1, &hc->dir_paths);
-			cfg_seconds(&ds, "poll_interval", 2, 0.1, 3600, &hc->dir_poll);
-			cfg_done(&ds);
-		}
-		cfg_done(&d);
-	}
-	n = cfg_list_len(&c, "channels");
-	if (n == -1)
-		cfg_error(&c, "channels", "must be a list of {name, type, settings}");
-	for (int i = 0; i < n && !c.root->failed; i++)
-		hyper_conf_channel(&c, i, hc);
-	if (!c.root->failed && !hc->local.set)
-		cfg_error(&c, "channels", "a jsonrpc_server channel is required");
-	cfg_string(&c, "log_level", NULL, 0, &hc->log_level);
-	if (hc->log_level != NULL && log_level_parse(hc->log_level) == -1)
-		cfg_error(&c, "log_level", "expected error, warn, info or debug");
-	cfg_seconds(&c, "stop_timeout", 2, 0, 60, &hc->stop_timeout);
-	cfg_bool(&c, "reuse_port", 0, &hc->reuse_port);
-	cfg_string(&c, "metrics", NULL, 0, &hc->metrics);
-	if (hc->metrics != NULL && !metrics_address_ok(hc->metrics))
-		cfg_error(&c, "metrics", "%s: expected host:port", hc->metrics);
-	cfg_seconds(&c, "metrics_timeout", METRICS_TIMEOUT_DEFAULT, 0.001, 3600,
-	    &hc->metrics_timeout);
-	if (cfg_done(&c) == -1)
-		goto fail;
-	return 0;
-fail:
-	snprintf(err, errlen, "%s", cfg_errstr(&c));
-	hyper_conf_free(hc);
-	return -1;
-}
-
-static void
-hyper_listen_conf_free(struct hyper_listen_conf *l)
-{
-	free(l->chname);
-	free(l->bind_address);
-	free(l->path);
-	tls_conf_free(&l->tls);
-}
-
-void
-hyper_conf_free(struct hyper_conf *hc)
-{
-	free(hc->name);
-	cfg_strv_free(hc->dir_paths);
-	free(hc->log_level);
-	free(hc->metrics);
-	hyper_listen_conf_free(&hc->local);
-	hyper_listen_conf_free(&hc->peer);
-	free(hc->app.chname);
-	free(hc->app.endpoint);
-	tls_conf_free(&hc->app.tls);
-	free(hc->peers.chname);
-	tls_conf_free(&hc->peers.tls);
-	memset(hc, 0, sizeof(*hc));
-}
 
 /* Local ingress (SPEC 3.2 fix): only a certificate bound to our own name.
  * Checked in the handshake and again for every request (route_local). */
@@ -236,6 +80,21 @@ hyper_poll(evutil_socket_t fd, short ev, void *arg)
 	log_info("directory reloaded");
 }
 
+static void
+hyper_server_conf(const struct hyper *h, const struct hyper_listen_conf *l, SSL_CTX *ctx,
+    struct jsonrpc_server_conf *sc)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->bind_address = l->bind_address;
+	sc->path = l->path != NULL ? l->path : "/jsonrpc";
+	sc->ssl_ctx = ctx;
+	sc->max_body = (size_t)l->max_body;
+	sc->timeout = l->idle_timeout;
+	sc->reuse_port = h->h_conf->reuse_port;
+	sc->max_connections = (int)l->max_connections;
+	sc->handshake_timeout = l->handshake_timeout;
+}
+
 static int
 hyper_listen(struct hyper *h, const struct hyper_listen_conf *l, SSL_CTX *ctx,
     jsonrpc_handler_fn fn, struct jsonrpc_server **out, char *err, size_t errlen)
@@ -243,15 +102,7 @@ hyper_listen(struct hyper *h, const struct hyper_listen_conf *l, SSL_CTX *ctx,
 	struct jsonrpc_server_conf sc;
 	char why[256];
 
-	memset(&sc, 0, sizeof(sc));
-	sc.bind_address = l->bind_address;
-	sc.path = l->path != NULL ? l->path : "/jsonrpc";
-	sc.ssl_ctx = ctx;
-	sc.max_body = (size_t)l->max_body;
-	sc.timeout = l->idle_timeout;
-	sc.reuse_port = h->h_conf->reuse_port;
-	sc.max_connections = (int)l->max_connections;
-	sc.handshake_timeout = l->handshake_timeout;
+	hyper_server_conf(h, l, ctx, &sc);
 	*out = jsonrpc_server_new(h->h_base, &sc, fn, h, why, sizeof(why));
 	if (*out == NULL) {
 		snprintf(err, errlen, "channel %s: bind_address: cannot listen on %s", l->chname,
@@ -262,6 +113,52 @@ hyper_listen(struct hyper *h, const struct hyper_listen_conf *l, SSL_CTX *ctx,
 	return 0;
 }
 
+static void
+hyper_app_conf(const struct hyper_conf *hc, SSL_CTX *ctx, struct jsonrpc_client_conf *cc)
+{
+	memset(cc, 0, sizeof(*cc));
+	cc->url = hc->app.endpoint;
+	cc->ssl_ctx = ctx;
+	cc->server_name = hc->app.tls.server_name;
+	cc->connect_timeout = hc->app.connect_timeout;
+	cc->call_timeout = hc->app.timeout;
+	cc->pool_size = (int)hc->app.pool_size;
+}
+
+/* The four TLS contexts of hc; a NULL slot for a channel that is not set. */
+static int
+hyper_contexts(struct hyper *h, const struct hyper_conf *hc, SSL_CTX *ctx[4],
+    const char **chname, char *err, size_t errlen)
+{
+	char why[512];
+
+	ctx[0] = ctx[1] = ctx[2] = ctx[3] = NULL;
+	*chname = hc->local.chname;
+	if ((ctx[0] = tls_server_ctx(&hc->local.tls, hyper_identity_local, h,
+	    why, sizeof(why))) == NULL)
+		goto fail;
+	*chname = hc->peer.chname;
+	if (hc->peer.set && (ctx[1] = tls_server_ctx(&hc->peer.tls,
+	    hyper_identity_peer, h, why, sizeof(why))) == NULL)
+		goto fail;
+	*chname = hc->app.chname;
+	if (hc->app.set && strncmp(hc->app.endpoint, "https://", 8) == 0 &&
+	    (ctx[2] = tls_client_ctx(&hc->app.tls, why, sizeof(why))) == NULL)
+		goto fail;
+	*chname = hc->peers.chname;
+	if (hc->peers.set) {
+		if ((ctx[3] = tls_client_ctx(&hc->peers.tls, why, sizeof(why))) == NULL)
+			goto fail;
+		SSL_CTX_set_cert_verify_callback(ctx[3], hyper_verify_peer_server, h);
+	}
+	return 0;
+fail:
+	snprintf(err, errlen, "%s", why);
+	for (int i = 0; i < 4; i++)
+		SSL_CTX_free(ctx[i]);
+	return -1;
+}
+
 struct hyper *
 hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_error,
     char *err, size_t errlen)
@@ -269,6 +166,8 @@ hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_er
 	struct hyper *h;
 	struct jsonrpc_client_conf cc;
 	struct timeval tv;
+	SSL_CTX *ctx[4];
+	const char *chname;
 	char why[512];
 
 	*settings_error = 1;
@@ -290,36 +189,16 @@ hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_er
 		    "refused until it is", h->h_name);
 
 	/* TLS contexts first: a bad certificate is a settings error. */
-	if ((h->h_local_ctx = tls_server_ctx(&hc->local.tls, hyper_identity_local, h,
-	    why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "channel %s: tls: %s", hc->local.chname, why);
+	if (hyper_contexts(h, hc, ctx, &chname, why, sizeof(why)) == -1) {
+		snprintf(err, errlen, "channel %s: tls: %s", chname, why);
 		goto fail;
 	}
-	if (hc->peer.set && (h->h_peer_ctx = tls_server_ctx(&hc->peer.tls,
-	    hyper_identity_peer, h, why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "channel %s: tls: %s", hc->peer.chname, why);
-		goto fail;
-	}
-	if (hc->app.set && strncmp(hc->app.endpoint, "https://", 8) == 0 &&
-	    (h->h_app_ctx = tls_client_ctx(&hc->app.tls, why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "channel %s: tls: %s", hc->app.chname, why);
-		goto fail;
-	}
-	if (hc->peers.set) {
-		if ((h->h_peers_ctx = tls_client_ctx(&hc->peers.tls, why, sizeof(why))) == NULL) {
-			snprintf(err, errlen, "channel %s: tls: %s", hc->peers.chname, why);
-			goto fail;
-		}
-		SSL_CTX_set_cert_verify_callback(h->h_peers_ctx, hyper_verify_peer_server, h);
-	}
+	h->h_local_ctx = ctx[0];
+	h->h_peer_ctx = ctx[1];
+	h->h_app_ctx = ctx[2];
+	h->h_peers_ctx = ctx[3];
 	if (hc->app.set) {
-		memset(&cc, 0, sizeof(cc));
-		cc.url = hc->app.endpoint;
-		cc.ssl_ctx = h->h_app_ctx;
-		cc.server_name = hc->app.tls.server_name;
-		cc.connect_timeout = hc->app.connect_timeout;
-		cc.call_timeout = hc->app.timeout;
-		cc.pool_size = (int)hc->app.pool_size;
+		hyper_app_conf(hc, h->h_app_ctx, &cc);
 		if ((h->h_app = jsonrpc_client_new(base, &cc, why, sizeof(why))) == NULL) {
 			snprintf(err, errlen, "channel %s: %s", hc->app.chname, why);
 			goto fail;
@@ -401,4 +280,220 @@ hyper_free(struct hyper *h)
 	if (h->h_watch != NULL)
 		directory_watch_free(h->h_watch);
 	free(h);
+}
+
+/* ---- reload (SIGHUP) ---- */
+
+static int
+hyper_streq(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int
+hyper_strveq(char *const *a, char *const *b)
+{
+	for (; a != NULL && b != NULL && *a != NULL && *b != NULL; a++, b++)
+		if (strcmp(*a, *b) != 0)
+			return 0;
+	return (a == NULL || *a == NULL) && (b == NULL || *b == NULL);
+}
+
+/* "channels[i]" of the channel named chname in tree ("channels" when gone). */
+static void
+hyper_channel_key(struct json_object *tree, const char *chname, char *out, size_t len)
+{
+	struct json_object *list, *ch, *name;
+	size_t n;
+
+	snprintf(out, len, "channels");
+	if (chname == NULL || !json_object_object_get_ex(tree, "channels", &list) ||
+	    !json_object_is_type(list, json_type_array))
+		return;
+	n = json_object_array_length(list);
+	for (size_t i = 0; i < n; i++) {
+		ch = json_object_array_get_idx(list, i);
+		if (json_object_object_get_ex(ch, "name", &name) &&
+		    json_object_is_type(name, json_type_string) &&
+		    strcmp(json_object_get_string(name), chname) == 0) {
+			snprintf(out, len, "channels[%zu]", i);
+			return;
+		}
+	}
+}
+
+/* "FILE: KEY: reason" for a channel's key (sub may be NULL: the channel). */
+static void
+hyper_reload_error(struct json_object *tree, const char *chname, const char *sub,
+    const char *why, char *err, size_t errlen)
+{
+	char key[300], ch[64];
+
+	hyper_channel_key(tree, chname, ch, sizeof(ch));
+	if (sub != NULL)
+		snprintf(key, sizeof(key), "%s.settings.%s", ch, sub);
+	else
+		snprintf(key, sizeof(key), "%s", ch);
+	snprintf(err, errlen, "%s: %s: %s", settings_origin_at(tree, key), key, why);
+}
+
+/* Keys bound to a socket or to the process: refused with the key named. */
+static int
+hyper_restart_only(const struct hyper_conf *o, const struct hyper_conf *n,
+    struct json_object *tree, char *err, size_t errlen)
+{
+	const char *key = NULL, *ch = NULL, *sub = NULL;
+	char why[128];
+
+	if (!hyper_streq(o->name, n->name))
+		key = "name";
+	else if (o->reuse_port != n->reuse_port)
+		key = "reuse_port";
+	else if (!hyper_streq(o->metrics, n->metrics))
+		key = "metrics";
+	else if (!hyper_streq(o->local.bind_address, n->local.bind_address))
+		ch = n->local.chname, sub = "bind_address";
+	else if (!hyper_streq(o->local.path, n->local.path))
+		ch = n->local.chname, sub = "path";
+	else if (o->peer.set != n->peer.set)
+		ch = n->peer.set ? n->peer.chname : o->peer.chname;
+	else if (n->peer.set && !hyper_streq(o->peer.bind_address, n->peer.bind_address))
+		ch = n->peer.chname, sub = "bind_address";
+	else if (o->app.set != n->app.set)
+		ch = n->app.set ? n->app.chname : o->app.chname;
+	else if (n->app.set && !hyper_streq(o->app.endpoint, n->app.endpoint))
+		ch = n->app.chname, sub = "endpoint";
+	else if (n->app.set && !hyper_streq(o->app.tls.server_name, n->app.tls.server_name))
+		ch = n->app.chname, sub = "tls.server_name";
+	else if (o->peers.set != n->peers.set)
+		ch = n->peers.set ? n->peers.chname : o->peers.chname;
+	else
+		return 0;
+	if (key != NULL) {
+		snprintf(err, errlen, "%s: %s: cannot change without a restart",
+		    settings_origin_at(tree, key), key);
+		return -1;
+	}
+	snprintf(why, sizeof(why), "%s without a restart", sub != NULL ?
+	    "cannot change" : "cannot add or remove a channel");
+	hyper_reload_error(tree, ch, sub, why, err, errlen);
+	return -1;
+}
+
+static void
+hyper_changed(char *buf, size_t len, const char *what)
+{
+	size_t n = strlen(buf);
+
+	snprintf(buf + n, len - n, "%s%s", n > 0 ? ", " : "", what);
+}
+
+static int
+hyper_listen_limits_eq(const struct hyper_listen_conf *a, const struct hyper_listen_conf *b)
+{
+	return a->max_body == b->max_body && a->idle_timeout == b->idle_timeout &&
+	    a->max_connections == b->max_connections &&
+	    a->handshake_timeout == b->handshake_timeout;
+}
+
+int
+hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *tree,
+    char *changed, size_t clen, char *err, size_t errlen)
+{
+	const struct hyper_conf *oc = h->h_conf;
+	struct directory_watch *watch = NULL;
+	struct jsonrpc_server_conf sc;
+	struct jsonrpc_client_conf cc;
+	struct hyper_peer *hp;
+	struct timeval tv;
+	SSL_CTX *ctx[4], **old[4] = { &h->h_local_ctx, &h->h_peer_ctx, &h->h_app_ctx,
+	    &h->h_peers_ctx };
+	static const char *names[4] = { "jsonrpc_server certificate",
+	    "peer_server certificate", "jsonrpc_client certificate",
+	    "peer_client certificate" };
+	const char *chname;
+	char why[512], a[65], b[65];
+
+	changed[0] = '\0';
+	if (hyper_restart_only(oc, nc, tree, err, errlen) == -1)
+		return -1;
+	/* Everything that can fail first; nothing is applied until all of it
+	 * is ready. */
+	if (!hyper_strveq(oc->dir_paths, nc->dir_paths) &&
+	    (watch = directory_watch_new(nc->dir_paths, why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "%s: directory.settings.path: %s",
+		    settings_origin_at(tree, "directory.settings.path"), why);
+		return -1;
+	}
+	if (hyper_contexts(h, nc, ctx, &chname, why, sizeof(why)) == -1) {
+		hyper_reload_error(tree, chname, "tls", why, err, errlen);
+		if (watch != NULL)
+			directory_watch_free(watch);
+		return -1;
+	}
+
+	for (int i = 0; i < 4; i++) {
+		tls_ctx_fingerprint(*old[i], a);
+		tls_ctx_fingerprint(ctx[i], b);
+		if (strcmp(a, b) != 0)
+			hyper_changed(changed, clen, names[i]);
+		SSL_CTX_free(*old[i]);
+		*old[i] = ctx[i];
+	}
+	h->h_conf = nc;
+	h->h_name = nc->name;
+	if (watch != NULL) {
+		directory_watch_free(h->h_watch);
+		h->h_watch = watch;
+		directory_unref(h->h_dir);
+		h->h_dir = directory_watch_get(h->h_watch);
+		hyper_changed(changed, clen, "directory.settings.path");
+	} else if (directory_watch_poll(h->h_watch) == 1) {
+		/* Permissions and groups live in the directory: read now. */
+		directory_unref(h->h_dir);
+		h->h_dir = directory_watch_get(h->h_watch);
+		hyper_changed(changed, clen, "directory");
+	}
+	if (oc->dir_poll != nc->dir_poll) {
+		tv = tv_seconds(nc->dir_poll);
+		event_add(h->h_poll, &tv);
+		hyper_changed(changed, clen, "directory.settings.poll_interval");
+	}
+	hyper_server_conf(h, &nc->local, h->h_local_ctx, &sc);
+	jsonrpc_server_update(h->h_local, &sc);
+	if (!hyper_listen_limits_eq(&oc->local, &nc->local))
+		hyper_changed(changed, clen, "jsonrpc_server limits");
+	if (h->h_peer != NULL) {
+		hyper_server_conf(h, &nc->peer, h->h_peer_ctx, &sc);
+		jsonrpc_server_update(h->h_peer, &sc);
+		if (!hyper_listen_limits_eq(&oc->peer, &nc->peer))
+			hyper_changed(changed, clen, "peer_server limits");
+	}
+	if (h->h_app != NULL) {
+		hyper_app_conf(nc, h->h_app_ctx, &cc);
+		jsonrpc_client_update(h->h_app, &cc);
+		if (oc->app.timeout != nc->app.timeout ||
+		    oc->app.connect_timeout != nc->app.connect_timeout ||
+		    oc->app.pool_size != nc->app.pool_size)
+			hyper_changed(changed, clen, "jsonrpc_client timeouts");
+	}
+	for (hp = h->h_peers; hp != NULL; hp = hp->hp_next) {
+		memset(&cc, 0, sizeof(cc));
+		cc.ssl_ctx = h->h_peers_ctx;
+		cc.connect_timeout = nc->peers.connect_timeout;
+		cc.call_timeout = nc->peers.call_timeout;
+		cc.pool_size = (int)nc->peers.pool_size;
+		jsonrpc_client_update(hp->hp_client, &cc);
+	}
+	if (nc->peers.set && (oc->peers.connect_timeout != nc->peers.connect_timeout ||
+	    oc->peers.call_timeout != nc->peers.call_timeout ||
+	    oc->peers.pool_size != nc->peers.pool_size))
+		hyper_changed(changed, clen, "peer_client timeouts");
+	if (oc->stop_timeout != nc->stop_timeout)
+		hyper_changed(changed, clen, "stop_timeout");
+	if (!hyper_streq(oc->log_level, nc->log_level))
+		hyper_changed(changed, clen, "log_level");
+	if (changed[0] == '\0')
+		snprintf(changed, clen, "nothing changed");
+	return 0;
 }

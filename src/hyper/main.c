@@ -22,6 +22,8 @@
 
 #define CALL_TIMEOUT_DEFAULT 15.0
 #define STOP_CHECK_USEC      50000
+/* Reloads at most this often; SIGHUPs in between coalesce into one. */
+#define RELOAD_MIN_INTERVAL  0.5
 
 static void
 usage(FILE *f)
@@ -32,7 +34,8 @@ usage(FILE *f)
 	    "       hyper --help | --version\n"
 	    "\n"
 	    "Settings are read from HYPER_SETTINGS (colon-separated files and folders).\n"
-	    "server run   route JSON-RPC calls between operators (stops on SIGINT/SIGTERM)\n"
+	    "server run   route JSON-RPC calls between operators (stops on SIGINT/SIGTERM,\n"
+	    "             re-reads the settings on SIGHUP)\n"
 	    "call         post one call to the local Hyper server's jsonrpc_server channel\n"
 	    "             with the operator's own certificate; prints the result (exit 0)\n"
 	    "             or the error (stderr, exit 1); JSON must be a strict JSON object\n"
@@ -68,9 +71,13 @@ load_settings(struct hyper_conf *hc)
 struct server_state {
 	struct event_base *base;
 	struct hyper      *hyper;
+	struct hyper_conf *conf;       /* the settings h uses */
 	struct event      *check;
+	struct event      *reload;     /* timer: the next reload */
 	double             deadline;
+	double             reloaded;   /* monotonic time of the last reload */
 	int                signals;
+	int                loglevel;   /* --log-level, -1 when not given */
 };
 
 static void
@@ -105,41 +112,102 @@ server_signal(evutil_socket_t sig, short ev, void *arg)
 		event_base_loopexit(st->base, NULL);
 }
 
+/* Re-read HYPER_SETTINGS; the old settings stay on any error. */
+static void
+server_reload(evutil_socket_t fd, short ev, void *arg)
+{
+	struct server_state *st = arg;
+	struct json_object *tree;
+	struct hyper_conf *hc;
+	const char *paths = getenv("HYPER_SETTINGS");
+	char err[1024], changed[512];
+
+	st->reloaded = now_mono();
+	if (st->hyper->h_stopping)
+		return;
+	if ((hc = calloc(1, sizeof(*hc))) == NULL) {
+		log_warnx("reload failed, keeping the old settings: out of memory");
+		return;
+	}
+	if ((tree = settings_load(paths, err, sizeof(err))) == NULL ||
+	    hyper_conf_read(tree, hc, err, sizeof(err)) == -1 ||
+	    hyper_reload(st->hyper, hc, tree, changed, sizeof(changed), err,
+	    sizeof(err)) == -1) {
+		log_warnx("reload failed, keeping the old settings: %s", err);
+		hyper_conf_free(hc);
+		free(hc);
+	} else {
+		if (st->loglevel == -1 && hc->log_level != NULL)
+			log_init("hyper", (enum log_level)log_level_parse(hc->log_level));
+		hyper_conf_free(st->conf);
+		free(st->conf);
+		st->conf = hc;
+		log_info("reloaded settings: %s", changed);
+	}
+	if (tree != NULL)
+		json_object_put(tree);
+}
+
+/* SIGHUP: one reload soon; a storm of them is one reload per interval. */
+static void
+server_hup(evutil_socket_t sig, short ev, void *arg)
+{
+	struct server_state *st = arg;
+	struct timeval tv;
+	double wait;
+
+	if (evtimer_pending(st->reload, NULL))
+		return;
+	wait = st->reloaded + RELOAD_MIN_INTERVAL - now_mono();
+	tv = tv_seconds(wait > 0 ? wait : 0);
+	evtimer_add(st->reload, &tv);
+}
+
 static int
 server_run(int loglevel)
 {
-	struct hyper_conf hc;
+	struct hyper_conf *hc;
 	struct json_object *tree;
 	struct server_state st;
-	struct event *sigint, *sigterm;
+	struct event *sigint, *sigterm, *sighup;
 	char err[1024];
 	int settings_error;
 
-	tree = load_settings(&hc);
-	if (loglevel == -1 && hc.log_level != NULL)
-		log_init("hyper", (enum log_level)log_level_parse(hc.log_level));
+	if ((hc = calloc(1, sizeof(*hc))) == NULL)
+		fatalx("out of memory");
+	tree = load_settings(hc);
+	if (loglevel == -1 && hc->log_level != NULL)
+		log_init("hyper", (enum log_level)log_level_parse(hc->log_level));
 	/* A peer closing mid-write must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
 	memset(&st, 0, sizeof(st));
+	st.conf = hc;
+	st.loglevel = loglevel;
 	if ((st.base = jsonrpc_base_new()) == NULL)
 		fatalx("cannot create the event loop");
-	if ((st.hyper = hyper_new(st.base, &hc, &settings_error, err, sizeof(err))) == NULL) {
+	if ((st.hyper = hyper_new(st.base, hc, &settings_error, err, sizeof(err))) == NULL) {
 		log_errorx("%s%s", settings_error ? "settings: " : "", err);
 		exit(settings_error ? 2 : 1);
 	}
 	sigint = evsignal_new(st.base, SIGINT, server_signal, &st);
 	sigterm = evsignal_new(st.base, SIGTERM, server_signal, &st);
-	if (sigint == NULL || sigterm == NULL || evsignal_add(sigint, NULL) == -1 ||
-	    evsignal_add(sigterm, NULL) == -1)
+	sighup = evsignal_new(st.base, SIGHUP, server_hup, &st);
+	st.reload = evtimer_new(st.base, server_reload, &st);
+	if (sigint == NULL || sigterm == NULL || sighup == NULL || st.reload == NULL ||
+	    evsignal_add(sigint, NULL) == -1 || evsignal_add(sigterm, NULL) == -1 ||
+	    evsignal_add(sighup, NULL) == -1)
 		fatalx("cannot install signal handlers");
 	event_base_dispatch(st.base);
 	hyper_free(st.hyper);
 	if (st.check != NULL)
 		event_free(st.check);
+	event_free(st.reload);
 	event_free(sigint);
 	event_free(sigterm);
+	event_free(sighup);
 	event_base_free(st.base);
-	hyper_conf_free(&hc);
+	hyper_conf_free(st.conf);
+	free(st.conf);
 	json_object_put(tree);
 	log_info("stopped");
 	return 0;

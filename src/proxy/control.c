@@ -107,6 +107,45 @@ control_run(struct control *ct, char *err, size_t errlen)
 	return side_start(ct->ct_side, err, errlen);
 }
 
+int
+control_reload(struct control *ct, const struct proxy_conf *nc, char *err, size_t errlen)
+{
+	const struct proxy_conf *pc = ct->ct_conf;
+	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
+	struct jsonrpc_server_conf sc;
+	struct jsonrpc_client_conf cc;
+	SSL_CTX *server, *client;
+	char why[512];
+
+	/* The identity hook keeps the live settings: the name cannot change. */
+	server = tls_server_ctx(&nc->pc_rpc_server_tls, control_identity,
+	    (void *)(uintptr_t)pc, why, sizeof(why));
+	if (server == NULL) {
+		snprintf(err, errlen, "%s.jsonrpc_server.tls: %s", sec, why);
+		return -1;
+	}
+	if ((client = tls_client_ctx(&nc->pc_rpc_client_tls, why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "%s.jsonrpc_client.tls: %s", sec, why);
+		SSL_CTX_free(server);
+		return -1;
+	}
+	memset(&sc, 0, sizeof(sc));
+	sc.ssl_ctx = server;
+	if (ct->ct_server != NULL)
+		jsonrpc_server_update(ct->ct_server, &sc);
+	memset(&cc, 0, sizeof(cc));
+	cc.ssl_ctx = client;
+	cc.connect_timeout = nc->pc_rpc_connect_timeout;
+	cc.call_timeout = nc->pc_rpc_timeout;
+	cc.pool_size = 4;
+	jsonrpc_client_update(ct->ct_client, &cc);
+	SSL_CTX_free(ct->ct_server_ctx);
+	SSL_CTX_free(ct->ct_client_ctx);
+	ct->ct_server_ctx = server;
+	ct->ct_client_ctx = client;
+	return 0;
+}
+
 void
 control_stop(struct control *ct)
 {

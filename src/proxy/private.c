@@ -68,6 +68,7 @@
 #include "proxy_conf.h"
 #include "proxyproto.h"
 #include "relay.h"
+#include "reload.h"
 #include "side.h"
 #include "util.h"
 
@@ -1316,6 +1317,7 @@ private_run(struct proxy_conf *pc)
 	loop_op_init(&pv.pv_sigop, private_signal);
 	loop_op_init(&pv.pv_drainop, private_drain_timeout);
 	loop_poll(pv.pv_loop, &pv.pv_sigop, pv.pv_sigfd, POLLIN, 0);
+	reload_init(&pv.pv_ctl, pv.pv_loop, pc, &(struct reload_role){ NULL });	/* reload: role apply hook */
 
 	if (control_run(&pv.pv_ctl, err, sizeof(err)) < 0) {
 		log_errorx("%s", err);

@@ -57,6 +57,7 @@
 #include "ratelimit.h"
 #include "srccap.h"
 #include "relay.h"
+#include "reload.h"
 #include "side.h"
 #include "sni.h"
 #include "token.h"
@@ -1654,6 +1655,7 @@ public_run(struct proxy_conf *pc)
 	public_listen(p, &p->p_data_listener, data_fd, pc->pc_data_bind, "data listener",
 	    public_data_accept);
 	tls_fd = data_fd = -1;          /* the listeners own them now */
+	reload_init(&p->p_ctl, p->p_loop, pc, &(struct reload_role){ &p->p_hello_timers, &p->p_park_timers, &p->p_token_timers, &p->p_limits, &p->p_data_limits });	/* reload: role apply hook */
 	if (control_run(&p->p_ctl, err, sizeof(err)) < 0) {
 		log_errorx("%s", err);
 		goto out;

@@ -1,5 +1,5 @@
 /* fuzz_directory.c - libFuzzer target for the directory loader (make fuzz).
- * fuzz-sources: src/common/directory.c src/common/util.c src/common/log.c src/proxy/control.c src/proxy/side.c src/proxy/postq.c src/common/jsonrpc.c src/common/tls.c src/common/settings.c
+ * fuzz-sources: src/common/directory.c src/common/util.c src/common/log.c src/proxy/control.c src/proxy/side.c src/proxy/postq.c src/common/jsonrpc.c src/common/tls.c src/common/settings.c src/common/metrics.c
  *
  * The input is written once per run to a .json file in /dev/shm and loaded
  * with directory_load().  Every name the input mentions (any "name" string)

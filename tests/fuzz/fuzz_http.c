@@ -1,6 +1,6 @@
 /* fuzz_http.c - libFuzzer target for the JSON-RPC server's HTTP handling
  * (make fuzz).
- * fuzz-sources: src/common/jsonrpc.c src/common/util.c src/common/log.c
+ * fuzz-sources: src/common/jsonrpc.c src/common/util.c src/common/log.c src/common/metrics.c
  *
  * One real jsonrpc_server (plain HTTP, evhttp) lives on an event_base in
  * this process, on an ephemeral 127.0.0.1 port.  Each input is written as

@@ -1,5 +1,5 @@
 /* fuzz_jsonrpc_request.c - libFuzzer target for jsonrpc_parse_request (make fuzz).
- * fuzz-sources: src/common/jsonrpc.c src/common/util.c src/common/log.c
+ * fuzz-sources: src/common/jsonrpc.c src/common/util.c src/common/log.c src/common/metrics.c
  *
  * The input is a POST body.  Checks, besides memory safety: a valid request
  * has the documented shape, an error has one of the three request codes, an

@@ -1,5 +1,5 @@
 /* fuzz_jsonrpc_response.c - libFuzzer target for jsonrpc_parse_response (make fuzz).
- * fuzz-sources: src/common/jsonrpc.c src/common/util.c src/common/log.c
+ * fuzz-sources: src/common/jsonrpc.c src/common/util.c src/common/log.c src/common/metrics.c
  *
  * The input is a reply body to request id 1.  Checks, besides memory
  * safety: the four outcomes and what each promises (a result carries our id,

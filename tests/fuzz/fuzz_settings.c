@@ -1,6 +1,6 @@
 /* fuzz_settings.c - libFuzzer target for the settings loader and the cfg
  * readers (make fuzz).
- * fuzz-sources: src/common/settings.c src/hyper/hyper.c src/hyper/route.c src/common/jsonrpc.c src/common/tls.c src/common/directory.c src/common/util.c src/common/log.c src/proxy/conf.c src/proxy/announce.c src/common/proxyproto.c src/proxy/relay.c src/proxy/loop.c src/proxy/pipepool.c src/proxy/postq.c
+ * fuzz-sources: src/common/settings.c src/hyper/hyper_conf.c src/common/tls.c src/common/directory.c src/common/util.c src/common/log.c src/proxy/conf.c src/proxy/announce.c src/common/proxyproto.c src/proxy/relay.c src/proxy/loop.c src/proxy/pipepool.c src/proxy/postq.c src/common/metrics.c
  *
  * The input is written once per run to a file in /dev/shm named .yml and
  * loaded with settings_load(), then once more named .json (the suffix picks
@@ -18,7 +18,7 @@
 
 #include <json-c/json.h>
 
-#include "hyper.h"
+#include "hyper_conf.h"
 #include "log.h"
 #include "proxy_conf.h"
 #include "settings.h"

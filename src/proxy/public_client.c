@@ -202,7 +202,7 @@ pconn_hello(struct pconn *c, unsigned revents)
 	if (n <= 0) {
 		/* off > 0: the reader has bytes, the peer closed after them */
 		pconn_close(c, 0, n < 0 ? "error before hello" :
-		    off > 0 ? "incomplete hello" : "closed before hello");
+		    off > 0 ? sni_result_str(SNI_NEED_MORE) : "closed before hello");
 		return;
 	}
 	c->c_wakeups++;
@@ -228,7 +228,7 @@ pconn_hello(struct pconn *c, unsigned revents)
 	case SNI_NEED_MORE:
 		/* The peer closed its side: no more bytes will come. */
 		if (revents & (POLLRDHUP | POLLHUP | POLLERR)) {
-			pconn_close(c, 0, "incomplete hello");
+			pconn_close(c, 0, sni_result_str(r));
 			return;
 		}
 		/* Wake up only when the parser can make progress. */
@@ -238,19 +238,16 @@ pconn_hello(struct pconn *c, unsigned revents)
 		pconn_arm_poll(c);
 		return;
 	case SNI_NO_SNI:
-		c->c_sni[0] = '\0';
-		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "no sni");
-		return;
 	case SNI_BAD_NAME:
 		c->c_sni[0] = '\0';
-		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "invalid sni");
+		pconn_close(c, ALERT_UNRECOGNIZED_NAME, sni_result_str(r));
 		return;
 	case SNI_TOO_LARGE:
-		pconn_close(c, 0, "hello too large");
+		pconn_close(c, 0, sni_result_str(r));
 		return;
 	case SNI_MALFORMED:
 	default:
-		pconn_close(c, ALERT_DECODE_ERROR, "malformed hello");
+		pconn_close(c, ALERT_DECODE_ERROR, sni_result_str(SNI_MALFORMED));
 		return;
 	}
 }

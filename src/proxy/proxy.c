@@ -103,15 +103,14 @@ proxy_drain(struct proxy *px)
 {
 	const struct proxy_hooks *h = px->px_hooks;
 	double secs = px->px_conf->pc_shutdown_timeout;
-	long held;
 
 	if (h->ph_drain)
 		h->ph_drain(px);
 	if (h->ph_side_first)
 		proxy_side_stop(px);
-	if ((held = h->ph_held(px)) == 0)
+	if (h->ph_held(px) == 0)
 		return 0;
-	log_info("stopping: %ld socket(s) may drain for up to %.1f s", held, secs);
+	log_info("stopping: relays may drain for up to %.1f s", secs);
 	loop_timeout(px->px_loop, &px->px_drainop, (unsigned)(secs * 1000));
 	return loop_run(px->px_loop);
 }

@@ -88,6 +88,7 @@ enum sni_result sni_reader_feed(struct sni_reader *r, const unsigned char *win, 
 	size_t len, char name[SNI_NAME_MAX], size_t *need);
 /* Stream bytes consumed so far: the bytes before it are never read again. */
 size_t sni_reader_pos(const struct sni_reader *r);
+/* The result as the end= of the public proxy's summary line ("no sni", ...). */
 const char *sni_result_str(enum sni_result r);
 
 #endif

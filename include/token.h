@@ -2,8 +2,8 @@
  *
  * 32-byte tokens from the system CSPRNG (arc4random_buf), single use,
  * compared in constant time, O(1) lookup by a keyed hash of the token,
- * bounded size, expiry in insertion order (every entry has the same
- * timeout, so the oldest entry always expires first).
+ * bounded size.  The owner times entries out itself (a parked client's
+ * loop timer) and takes them back with token_claim().
  * Owned by one thread (the io_uring loop); not thread-safe. */
 #ifndef HP_TOKEN_H
 #define HP_TOKEN_H
@@ -15,19 +15,14 @@
 
 struct token_table;
 
-struct token_table *token_table_new(size_t max_entries, double timeout);
+struct token_table *token_table_new(size_t max_entries);
 void   token_table_free(struct token_table *t);
 /* Park value under a fresh token (written to token).  -1 when full. */
-int    token_park(struct token_table *t, void *value, double now, uint8_t token[TOKEN_LEN]);
-/* Remove and return the value parked under token, or NULL (unknown, used,
- * expired).  Constant-time comparison of the candidate. */
+int    token_park(struct token_table *t, void *value, uint8_t token[TOKEN_LEN]);
+/* Remove and return the value parked under token, or NULL (unknown or
+ * used).  Constant-time comparison of the candidate.  Both a data
+ * connection's claim and the owner's own cancel (timeout, failed call). */
 void  *token_claim(struct token_table *t, const uint8_t token[TOKEN_LEN]);
-/* Remove an entry by value's token without claiming (e.g. the RPC failed). */
-void  *token_cancel(struct token_table *t, const uint8_t token[TOKEN_LEN]);
-/* Pop one entry whose deadline is <= now; NULL when none.  Call in a loop. */
-void  *token_expire(struct token_table *t, double now);
 size_t token_count(const struct token_table *t);
-/* Seconds until the next expiry, or -1 when empty. */
-double token_next_deadline(const struct token_table *t, double now);
 
 #endif

@@ -3,7 +3,8 @@
  * internal server.
  *
  * Threads
- *   main  the io_uring loop: signalfd, dial jobs, the relay engine.
+ *   main  the io_uring loop (the skeleton's, proxy.h): dial jobs, the relay
+ *         engine.
  *   side  the control plane (control.h): the JSON-RPC methods and the
  *         announcer.  It hands dial jobs to the loop with loop_post().
  *   Shared: the announcement table (its own lock) and pv_nsockets (atomic).
@@ -50,7 +51,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -76,7 +76,7 @@
 #define PRIVATE_BACKOFF_MIN	1.0	/* seconds, first retry of a failed pass */
 #define PRIVATE_BACKOFF_MAX	30.0	/* after a pass has been accepted once */
 #define PRIVATE_BACKOFF_START	2.0	/* cap until the first accepted pass */
-#define PRIVATE_DRAIN_MS	2000	/* closed relays get this long to report at a stop */
+#define PRIVATE_FORCED_MS	2000	/* closed relays get this long to report at a stop */
 
 /* One data endpoint of a public proxy, as named in the settings and as
  * resolved at start. */
@@ -140,7 +140,6 @@ struct private {
 	struct datastore	*pv_store;	/* NULL: memory only; side thread */
 	struct control		 pv_ctl;
 	atomic_int		 pv_stopping;
-	int			 pv_drain_forced;	/* relay_close_all done at a stop */
 	struct public_peer	*pv_publics;	/* settings, then the default last */
 	int			 pv_npublics;
 	struct sockaddr_storage	 pv_int_sa;	/* the internal server, resolved at start */
@@ -154,9 +153,6 @@ struct private {
 	struct loop		*pv_loop;
 	struct relay		*pv_relay;
 	TAILQ_HEAD(, dial)	 pv_dials;
-	int			 pv_sigfd;
-	struct loop_op		 pv_sigop;
-	struct loop_op		 pv_drainop;
 };
 
 static void	private_announce(struct target *);
@@ -1112,37 +1108,6 @@ private_rpc(void *arg, struct jsonrpc_call *call)
 
 /* ---- life cycle (main thread) -------------------------------------------- */
 
-static void
-private_signal(struct loop_op *op, int res, unsigned flags)
-{
-	struct private *pv = LOOP_CONTAINER_OF(op, struct private, pv_sigop);
-	struct signalfd_siginfo si;
-
-	if (res < 0 && res != -ECANCELED)
-		log_warnx("signalfd poll: %s", strerror(-res));
-	if (read(pv->pv_sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-		log_info("%s: stopping", strsignal((int)si.ssi_signo));
-	loop_stop(pv->pv_loop);
-}
-
-static void
-private_drain_timeout(struct loop_op *op, int res, unsigned flags)
-{
-	struct private *pv = LOOP_CONTAINER_OF(op, struct private, pv_drainop);
-
-	/* First expiry: shutdown_timeout is over, end the relays; their
-	 * reports bring the count to zero.  Second: give up waiting. */
-	if (!pv->pv_drain_forced) {
-		log_warnx("stop: %ld socket(s) still open after shutdown_timeout; closing them",
-		    atomic_load(&pv->pv_nsockets));
-		pv->pv_drain_forced = 1;
-		relay_close_all(pv->pv_relay);
-		loop_timeout(pv->pv_loop, &pv->pv_drainop, PRIVATE_DRAIN_MS);
-		return;
-	}
-	loop_stop(pv->pv_loop);
-}
-
 /* Static announcements from the settings, after the stored ones, so the
  * settings win for the same (domain, proxy). */
 static void
@@ -1247,130 +1212,132 @@ private_targets_free(struct private *pv)
 	}
 }
 
+/* proxy_hooks: the skeleton's start and stop (proxy.h). */
+static int
+private_bind(struct proxy *px, char *err, size_t errlen)
+{
+	struct private *pv = px->px_role;
+
+	return control_bind(&pv->pv_ctl, private_rpc, pv, err, errlen);
+}
+
+static int
+private_open(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+	char err[512];
+
+	if ((pv->pv_table = announce_table_new()) == NULL)
+		fatalx("out of memory");
+	if (pv->pv_conf->pc_datastore_file != NULL) {
+		pv->pv_store = datastore_open(pv->pv_conf->pc_datastore_file, pv->pv_table,
+		    now_wall(), err, sizeof(err));
+		if (pv->pv_store == NULL) {
+			log_errorx("private.datastore.settings.filename: %s", err);
+			return -1;
+		}
+	}
+	private_load_static(pv);
+	if (private_resolve(pv, err, sizeof(err)) < 0) {
+		log_warnx("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+private_start(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+
+	pv->pv_loop = px->px_loop;
+	pv->pv_relay = px->px_relay;
+	reload_init(&pv->pv_ctl, pv->pv_loop, pv->pv_conf, &(struct reload_role){ NULL });
+}
+
+static void
+private_started(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+	struct proxy_conf *pc = pv->pv_conf;
+
+	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",
+	    pc->pc_name, pc->pc_rpc_server_bind, pc->pc_internal_address,
+	    announce_count(pv->pv_table), loop_mode(pv->pv_loop));
+	side_post(pv->pv_ctl.ct_side, private_announce_start, pv);
+}
+
+/* Stop: no more RPC (the side thread stops right after), no new dial jobs,
+ * the relays may finish. */
+static void
+private_drain(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+	struct dial *d;
+
+	atomic_store(&pv->pv_stopping, 1);
+	TAILQ_FOREACH(d, &pv->pv_dials, dl_entry) {
+		loop_cancel(pv->pv_loop, &d->dl_pub.ds_op);
+		loop_cancel(pv->pv_loop, &d->dl_int.ds_op);
+	}
+}
+
+static long
+private_held(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+
+	return atomic_load(&pv->pv_nsockets);
+}
+
+/* The targets' timers belong to the side thread's base; the client fails
+ * its calls in control_stop, after them (see private_announce_reply). */
+static void
+private_side_stopped(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+
+	atomic_store(&pv->pv_stopping, 1);
+	private_targets_free(pv);
+}
+
+static void
+private_free(struct proxy *px)
+{
+	struct private *pv = px->px_role;
+
+	if (pv->pv_store)
+		datastore_close(pv->pv_store);
+	if (pv->pv_table)
+		announce_table_free(pv->pv_table);
+	private_publics_free(pv);
+}
+
+static const struct proxy_hooks private_hooks = {
+	.ph_bind = private_bind,
+	.ph_open = private_open,
+	.ph_start = private_start,
+	.ph_started = private_started,
+	.ph_drain = private_drain,
+	.ph_held = private_held,
+	.ph_side_stopped = private_side_stopped,
+	.ph_free = private_free,
+	.ph_forced_ms = PRIVATE_FORCED_MS,
+	.ph_side_first = 1,
+};
+
 int
 private_run(struct proxy_conf *pc)
 {
 	struct private pv;
-	struct relay_settings rs;
-	sigset_t mask;
-	char err[512];
-	int rc = 1;
+	struct proxy px;
 
 	memset(&pv, 0, sizeof(pv));
 	pv.pv_conf = pc;
-	pv.pv_sigfd = -1;
 	TAILQ_INIT(&pv.pv_targets);
 	TAILQ_INIT(&pv.pv_dials);
 	if (pc->pc_internal_address == NULL &&
 	    (pc->pc_internal_address = strdup("localhost:8888")) == NULL)
 		fatal("strdup");
-	/* splice(2) to a socket cannot pass MSG_NOSIGNAL. */
-	signal(SIGPIPE, SIG_IGN);
-	/* Blocked before any thread starts, so only the signalfd sees them. */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	if ((pv.pv_sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
-		log_errorx("signalfd: %s", strerror(errno));
-		return 1;
-	}
-
-	/*
-	 * Start-up order: settings (certificates and keys) first, then the
-	 * port, and only then the datastore (see public_run).
-	 */
-	if (control_init(&pv.pv_ctl, pc, err, sizeof(err)) < 0) {
-		log_errorx("settings: %s", err);
-		rc = 2;
-		goto out;
-	}
-	if (control_bind(&pv.pv_ctl, private_rpc, &pv, err, sizeof(err)) < 0) {
-		log_errorx("%s", err);
-		goto out;
-	}
-	if ((pv.pv_table = announce_table_new()) == NULL)
-		fatalx("out of memory");
-	if (pc->pc_datastore_file != NULL) {
-		pv.pv_store = datastore_open(pc->pc_datastore_file, pv.pv_table, now_wall(),
-		    err, sizeof(err));
-		if (pv.pv_store == NULL) {
-			log_errorx("private.datastore.settings.filename: %s", err);
-			goto out;
-		}
-	}
-	private_load_static(&pv);
-	if (private_resolve(&pv, err, sizeof(err)) < 0) {
-		log_warnx("%s", err);
-		goto out;
-	}
-
-	if ((pv.pv_loop = loop_new(4096)) == NULL) {
-		log_errorx("io_uring setup: %s", strerror(errno));
-		goto out;
-	}
-	proxy_conf_relay_settings(pc, &rs);
-	if ((pv.pv_relay = relay_new(pv.pv_loop, &rs)) == NULL) {
-		log_errorx("relay setup: %s", strerror(errno));
-		goto out;
-	}
-	loop_op_init(&pv.pv_sigop, private_signal);
-	loop_op_init(&pv.pv_drainop, private_drain_timeout);
-	loop_poll(pv.pv_loop, &pv.pv_sigop, pv.pv_sigfd, POLLIN, 0);
-	reload_init(&pv.pv_ctl, pv.pv_loop, pc, &(struct reload_role){ NULL });	/* reload: role apply hook */
-
-	if (control_run(&pv.pv_ctl, err, sizeof(err)) < 0) {
-		log_errorx("%s", err);
-		goto out;
-	}
-	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",
-	    pc->pc_name, pc->pc_rpc_server_bind, pc->pc_internal_address,
-	    announce_count(pv.pv_table), loop_mode(pv.pv_loop));
-	side_post(pv.pv_ctl.ct_side, private_announce_start, &pv);
-
-	if (loop_run(pv.pv_loop) < 0) {
-		log_warnx("io_uring loop failed");
-		rc = 1;
-	} else
-		rc = 0;
-
-	/* Stop: no more RPC, then end the relays and wait a little for them. */
-	atomic_store(&pv.pv_stopping, 1);
-	side_stop(pv.pv_ctl.ct_side);
-	private_targets_free(&pv);
-	control_stop(&pv.pv_ctl);
-	{
-		struct dial *d;
-
-		TAILQ_FOREACH(d, &pv.pv_dials, dl_entry) {
-			loop_cancel(pv.pv_loop, &d->dl_pub.ds_op);
-			loop_cancel(pv.pv_loop, &d->dl_int.ds_op);
-		}
-	}
-	if (atomic_load(&pv.pv_nsockets) > 0) {
-		log_info("stopping: relays may drain for up to %.1f s", pc->pc_shutdown_timeout);
-		loop_timeout(pv.pv_loop, &pv.pv_drainop, (unsigned)(pc->pc_shutdown_timeout * 1000));
-		if (loop_run(pv.pv_loop) < 0)
-			rc = 1;
-	}
-	log_info("stopped");
-out:
-	atomic_store(&pv.pv_stopping, 1);
-	if (pv.pv_ctl.ct_side != NULL) {
-		side_stop(pv.pv_ctl.ct_side);
-		private_targets_free(&pv);
-	}
-	control_stop(&pv.pv_ctl);
-	if (pv.pv_relay)
-		relay_free(pv.pv_relay);
-	if (pv.pv_loop)
-		loop_free(pv.pv_loop);
-	if (pv.pv_store)
-		datastore_close(pv.pv_store);
-	if (pv.pv_table)
-		announce_table_free(pv.pv_table);
-	if (pv.pv_sigfd >= 0)
-		close(pv.pv_sigfd);
-	private_publics_free(&pv);
-	return rc;
+	return proxy_run(&px, pc, &pv.pv_ctl, &private_hooks, &pv);
 }

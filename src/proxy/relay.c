@@ -76,7 +76,7 @@ enum dir_mode {
 
 struct relay_dir {
 	struct relay_pair	*d_pair;
-	int			 d_idx;		/* 0: a->b, 1: b->a; src side = d_idx */
+	int			 d_idx;		/* 0: a->b, 1: b->a; src socket = d_idx */
 	int			 d_src, d_dst;
 	enum dir_mode		 d_mode;
 	uint64_t		 d_bytes;
@@ -108,7 +108,7 @@ struct relay_pair {
 	double			 p_start, p_end;
 	int			 p_closing;
 	enum relay_reason	 p_reason;
-	int			 p_error, p_err_side;
+	int			 p_error, p_err_sock;
 	relay_done_cb		 p_done;
 	void			*p_arg;
 };
@@ -308,11 +308,11 @@ relay_report_fill(struct relay_pair *p, struct relay_report *rep)
 		break;
 	case RELAY_RESET:
 		snprintf(rep->reason_str, sizeof(rep->reason_str), "reset by %s",
-		    p->p_name[p->p_err_side]);
+		    p->p_name[p->p_err_sock]);
 		break;
 	case RELAY_ERROR:
 		snprintf(rep->reason_str, sizeof(rep->reason_str), "error on %s: %s",
-		    p->p_name[p->p_err_side], strerror(p->p_error));
+		    p->p_name[p->p_err_sock], strerror(p->p_error));
 		break;
 	case RELAY_CLOSED:
 		snprintf(rep->reason_str, sizeof(rep->reason_str), "closed");
@@ -322,14 +322,14 @@ relay_report_fill(struct relay_pair *p, struct relay_report *rep)
 		break;
 	case RELAY_STALL:
 		snprintf(rep->reason_str, sizeof(rep->reason_str), "stalled: %s not reading",
-		    p->p_name[p->p_err_side]);
+		    p->p_name[p->p_err_sock]);
 		break;
 	}
 }
 
 /* Release what the pair holds and close its sockets (no callback). */
 static void
-relay_pair_release(struct relay_pair *p, int rst_side)
+relay_pair_release(struct relay_pair *p, int rst_sock)
 {
 	struct relay *r = p->p_relay;
 	struct linger lg = { 1, 0 };
@@ -359,9 +359,9 @@ relay_pair_release(struct relay_pair *p, int rst_side)
 	if (r->r_stall_on)
 		loop_timer_disarm(&r->r_stall, &p->p_stall);
 	for (int i = 0; i < 2; i++) {
-		/* The other side reset or failed: abort this one too (RST), so
+		/* The other socket reset or failed: abort this one too (RST), so
 		 * its peer does not take the cut for a clean end of stream. */
-		if (i == rst_side)
+		if (i == rst_sock)
 			setsockopt(p->p_fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		loop_close(r->r_loop, p->p_fd[i]);
 	}
@@ -374,15 +374,15 @@ static void
 relay_pair_maybe_free(struct relay_pair *p)
 {
 	struct relay_report rep;
-	int rst_side = -1;
+	int rst_sock = -1;
 
 	if (!p->p_closing || relay_pair_busy(p))
 		return;
 	if (p->p_reason == RELAY_RESET || p->p_reason == RELAY_ERROR)
-		rst_side = 1 - p->p_err_side;
+		rst_sock = 1 - p->p_err_sock;
 	else if (p->p_reason == RELAY_STALL)
-		rst_side = p->p_err_side;	/* drop what it never read */
-	relay_pair_release(p, rst_side);
+		rst_sock = p->p_err_sock;	/* drop what it never read */
+	relay_pair_release(p, rst_sock);
 	metric_inc(&m_ends, relay_reason_label(p->p_reason));
 	metric_observe(&m_duration, p->p_end - p->p_start);
 	relay_report_fill(p, &rep);
@@ -391,9 +391,9 @@ relay_pair_maybe_free(struct relay_pair *p)
 	free(p);
 }
 
-/* side: the socket that failed (0 a, 1 b), -1 when none. */
+/* sock: the socket that failed (0 a, 1 b), -1 when none. */
 static void
-relay_pair_end(struct relay_pair *p, enum relay_reason reason, int error, int side)
+relay_pair_end(struct relay_pair *p, enum relay_reason reason, int error, int sock)
 {
 	struct relay *r = p->p_relay;
 
@@ -402,7 +402,7 @@ relay_pair_end(struct relay_pair *p, enum relay_reason reason, int error, int si
 	p->p_closing = 1;
 	p->p_reason = reason;
 	p->p_error = error;
-	p->p_err_side = side < 0 ? 0 : side;
+	p->p_err_sock = sock < 0 ? 0 : sock;
 	p->p_end = now_mono();
 	/* Closing pairs go to the tail: relay_close_all() walks the head. */
 	TAILQ_REMOVE(&r->r_pairs, p, p_entry);
@@ -424,12 +424,12 @@ relay_pair_end(struct relay_pair *p, enum relay_reason reason, int error, int si
 }
 
 static void
-relay_fail(struct relay_pair *p, int side, int err)
+relay_fail(struct relay_pair *p, int sock, int err)
 {
 	if (err == ECONNRESET || err == EPIPE)
-		relay_pair_end(p, RELAY_RESET, err, side);
+		relay_pair_end(p, RELAY_RESET, err, sock);
 	else
-		relay_pair_end(p, RELAY_ERROR, err, side);
+		relay_pair_end(p, RELAY_ERROR, err, sock);
 }
 
 /* Source at EOF and all forwarded: pass the half-close on. */
@@ -685,7 +685,7 @@ relay_pump(struct relay_dir *d)
 			/* EAGAIN means "socket empty" or "pipe full": a pipe
 			 * slot holds one skb fragment, so it can run out of
 			 * slots below d_cap bytes.  Both look the same; if the
-			 * pipe holds data the write side below drains it and
+			 * pipe holds data the write half below drains it and
 			 * the next round asks the socket again, and if it was
 			 * empty the multishot POLLIN reports the next arrival. */
 		}
@@ -818,7 +818,7 @@ relay_stall_expire(struct loop_timer *t, void *arg)
 {
 	struct relay_pair *p = LOOP_CONTAINER_OF(t, struct relay_pair, p_stall);
 	struct relay *r = p->p_relay;
-	int side = -1, moved = 0;
+	int sock = -1, moved = 0;
 
 	/* No byte handed to a blocked dst for stall_timeout.  A receiver
 	 * that reads slowly may still be taking bytes out of the socket's
@@ -833,14 +833,14 @@ relay_stall_expire(struct loop_timer *t, void *arg)
 		if ((q = relay_outq(d)) != d->d_outq)
 			moved = 1;
 		d->d_outq = q;
-		side = 1 - i;	/* the socket that stopped reading: its dst */
+		sock = 1 - i;	/* the socket that stopped reading: its dst */
 	}
-	if (moved || side < 0) {
+	if (moved || sock < 0) {
 		loop_timer_arm(&r->r_stall, &p->p_stall);
 		return;
 	}
 	r->r_stalls++;
-	relay_pair_end(p, RELAY_STALL, 0, side);
+	relay_pair_end(p, RELAY_STALL, 0, sock);
 }
 
 struct relay *

@@ -4,7 +4,6 @@
  * reload itself on the side thread; the loop-thread values in a closure
  * posted to the loop.  Each live setting is written by the thread that
  * reads it, so the two threads still share nothing but posted closures. */
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +37,6 @@ struct reload {
 	char			*r_paths;	/* PROXY_SETTINGS */
 	int			 r_own_level;	/* log_level from the file (no --log-level) */
 	struct event		 r_timer;	/* side: the next reload */
-	struct event		 r_hup;		/* side: SIGHUP (see reload_init) */
 	double			 r_last;	/* monotonic time of the last reload */
 	atomic_int		 r_posted;	/* a schedule closure is queued */
 	int			 r_on;
@@ -387,14 +385,6 @@ reload_request(void)
 	side_post(r->r_ct->ct_side, reload_schedule, r);
 }
 
-/* TEMPORARY (until the proxy.c skeleton's signalfd calls reload_request()
- * on SIGHUP): libevent's signal event on the side base. */
-static void
-reload_hup(evutil_socket_t sig, short ev, void *arg)
-{
-	reload_schedule(arg);
-}
-
 int
 reload_init(struct control *ct, struct loop *loop, struct proxy_conf *pc,
     const struct reload_role *role)
@@ -421,8 +411,6 @@ reload_init(struct control *ct, struct loop *loop, struct proxy_conf *pc,
 	/* Static storage: the side base frees nothing of it, and a proxy runs
 	 * one role, so one state per process. */
 	event_assign(&r->r_timer, base, -1, 0, reload_run, r);
-	evsignal_assign(&r->r_hup, base, SIGHUP, reload_hup, r);
-	evsignal_add(&r->r_hup, NULL);
 	r->r_on = 1;
 	return 0;
 }

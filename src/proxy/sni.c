@@ -347,15 +347,15 @@ sni_result_str(enum sni_result r)
 	case SNI_OK:
 		return "ok";
 	case SNI_NEED_MORE:
-		return "incomplete ClientHello";
+		return "incomplete hello";
 	case SNI_NO_SNI:
-		return "no server name";
+		return "no sni";
 	case SNI_MALFORMED:
-		return "malformed ClientHello";
+		return "malformed hello";
 	case SNI_TOO_LARGE:
-		return "ClientHello too large";
+		return "hello too large";
 	case SNI_BAD_NAME:
-		return "invalid server name";
+		return "invalid sni";
 	}
 	return "unknown";
 }

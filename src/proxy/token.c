@@ -1,10 +1,10 @@
 /* token.c - parked connections keyed by single-use 32-byte tokens.
  *
- * Entries live in two intrusive lists at once: a bucket chain of a hash
- * table keyed by SipHash-2-4 of the token (random key per table, so the
- * layout cannot be predicted from outside), and one FIFO in insertion
- * order.  Every entry has the same timeout, so the FIFO head is always the
- * next to expire.  All operations are O(1) on average.
+ * Entries live in a bucket chain of a hash table keyed by SipHash-2-4 of
+ * the token (random key per table, so the layout cannot be predicted from
+ * outside).  Expiry is not kept here: the owner times its parked entries
+ * out (the public proxy's loop timer lists) and claims them back.  All
+ * operations are O(1) on average.
  */
 #include <sys/queue.h>
 
@@ -18,24 +18,19 @@
 
 struct token_entry {
 	LIST_ENTRY(token_entry)	 te_bucket;
-	TAILQ_ENTRY(token_entry) te_fifo;
 	uint8_t			 te_token[TOKEN_LEN];
 	void			*te_value;
-	double			 te_deadline;
 };
 
 LIST_HEAD(token_bucket, token_entry);
-TAILQ_HEAD(token_fifo, token_entry);
 
 #define TOKEN_POOL	32
 
 struct token_table {
 	struct token_bucket	*tt_buckets;
 	size_t			 tt_mask;	/* bucket count - 1 (power of two) */
-	struct token_fifo	 tt_fifo;
 	size_t			 tt_count;
 	size_t			 tt_max;
-	double			 tt_timeout;
 	uint64_t		 tt_key[2];	/* SipHash key */
 	/* Tokens are drawn TOKEN_POOL at a time: libbsd's arc4random_buf()
 	 * makes a getpid() system call on every call (its fork check). */
@@ -92,12 +87,12 @@ token_hash(const struct token_table *t, const uint8_t tok[TOKEN_LEN])
 }
 
 struct token_table *
-token_table_new(size_t max_entries, double timeout)
+token_table_new(size_t max_entries)
 {
 	struct token_table *t;
 	size_t n = 16;
 
-	if (max_entries == 0 || timeout < 0)
+	if (max_entries == 0)
 		return NULL;
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return NULL;
@@ -110,8 +105,6 @@ token_table_new(size_t max_entries, double timeout)
 	}
 	t->tt_mask = n - 1;
 	t->tt_max = max_entries;
-	t->tt_timeout = timeout;
-	TAILQ_INIT(&t->tt_fifo);
 	arc4random_buf(t->tt_key, sizeof(t->tt_key));
 	return t;
 }
@@ -120,7 +113,6 @@ static void
 token_unlink(struct token_table *t, struct token_entry *e)
 {
 	LIST_REMOVE(e, te_bucket);
-	TAILQ_REMOVE(&t->tt_fifo, e, te_fifo);
 	t->tt_count--;
 }
 
@@ -131,10 +123,12 @@ token_table_free(struct token_table *t)
 
 	if (t == NULL)
 		return;
-	while ((e = TAILQ_FIRST(&t->tt_fifo)) != NULL) {
-		token_unlink(t, e);
-		free(e);
-	}
+	for (size_t i = 0; i <= t->tt_mask; i++)
+		while ((e = LIST_FIRST(&t->tt_buckets[i])) != NULL) {
+			token_unlink(t, e);
+			explicit_bzero(e->te_token, TOKEN_LEN);
+			free(e);
+		}
 	free(t->tt_buckets);
 	explicit_bzero(t->tt_pool, sizeof(t->tt_pool));
 	free(t);
@@ -153,7 +147,7 @@ token_find(const struct token_table *t, const uint8_t tok[TOKEN_LEN])
 }
 
 int
-token_park(struct token_table *t, void *value, double now, uint8_t token[TOKEN_LEN])
+token_park(struct token_table *t, void *value, uint8_t token[TOKEN_LEN])
 {
 	struct token_entry *e;
 
@@ -173,21 +167,20 @@ token_park(struct token_table *t, void *value, double now, uint8_t token[TOKEN_L
 		explicit_bzero(t->tt_pool[t->tt_pool_left], TOKEN_LEN);
 	} while (token_find(t, e->te_token) != NULL);
 	e->te_value = value;
-	e->te_deadline = now + t->tt_timeout;
 	LIST_INSERT_HEAD(&t->tt_buckets[token_hash(t, e->te_token) & t->tt_mask], e,
 	    te_bucket);
-	TAILQ_INSERT_TAIL(&t->tt_fifo, e, te_fifo);
 	t->tt_count++;
 	memcpy(token, e->te_token, TOKEN_LEN);
 	return 0;
 }
 
-static void *
-token_take(struct token_table *t, struct token_entry *e)
+void *
+token_claim(struct token_table *t, const uint8_t token[TOKEN_LEN])
 {
+	struct token_entry *e;
 	void *v;
 
-	if (e == NULL)
+	if ((e = token_find(t, token)) == NULL)
 		return NULL;
 	v = e->te_value;
 	token_unlink(t, e);
@@ -196,40 +189,8 @@ token_take(struct token_table *t, struct token_entry *e)
 	return v;
 }
 
-void *
-token_claim(struct token_table *t, const uint8_t token[TOKEN_LEN])
-{
-	return token_take(t, token_find(t, token));
-}
-
-void *
-token_cancel(struct token_table *t, const uint8_t token[TOKEN_LEN])
-{
-	return token_take(t, token_find(t, token));
-}
-
-void *
-token_expire(struct token_table *t, double now)
-{
-	struct token_entry *e = TAILQ_FIRST(&t->tt_fifo);
-
-	if (e == NULL || e->te_deadline > now)
-		return NULL;
-	return token_take(t, e);
-}
-
 size_t
 token_count(const struct token_table *t)
 {
 	return t->tt_count;
-}
-
-double
-token_next_deadline(const struct token_table *t, double now)
-{
-	const struct token_entry *e = TAILQ_FIRST(&t->tt_fifo);
-
-	if (e == NULL)
-		return -1;
-	return e->te_deadline > now ? e->te_deadline - now : 0;
 }

@@ -4,12 +4,11 @@
  *
  * A data connection's first 32 bytes go to token_claim(); the read itself
  * lives in the io_uring loop and has no pure function, so this target drives
- * the table: the input is a program of park, claim (with 32 bytes from the
- * input, or with a token that was handed out), cancel and time steps, run
- * against a plain array model.  Checks: only a handed-out, still parked
- * token claims its value, and only once; entries expire oldest first and
- * not before their deadline; the count and the next deadline agree with
- * the model. */
+ * the table: the input is a program of park and claim steps (with 32
+ * bytes from the input, or with a token that was handed out), run against
+ * a plain array model.  Checks: only a handed-out, still parked token
+ * claims its value, and only once; a full table refuses; the count agrees
+ * with the model. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +20,9 @@
 
 #define MAX_PARKED	16
 #define MAX_ISSUED	256
-#define TIMEOUT		5.0
 
 struct issued {
 	uint8_t	 tok[TOKEN_LEN];
-	double	 deadline;
 	int	 live;
 };
 
@@ -45,42 +42,29 @@ model_count(void)
 	return n;
 }
 
-/* the oldest live entry, or -1 */
-static long
-model_oldest(void)
-{
-	for (uintptr_t i = 0; i < nissued; i++)
-		if (is[i].live)
-			return (long)i;
-	return -1;
-}
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct token_table *t;
 	uint8_t tok[TOKEN_LEN];
-	double now = 1000, nd;
 	size_t pos = 0;
 	uintptr_t i;
-	long old;
 	void *v;
 
-	check((t = token_table_new(MAX_PARKED, TIMEOUT)) != NULL);
+	check((t = token_table_new(MAX_PARKED)) != NULL);
 	nissued = 0;
 	while (pos < size) {
 		uint8_t op = data[pos++], arg = pos < size ? data[pos] : 0;
 
-		switch (op % 5) {
+		switch (op % 3) {
 		case 0:		/* park */
 			if (nissued == MAX_ISSUED)
 				break;
-			if (token_park(t, VAL(nissued), now, tok) == -1) {
+			if (token_park(t, VAL(nissued), tok) == -1) {
 				check(model_count() == MAX_PARKED);
 				break;
 			}
 			memcpy(is[nissued].tok, tok, TOKEN_LEN);
-			is[nissued].deadline = now + TIMEOUT;
 			is[nissued].live = 1;
 			nissued++;
 			break;
@@ -96,34 +80,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (i < nissued)
 				is[i].live = 0;
 			break;
-		case 2:		/* claim or cancel a handed-out token */
-		case 3:
+		default:	/* claim a handed-out token (again) */
 			pos++;
 			if (nissued == 0)
 				break;
 			i = arg % nissued;
-			v = op % 5 == 2 ? token_claim(t, is[i].tok) : token_cancel(t, is[i].tok);
+			v = token_claim(t, is[i].tok);
 			check(v == (is[i].live ? VAL(i) : NULL));
 			is[i].live = 0;
 			break;
-		default:	/* time passes, then expiry as the loop does it */
-			pos++;
-			now += arg / 16.0;
-			while ((v = token_expire(t, now)) != NULL) {
-				old = model_oldest();
-				check(old >= 0 && v == VAL((uintptr_t)old));
-				check(is[old].deadline <= now);
-				is[old].live = 0;
-			}
-			old = model_oldest();
-			check(old < 0 || is[old].deadline > now);
-			break;
 		}
 		check(token_count(t) == model_count());
-		nd = token_next_deadline(t, now);
-		old = model_oldest();
-		check(old < 0 ? nd == -1 :
-		    nd == (is[old].deadline > now ? is[old].deadline - now : 0));
 	}
 	token_table_free(t);
 	return 0;

@@ -451,7 +451,8 @@ Test(sni, oversize_hello_is_too_large)
 Test(sni, result_strings)
 {
 	cr_assert_str_eq(sni_result_str(SNI_OK), "ok");
-	cr_assert_str_eq(sni_result_str(SNI_TOO_LARGE), "ClientHello too large");
+	cr_assert_str_eq(sni_result_str(SNI_TOO_LARGE), "hello too large");
+	cr_assert_str_eq(sni_result_str(SNI_NO_SNI), "no sni");
 	cr_assert_str_eq(sni_result_str((enum sni_result)42), "unknown");
 }
 

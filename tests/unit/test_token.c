@@ -1,4 +1,4 @@
-/* Tests for token.c: parking, single-use claims, expiry order, limits. */
+/* Tests for token.c: parking, single-use claims, limits. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -8,11 +8,11 @@ static int vals[1000];
 
 Test(token, parked_value_is_claimed_once)
 {
-	struct token_table *t = token_table_new(10, 5);
+	struct token_table *t = token_table_new(10);
 	uint8_t tok[TOKEN_LEN];
 
 	cr_assert_not_null(t);
-	cr_assert_eq(token_park(t, &vals[0], 100, tok), 0);
+	cr_assert_eq(token_park(t, &vals[0], tok), 0);
 	cr_assert_eq(token_count(t), 1);
 	cr_assert_eq(token_claim(t, tok), &vals[0]);
 	cr_assert_null(token_claim(t, tok), "a token is single use");
@@ -22,11 +22,11 @@ Test(token, parked_value_is_claimed_once)
 
 Test(token, tokens_are_random_and_distinct)
 {
-	struct token_table *t = token_table_new(10, 5);
+	struct token_table *t = token_table_new(10);
 	uint8_t a[TOKEN_LEN], b[TOKEN_LEN], zero[TOKEN_LEN] = { 0 };
 
-	cr_assert_eq(token_park(t, &vals[0], 0, a), 0);
-	cr_assert_eq(token_park(t, &vals[1], 0, b), 0);
+	cr_assert_eq(token_park(t, &vals[0], a), 0);
+	cr_assert_eq(token_park(t, &vals[1], b), 0);
 	cr_assert(memcmp(a, b, TOKEN_LEN) != 0);
 	cr_assert(memcmp(a, zero, TOKEN_LEN) != 0);
 	cr_assert_eq(token_claim(t, b), &vals[1]);
@@ -36,10 +36,10 @@ Test(token, tokens_are_random_and_distinct)
 
 Test(token, unknown_or_altered_token_claims_nothing)
 {
-	struct token_table *t = token_table_new(10, 5);
+	struct token_table *t = token_table_new(10);
 	uint8_t tok[TOKEN_LEN], other[TOKEN_LEN];
 
-	cr_assert_eq(token_park(t, &vals[0], 0, tok), 0);
+	cr_assert_eq(token_park(t, &vals[0], tok), 0);
 	memcpy(other, tok, TOKEN_LEN);
 	other[TOKEN_LEN - 1] ^= 1;	/* differs only in the last byte */
 	cr_assert_null(token_claim(t, other));
@@ -50,80 +50,56 @@ Test(token, unknown_or_altered_token_claims_nothing)
 	token_table_free(t);
 }
 
-Test(token, entries_expire_oldest_first)
-{
-	struct token_table *t = token_table_new(10, 5);
-	uint8_t tok[3][TOKEN_LEN];
-
-	cr_assert_eq(token_park(t, &vals[0], 100, tok[0]), 0);
-	cr_assert_eq(token_park(t, &vals[1], 101, tok[1]), 0);
-	cr_assert_eq(token_park(t, &vals[2], 102, tok[2]), 0);
-	cr_assert_float_eq(token_next_deadline(t, 103), 2.0, 1e-9);
-	cr_assert_null(token_expire(t, 104.9));
-	cr_assert_eq(token_expire(t, 106), &vals[0]);
-	cr_assert_eq(token_expire(t, 106), &vals[1]);
-	cr_assert_null(token_expire(t, 106));
-	cr_assert_null(token_claim(t, tok[0]), "an expired token is gone");
-	cr_assert_float_eq(token_next_deadline(t, 106), 1.0, 1e-9);
-	cr_assert_float_eq(token_next_deadline(t, 200), 0.0, 1e-9);
-	cr_assert_eq(token_expire(t, 200), &vals[2]);
-	cr_assert_float_eq(token_next_deadline(t, 200), -1.0, 1e-9);
-	token_table_free(t);
-}
-
 Test(token, full_table_refuses_until_an_entry_leaves)
 {
-	struct token_table *t = token_table_new(3, 5);
+	struct token_table *t = token_table_new(3);
 	uint8_t tok[4][TOKEN_LEN];
 
 	for (int i = 0; i < 3; i++)
-		cr_assert_eq(token_park(t, &vals[i], 0, tok[i]), 0);
-	cr_assert_eq(token_park(t, &vals[3], 0, tok[3]), -1);
+		cr_assert_eq(token_park(t, &vals[i], tok[i]), 0);
+	cr_assert_eq(token_park(t, &vals[3], tok[3]), -1);
 	cr_assert_eq(token_count(t), 3);
 	cr_assert_eq(token_claim(t, tok[1]), &vals[1]);
-	cr_assert_eq(token_park(t, &vals[3], 0, tok[3]), 0);
+	cr_assert_eq(token_park(t, &vals[3], tok[3]), 0);
 	token_table_free(t);
 }
 
-Test(token, cancel_removes_without_claiming)
+Test(token, claimed_entry_leaves_the_others)
 {
-	struct token_table *t = token_table_new(10, 5);
+	struct token_table *t = token_table_new(10);
 	uint8_t a[TOKEN_LEN], b[TOKEN_LEN];
 
-	cr_assert_eq(token_park(t, &vals[0], 0, a), 0);
-	cr_assert_eq(token_park(t, &vals[1], 1, b), 0);
-	cr_assert_eq(token_cancel(t, a), &vals[0]);
+	cr_assert_eq(token_park(t, &vals[0], a), 0);
+	cr_assert_eq(token_park(t, &vals[1], b), 0);
+	cr_assert_eq(token_claim(t, a), &vals[0]);
 	cr_assert_null(token_claim(t, a));
-	cr_assert_null(token_cancel(t, a));
-	/* the FIFO skips the cancelled entry */
-	cr_assert_float_eq(token_next_deadline(t, 0), 6.0, 1e-9);
-	cr_assert_eq(token_expire(t, 10), &vals[1]);
+	cr_assert_eq(token_count(t), 1);
+	cr_assert_eq(token_claim(t, b), &vals[1]);
 	cr_assert_eq(token_count(t), 0);
 	token_table_free(t);
 }
 
 Test(token, many_entries_are_all_found)
 {
-	struct token_table *t = token_table_new(1000, 5);
+	struct token_table *t = token_table_new(1000);
 	static uint8_t tok[1000][TOKEN_LEN];
 
 	for (int i = 0; i < 1000; i++)
-		cr_assert_eq(token_park(t, &vals[i], i, tok[i]), 0);
+		cr_assert_eq(token_park(t, &vals[i], tok[i]), 0);
 	cr_assert_eq(token_count(t), 1000);
 	for (int i = 999; i >= 0; i -= 2)
 		cr_assert_eq(token_claim(t, tok[i]), &vals[i]);
 	cr_assert_eq(token_count(t), 500);
-	cr_assert_eq(token_expire(t, 1e9), &vals[0]);
 	/* freeing with entries left must not leak (ASan checks) */
 	token_table_free(t);
 }
 
 Test(token, null_value_is_refused)
 {
-	struct token_table *t = token_table_new(2, 5);
+	struct token_table *t = token_table_new(2);
 	uint8_t tok[TOKEN_LEN];
 
-	cr_assert_eq(token_park(t, NULL, 0, tok), -1);
+	cr_assert_eq(token_park(t, NULL, tok), -1);
 	cr_assert_eq(token_count(t), 0);
 	token_table_free(t);
 }

@@ -1,0 +1,390 @@
+/* public_client.c - the public proxy's client hello/park machine
+ * (SPEC 4.1; states in public_int.h, enum pconn_state).
+ *
+ * Thread: the io_uring loop (main thread) only.  The call to
+ * incomingConnection is handed to the side thread (p_on_parked); a failed
+ * call comes back through loop_post (incoming_failed).
+ *
+ * Closing with a poll in flight cancels it first and frees on the final
+ * completion (io_uring still holds the file until then). */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "announce.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "proxy_conf.h"
+#include "ratelimit.h"
+#include "relay.h"
+#include "sni.h"
+#include "srccap.h"
+#include "token.h"
+#include "util.h"
+#include "public_int.h"
+
+static void pconn_poll_cb(struct loop_op *, int, unsigned);
+static void pconn_arm_poll(struct pconn *);
+
+static void
+pconn_log(struct pconn *c, const char *how, uint64_t in, uint64_t out)
+{
+	struct proxy_summary s = {
+		.ps_kind = "client",
+		.ps_peer = (struct sockaddr *)&c->c_peer,
+		.ps_sni = c->c_sni,
+		.ps_operator = c->c_operator,
+		.ps_duration = (double)(loop_now_ms(c->c_pub->p_loop) - c->c_start_ms) / 1000.0,
+		.ps_bytes_in = in,
+		.ps_bytes_out = out,
+		.ps_end = how,
+	};
+
+	proxy_log_summary(&s);
+}
+
+/* The last of a client connection: its memory and its source's count. */
+static void
+pconn_destroy(struct pconn *c)
+{
+	TAILQ_REMOVE(&c->c_pub->p_pconns, c, c_entry);
+	srccap_release(c->c_pub->p_sources, c->c_source);
+	free(c->c_reader);
+	free(c);
+}
+
+static void
+pconn_free(struct pconn *c)
+{
+	if (c->c_fd >= 0) {
+		loop_close(c->c_pub->p_loop, c->c_fd);
+		c->c_fd = -1;
+		public_admit(c->c_pub, PE_CLIENT_CLOSED);
+	}
+	pconn_destroy(c);
+}
+
+/* End a connection that never reached the relay, with an optional alert. */
+static void
+pconn_close(struct pconn *c, int alert, const char *how)
+{
+	struct public *p = c->c_pub;
+
+	switch (c->c_state) {
+	case PC_HELLO:
+		loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
+		break;
+	case PC_PARKED:
+		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
+		token_claim(p->p_tokens, c->c_token);
+		break;
+	case PC_JOINED:         /* the relay's */
+	case PC_CLOSING:
+		return;
+	}
+	c->c_state = PC_CLOSING;
+	if (alert) {
+		/* Fatal alert record; seven bytes always fit the empty send
+		 * buffer of a fresh socket, and a short write is harmless. */
+		unsigned char rec[7] = { 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, (unsigned char)alert };
+
+		/* close() with unread bytes sends a RST, which can make the
+		 * client drop the alert unread: consume the peeked bytes first. */
+		for (int i = 0; i < 4 && recv(c->c_fd, p->p_peekbuf,
+		    (size_t)p->p_conf->pc_hello_max_bytes, MSG_DONTWAIT) > 0; i++)
+			;
+		if (send(c->c_fd, rec, sizeof(rec), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("alert: %s", strerror(errno));
+		shutdown(c->c_fd, SHUT_WR);
+	}
+	pconn_log(c, how, 0, 0);
+	if (c->c_poll.lo_busy)
+		loop_cancel(p->p_loop, &c->c_poll);     /* freed by the final callback */
+	else
+		pconn_free(c);
+}
+
+void
+pconn_hello_expired(struct loop_timer *t, void *arg)
+{
+	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "hello timeout");
+}
+
+void
+pconn_park_expired(struct loop_timer *t, void *arg)
+{
+	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "not claimed (accept_timeout)");
+}
+
+static void
+pconn_park(struct pconn *c)
+{
+	struct public *p = c->c_pub;
+	struct announcement a;
+	struct incoming *in;
+	int one = 1;
+
+	/* the exact announcement, else the wildcard one of its parent */
+	if (announce_match(p->p_announce, c->c_sni, NULL, now_wall(), &a) < 0) {
+		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "no announcement");
+		return;
+	}
+	snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
+	/* Back to the default low-water mark before the relay reads, and
+	 * no peek offset. */
+	if (c->c_lowat)
+		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if (c->c_peekoff) {
+		int none = -1;
+
+		setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &none, sizeof(none));
+	}
+	if ((in = calloc(1, sizeof(*in))) == NULL ||
+	    token_park(p->p_tokens, c, c->c_token) < 0) {
+		free(in);
+		pconn_close(c, ALERT_INTERNAL_ERROR, "token table full");
+		return;
+	}
+	loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
+	c->c_state = PC_PARKED;
+	public_admit(p, PE_CLIENT_PARKED);
+	loop_timer_arm(&p->p_park_timers, &c->c_timer);
+	in->in_pub = p;
+	memcpy(in->in_token, c->c_token, TOKEN_LEN);
+	memcpy(in->in_sni, c->c_sni, sizeof(in->in_sni));
+	memcpy(in->in_operator, c->c_operator, sizeof(in->in_operator));
+	{
+		socklen_t sl = sizeof(in->in_local);
+
+		/* For the private proxy's PROXY protocol header. */
+		if (getsockname(c->c_fd, (struct sockaddr *)&in->in_local, &sl) == 0) {
+			public_unmap(&in->in_local);
+			in->in_peer = c->c_peer;
+			in->in_have_addrs = in->in_peer.ss_family == in->in_local.ss_family;
+		}
+	}
+	p->p_on_parked(p, in);
+}
+
+/* Bytes (or EOF) arrived on a connection waiting for its ClientHello. */
+static void
+pconn_hello(struct pconn *c, unsigned revents)
+{
+	struct public *p = c->c_pub;
+	size_t max = (size_t)p->p_conf->pc_hello_max_bytes, need = 0, off = 0;
+	enum sni_result r;
+	ssize_t n;
+	int lowat, po;
+
+	/* Peek from the first byte the reader has not consumed: without it
+	 * a hello that arrives in tiny segments is copied again and again
+	 * (the kernel may wake us early however high SO_RCVLOWAT is, when
+	 * the receive window runs low).  Kernels before 6.10 have no
+	 * SO_PEEK_OFF for TCP: then the prefix is peeked from byte 0. */
+	if (c->c_peekoff) {
+		off = sni_reader_pos(c->c_reader);
+		po = (int)off;
+		if (setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &po, sizeof(po)) < 0) {
+			c->c_peekoff = 0;
+			off = 0;
+		}
+	}
+	n = recv(c->c_fd, p->p_peekbuf, max - off, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		pconn_arm_poll(c);
+		return;
+	}
+	if (n <= 0) {
+		/* off > 0: the reader has bytes, the peer closed after them */
+		pconn_close(c, 0, n < 0 ? "error before hello" :
+		    off > 0 ? sni_result_str(SNI_NEED_MORE) : "closed before hello");
+		return;
+	}
+	c->c_wakeups++;
+	c->c_peeked += (size_t)n;
+	r = sni_reader_feed(c->c_reader, p->p_peekbuf, off, off + (size_t)n, c->c_sni, &need);
+	if (r != SNI_NEED_MORE) {
+		/* Spent: a joined connection should not carry it for hours. */
+		free(c->c_reader);
+		c->c_reader = NULL;
+	}
+	if (r != SNI_NEED_MORE && log_get_level() >= LOG_LVL_DEBUG) {
+		char addr[64];
+
+		log_debug("client %s: hello read in %u wake-up(s), %zu bytes, %zu bytes peeked%s: %s",
+		    addr_str_masked((struct sockaddr *)&c->c_peer, addr, sizeof(addr)),
+		    c->c_wakeups, off + (size_t)n, c->c_peeked,
+		    c->c_peekoff ? "" : " (no SO_PEEK_OFF)", sni_result_str(r));
+	}
+	switch (r) {
+	case SNI_OK:
+		pconn_park(c);
+		return;
+	case SNI_NEED_MORE:
+		/* The peer closed its side: no more bytes will come. */
+		if (revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			pconn_close(c, 0, sni_result_str(r));
+			return;
+		}
+		/* Wake up only when the parser can make progress. */
+		lowat = (int)need;
+		setsockopt(c->c_fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+		c->c_lowat = 1;
+		pconn_arm_poll(c);
+		return;
+	case SNI_NO_SNI:
+	case SNI_BAD_NAME:
+		c->c_sni[0] = '\0';
+		pconn_close(c, ALERT_UNRECOGNIZED_NAME, sni_result_str(r));
+		return;
+	case SNI_TOO_LARGE:
+		pconn_close(c, 0, sni_result_str(r));
+		return;
+	case SNI_MALFORMED:
+	default:
+		pconn_close(c, ALERT_DECODE_ERROR, sni_result_str(SNI_MALFORMED));
+		return;
+	}
+}
+
+static void
+pconn_poll_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct pconn *c = LOOP_CONTAINER_OF(op, struct pconn, c_poll);
+
+	if (c->c_state == PC_CLOSING) {
+		pconn_free(c);
+		return;
+	}
+	if (res < 0) {
+		pconn_close(c, 0, "poll error");
+		return;
+	}
+	pconn_hello(c, (unsigned)res);
+}
+
+static void
+pconn_arm_poll(struct pconn *c)
+{
+	loop_poll(c->c_pub->p_loop, &c->c_poll, c->c_fd, POLLIN | POLLRDHUP, 0);
+}
+
+
+void
+public_tls_accept(struct loop_listener *l, int fd)
+{
+	struct public *p = l->ll_arg;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct srccap_entry *src;
+	struct pconn *c;
+	int refused;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		close(fd);      /* reset before we looked at it */
+		return;
+	}
+	public_unmap(&ss);
+	if (!ratelimit_allow(p->p_limits, (struct sockaddr *)&ss, now_mono())) {
+		char addr[64];
+		log_debug("client %s: over tcp_rate_limits",
+		    addr_str_masked((struct sockaddr *)&ss, addr, sizeof(addr)));
+		close(fd);
+		return;
+	}
+	src = srccap_take(p->p_sources, (struct sockaddr *)&ss, &refused);
+	if (refused) {
+		char addr[64];
+
+		/* A flood of these is one line per 10 s. */
+		if (now_mono() - p->p_cap_logged >= 10 || p->p_cap_logged == 0) {
+			log_warnx("client %s: holds max_connections_per_source (%ld) "
+			    "connections already: refused",
+			    addr_str_masked((struct sockaddr *)&ss, addr, sizeof(addr)),
+			    p->p_conf->pc_max_per_source);
+			p->p_cap_logged = now_mono();
+		}
+		close(fd);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->c_reader = malloc(sizeof(*c->c_reader))) == NULL) {
+		free(c);
+		srccap_release(p->p_sources, src);
+		close(fd);
+		return;
+	}
+	c->c_pub = p;
+	c->c_source = src;
+	TAILQ_INSERT_TAIL(&p->p_pconns, c, c_entry);
+	c->c_fd = fd;
+	c->c_peer = ss;
+	c->c_state = PC_HELLO;
+	c->c_start_ms = loop_now_ms(p->p_loop);
+	sni_reader_init(c->c_reader, (size_t)p->p_conf->pc_hello_max_bytes);
+	c->c_peekoff = 1;
+	loop_op_init(&c->c_poll, pconn_poll_cb);
+	public_admit(p, PE_CLIENT_ACCEPTED);
+	loop_timer_arm(&p->p_hello_timers, &c->c_timer);
+	pconn_arm_poll(c);
+}
+
+/* --- joined pairs ---------------------------------------------------------- */
+
+void
+public_relay_done(const struct relay_report *rep, void *arg)
+{
+	struct pconn *c = arg;
+
+	pconn_log(c, rep->reason_str, rep->bytes_ab, rep->bytes_ba);
+	public_admit(c->c_pub, PE_PAIR_CLOSED);
+	pconn_destroy(c);
+}
+
+/* --- incomingConnection failed (posted by the side thread) ----------------- */
+
+void
+incoming_failed(void *arg)
+{
+	struct incoming *in = arg;
+	struct pconn *c = token_claim(in->in_pub->p_tokens, in->in_token);
+
+	/* Still parked: nobody will come for it, close now, not at accept_timeout. */
+	if (c != NULL)
+		pconn_close(c, ALERT_INTERNAL_ERROR, "incomingConnection failed");
+	free(in);
+}
+
+/* --- stop ------------------------------------------------------------------ */
+
+void
+public_clients_drain(struct public *p)
+{
+	struct pconn *c, *next;
+
+	for (c = TAILQ_FIRST(&p->p_pconns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, c_entry);
+		if (c->c_state == PC_HELLO || c->c_state == PC_PARKED)
+			pconn_close(c, 0, "shutdown");
+	}
+}
+
+void
+public_clients_free(struct public *p)
+{
+	struct pconn *c;
+
+	/* No callback will free what is still open (waiting for a hello,
+	 * parked, or joined: relay_free closed those sockets without a
+	 * report). */
+	while ((c = TAILQ_FIRST(&p->p_pconns)) != NULL) {
+		if (c->c_fd >= 0)
+			close(c->c_fd);
+		pconn_destroy(c);
+	}
+}

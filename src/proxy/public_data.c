@@ -1,0 +1,205 @@
+/* public_data.c - the public proxy's data-connection token machine
+ * (SPEC 4.2; states in public_int.h, enum dconn_state).
+ *
+ * Thread: the io_uring loop (main thread) only.  A data connection that
+ * delivers a parked client's token is joined to it and handed to the relay
+ * (dconn_join); the client's machine (public_client.c) logs the pair's end. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "proxy_conf.h"
+#include "ratelimit.h"
+#include "relay.h"
+#include "token.h"
+#include "util.h"
+#include "public_int.h"
+
+static void
+dconn_free(struct dconn *d)
+{
+	struct public *p = d->d_pub;
+
+	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
+	if (d->d_fd >= 0) {
+		loop_close(p->p_loop, d->d_fd);
+		public_admit(p, PE_DATA_CLOSED);
+	}
+	free(d);
+}
+
+/* ll: the kind of failure, each logged at most about once a second (the
+ * data port is open to anyone); NULL for a stop. */
+static void
+dconn_close(struct dconn *d, struct log_limit *ll, const char *why)
+{
+	char addr[64];
+
+	if (d->d_state == DC_CLOSING)
+		return;
+	d->d_state = DC_CLOSING;
+	loop_timer_disarm(&d->d_pub->p_token_timers, &d->d_timer);
+	/* A data connection that delivers its token is never logged on its own. */
+	addr_str((struct sockaddr *)&d->d_peer, addr, sizeof(addr));
+	if (ll != NULL)
+		log_limited(ll, LOG_LVL_INFO, "data connection %s closed: %s", addr, why);
+	else
+		log_debug("data connection %s closed: %s", addr, why);
+	if (d->d_recv.lo_busy)
+		loop_cancel(d->d_pub->p_loop, &d->d_recv);
+	else
+		dconn_free(d);
+}
+
+void
+dconn_token_expired(struct loop_timer *t, void *arg)
+{
+	struct dconn *d = LOOP_CONTAINER_OF(t, struct dconn, d_timer);
+
+	dconn_close(d, &d->d_pub->p_log_dtoken, "no token within token_timeout");
+}
+
+static void
+dconn_join(struct dconn *d)
+{
+	struct public *p = d->d_pub;
+	struct pconn *c;
+	int cfd, dfd;
+
+	loop_timer_disarm(&p->p_token_timers, &d->d_timer);
+	if ((c = token_claim(p->p_tokens, d->d_token)) == NULL) {
+		dconn_close(d, &p->p_log_dtoken, "unknown or used token");
+		return;
+	}
+	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
+	c->c_state = PC_JOINED;
+	public_admit(p, PE_PAIR_JOINED);
+	cfd = c->c_fd;
+	dfd = d->d_fd;
+	c->c_fd = -1;
+	d->d_fd = -1;
+	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
+	free(d);
+	/* The relay owns both sockets now, also when it fails. */
+	if (relay_join(p->p_relay, cfd, dfd, "client", "private", public_relay_done, c) == NULL) {
+		struct relay_report rep;
+
+		/* the same line and count as a pair the relay ended */
+		memset(&rep, 0, sizeof(rep));
+		snprintf(rep.reason_str, sizeof(rep.reason_str), "relay failed");
+		public_relay_done(&rep, c);
+	}
+}
+
+static void
+dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct dconn *d = LOOP_CONTAINER_OF(op, struct dconn, d_recv);
+
+	if (d->d_state == DC_CLOSING) {
+		dconn_free(d);
+		return;
+	}
+	if (res <= 0) {
+		dconn_close(d, &d->d_pub->p_log_dclose,
+		    res == 0 ? "closed before its token" : strerror(-res));
+		return;
+	}
+	/* A token may arrive in pieces: read exactly what is still missing,
+	 * so not one byte of the relayed stream is consumed here. */
+	d->d_got += (size_t)res;
+	if (d->d_got < TOKEN_LEN) {
+		loop_recv(d->d_pub->p_loop, &d->d_recv, d->d_fd, d->d_token + d->d_got,
+		    TOKEN_LEN - d->d_got, -1);
+		return;
+	}
+	dconn_join(d);
+}
+
+/*
+ * The data port is open to anyone until a token is read: admit a new
+ * connection only within data_rate_limits for its source, and while fewer
+ * than max_data_connections wait for their token, plus one per parked
+ * client (each still needs its data connection, also when the budget is
+ * full of strangers).  Over either, close it at once.
+ */
+static int
+dconn_admit(struct public *p, const struct sockaddr_storage *ss)
+{
+	long max = p->p_conf->pc_max_data_connections + (long)token_count(p->p_tokens);
+	char addr[64];
+
+	if (!ratelimit_allow(p->p_data_limits, (const struct sockaddr *)ss, now_mono())) {
+		log_limited(&p->p_log_drate, LOG_LVL_INFO,
+		    "data connection %s refused: over data_rate_limits",
+		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		return 0;
+	}
+	if (p->p_ndata >= max) {
+		log_limited(&p->p_log_dfull, LOG_LVL_WARN,
+		    "max_data_connections (%ld) waiting for a token: data connection %s refused",
+		    p->p_conf->pc_max_data_connections,
+		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		return 0;
+	}
+	return 1;
+}
+
+void
+public_data_accept(struct loop_listener *l, int fd)
+{
+	struct public *p = l->ll_arg;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct dconn *d;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		close(fd);      /* reset before we looked at it */
+		return;
+	}
+	public_unmap(&ss);
+	if (!dconn_admit(p, &ss) || (d = calloc(1, sizeof(*d))) == NULL) {
+		close(fd);
+		return;
+	}
+	d->d_pub = p;
+	TAILQ_INSERT_TAIL(&p->p_dconns, d, d_entry);
+	d->d_fd = fd;
+	d->d_peer = ss;
+	d->d_state = DC_TOKEN;
+	loop_op_init(&d->d_recv, dconn_recv_cb);
+	public_admit(p, PE_DATA_ACCEPTED);
+	loop_timer_arm(&p->p_token_timers, &d->d_timer);
+	loop_recv(p->p_loop, &d->d_recv, fd, d->d_token, TOKEN_LEN, -1);
+}
+
+/* --- stop ------------------------------------------------------------------ */
+
+void
+public_data_drain(struct public *p)
+{
+	struct dconn *d, *next;
+
+	for (d = TAILQ_FIRST(&p->p_dconns); d != NULL; d = next) {
+		next = TAILQ_NEXT(d, d_entry);
+		dconn_close(d, NULL, "shutdown");
+	}
+}
+
+void
+public_data_free(struct public *p)
+{
+	struct dconn *d;
+
+	while ((d = TAILQ_FIRST(&p->p_dconns)) != NULL) {
+		TAILQ_REMOVE(&p->p_dconns, d, d_entry);
+		if (d->d_fd >= 0)
+			close(d->d_fd);
+		free(d);
+	}
+}

@@ -1,0 +1,251 @@
+/* public_int.h - the public proxy's shared state (SPEC section 4), for its
+ * files only:
+ *   public.c         start and stop (the skeleton's hooks, proxy.h), socket
+ *                    accounting and admission (public_admit)
+ *   public_client.c  loop thread: the client hello/park machine
+ *   public_data.c    loop thread: the data-connection token machine
+ *   public_side.c    side thread: incomingConnection, the JSON-RPC methods,
+ *                    their commits, the allowed_domains re-checks, sweeps
+ *
+ * Threads: the main thread runs the io_uring loop and owns every socket,
+ * the token table and the rate limiters; the side thread (control.h) runs
+ * the JSON-RPC server and calls incomingConnection through the own Hyper.
+ * They talk only through loop_post / side_post and the announcement table
+ * (which has its own lock).  Each member below says which thread owns it.
+ */
+#ifndef HP_PUBLIC_INT_H
+#define HP_PUBLIC_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "announce.h"
+#include "control.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "sni.h"
+#include "token.h"
+
+struct datastore;
+struct directory;
+struct directory_watch;
+struct event;
+struct json_object;
+struct jsonrpc_call;
+struct proxy_conf;
+struct ratelimit;
+struct relay;
+struct relay_report;
+struct srccap;
+struct srccap_entry;
+
+/* TLS alert descriptions (RFC 8446 6.2). */
+#define ALERT_DECODE_ERROR       50
+#define ALERT_INTERNAL_ERROR     80
+#define ALERT_UNRECOGNIZED_NAME  112
+
+/* Item error: over max_announcements_per_operator. */
+#define PUBLIC_ERR_TOO_MANY      429
+
+/* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
+#define PUBLIC_FD_RESERVE        64
+
+/*
+ * A client connection (public_client.c):
+ *
+ *   accept ──> HELLO ──SNI announced, token parked──> PARKED ──token claimed──> JOINED ──relay report──> (freed)
+ *                │                                      │
+ *                └─no/bad SNI, garbage, hello_timeout,  └─accept_timeout, incomingConnection
+ *                  peer closed, shutdown ──> CLOSING       failed, shutdown ──> CLOSING ──> (freed)
+ *
+ *   HELLO    a one-shot POLLIN waits for bytes, then the stream's prefix is
+ *            peeked (MSG_PEEK: the bytes stay in the socket and later travel
+ *            with the stream) and the new bytes are parsed.  Incomplete: the
+ *            socket's SO_RCVLOWAT is raised to the end of the current TLS
+ *            record, so the wake-ups are bounded by the number of records.
+ *            Bounded by hello_timeout and hello_max_bytes.  On p_hello_timers.
+ *   PARKED   in the token table under a fresh token; the side thread calls
+ *            <operator>.incomingConnection.  On p_park_timers.
+ *   JOINED   the relay owns both sockets (c_fd is -1); its report ends it
+ *            with the summary line.
+ *   CLOSING  closed (alert sent when due, line logged); waits for the final
+ *            completion of its poll when one is in flight, then freed.
+ */
+enum pconn_state { PC_HELLO, PC_PARKED, PC_JOINED, PC_CLOSING };
+
+struct public;
+
+struct pconn {
+	struct public           *c_pub;
+	TAILQ_ENTRY(pconn)       c_entry;       /* p_pconns, until freed */
+	enum pconn_state         c_state;
+	int                      c_fd;
+	int                      c_lowat;        /* SO_RCVLOWAT was raised */
+	unsigned                 c_wakeups;      /* polls that woke the hello reader */
+	size_t                   c_peeked;       /* bytes copied by MSG_PEEK in all */
+	int                      c_peekoff;      /* SO_PEEK_OFF works: peek only new bytes */
+	struct sni_reader       *c_reader;       /* HELLO only, then freed */
+	struct loop_op           c_poll;
+	struct loop_timer        c_timer;       /* hello, then accept timeout */
+	struct sockaddr_storage  c_peer;
+	struct srccap_entry     *c_source;      /* counted toward its source's cap */
+	uint64_t                 c_start_ms;
+	uint8_t                  c_token[TOKEN_LEN];
+	char                     c_sni[SNI_NAME_MAX];
+	char                     c_operator[ANNOUNCE_NAME_MAX];
+};
+
+/*
+ * A data connection from a private proxy (public_data.c):
+ *
+ *   accept ──admitted──> TOKEN ──TOKEN_LEN bytes, token claimed──> (joined to its client, freed)
+ *                          │
+ *                          └─unknown token, EOF, error, token_timeout, shutdown ──> CLOSING ──> (freed)
+ *
+ *   TOKEN    reads exactly TOKEN_LEN bytes within token_timeout, across as
+ *            many reads as it takes (not one byte of the relayed stream is
+ *            consumed).  Unauthenticated: its own budget
+ *            (max_data_connections, plus one per parked client) and rate
+ *            limit (data_rate_limits), not counted in max_connections; its
+ *            refusals and failures are logged through a log_limit.
+ *   CLOSING  waits for the final completion of its recv, then freed.
+ */
+enum dconn_state { DC_TOKEN, DC_CLOSING };
+
+struct dconn {
+	struct public           *d_pub;
+	TAILQ_ENTRY(dconn)       d_entry;       /* p_dconns, until freed */
+	enum dconn_state         d_state;
+	int                      d_fd;
+	struct sockaddr_storage  d_peer;
+	struct loop_op           d_recv;
+	struct loop_timer        d_timer;
+	size_t                   d_got;
+	uint8_t                  d_token[TOKEN_LEN];
+};
+
+/* A call to incomingConnection in flight on the side thread. */
+struct incoming {
+	struct public           *in_pub;
+	uint8_t                  in_token[TOKEN_LEN];
+	char                     in_sni[SNI_NAME_MAX];
+	char                     in_operator[ANNOUNCE_NAME_MAX];
+	int                      in_have_addrs;  /* in_peer and in_local known */
+	struct sockaddr_storage  in_peer;        /* the client */
+	struct sockaddr_storage  in_local;       /* the address it connected to */
+};
+
+/*
+ * Announcement calls on the side thread.  A call's changes are staged and
+ * written as one batch (one write, one fdatasync) by the datastore's own
+ * thread, so the side thread goes on placing incomingConnection calls
+ * meanwhile; the call is answered when its batch is durable.  Calls that
+ * arrive while a batch is in flight wait in p_waiting and run in order
+ * after it, so each call sees the table as the previous ones left it.
+ */
+struct commit {
+	struct public           *cm_pub;
+	struct jsonrpc_call     *cm_call;
+	int                      cm_announce;    /* else a withdrawal */
+	struct json_object      *cm_conns;       /* announce: the items (borrowed from the call) */
+	struct json_object      *cm_result;      /* announce: one entry per item */
+	unsigned char           *cm_staged;      /* announce: item i staged */
+	int                      cm_n;
+	int                      cm_removed;     /* withdrawal: entries withdrawn */
+	char                     cm_caller[ANNOUNCE_NAME_MAX];
+};
+
+struct rpc_wait {
+	TAILQ_ENTRY(rpc_wait)    w_entry;
+	struct jsonrpc_call     *w_call;
+};
+
+/*
+ * Events of public_admit(): every change of the sockets held goes through
+ * it, and it decides the listeners' pauses.
+ */
+enum public_event {
+	PE_CLIENT_ACCEPTED,     /* a client socket is held */
+	PE_CLIENT_PARKED,       /* its token is parked: one more data connection due */
+	PE_CLIENT_CLOSED,       /* a client socket not joined is closed */
+	PE_DATA_ACCEPTED,       /* a data socket waits for its token */
+	PE_DATA_CLOSED,         /* one closed before joining */
+	PE_PAIR_JOINED,         /* a data socket joined its (unparked) client */
+	PE_PAIR_CLOSED,         /* the relay released both sockets of a pair */
+	PE_LISTENER_CLOSED,     /* at a stop: the kernel let go of a listener */
+};
+
+struct public {
+	struct proxy_conf       *p_conf;
+	struct proxy             p_px;           /* the skeleton (state, signals) */
+	struct loop             *p_loop;
+	struct relay            *p_relay;
+	struct control           p_ctl;
+	struct announce_table   *p_announce;
+	/* parked: hand the call to the side thread (public_incoming_post) */
+	void                   (*p_on_parked)(struct public *, struct incoming *);
+	/* side thread */
+	struct datastore        *p_store;        /* NULL: memory only */
+	struct event            *p_sweep;        /* drops expired announcements */
+	struct event            *p_dirpoll;      /* directory poll, when configured */
+	struct directory_watch  *p_watch;        /* directory (NULL: none) */
+	struct commit           *p_commit;       /* the call whose batch is being written */
+	TAILQ_HEAD(, rpc_wait)   p_waiting;      /* calls arrived meanwhile, in order */
+	/* loop thread */
+	struct token_table      *p_tokens;
+	struct ratelimit        *p_limits;
+	struct srccap           *p_sources;      /* max_connections_per_source */
+	double                   p_cap_logged;   /* last "per source" line */
+	struct ratelimit        *p_data_limits;  /* data_rate_limits */
+	struct loop_listener     p_tls_listener, p_data_listener;
+	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
+	long                     p_nconns;       /* client + joined data sockets held */
+	long                     p_ndata;        /* data sockets waiting for a token */
+	int                      p_nlisteners;   /* not yet closed by the kernel */
+	struct log_limit         p_log_dfull, p_log_drate, p_log_dtoken, p_log_dclose;
+	int                      p_tls_paused, p_data_paused;
+	double                   p_full_logged;  /* last "max_connections" line */
+	unsigned char           *p_peekbuf;      /* hello_max_bytes */
+	TAILQ_HEAD(, pconn)      p_pconns;       /* every client until freed */
+	TAILQ_HEAD(, dconn)      p_dconns;       /* every data connection until joined or freed */
+	int                      p_tls_fd, p_data_fd;    /* bound, not yet listening */
+};
+
+/* public.c */
+void	public_admit(struct public *p, enum public_event ev);
+void	public_unmap(struct sockaddr_storage *ss);
+/* The loop-thread state (tables, limits, timer lists) for p_conf, p_loop
+ * and p_relay; -1 out of memory.  public_loop_free() undoes it. */
+int	public_loop_init(struct public *p);
+void	public_loop_free(struct public *p);
+
+/* public_client.c (loop thread) */
+void	public_tls_accept(struct loop_listener *l, int fd);
+void	pconn_hello_expired(struct loop_timer *t, void *arg);
+void	pconn_park_expired(struct loop_timer *t, void *arg);
+/* The parked client of token closes: incomingConnection failed (posted). */
+void	incoming_failed(void *arg);
+void	public_relay_done(const struct relay_report *rep, void *arg);
+/* Stop: close every client not joined (HELLO, PARKED), from p_pconns. */
+void	public_clients_drain(struct public *p);
+/* The loop is gone: free what is left, closing its socket. */
+void	public_clients_free(struct public *p);
+
+/* public_data.c (loop thread) */
+void	public_data_accept(struct loop_listener *l, int fd);
+void	dconn_token_expired(struct loop_timer *t, void *arg);
+void	public_data_drain(struct public *p);
+void	public_data_free(struct public *p);
+
+/* public_side.c (side thread) */
+void	public_incoming_post(struct public *p, struct incoming *in);
+void	public_rpc(void *arg, struct jsonrpc_call *call);
+void	public_side_timers(void *arg);
+int	public_recheck_directory(struct public *p, struct directory *dir, const char *why);
+/* The side thread is joined: free its timers, pending calls, datastore. */
+void	public_side_free(struct public *p);
+
+#endif

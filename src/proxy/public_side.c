@@ -1,0 +1,728 @@
+/* public_side.c - the public proxy's side-thread work (SPEC 4.1, 4.3):
+ * incomingConnection through the own Hyper, the JSON-RPC methods
+ * (announceConnections, withdrawConnections, getAnnouncements,
+ * adminWithdrawConnections), their durable commits, the allowed_domains
+ * re-checks, the expiry sweep and the directory poll.
+ *
+ * Thread: the side thread (control.h) only, except public_incoming_post
+ * (loop thread: hands a call over) and public_recheck_directory at start
+ * (main thread, before the side thread runs).  A failed call goes back to
+ * the loop with loop_post (incoming_failed, public_client.c). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <json-c/json.h>
+
+#include "announce.h"
+#include "control.h"
+#include "datastore.h"
+#include "directory.h"
+#include "jsonrpc.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy_conf.h"
+#include "side.h"
+#include "util.h"
+#include "public_int.h"
+
+/* --- incomingConnection through the Hyper (side thread) ------------------- */
+
+static void
+incoming_reply(void *arg, struct json_object *result, struct json_object *error)
+{
+	struct incoming *in = arg;
+
+	if (error == NULL) {
+		free(in);
+		return;
+	}
+	log_warnx("%s.incomingConnection for %s failed: %s", in->in_operator, in->in_sni,
+	    json_object_to_json_string(error));
+	/* Out of memory: the client is closed at accept_timeout instead. */
+	if (loop_post(in->in_pub->p_loop, incoming_failed, in) < 0)
+		free(in);
+}
+
+/* The "client" parameter: {"address", "port", "local_address", "local_port"}. */
+static struct json_object *
+incoming_client_add(struct json_object *o, const struct sockaddr_storage *ss,
+    const char *akey, const char *pkey)
+{
+	char buf[INET6_ADDRSTRLEN] = "";
+	int port;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &s->sin_addr, buf, sizeof(buf));
+		port = ntohs(s->sin_port);
+	} else {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &s->sin6_addr, buf, sizeof(buf));
+		port = ntohs(s->sin6_port);
+	}
+	json_object_object_add(o, akey, json_object_new_string(buf));
+	json_object_object_add(o, pkey, json_object_new_int(port));
+	return o;
+}
+
+static struct json_object *
+incoming_client(const struct incoming *in)
+{
+	struct json_object *o = json_object_new_object();
+
+	incoming_client_add(o, &in->in_peer, "address", "port");
+	return incoming_client_add(o, &in->in_local, "local_address", "local_port");
+}
+
+static void
+incoming_call(void *arg)
+{
+	struct incoming *in = arg;
+	struct public *p = in->in_pub;
+	struct json_object *params = json_object_new_object();
+	char tok[64];
+
+	b64_encode(in->in_token, TOKEN_LEN, tok);
+	json_object_object_add(params, "domain", json_object_new_string(in->in_sni));
+	json_object_object_add(params, "token", json_object_new_string(tok));
+	json_object_object_add(params, "endpoint",
+	    json_object_new_string(p->p_conf->pc_data_endpoint));
+	if (in->in_have_addrs)
+		json_object_object_add(params, "client", incoming_client(in));
+	control_call(&p->p_ctl, in->in_operator, "incomingConnection", params,
+	    incoming_reply, in);
+	json_object_put(params);
+}
+
+/* Loop thread: a client is parked, its call goes to the side thread. */
+void
+public_incoming_post(struct public *p, struct incoming *in)
+{
+	side_post(p->p_ctl.ct_side, incoming_call, in);
+}
+
+/* --- JSON-RPC methods (side thread) ---------------------------------------- */
+
+static struct json_object *
+item_error(int code, const char *msg)
+{
+	return jsonrpc_error_new(code, "%s", msg);
+}
+
+/*
+ * allowed_domains is checked when a domain is announced, and again: for
+ * all of an operator's announcements at each of its calls (from the
+ * `_client.entry` its Hyper sends), and, with a `directory` setting, for
+ * everyone's at start (after the datastore replay) and whenever the
+ * directory changes.  Without a directory, an operator whose
+ * allowed_domains is narrowed keeps what it announced until its next call,
+ * the expiry (at most ANNOUNCE_MAX_EXPIRY), or adminWithdrawConnections.
+ */
+struct recheck {
+	const char              *rc_why;
+	const char              *rc_op;          /* only its entries; NULL: all (rc_dir) */
+	const char              *rc_self;        /* this proxy's operator name (item scope) */
+	struct json_object      *rc_entry;       /* from a call (borrowed) or the directory */
+	struct directory        *rc_dir;         /* NULL: rc_entry only */
+	const char             **rc_allowed;
+	int                      rc_nallowed;    /* -1: none */
+	char                     rc_cached[ANNOUNCE_NAME_MAX];
+};
+
+static int
+recheck_keep(void *arg, const struct announcement *a)
+{
+	struct recheck *rc = arg;
+	int keep;
+
+	if (rc->rc_dir == NULL) {
+		if (strcmp(a->an_operator, rc->rc_op) != 0)
+			return 1;
+	} else if (strcmp(a->an_operator, rc->rc_cached) != 0) {
+		/* the entries come sorted by domain: cache the last operator */
+		free(rc->rc_allowed);
+		rc->rc_allowed = NULL;
+		if (rc->rc_entry)
+			json_object_put(rc->rc_entry);
+		rc->rc_entry = directory_client_entry(rc->rc_dir, a->an_operator);
+		rc->rc_nallowed = rc->rc_entry == NULL ? -1 :
+		    control_entry_allowed_domains(rc->rc_entry, rc->rc_self, &rc->rc_allowed);
+		snprintf(rc->rc_cached, sizeof(rc->rc_cached), "%s", a->an_operator);
+	}
+	keep = rc->rc_nallowed >= 0 && announce_domain_allowed(a->an_domain,
+	    rc->rc_allowed, (size_t)rc->rc_nallowed);
+	if (!keep)
+		log_warnx("announcement of %s by %s dropped: not in its allowed_domains (%s)",
+		    a->an_domain, a->an_operator, rc->rc_why);
+	return keep;
+}
+
+/* Drop what rc no longer allows, durably.  Returns how many, or -1. */
+static int
+public_recheck(struct public *p, struct recheck *rc)
+{
+	char err[256];
+	int n;
+
+	if (p->p_store == NULL)
+		n = announce_filter(p->p_announce, rc->rc_op, recheck_keep, rc);
+	else if ((n = datastore_filter(p->p_store, rc->rc_op, recheck_keep, rc, now_wall(),
+	    err, sizeof(err))) < 0)
+		log_warnx("dropping announcements (%s): %s", rc->rc_why, err);
+	return n;
+}
+
+/* The caller's own announcements against the allowed_domains of its call. */
+static void
+public_recheck_caller(struct public *p, const char *caller, struct json_object *params)
+{
+	struct recheck rc;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.rc_why = "its Hyper's directory entry at its call";
+	rc.rc_op = caller;
+	rc.rc_self = p->p_conf->pc_name;
+	rc.rc_nallowed = control_allowed_domains(params, p->p_conf->pc_name, &rc.rc_allowed);
+	public_recheck(p, &rc);
+	free(rc.rc_allowed);
+}
+
+/* Everyone's announcements against the directory.  Returns how many were
+ * dropped, or -1. */
+int
+public_recheck_directory(struct public *p, struct directory *dir, const char *why)
+{
+	struct recheck rc;
+	int n;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.rc_why = why;
+	rc.rc_dir = dir;
+	rc.rc_self = p->p_conf->pc_name;
+	n = public_recheck(p, &rc);
+	free(rc.rc_allowed);
+	if (rc.rc_entry)
+		json_object_put(rc.rc_entry);
+	return n;
+}
+
+/* Side thread: expired announcements go away while running (lookups
+ * already treat them as absent); the directory is polled for changes. */
+static void
+public_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct public *p = arg;
+	int n;
+
+	if ((n = announce_expire(p->p_announce, now_wall())) > 0)
+		log_info("%d expired announcement(s) dropped", n);
+}
+
+static void
+public_dirpoll(evutil_socket_t fd, short what, void *arg)
+{
+	struct public *p = arg;
+	struct directory *dir;
+
+	/* a batch is being written: look again at the next tick */
+	if (p->p_commit != NULL || directory_watch_poll(p->p_watch) != 1)
+		return;
+	log_info("directory reloaded: re-checking allowed_domains");
+	dir = directory_watch_get(p->p_watch);
+	public_recheck_directory(p, dir, "directory changed");
+	directory_unref(dir);
+}
+
+/* Runs on the side thread: its base has no locks. */
+void
+public_side_timers(void *arg)
+{
+	struct public *p = arg;
+	struct event_base *base = side_base(p->p_ctl.ct_side);
+	struct timeval tv;
+
+	tv = tv_seconds(p->p_conf->pc_sweep_interval);
+	if ((p->p_sweep = event_new(base, -1, EV_PERSIST, public_sweep, p)) == NULL ||
+	    event_add(p->p_sweep, &tv) == -1)
+		log_warnx("cannot start the announcement sweep timer");
+	if (p->p_watch == NULL)
+		return;
+	tv = tv_seconds(p->p_conf->pc_dir_poll);
+	if ((p->p_dirpoll = event_new(base, -1, EV_PERSIST, public_dirpoll, p)) == NULL ||
+	    event_add(p->p_dirpoll, &tv) == -1)
+		log_warnx("cannot start the directory poll timer");
+}
+
+static struct commit *
+commit_new(struct public *p, struct jsonrpc_call *call, const char *caller, int announce,
+    int n)
+{
+	struct commit *cm;
+
+	if ((cm = calloc(1, sizeof(*cm))) == NULL ||
+	    (announce && (cm->cm_staged = calloc((size_t)n + 1, 1)) == NULL)) {
+		free(cm);
+		return NULL;
+	}
+	cm->cm_pub = p;
+	cm->cm_call = call;
+	cm->cm_announce = announce;
+	cm->cm_n = n;
+	snprintf(cm->cm_caller, sizeof(cm->cm_caller), "%s", caller);
+	return cm;
+}
+
+static void
+commit_free(struct commit *cm)
+{
+	if (cm->cm_result)
+		json_object_put(cm->cm_result);
+	free(cm->cm_staged);
+	free(cm);
+}
+
+/* Answer the call of cm: its batch is durable (rc 0) or was dropped. */
+static void
+commit_reply(struct commit *cm, int rc, const char *err)
+{
+	struct json_object *res;
+	char domain[ANNOUNCE_DOMAIN_MAX];
+
+	if (!cm->cm_announce) {
+		if (rc < 0) {
+			/* the caller gets no path or errno of ours, the log does */
+			log_warnx("withdrawal by %s not stored: %s", cm->cm_caller, err);
+			jsonrpc_call_error(cm->cm_call, JSONRPC_INTERNAL_ERROR, "not stored");
+		} else {
+			res = json_object_new_object();
+			json_object_object_add(res, "withdrawn",
+			    json_object_new_int(cm->cm_removed));
+			jsonrpc_call_reply(cm->cm_call, res);
+		}
+		commit_free(cm);
+		return;
+	}
+	if (rc < 0)
+		log_warnx("announcements by %s not stored: %s", cm->cm_caller, err);
+	for (int i = 0; i < cm->cm_n; i++) {
+		struct json_object *jd;
+
+		if (!cm->cm_staged[i])
+			continue;
+		if (rc < 0) {
+			json_object_array_put_idx(cm->cm_result, (size_t)i,
+			    item_error(JSONRPC_INTERNAL_ERROR, "not stored"));
+			continue;
+		}
+		if (json_object_object_get_ex(json_object_array_get_idx(cm->cm_conns,
+		    (size_t)i), "domain", &jd) &&
+		    announce_check_domain(json_object_get_string(jd), domain) == 0)
+			log_info("announced %s by %s", domain, cm->cm_caller);
+	}
+	jsonrpc_call_reply(cm->cm_call, cm->cm_result);
+	cm->cm_result = NULL;           /* stolen */
+	commit_free(cm);
+}
+
+static void public_dispatch(struct public *p, struct jsonrpc_call *call);
+
+static void
+public_side_post(void *ctx, void (*fn)(void *), void *arg)
+{
+	struct public *p = ctx;
+
+	side_post(p->p_ctl.ct_side, fn, arg);
+}
+
+/* The datastore's thread wrote the batch (side thread again). */
+static void
+commit_done(void *arg, int rc, const char *err)
+{
+	struct commit *cm = arg;
+	struct public *p = cm->cm_pub;
+	struct rpc_wait *w;
+	struct jsonrpc_call *call;
+
+	p->p_commit = NULL;
+	commit_reply(cm, rc, err);
+	while (p->p_commit == NULL && (w = TAILQ_FIRST(&p->p_waiting)) != NULL) {
+		TAILQ_REMOVE(&p->p_waiting, w, w_entry);
+		call = w->w_call;
+		free(w);
+		public_dispatch(p, call);
+	}
+}
+
+/* Make cm's staged batch durable, then answer: without a datastore or
+ * with nothing to write at once, else when the datastore's thread is done. */
+static void
+public_commit(struct public *p, struct commit *cm)
+{
+	char err[256] = "";
+	int r;
+
+	if (p->p_store == NULL) {
+		commit_reply(cm, 0, NULL);
+		return;
+	}
+	r = datastore_commit_async(p->p_store, public_side_post, p, commit_done, cm);
+	if (r == 1) {
+		p->p_commit = cm;
+		return;
+	}
+	/* 0: nothing to write; -1: no thread, so write here */
+	commit_reply(cm, r == 0 ? 0 : datastore_commit(p->p_store, now_wall(), err,
+	    sizeof(err)), err);
+}
+
+/* Item count of list key, or -1 (with the call answered) when it is no
+ * list or longer than max_announce_items. */
+static int
+rpc_items(struct public *p, struct jsonrpc_call *call, struct json_object *params,
+    const char *key, struct json_object **list)
+{
+	size_t n;
+
+	if (!json_object_object_get_ex(params, key, list) ||
+	    !json_object_is_type(*list, json_type_array)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "%s: expected a list", key);
+		return -1;
+	}
+	n = json_object_array_length(*list);
+	if (n > (size_t)p->p_conf->pc_max_announce_items) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "%s: %zu items, at most %ld per call (max_announce_items)", key, n,
+		    p->p_conf->pc_max_announce_items);
+		return -1;
+	}
+	return (int)n;
+}
+
+static void
+rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *conns, *result;
+	struct commit *cm;
+	const char **allowed;
+	int nallowed, n;
+	size_t held;
+	double now = now_wall();
+
+	if ((nallowed = control_allowed_domains(params, p->p_conf->pc_name, &allowed)) < 0) {
+		/* Before the answer: answering frees the call, its params
+		 * and the caller's name in them. */
+		public_recheck_caller(p, caller, params);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	if ((n = rpc_items(p, call, params, "connections", &conns)) < 0) {
+		free(allowed);
+		return;
+	}
+	if ((cm = commit_new(p, call, caller, 1, n)) == NULL) {
+		free(allowed);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	public_recheck_caller(p, caller, params);
+	held = announce_count_operator(p->p_announce, caller, now);
+	cm->cm_conns = conns;
+	cm->cm_result = result = json_object_new_array();
+	for (int i = 0; i < n; i++) {
+		struct json_object *item = json_object_array_get_idx(conns, (size_t)i), *jd, *je;
+		char domain[ANNOUNCE_DOMAIN_MAX];
+		struct announcement a, cur;
+		const char *why = NULL;
+		double exp = 0;
+		int rc;
+
+		if (!json_object_is_type(item, json_type_object) ||
+		    !json_object_object_get_ex(item, "domain", &jd) ||
+		    !json_object_is_type(jd, json_type_string) ||
+		    announce_check_name(json_object_get_string(jd), domain, &why) < 0) {
+			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
+			    why ? why : "invalid domain"));
+			continue;
+		}
+		if (!announce_domain_allowed(domain, allowed, (size_t)nallowed)) {
+			json_object_array_add(result, item_error(HP_ERR_FORBIDDEN, "not allowed"));
+			continue;
+		}
+		if (json_object_object_get_ex(item, "expires_at", &je) && je != NULL &&
+		    (!json_object_is_type(je, json_type_string) ||
+		    announce_check_expiry(json_object_get_string(je), now,
+		    ANNOUNCE_MAX_EXPIRY, &exp, &why) < 0)) {
+			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
+			    why ? why : "expires_at: expected an RFC 3339 time"));
+			continue;
+		}
+		/* no expires_at: the longest allowed, in whole seconds (the
+		 * store keeps whole seconds); re-announcing extends it */
+		exp = announce_effective_expiry(exp, now);
+		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0) {
+			if (strcmp(cur.an_operator, caller) != 0) {
+				json_object_array_add(result, item_error(HP_ERR_CONFLICT,
+				    "already taken"));
+				continue;
+			}
+		} else if (held >= (size_t)p->p_conf->pc_max_per_operator) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "too many announcements: at most %ld per "
+			    "operator (max_announcements_per_operator)",
+			    p->p_conf->pc_max_per_operator);
+			json_object_array_add(result, item_error(PUBLIC_ERR_TOO_MANY, msg));
+			continue;
+		} else
+			held++;
+		if (announce_make(&a, domain, caller, NULL, exp) < 0) {
+			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
+			    "invalid announcement"));
+			continue;
+		}
+		rc = p->p_store ? datastore_stage_announce(p->p_store, &a) :
+		    announce_put(p->p_announce, &a);
+		if (rc < 0) {
+			log_warnx("announcement of %s by %s not stored: out of memory",
+			    domain, caller);
+			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
+			    "not stored"));
+			continue;
+		}
+		cm->cm_staged[i] = 1;
+		json_object_array_add(result, NULL);
+	}
+	free(allowed);
+	/* one write and one fdatasync for the whole call */
+	public_commit(p, cm);
+}
+
+/* Withdraw (domain, op): staged with a datastore, else at once.  1 or 0
+ * (nothing to withdraw), -1 out of memory. */
+static int
+public_withdraw_one(struct public *p, const char *domain, const char *op)
+{
+	if (p->p_store)
+		return datastore_stage_withdraw(p->p_store, domain, NULL, op);
+	return announce_remove(p->p_announce, domain, NULL, op);
+}
+
+/* Answer {"withdrawn": removed} once the staged withdrawals are durable. */
+static void
+public_withdraw_commit(struct public *p, struct jsonrpc_call *call, const char *who,
+    int removed)
+{
+	struct commit *cm;
+
+	if ((cm = commit_new(p, call, who, 0, 0)) == NULL) {
+		if (p->p_store)
+			datastore_abort(p->p_store);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	cm->cm_removed = removed;
+	public_commit(p, cm);
+}
+
+static void
+rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *domains;
+	int removed = 0, n, k;
+
+	public_recheck_caller(p, caller, params);
+	if ((n = rpc_items(p, call, params, "domains", &domains)) < 0)
+		return;
+	for (int i = 0; i < n; i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, (size_t)i);
+		char domain[ANNOUNCE_DOMAIN_MAX];
+
+		if (!json_object_is_type(jd, json_type_string) ||
+		    announce_check_domain(json_object_get_string(jd), domain) < 0)
+			continue;
+		if ((k = public_withdraw_one(p, domain, caller)) < 0) {
+			if (p->p_store)
+				datastore_abort(p->p_store);
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+			return;
+		}
+		removed += k;
+	}
+	public_withdraw_commit(p, call, caller, removed);
+}
+
+/* adminWithdrawConnections {domains: [...]} and/or {operator}: withdraw
+ * anyone's announcements.  For the own operator's applications and for
+ * callers in admin_group (the Hyper checks the directory's permissions
+ * first; this is the proxy's own check). */
+static void
+rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct json_object *domains = NULL, *jop = NULL;
+	struct announcement cur, *list;
+	int removed = 0, n = 0, k;
+
+	if (strcmp(caller, p->p_conf->pc_name) != 0 &&
+	    !control_caller_in_group(params, p->p_conf->pc_admin_group)) {
+		log_warnx("adminWithdrawConnections refused to %s: not in group %s", caller,
+		    p->p_conf->pc_admin_group);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	if (json_object_object_get_ex(params, "operator", &jop) &&
+	    (!json_object_is_type(jop, json_type_string) ||
+	    json_object_get_string_len(jop) == 0)) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "operator: expected a name");
+		return;
+	}
+	if (json_object_object_get_ex(params, "domains", &domains) &&
+	    (n = rpc_items(p, call, params, "domains", &domains)) < 0)
+		return;
+	if (jop == NULL && domains == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "expected domains (a list) or operator");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct json_object *jd = json_object_array_get_idx(domains, (size_t)i);
+		char domain[ANNOUNCE_DOMAIN_MAX];
+
+		if (!json_object_is_type(jd, json_type_string) ||
+		    announce_check_domain(json_object_get_string(jd), domain) < 0 ||
+		    announce_find(p->p_announce, domain, NULL,
+		    jop ? json_object_get_string(jop) : NULL, &cur) < 0)
+			continue;
+		if ((k = public_withdraw_one(p, domain, cur.an_operator)) < 0)
+			goto nomem;
+		if (k > 0)
+			log_info("announcement of %s by %s withdrawn by %s (admin)", domain,
+			    cur.an_operator, caller);
+		removed += k;
+	}
+	if (jop != NULL && domains == NULL) {
+		/* every announcement of the operator, expired ones too */
+		if ((n = announce_list(p->p_announce, json_object_get_string(jop), 0,
+		    &list)) < 0)
+			goto nomem;
+		for (int i = 0; i < n; i++) {
+			if ((k = public_withdraw_one(p, list[i].an_domain,
+			    list[i].an_operator)) < 0) {
+				free(list);
+				goto nomem;
+			}
+			if (k > 0)
+				log_info("announcement of %s by %s withdrawn by %s (admin)",
+				    list[i].an_domain, list[i].an_operator, caller);
+			removed += k;
+		}
+		free(list);
+	}
+	public_withdraw_commit(p, call, caller, removed);
+	return;
+nomem:
+	if (p->p_store)
+		datastore_abort(p->p_store);
+	jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+}
+
+static void
+rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct announcement *list;
+	struct json_object *res;
+	char buf[32];
+	int n;
+
+	public_recheck_caller(p, caller, params);
+	res = json_object_new_array();
+	n = announce_list(p->p_announce, caller, now_wall(), &list);
+	for (int i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
+		/* the effective expiry: a missing expires_at was stored as the maximum */
+		json_object_object_add(o, "expires_at", list[i].an_expires_at > 0 ?
+		    json_object_new_string(rfc3339_format(list[i].an_expires_at, buf, sizeof(buf))) :
+		    NULL);
+		json_object_array_add(res, o);
+	}
+	free(list);
+	jsonrpc_call_reply(call, res);
+}
+
+static void
+public_dispatch(struct public *p, struct jsonrpc_call *call)
+{
+	struct json_object *params = jsonrpc_call_params(call);
+	const char *method = jsonrpc_call_method(call);
+	const char *caller = control_caller(params);
+
+	if (caller == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "_client missing");
+		return;
+	}
+	if (strcmp(method, "announceConnections") == 0)
+		rpc_announce(p, call, caller, params);
+	else if (strcmp(method, "withdrawConnections") == 0)
+		rpc_withdraw(p, call, caller, params);
+	else if (strcmp(method, "getAnnouncements") == 0)
+		rpc_get(p, call, caller, params);
+	else if (strcmp(method, "adminWithdrawConnections") == 0)
+		rpc_admin_withdraw(p, call, caller, params);
+	else
+		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
+}
+
+void
+public_rpc(void *arg, struct jsonrpc_call *call)
+{
+	struct public *p = arg;
+	struct rpc_wait *w;
+
+	if (p->p_commit == NULL) {
+		public_dispatch(p, call);
+		return;
+	}
+	/* a batch is being written: after it, in order */
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	w->w_call = call;
+	TAILQ_INSERT_TAIL(&p->p_waiting, w, w_entry);
+}
+
+void
+public_side_free(struct public *p)
+{
+	struct rpc_wait *w;
+
+	if (p->p_sweep)
+		event_free(p->p_sweep);
+	if (p->p_dirpoll)
+		event_free(p->p_dirpoll);
+	p->p_sweep = p->p_dirpoll = NULL;
+	/* join the datastore's thread before the side goes: its completion
+	 * is posted there (and dropped, unrun) */
+	datastore_close(p->p_store);
+	p->p_store = NULL;
+	if (p->p_commit)
+		commit_free(p->p_commit);
+	p->p_commit = NULL;
+	while ((w = TAILQ_FIRST(&p->p_waiting)) != NULL) {
+		TAILQ_REMOVE(&p->p_waiting, w, w_entry);
+		free(w);
+	}
+}

@@ -1,0 +1,499 @@
+/* Tests for the public proxy's loop-thread machines (public_client.c,
+ * public_data.c): the client hello/park machine and the data-connection
+ * token machine, driven through real loopback sockets and the real
+ * io_uring loop.  The test thread runs the loop itself, in short bursts
+ * until a condition holds, so every step is in a known order.  The side
+ * thread is not started: a parked client's incomingConnection is taken by
+ * p_on_parked here (the token is what a private proxy would be told). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "announce.h"
+#include "loop.h"
+#include "proxy_conf.h"
+#include "relay.h"
+#include "token.h"
+#include "util.h"
+#include "../../src/proxy/public_int.h"
+
+static struct proxy_conf conf;
+static char conf_name[] = "public-test";
+static struct public pub;
+static int tls_port, data_port;
+static uint8_t told[TOKEN_LEN];         /* the last token handed to incomingConnection */
+static int ntold;
+
+static void
+told_parked(struct public *p, struct incoming *in)
+{
+	memcpy(told, in->in_token, TOKEN_LEN);
+	ntold++;
+	free(in);
+}
+
+static int
+listen_on(struct loop_listener *l, void (*cb)(struct loop_listener *, int))
+{
+	char err[256];
+	int fd = listen_tcp("127.0.0.1:0", 64, err, sizeof(err));
+
+	cr_assert_geq(fd, 0, "%s", err);
+	loop_listener_start(pub.p_loop, l, fd, cb, &pub);
+	return sock_port(fd);
+}
+
+static void
+setup(void)
+{
+	struct relay_settings rs;
+	struct announcement a;
+
+	memset(&conf, 0, sizeof(conf));
+	memset(&pub, 0, sizeof(pub));
+	conf.pc_name = conf_name;
+	conf.pc_hello_timeout = 0.3;
+	conf.pc_hello_max_bytes = 16384;
+	conf.pc_accept_timeout = 0.4;
+	conf.pc_token_timeout = 0.3;
+	conf.pc_max_connections = 100;
+	conf.pc_max_data_connections = 100;
+	pub.p_conf = &conf;
+	pub.p_on_parked = told_parked;
+	ntold = 0;
+	cr_assert_eq(public_loop_init(&pub), 0);
+	cr_assert_not_null(pub.p_announce = announce_table_new());
+	cr_assert_eq(announce_make(&a, "app.example.com", "op1", NULL, now_wall() + 3600), 0);
+	cr_assert_eq(announce_put(pub.p_announce, &a), 0);
+	cr_assert_not_null(pub.p_loop = loop_new(256));
+	relay_settings_default(&rs);
+	cr_assert_not_null(pub.p_relay = relay_new(pub.p_loop, &rs));
+	loop_timer_list_init(pub.p_loop, &pub.p_hello_timers,
+	    (uint64_t)(conf.pc_hello_timeout * 1000), pconn_hello_expired, &pub);
+	loop_timer_list_init(pub.p_loop, &pub.p_park_timers,
+	    (uint64_t)(conf.pc_accept_timeout * 1000), pconn_park_expired, &pub);
+	loop_timer_list_init(pub.p_loop, &pub.p_token_timers,
+	    (uint64_t)(conf.pc_token_timeout * 1000), dconn_token_expired, &pub);
+	tls_port = listen_on(&pub.p_tls_listener, public_tls_accept);
+	data_port = listen_on(&pub.p_data_listener, public_data_accept);
+}
+
+static void
+teardown(void)
+{
+	int tls_fd = pub.p_tls_listener.ll_fd, data_fd = pub.p_data_listener.ll_fd;
+
+	relay_free(pub.p_relay);
+	loop_free(pub.p_loop);
+	close(tls_fd);
+	close(data_fd);
+	public_loop_free(&pub);
+	announce_table_free(pub.p_announce);
+}
+
+TestSuite(public_machines, .init = setup, .fini = teardown);
+
+/* --- running the loop until a condition holds ------------------------------ */
+
+struct waiter {
+	struct loop_op   w_op;
+	int            (*w_pred)(void);
+	uint64_t         w_deadline;
+	int              w_met;
+};
+
+static void
+waiter_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct waiter *w = LOOP_CONTAINER_OF(op, struct waiter, w_op);
+
+	if (w->w_pred != NULL && w->w_pred()) {
+		w->w_met = 1;
+		loop_stop(pub.p_loop);
+	} else if (now_mono_ms() >= w->w_deadline)
+		loop_stop(pub.p_loop);
+	else
+		loop_timeout(pub.p_loop, &w->w_op, 5);
+}
+
+/* Run the loop until pred() (NULL: for ms), at most ms.  1 when it held. */
+static int
+run_until(int (*pred)(void), unsigned ms)
+{
+	struct waiter w;
+
+	memset(&w, 0, sizeof(w));
+	loop_op_init(&w.w_op, waiter_cb);
+	w.w_pred = pred;
+	w.w_deadline = now_mono_ms() + ms;
+	loop_nop(pub.p_loop, &w.w_op);
+	cr_assert_eq(loop_run(pub.p_loop), 0);
+	return w.w_met;
+}
+
+static int
+no_client(void)
+{
+	return TAILQ_EMPTY(&pub.p_pconns);
+}
+
+static int
+no_data(void)
+{
+	return TAILQ_EMPTY(&pub.p_dconns);
+}
+
+/* a data connection came and is gone */
+static int
+data_gone(void)
+{
+	return pub.p_data_listener.ll_accepted >= 1 && TAILQ_EMPTY(&pub.p_dconns);
+}
+
+static int
+one_client(void)
+{
+	return !TAILQ_EMPTY(&pub.p_pconns);
+}
+
+static int
+one_data(void)
+{
+	return !TAILQ_EMPTY(&pub.p_dconns);
+}
+
+static int
+parked(void)
+{
+	struct pconn *c = TAILQ_FIRST(&pub.p_pconns);
+
+	return c != NULL && c->c_state == PC_PARKED && ntold == 1;
+}
+
+static int
+joined(void)
+{
+	struct pconn *c = TAILQ_FIRST(&pub.p_pconns);
+
+	return c != NULL && c->c_state == PC_JOINED && TAILQ_EMPTY(&pub.p_dconns);
+}
+
+/* --- sockets ----------------------------------------------------------------- */
+
+static int
+dial(int port)
+{
+	struct sockaddr_in sin;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "%s", strerror(errno));
+	return fd;
+}
+
+static void
+send_all(int fd, const void *buf, size_t n)
+{
+	cr_assert_eq(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* What the proxy sent before closing: the bytes (at most cap) and whether
+ * the socket reached EOF (or a reset) within a short wait. */
+static ssize_t
+drain_peer(int fd, unsigned char *buf, size_t cap, int *eof)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	ssize_t got = 0, n;
+
+	*eof = 0;
+	while (poll(&pfd, 1, 500) == 1) {
+		n = recv(fd, buf + got, cap - (size_t)got, MSG_DONTWAIT);
+		if (n <= 0) {
+			*eof = n == 0 || errno == ECONNRESET;
+			break;
+		}
+		got += n;
+		if ((size_t)got == cap)
+			break;
+	}
+	return got;
+}
+
+/* --- ClientHellos -------------------------------------------------------------- */
+
+static void
+put16(unsigned char *p, size_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+/* A TLS 1.2-style ClientHello in one record; name NULL: no extensions. */
+static size_t
+hello(const char *name, unsigned char *b)
+{
+	size_t n = 9, body, len;
+
+	memset(b, 0, 9);
+	b[0] = 22; b[1] = 3; b[2] = 1;
+	b[5] = 1;
+	b[n++] = 3; b[n++] = 3;
+	memset(b + n, 0xab, 32); n += 32;
+	b[n++] = 0;                     /* session id */
+	put16(b + n, 4); n += 2;        /* two cipher suites */
+	b[n++] = 0x13; b[n++] = 0x01; b[n++] = 0xc0; b[n++] = 0x2f;
+	b[n++] = 1; b[n++] = 0;         /* null compression */
+	if (name != NULL) {
+		len = strlen(name);
+		put16(b + n, len + 9); n += 2;  /* extensions */
+		put16(b + n, 0); n += 2;        /* server_name */
+		put16(b + n, len + 5); n += 2;
+		put16(b + n, len + 3); n += 2;
+		b[n++] = 0;                     /* host_name */
+		put16(b + n, len); n += 2;
+		memcpy(b + n, name, len); n += len;
+	}
+	body = n - 9;
+	b[6] = (unsigned char)(body >> 16);
+	put16(b + 7, body);
+	put16(b + 3, n - 5);
+	return n;
+}
+
+/* The fatal alert the proxy answers with, or -1 when it sent none. */
+static int
+alert_of(const unsigned char *b, ssize_t n)
+{
+	if (n != 7 || b[0] != 0x15 || b[5] != 2)
+		return -1;
+	return b[6];
+}
+
+/* --- the client hello/park machine ----------------------------------------- */
+
+Test(public_machines, hello_with_announced_sni_parks_under_a_fresh_token)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port);
+	size_t n = hello("app.example.com", b);
+
+	send_all(fd, b, n);
+	cr_assert(run_until(parked, 2000), "not parked");
+	cr_assert_eq(token_count(pub.p_tokens), 1);
+	cr_assert_str_eq(TAILQ_FIRST(&pub.p_pconns)->c_sni, "app.example.com");
+	cr_assert_str_eq(TAILQ_FIRST(&pub.p_pconns)->c_operator, "op1");
+	cr_assert_eq(pub.p_nconns, 1);
+	close(fd);
+}
+
+Test(public_machines, hello_without_sni_gets_unrecognized_name)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	send_all(fd, b, hello(NULL, b));
+	cr_assert(run_until(no_client, 2000));
+	run_until(NULL, 50);
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_UNRECOGNIZED_NAME);
+	cr_assert(eof);
+	cr_assert_eq(pub.p_nconns, 0);
+	cr_assert_eq(ntold, 0);
+	close(fd);
+}
+
+Test(public_machines, sni_not_announced_gets_unrecognized_name)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	send_all(fd, b, hello("other.example.com", b));
+	cr_assert(run_until(no_client, 2000));
+	run_until(NULL, 50);
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_UNRECOGNIZED_NAME);
+	cr_assert_eq(token_count(pub.p_tokens), 0);
+	close(fd);
+}
+
+Test(public_machines, garbage_gets_decode_error)
+{
+	static const char req[] = "GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+	unsigned char b[64];
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	send_all(fd, req, sizeof(req) - 1);
+	cr_assert(run_until(no_client, 2000));
+	run_until(NULL, 50);
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_DECODE_ERROR);
+	close(fd);
+}
+
+Test(public_machines, hello_split_in_pieces_still_parks)
+{
+	unsigned char b[512];
+	size_t n = hello("app.example.com", b);
+	int fd = dial(tls_port);
+
+	/* the header alone, then the rest: the reader waits for the record */
+	send_all(fd, b, 5);
+	cr_assert(run_until(one_client, 2000));
+	cr_assert_not(run_until(parked, 150));
+	cr_assert_eq(TAILQ_FIRST(&pub.p_pconns)->c_state, PC_HELLO);
+	send_all(fd, b + 5, n - 5);
+	cr_assert(run_until(parked, 2000));
+	close(fd);
+}
+
+Test(public_machines, silent_client_is_closed_at_hello_timeout)
+{
+	unsigned char b[16];
+	uint64_t t0 = now_mono_ms();
+	int fd = dial(tls_port), eof;
+
+	cr_assert(run_until(one_client, 2000));
+	cr_assert(run_until(no_client, 3000), "not closed");
+	/* 0.3 s, plus at most one 100 ms tick */
+	cr_assert_geq(now_mono_ms() - t0, 250);
+	run_until(NULL, 50);            /* the close is submitted */
+	cr_assert_eq(drain_peer(fd, b, sizeof(b), &eof), 0);
+	cr_assert(eof);
+	close(fd);
+}
+
+Test(public_machines, parked_client_is_closed_at_accept_timeout)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port);
+	uint64_t t0;
+
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	t0 = now_mono_ms();
+	cr_assert(run_until(no_client, 3000), "not closed");
+	cr_assert_geq(now_mono_ms() - t0, 250);
+	cr_assert_eq(token_count(pub.p_tokens), 0, "the token is gone with it");
+	cr_assert_eq(pub.p_nconns, 0);
+	close(fd);
+}
+
+Test(public_machines, failed_incoming_call_closes_the_parked_client)
+{
+	unsigned char b[512];
+	struct incoming *in = calloc(1, sizeof(*in));
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	in->in_pub = &pub;
+	memcpy(in->in_token, told, TOKEN_LEN);
+	cr_assert_eq(loop_post(pub.p_loop, incoming_failed, in), 0);
+	cr_assert(run_until(no_client, 1000));
+	run_until(NULL, 50);
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_INTERNAL_ERROR);
+	close(fd);
+}
+
+/* --- the data-connection machine -------------------------------------------- */
+
+Test(public_machines, matching_token_joins_the_pair_and_relays)
+{
+	unsigned char b[512], r[512];
+	size_t n = hello("app.example.com", b);
+	int cfd = dial(tls_port), dfd, eof;
+	ssize_t got;
+
+	send_all(cfd, b, n);
+	cr_assert(run_until(parked, 2000));
+	dfd = dial(data_port);
+	/* the token in two pieces: the machine reads exactly what is missing */
+	send_all(dfd, told, 10);
+	cr_assert(run_until(one_data, 2000));
+	send_all(dfd, told + 10, TOKEN_LEN - 10);
+	cr_assert(run_until(joined, 2000), "not joined");
+	cr_assert_eq(token_count(pub.p_tokens), 0);
+	cr_assert_eq(pub.p_nconns, 2);
+	cr_assert_eq(pub.p_ndata, 0);
+	/* the peeked hello travels first, then both directions */
+	send_all(cfd, "ping", 4);
+	run_until(NULL, 100);
+	got = drain_peer(dfd, r, n + 4, &eof);
+	cr_assert_eq(got, (ssize_t)n + 4);
+	cr_assert_eq(memcmp(r, b, n), 0);
+	cr_assert_eq(memcmp(r + n, "ping", 4), 0);
+	send_all(dfd, "pong", 4);
+	run_until(NULL, 100);
+	got = drain_peer(cfd, r, 4, &eof);
+	cr_assert_eq(got, 4);
+	cr_assert_eq(memcmp(r, "pong", 4), 0);
+	/* both ends close: the relay's report frees the client */
+	close(cfd);
+	close(dfd);
+	cr_assert(run_until(no_client, 2000));
+	cr_assert_eq(pub.p_nconns, 0);
+}
+
+Test(public_machines, wrong_token_is_closed_and_the_client_stays_parked)
+{
+	unsigned char b[512], wrong[TOKEN_LEN];
+	int cfd = dial(tls_port), dfd, eof;
+
+	send_all(cfd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	memcpy(wrong, told, TOKEN_LEN);
+	wrong[TOKEN_LEN - 1] ^= 1;
+	dfd = dial(data_port);
+	send_all(dfd, wrong, TOKEN_LEN);
+	cr_assert(run_until(data_gone, 2000));
+	run_until(NULL, 50);            /* the close is submitted */
+	cr_assert_eq(drain_peer(dfd, b, sizeof(b), &eof), 0);
+	cr_assert(eof);
+	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert(parked());
+	cr_assert_eq(token_count(pub.p_tokens), 1);
+	close(dfd);
+	close(cfd);
+}
+
+Test(public_machines, silent_data_connection_is_closed_at_token_timeout)
+{
+	unsigned char b[16];
+	uint64_t t0 = now_mono_ms();
+	int dfd = dial(data_port), eof;
+
+	send_all(dfd, "abc", 3);        /* a piece of a token, never the rest */
+	cr_assert(run_until(one_data, 2000));
+	cr_assert(run_until(no_data, 3000), "not closed");
+	cr_assert_geq(now_mono_ms() - t0, 250);
+	run_until(NULL, 50);
+	cr_assert_eq(drain_peer(dfd, b, sizeof(b), &eof), 0);
+	cr_assert(eof);
+	cr_assert_eq(pub.p_ndata, 0);
+	close(dfd);
+}
+
+Test(public_machines, data_connection_closed_before_its_token_is_freed)
+{
+	int dfd = dial(data_port);
+
+	cr_assert(run_until(one_data, 2000));
+	cr_assert_eq(TAILQ_FIRST(&pub.p_dconns)->d_state, DC_TOKEN);
+	close(dfd);
+	cr_assert(run_until(no_data, 2000));
+	cr_assert_eq(pub.p_ndata, 0);
+}

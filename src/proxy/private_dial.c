@@ -1,0 +1,261 @@
+/* private_dial.c - the private proxy's dial job (SPEC 5): for one
+ * connection handed over by incomingConnection, connect to the public
+ * proxy's data endpoint and to the internal server in parallel, write the
+ * token (and the PROXY header, when the announcement asks for one), then
+ * join the two sockets in the relay.  The machine (enum dial_state) is
+ * drawn in private_int.h.
+ *
+ * Thread: the loop thread (the io_uring loop), except dial_new, which the
+ * side thread calls before it loop_post()s dial_start. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <bsd/string.h>
+
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "proxy_conf.h"
+#include "relay.h"
+#include "util.h"
+#include "private_int.h"
+
+struct dial *
+dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
+    const char *operator, const struct data_endpoint *de, const uint8_t *pp, size_t pplen)
+{
+	struct dial *d;
+
+	if ((d = calloc(1, sizeof(*d) + pplen)) == NULL)
+		return NULL;
+	d->dl_pv = pv;
+	d->dl_state = DIAL_CONNECTING;
+	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
+	memcpy(d->dl_token, token, sizeof(d->dl_token));
+	if (pplen > 0)
+		memcpy(d->dl_pp, pp, pplen);
+	d->dl_pplen = pplen;
+	strlcpy(d->dl_domain, domain, sizeof(d->dl_domain));
+	strlcpy(d->dl_operator, operator, sizeof(d->dl_operator));
+	memcpy(&d->dl_pub.ds_sa, &de->de_sa, de->de_salen);
+	d->dl_pub.ds_salen = de->de_salen;
+	addr_str((struct sockaddr *)&d->dl_pub.ds_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
+	memcpy(&d->dl_int.ds_sa, &pv->pv_int_sa, pv->pv_int_salen);
+	d->dl_int.ds_salen = pv->pv_int_salen;
+	return d;
+}
+
+/* The job's two sockets are released (closed, or by the relay). */
+static void
+dial_release(struct private *pv)
+{
+	atomic_fetch_sub(&pv->pv_nsockets, 2);
+	proxy_drained(&pv->pv_px);
+}
+
+static void
+dial_free(struct dial *d)
+{
+	struct private *pv = d->dl_pv;
+
+	if (d->dl_pub.ds_fd >= 0)
+		close(d->dl_pub.ds_fd);
+	if (d->dl_int.ds_fd >= 0)
+		close(d->dl_int.ds_fd);
+	if (d->dl_state != DIAL_JOINED)
+		TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
+	explicit_bzero(d->dl_token, sizeof(d->dl_token));
+	free(d);
+	dial_release(pv);
+}
+
+static void
+dial_done(const struct relay_report *rep, void *arg)
+{
+	struct dial *d = arg;
+
+	log_info("connection %s via %s: %.3f s, %llu bytes in, %llu bytes out, %s%s",
+	    d->dl_domain, d->dl_endpoint, rep->duration, (unsigned long long)rep->bytes_ab,
+	    (unsigned long long)rep->bytes_ba, rep->reason_str,
+	    rep->spliced ? " (spliced)" : "");
+	dial_free(d);
+}
+
+static void
+dial_close(struct dial_side *s)
+{
+	if (s->ds_fd >= 0)
+		close(s->ds_fd);
+	s->ds_fd = -1;
+}
+
+/* Both connects are over: join, or give up. */
+static void
+dial_check(struct dial *d)
+{
+	struct private *pv = d->dl_pv;
+	int pub, in;
+
+	if (d->dl_pub.ds_op.lo_busy || d->dl_int.ds_op.lo_busy)
+		return;
+	if (d->dl_state == DIAL_FAILING || atomic_load(&pv->pv_stopping)) {
+		dial_free(d);
+		return;
+	}
+	pub = d->dl_pub.ds_fd;
+	in = d->dl_int.ds_fd;
+	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
+	TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
+	d->dl_state = DIAL_JOINED;
+	log_debug("connection %s via %s: joined", d->dl_domain, d->dl_endpoint);
+	if (relay_join(pv->pv_relay, pub, in, "public", "internal", dial_done, d) == NULL) {
+		/* relay_join closed both sockets and will not call back. */
+		log_warnx("connection %s via %s: cannot join: out of memory", d->dl_domain,
+		    d->dl_endpoint);
+		dial_free(d);
+	}
+}
+
+static void
+dial_fail(struct dial *d, struct dial_side *s, int err)
+{
+	char abuf[64];
+	int first = d->dl_state != DIAL_FAILING;
+
+	s->ds_state = DS_FAILED;
+	dial_close(s);
+	d->dl_state = DIAL_FAILING;
+	if (s == &d->dl_pub) {
+		if (first)
+			log_warnx("connection %s: public endpoint %s: %s; internal side closed",
+			    d->dl_domain, d->dl_endpoint, strerror(err));
+		/* Nothing to relay: drop the internal side, connected or not. */
+		if (d->dl_int.ds_state == DS_CONNECTING)
+			loop_cancel(d->dl_pv->pv_loop, &d->dl_int.ds_op);
+		else
+			dial_close(&d->dl_int);
+		return;
+	}
+	if (first)
+		log_warnx("connection %s via %s: internal server %s: %s; public data connection "
+		    "closed", d->dl_domain, d->dl_endpoint,
+		    addr_str((struct sockaddr *)&d->dl_int.ds_sa, abuf, sizeof(abuf)),
+		    strerror(err));
+	/* The public side closes right after its token (dial_pub_cb), so the
+	 * public proxy drops the waiting client now, not after accept_timeout. */
+	if (d->dl_pub.ds_state == DS_CONNECTED)
+		dial_close(&d->dl_pub);
+}
+
+static void
+dial_pub_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_pub.ds_op);
+	ssize_t n;
+
+	if (res < 0) {
+		dial_fail(d, &d->dl_pub, -res);
+		dial_check(d);
+		return;
+	}
+	/* A fresh connection has an empty send buffer: 32 bytes go at once;
+	 * anything short means the peer is gone. */
+	n = send(d->dl_pub.ds_fd, d->dl_token, sizeof(d->dl_token), MSG_NOSIGNAL);
+	if (n != (ssize_t)sizeof(d->dl_token)) {
+		dial_fail(d, &d->dl_pub, n < 0 ? errno : EIO);
+		dial_check(d);
+		return;
+	}
+	d->dl_pub.ds_state = DS_CONNECTED;
+	/* The internal side failed already: the token told the public proxy
+	 * which client to drop; closing now makes it do so at once. */
+	if (d->dl_state == DIAL_FAILING)
+		dial_close(&d->dl_pub);
+	dial_check(d);
+}
+
+static void
+dial_int_cb(struct loop_op *op, int res, unsigned flags)
+{
+	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_int.ds_op);
+	ssize_t n;
+
+	if (res < 0) {
+		dial_fail(d, &d->dl_int, -res);
+		dial_check(d);
+		return;
+	}
+	/* proxy_protocol: the header goes first, before the relay carries a
+	 * byte.  The socket is fresh, its send buffer empty: the few hundred
+	 * bytes go at once, and a short write means the server is gone. */
+	if (d->dl_pplen > 0 && d->dl_state != DIAL_FAILING) {
+		n = send(d->dl_int.ds_fd, d->dl_pp, d->dl_pplen, MSG_NOSIGNAL);
+		if (n != (ssize_t)d->dl_pplen) {
+			dial_fail(d, &d->dl_int, n < 0 ? errno : EIO);
+			dial_check(d);
+			return;
+		}
+	}
+	d->dl_int.ds_state = DS_CONNECTED;
+	if (d->dl_state == DIAL_FAILING)
+		dial_close(&d->dl_int);
+	dial_check(d);
+}
+
+static int
+dial_socket(struct dial_side *s)
+{
+	int one = 1;
+
+	s->ds_fd = socket(s->ds_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* The relay forwards whole chunks: Nagle would only delay them. */
+	if (s->ds_fd >= 0)
+		(void)setsockopt(s->ds_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return s->ds_fd;
+}
+
+void
+dial_start(void *arg)
+{
+	struct dial *d = arg;
+	struct private *pv = d->dl_pv;
+	unsigned ms = (unsigned)(pv->pv_conf->pc_connect_timeout * 1000);
+
+	TAILQ_INSERT_TAIL(&pv->pv_dials, d, dl_entry);
+	if (atomic_load(&pv->pv_stopping)) {
+		dial_free(d);
+		return;
+	}
+	if (ms == 0)
+		ms = 1;
+	if (dial_socket(&d->dl_pub) < 0 || dial_socket(&d->dl_int) < 0) {
+		/* EMFILE and the like: the public proxy times the client out. */
+		log_warn("connection %s via %s: socket", d->dl_domain, d->dl_endpoint);
+		dial_free(d);
+		return;
+	}
+	loop_op_init(&d->dl_pub.ds_op, dial_pub_cb);
+	loop_op_init(&d->dl_int.ds_op, dial_int_cb);
+	loop_connect(pv->pv_loop, &d->dl_pub.ds_op, d->dl_pub.ds_fd,
+	    (struct sockaddr *)&d->dl_pub.ds_sa, d->dl_pub.ds_salen, ms);
+	loop_connect(pv->pv_loop, &d->dl_int.ds_op, d->dl_int.ds_fd,
+	    (struct sockaddr *)&d->dl_int.ds_sa, d->dl_int.ds_salen, ms);
+}
+
+void
+private_dials_cancel(struct private *pv)
+{
+	struct dial *d;
+
+	TAILQ_FOREACH(d, &pv->pv_dials, dl_entry) {
+		loop_cancel(pv->pv_loop, &d->dl_pub.ds_op);
+		loop_cancel(pv->pv_loop, &d->dl_int.ds_op);
+	}
+}

@@ -29,7 +29,8 @@
 
 struct dial *
 dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
-    const char *operator, const struct data_endpoint *de, const uint8_t *pp, size_t pplen)
+    const char *operator, const struct sockaddr_storage *client,
+    const struct data_endpoint *de, const uint8_t *pp, size_t pplen)
 {
 	struct dial *d;
 
@@ -44,6 +45,8 @@ dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
 	d->dl_pplen = pplen;
 	strlcpy(d->dl_domain, domain, sizeof(d->dl_domain));
 	strlcpy(d->dl_operator, operator, sizeof(d->dl_operator));
+	if (client != NULL)
+		memcpy(&d->dl_client, client, sizeof(d->dl_client));
 	memcpy(&d->dl_pub.ds_sa, &de->de_sa, de->de_salen);
 	d->dl_pub.ds_salen = de->de_salen;
 	addr_str((struct sockaddr *)&d->dl_pub.ds_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
@@ -76,15 +79,24 @@ dial_free(struct dial *d)
 	dial_release(pv);
 }
 
+/* The relay's report: the summary line (proxy.h), then the job goes. */
 static void
 dial_done(const struct relay_report *rep, void *arg)
 {
 	struct dial *d = arg;
+	struct proxy_summary s = {
+		.ps_kind = "client",
+		.ps_peer = (struct sockaddr *)&d->dl_client,
+		.ps_sni = d->dl_domain,
+		.ps_operator = d->dl_operator,
+		.ps_via = (struct sockaddr *)&d->dl_pub.ds_sa,
+		.ps_duration = (double)(loop_now_ms(d->dl_pv->pv_loop) - d->dl_start_ms) / 1000.0,
+		.ps_bytes_in = rep->bytes_ab,
+		.ps_bytes_out = rep->bytes_ba,
+		.ps_end = rep->reason_str,
+	};
 
-	log_info("connection %s via %s: %.3f s, %llu bytes in, %llu bytes out, %s%s",
-	    d->dl_domain, d->dl_endpoint, rep->duration, (unsigned long long)rep->bytes_ab,
-	    (unsigned long long)rep->bytes_ba, rep->reason_str,
-	    rep->spliced ? " (spliced)" : "");
+	proxy_log_summary(&s);
 	dial_free(d);
 }
 
@@ -229,6 +241,7 @@ dial_start(void *arg)
 	unsigned ms = (unsigned)(pv->pv_conf->pc_connect_timeout * 1000);
 
 	TAILQ_INSERT_TAIL(&pv->pv_dials, d, dl_entry);
+	d->dl_start_ms = loop_now_ms(pv->pv_loop);
 	if (atomic_load(&pv->pv_stopping)) {
 		dial_free(d);
 		return;

@@ -157,6 +157,9 @@ struct dial {
 	size_t			 dl_pplen;	/* 0: proxy_protocol off */
 	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
 	char			 dl_operator[ANNOUNCE_NAME_MAX];	/* of the announcement */
+	struct sockaddr_storage	 dl_client;	/* as the public proxy told it;
+						 * AF_UNSPEC: not told */
+	uint64_t		 dl_start_ms;	/* posted, loop clock */
 	char			 dl_endpoint[64];
 	uint8_t			 dl_pp[];	/* dl_pplen bytes: the PROXY header,
 						 * first to the internal server */
@@ -197,11 +200,12 @@ void	private_withdraw_send(struct private *pv, const char *proxy, const char *do
 void	private_targets_free(struct private *pv);
 
 /* private_dial.c (loop thread, except dial_new) */
-/* A job for one handed-over connection, not started (any thread); pp is
- * the PROXY header (pplen 0: none).  NULL: out of memory. */
+/* A job for one handed-over connection, not started (any thread); client
+ * is the client's address (NULL: unknown), pp the PROXY header (pplen 0:
+ * none).  NULL: out of memory. */
 struct dial *dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
-	    const char *operator, const struct data_endpoint *de, const uint8_t *pp,
-	    size_t pplen);
+	    const char *operator, const struct sockaddr_storage *client,
+	    const struct data_endpoint *de, const uint8_t *pp, size_t pplen);
 /* loop_post()ed by the side thread: start both connects.  The two sockets
  * were reserved in pv_nsockets; the job releases them. */
 void	dial_start(void *arg);

@@ -289,7 +289,8 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		    "cannot write the PROXY header", "cannot write the PROXY header");
 		return;
 	}
-	d = dial_new(pv, tok, dom, an.an_operator, de, pp, (size_t)pplen);
+	d = dial_new(pv, tok, dom, an.an_operator, pi.pi_local ? NULL : &pi.pi_src, de, pp,
+	    (size_t)pplen);
 	explicit_bzero(tok, sizeof(tok));
 	if (d == NULL) {
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");

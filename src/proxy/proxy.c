@@ -12,6 +12,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <bsd/string.h>
+
 #include "control.h"
 #include "log.h"
 #include "loop.h"
@@ -209,12 +211,19 @@ out:
 void
 proxy_log_summary(const struct proxy_summary *s)
 {
-	char addr[64];
+	char addr[64], via[80] = "";
 
-	log_info("%s %s sni=%s operator=%s duration=%.3fs bytes_in=%llu bytes_out=%llu end=%s",
-	    s->ps_kind, addr_str_masked(s->ps_peer, addr, sizeof(addr)),
-	    s->ps_sni && s->ps_sni[0] ? s->ps_sni : "-",
-	    s->ps_operator && s->ps_operator[0] ? s->ps_operator : "-", s->ps_duration,
+	if (s->ps_peer == NULL || s->ps_peer->sa_family == AF_UNSPEC)
+		strlcpy(addr, "-", sizeof(addr));
+	else
+		addr_str_masked(s->ps_peer, addr, sizeof(addr));
+	if (s->ps_via != NULL) {
+		strlcpy(via, " via=", sizeof(via));
+		addr_str(s->ps_via, via + 5, sizeof(via) - 5);
+	}
+	log_info("%s %s sni=%s operator=%s%s duration=%.3fs bytes_in=%llu bytes_out=%llu end=%s",
+	    s->ps_kind, addr, s->ps_sni && s->ps_sni[0] ? s->ps_sni : "-",
+	    s->ps_operator && s->ps_operator[0] ? s->ps_operator : "-", via, s->ps_duration,
 	    (unsigned long long)s->ps_bytes_in, (unsigned long long)s->ps_bytes_out,
 	    s->ps_end && s->ps_end[0] ? s->ps_end : "-");
 }

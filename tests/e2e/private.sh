@@ -151,8 +151,8 @@ check "incomingConnection answers ok at once" \
 	eval '[ $rc = 0 ] && [ "$(js "$T/call.out" "j[\"message\"]")" = ok ]'
 check "the dial-back sends the token first, then relays TLS to the internal server" \
 	eval 'wait_for 5 data_line "$tok" && [ "$(js "$T/line.json" "j[\"body\"]")" = "{\"message\": \"success\"}" ]'
-check "one log line per closed connection with domain, endpoint, bytes and reason" \
-	wait_for 3 grep -qE "connection test.internal-server.local via 127.0.0.1:$DATA_PORT: [0-9.]+ s, [1-9][0-9]* bytes in, [1-9][0-9]* bytes out, eof" \
+check "one summary line per closed connection: sni, operator, endpoint, bytes, end" \
+	wait_for 3 grep -qE "client [^ ]+ sni=test.internal-server.local operator=[^ ]+ via=127.0.0.1:$DATA_PORT duration=[0-9.]+s bytes_in=[1-9][0-9]* bytes_out=[1-9][0-9]* end=eof$" \
 	"$T/private.log"
 
 bad_params() { # NAME PARAMS-JSON
@@ -271,7 +271,7 @@ check "internal server closing mid-stream ends the relay at once" \
 	eval 'wait_for 5 data_line "$tok" && [ -n "$(js "$T/line.json" "j[\"end\"]")" ] &&
 	lt "$(js "$T/line.json" "j[\"t_end\"] - j[\"t_streaming\"]")" 2'
 check "the mid-stream close is logged with its bytes" \
-	wait_for 3 grep -qE "connection test.internal-server.local via .*[0-9]{5,} bytes out, (eof|reset by internal|error on internal)" \
+	wait_for 3 grep -qE "client [^ ]+ sni=test.internal-server.local .*bytes_out=[0-9]{5,} end=(eof|reset by internal|error on internal)$" \
 	"$T/private.log"
 start_internal
 wait_port 127.0.0.1 "$INTERNAL_PORT" 5

@@ -29,7 +29,7 @@
 
 struct dir_entry {
 	const char		*de_name;	/* borrowed from de_json */
-	struct json_object	*de_json;	/* the entry, owned by d_entries */
+	struct json_object	*de_json;	/* the entry, owned by dy_entries */
 	const char		*de_peer;	/* peer_server address or NULL */
 };
 
@@ -39,12 +39,12 @@ struct dir_fp {
 };
 
 struct directory {
-	atomic_int		 d_refs;
-	struct json_object	*d_entries;	/* name -> entry, owns all JSON */
-	struct dir_entry	*d_ent;		/* sorted by name */
-	size_t			 d_nent;
-	struct dir_fp		*d_fp;		/* sorted by fingerprint */
-	size_t			 d_nfp;
+	atomic_int		 dy_refs;
+	struct json_object	*dy_entries;	/* name -> entry, owns all JSON */
+	struct dir_entry	*dy_ent;		/* sorted by name */
+	size_t			 dy_nent;
+	struct dir_fp		*dy_fp;		/* sorted by fingerprint */
+	size_t			 dy_nfp;
 };
 
 struct directory_watch {
@@ -466,36 +466,36 @@ dir_freeze(struct directory *d)
 	struct json_object *certs;
 	size_t n = 0;
 
-	d->d_nent = (size_t)json_object_object_length(d->d_entries);
-	if ((d->d_ent = calloc(d->d_nent + 1, sizeof(*d->d_ent))) == NULL)
+	d->dy_nent = (size_t)json_object_object_length(d->dy_entries);
+	if ((d->dy_ent = calloc(d->dy_nent + 1, sizeof(*d->dy_ent))) == NULL)
 		return -1;
-	json_object_object_foreach(d->d_entries, name, e) {
-		d->d_ent[n].de_name = name;
-		d->d_ent[n].de_json = e;
-		d->d_ent[n].de_peer = entry_peer(e);
+	json_object_object_foreach(d->dy_entries, name, e) {
+		d->dy_ent[n].de_name = name;
+		d->dy_ent[n].de_json = e;
+		d->dy_ent[n].de_peer = entry_peer(e);
 		json_object_object_get_ex(e, "certificates", &certs);
-		d->d_nfp += json_object_array_length(certs);
+		d->dy_nfp += json_object_array_length(certs);
 		n++;
 	}
-	qsort(d->d_ent, d->d_nent, sizeof(*d->d_ent), ent_cmp);
+	qsort(d->dy_ent, d->dy_nent, sizeof(*d->dy_ent), ent_cmp);
 
-	if ((d->d_fp = calloc(d->d_nfp + 1, sizeof(*d->d_fp))) == NULL)
+	if ((d->dy_fp = calloc(d->dy_nfp + 1, sizeof(*d->dy_fp))) == NULL)
 		return -1;
-	d->d_nfp = 0;
-	for (size_t i = 0; i < d->d_nent; i++) {
-		json_object_object_get_ex(d->d_ent[i].de_json, "certificates", &certs);
+	d->dy_nfp = 0;
+	for (size_t i = 0; i < d->dy_nent; i++) {
+		json_object_object_get_ex(d->dy_ent[i].de_json, "certificates", &certs);
 		for (size_t j = 0; j < json_object_array_length(certs); j++) {
 			struct json_object *c = json_object_array_get_idx(certs, j);
 
 			if (!cert_is_tls(c))
 				continue;
-			d->d_fp[d->d_nfp].fp_hex =
+			d->dy_fp[d->dy_nfp].fp_hex =
 			    json_object_get_string(json_object_object_get(c, "fingerprint"));
-			d->d_fp[d->d_nfp].fp_name = d->d_ent[i].de_name;
-			d->d_nfp++;
+			d->dy_fp[d->dy_nfp].fp_name = d->dy_ent[i].de_name;
+			d->dy_nfp++;
 		}
 	}
-	qsort(d->d_fp, d->d_nfp, sizeof(*d->d_fp), fp_cmp);
+	qsort(d->dy_fp, d->dy_nfp, sizeof(*d->dy_fp), fp_cmp);
 	return 0;
 }
 
@@ -504,9 +504,9 @@ dir_freeze(struct directory *d)
 static void
 dir_free(struct directory *d)
 {
-	json_object_put(d->d_entries);
-	free(d->d_ent);
-	free(d->d_fp);
+	json_object_put(d->dy_entries);
+	free(d->dy_ent);
+	free(d->dy_fp);
 	free(d);
 }
 
@@ -521,14 +521,14 @@ directory_load(char *const *paths, char *err, size_t errlen)
 		dir_err(err, errlen, "directory: out of memory");
 		return NULL;
 	}
-	atomic_init(&d->d_refs, 1);
-	d->d_entries = json_object_new_object();
+	atomic_init(&d->dy_refs, 1);
+	d->dy_entries = json_object_new_object();
 	if (files_collect(paths, &files, err, errlen) == -1)
 		goto fail;
 	for (size_t i = 0; i < files.f_n; i++) {
 		if ((top = dir_parse_file(files.f_names[i], err, errlen)) == NULL)
 			goto fail;
-		if (dir_replay(d->d_entries, files.f_names[i], top, err, errlen) == -1) {
+		if (dir_replay(d->dy_entries, files.f_names[i], top, err, errlen) == -1) {
 			json_object_put(top);
 			goto fail;
 		}
@@ -550,13 +550,13 @@ void
 directory_ref(struct directory *d)
 {
 	if (d != NULL)
-		atomic_fetch_add_explicit(&d->d_refs, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&d->dy_refs, 1, memory_order_relaxed);
 }
 
 void
 directory_unref(struct directory *d)
 {
-	if (d != NULL && atomic_fetch_sub_explicit(&d->d_refs, 1, memory_order_acq_rel) == 1)
+	if (d != NULL && atomic_fetch_sub_explicit(&d->dy_refs, 1, memory_order_acq_rel) == 1)
 		dir_free(d);
 }
 
@@ -567,7 +567,7 @@ dir_find(const struct directory *d, const char *name)
 
 	if (d == NULL || name == NULL)
 		return NULL;
-	return bsearch(&key, d->d_ent, d->d_nent, sizeof(key), ent_cmp);
+	return bsearch(&key, d->dy_ent, d->dy_nent, sizeof(key), ent_cmp);
 }
 
 struct json_object *
@@ -619,7 +619,7 @@ directory_has_fingerprint(const struct directory *d, const char *name, const cha
 
 	if (d == NULL || name == NULL || fp == NULL)
 		return 0;
-	return bsearch(&key, d->d_fp, d->d_nfp, sizeof(key), fp_cmp) != NULL;
+	return bsearch(&key, d->dy_fp, d->dy_nfp, sizeof(key), fp_cmp) != NULL;
 }
 
 void
@@ -631,16 +631,16 @@ directory_foreach_fingerprint(const struct directory *d, const char *fp,
 	if (d == NULL || fp == NULL)
 		return;
 	/* Lower bound of fp, then every entry with that fingerprint. */
-	hi = d->d_nfp;
+	hi = d->dy_nfp;
 	while (lo < hi) {
 		mid = lo + (hi - lo) / 2;
-		if (strcasecmp(d->d_fp[mid].fp_hex, fp) < 0)
+		if (strcasecmp(d->dy_fp[mid].fp_hex, fp) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	for (; lo < d->d_nfp && strcasecmp(d->d_fp[lo].fp_hex, fp) == 0; lo++)
-		fn(arg, d->d_fp[lo].fp_name);
+	for (; lo < d->dy_nfp && strcasecmp(d->dy_fp[lo].fp_hex, fp) == 0; lo++)
+		fn(arg, d->dy_fp[lo].fp_name);
 }
 
 static int
@@ -822,7 +822,7 @@ directory_watch_poll(struct directory_watch *w)
 	w->w_dir = d;
 	pthread_mutex_unlock(&w->w_lock);
 	directory_unref(old);
-	log_info("directory: reloaded, %zu operators", d->d_nent);
+	log_info("directory: reloaded, %zu operators", d->dy_nent);
 	return 1;
 }
 

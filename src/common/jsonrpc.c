@@ -40,9 +40,9 @@
  * case that breaks with TLS.  Calls wait in the client's own queue instead.
  *
  * Client call states (struct rpc_req):
- *   RQ_QUEUED   waiting for a connection (c->rc_queue)
+ *   RQ_QUEUED   waiting for a connection (c->cl_queue)
  *   RQ_SENT     in flight on rq_conn
- *   RQ_DONE     answered or failed, callback pending (c->rc_done)
+ *   RQ_DONE     answered or failed, callback pending (c->cl_done)
  * Callbacks only run from client_run() (an event of the client) or from
  * jsonrpc_client_free(), never from inside jsonrpc_client_call() or a
  * libevent callback, so a callback may free the client. */
@@ -735,7 +735,7 @@ struct rpc_conn {
 };
 
 struct rpc_req {
-	TAILQ_ENTRY(rpc_req)	 rq_entry;	/* rc_queue or rc_done */
+	TAILQ_ENTRY(rpc_req)	 rq_entry;	/* cl_queue or cl_done */
 	struct jsonrpc_client	*rq_client;
 	struct rpc_conn		*rq_conn;	/* RQ_SENT */
 	struct evhttp_request	*rq_http;	/* RQ_SENT, owned by evhttp */
@@ -754,32 +754,32 @@ struct rpc_req {
 };
 
 struct jsonrpc_client {
-	struct event_base	*rc_base;
-	SSL_CTX			*rc_ssl_ctx;
-	char			*rc_host;	/* for connecting, no brackets */
-	char			*rc_hostport;	/* Host header and messages */
-	char			*rc_uri;	/* path and query */
-	char			*rc_name;	/* TLS name to verify */
-	int			 rc_port;
-	double			 rc_connect_timeout;
-	double			 rc_call_timeout;
-	int			 rc_pool_size;
-	unsigned		 rc_gen;	/* bumped by jsonrpc_client_update() */
-	size_t			 rc_max_body;
-	int64_t			 rc_next_id;
-	struct event		*rc_run_ev;	/* client_run() */
-	int			 rc_running;	/* inside client_run() */
-	int			 rc_dying;	/* freed during client_run() */
-	int			 rc_nconns;
-	TAILQ_HEAD(, rpc_conn)	 rc_conns;
-	TAILQ_HEAD(, rpc_req)	 rc_queue;
-	TAILQ_HEAD(, rpc_req)	 rc_done;
+	struct event_base	*cl_base;
+	SSL_CTX			*cl_ssl_ctx;
+	char			*cl_host;	/* for connecting, no brackets */
+	char			*cl_hostport;	/* Host header and messages */
+	char			*cl_uri;	/* path and query */
+	char			*cl_name;	/* TLS name to verify */
+	int			 cl_port;
+	double			 cl_connect_timeout;
+	double			 cl_call_timeout;
+	int			 cl_pool_size;
+	unsigned		 cl_gen;	/* bumped by jsonrpc_client_update() */
+	size_t			 cl_max_body;
+	int64_t			 cl_next_id;
+	struct event		*cl_run_ev;	/* client_run() */
+	int			 cl_running;	/* inside client_run() */
+	int			 cl_dying;	/* freed during client_run() */
+	int			 cl_nconns;
+	TAILQ_HEAD(, rpc_conn)	 cl_conns;
+	TAILQ_HEAD(, rpc_req)	 cl_queue;
+	TAILQ_HEAD(, rpc_req)	 cl_done;
 };
 
 static void
 client_kick(struct jsonrpc_client *c)
 {
-	event_active(c->rc_run_ev, EV_TIMEOUT, 0);
+	event_active(c->cl_run_ev, EV_TIMEOUT, 0);
 }
 
 /* Ends a call with either a parsed response or an error (both stolen);
@@ -790,7 +790,7 @@ req_done(struct rpc_req *r, struct json_object *reply, struct json_object *error
 	struct jsonrpc_client *c = r->rq_client;
 
 	if (r->rq_state == RQ_QUEUED)
-		TAILQ_REMOVE(&c->rc_queue, r, rq_entry);
+		TAILQ_REMOVE(&c->cl_queue, r, rq_entry);
 	if (r->rq_state == RQ_DONE) {
 		json_object_put(reply);
 		json_object_put(error);
@@ -802,7 +802,7 @@ req_done(struct rpc_req *r, struct json_object *reply, struct json_object *error
 	r->rq_http = NULL;
 	r->rq_reply = reply;
 	r->rq_error = error;
-	TAILQ_INSERT_TAIL(&c->rc_done, r, rq_entry);
+	TAILQ_INSERT_TAIL(&c->cl_done, r, rq_entry);
 	client_kick(c);
 }
 
@@ -850,8 +850,8 @@ conn_free(struct rpc_conn *rc)
 	    evhttp_connection_get_bufferevent(rc->rc_evcon)), rc->rc_output_cb);
 	evhttp_connection_free(rc->rc_evcon);
 	event_free(rc->rc_connect_ev);
-	TAILQ_REMOVE(&c->rc_conns, rc, rc_entry);
-	c->rc_nconns--;
+	TAILQ_REMOVE(&c->cl_conns, rc, rc_entry);
+	c->cl_nconns--;
 	metric_dec(&m_cli_open);
 	free(rc);
 }
@@ -930,32 +930,32 @@ req_transport_error(struct rpc_req *r, struct rpc_conn *rc)
 	switch (r->rq_httperr) {
 	case EVREQ_HTTP_TIMEOUT:
 		return jsonrpc_error_new(HP_ERR_TIMEOUT, "timeout: no reply from %s",
-		    c->rc_hostport);
+		    c->cl_hostport);
 	case EVREQ_HTTP_DATA_TOO_LONG:
 		return jsonrpc_error_new(HP_ERR_UNREACHABLE,
 		    "operator unreachable: reply from %s larger than %zu bytes",
-		    c->rc_hostport, c->rc_max_body);
+		    c->cl_hostport, c->cl_max_body);
 	case EVREQ_HTTP_INVALID_HEADER:
 		return jsonrpc_error_new(HP_ERR_UNREACHABLE,
-		    "operator unreachable: invalid HTTP reply from %s", c->rc_hostport);
+		    "operator unreachable: invalid HTTP reply from %s", c->cl_hostport);
 	default:
 		break;
 	}
 	if ((why = conn_tls_error(rc, tls, sizeof(tls))) != NULL)
 		return jsonrpc_error_new(HP_ERR_UNREACHABLE,
-		    "operator unreachable: %s: %s", c->rc_hostport, why);
+		    "operator unreachable: %s: %s", c->cl_hostport, why);
 	switch (r->rq_errno) {
 	case ECONNREFUSED: case ECONNRESET: case ECONNABORTED: case EPIPE:
 	case ETIMEDOUT: case EHOSTUNREACH: case ENETUNREACH: case EADDRNOTAVAIL:
 		return jsonrpc_error_new(HP_ERR_UNREACHABLE,
-		    "operator unreachable: %s: %s", c->rc_hostport, strerror(r->rq_errno));
+		    "operator unreachable: %s: %s", c->cl_hostport, strerror(r->rq_errno));
 	default:
 		break;
 	}
 	/* evhttp reports a failed connect without its reason (it closes the
 	 * socket first, errno is then ENOTCONN). */
 	return jsonrpc_error_new(HP_ERR_UNREACHABLE, "operator unreachable: %s: %s",
-	    c->rc_hostport, rc->rc_connected ? "connection closed" :
+	    c->cl_hostport, rc->rc_connected ? "connection closed" :
 	    "connection failed (refused or unreachable)");
 }
 
@@ -1028,7 +1028,7 @@ req_http_done(struct evhttp_request *http, void *arg)
 	rc->rc_connected = 1;
 	/* Made with settings that were replaced since: not reused. */
 	if (rc->rc_state != CONN_DEAD)
-		rc->rc_state = rc->rc_gen == rc->rc_client->rc_gen ? CONN_IDLE : CONN_DEAD;
+		rc->rc_state = rc->rc_gen == rc->rc_client->cl_gen ? CONN_IDLE : CONN_DEAD;
 	in = evhttp_request_get_input_buffer(http);
 	switch (jsonrpc_parse_response((const char *)evbuffer_pullup(in, -1),
 	    evbuffer_get_length(in), r->rq_id, &o, &err)) {
@@ -1038,14 +1038,14 @@ req_http_done(struct evhttp_request *http, void *arg)
 	case -2:
 		err = jsonrpc_error_new(HP_ERR_UNREACHABLE,
 		    "operator unreachable: %s answered another request id",
-		    r->rq_client->rc_hostport);
+		    r->rq_client->cl_hostport);
 		break;
 	default:
 		/* Not a JSON-RPC peer: do not trust the connection further. */
 		rc->rc_state = CONN_DEAD;
 		err = jsonrpc_error_new(HP_ERR_UNREACHABLE,
 		    "operator unreachable: %s: HTTP %d without a JSON-RPC response",
-		    r->rq_client->rc_hostport, status);
+		    r->rq_client->cl_hostport, status);
 		break;
 	}
 	req_done(r, o, err);
@@ -1064,7 +1064,7 @@ req_timeout(evutil_socket_t fd, short what, void *arg)
 		conn_free(r->rq_conn);
 	}
 	req_done(r, NULL, jsonrpc_error_new(HP_ERR_TIMEOUT,
-	    "timeout: no reply from %s within %.3g s", c->rc_hostport, c->rc_call_timeout));
+	    "timeout: no reply from %s within %.3g s", c->cl_hostport, c->cl_call_timeout));
 }
 
 static void
@@ -1081,7 +1081,7 @@ conn_connect_timeout(evutil_socket_t fd, short what, void *arg)
 	if (r != NULL)
 		req_done(r, NULL, jsonrpc_error_new(HP_ERR_TIMEOUT,
 		    "timeout: connecting to %s took more than %.3g s",
-		    c->rc_hostport, c->rc_connect_timeout));
+		    c->cl_hostport, c->cl_connect_timeout));
 	client_kick(c);
 }
 
@@ -1098,48 +1098,48 @@ conn_new(struct jsonrpc_client *c)
 	if ((rc = calloc(1, sizeof(*rc))) == NULL)
 		return NULL;
 	rc->rc_client = c;
-	rc->rc_gen = c->rc_gen;
-	if (c->rc_ssl_ctx != NULL) {
-		if ((ssl = SSL_new(c->rc_ssl_ctx)) == NULL)
+	rc->rc_gen = c->cl_gen;
+	if (c->cl_ssl_ctx != NULL) {
+		if ((ssl = SSL_new(c->cl_ssl_ctx)) == NULL)
 			goto fail;
 		/* SNI only for names (RFC 6066); SSL_set1_host checks an IP
 		 * literal against the IP SANs instead of the DNS names. */
-		is_ip = inet_pton(AF_INET6, c->rc_name, &a6) == 1 ||
-		    inet_pton(AF_INET, c->rc_name, &a6) == 1;
-		if ((!is_ip && SSL_set_tlsext_host_name(ssl, c->rc_name) != 1) ||
-		    SSL_set1_host(ssl, c->rc_name) != 1) {
+		is_ip = inet_pton(AF_INET6, c->cl_name, &a6) == 1 ||
+		    inet_pton(AF_INET, c->cl_name, &a6) == 1;
+		if ((!is_ip && SSL_set_tlsext_host_name(ssl, c->cl_name) != 1) ||
+		    SSL_set1_host(ssl, c->cl_name) != 1) {
 			SSL_free(ssl);
 			goto fail;
 		}
 		SSL_set_verify(ssl, SSL_VERIFY_PEER,
-		    SSL_CTX_get_verify_callback(c->rc_ssl_ctx));
+		    SSL_CTX_get_verify_callback(c->cl_ssl_ctx));
 		SSL_set_info_callback(ssl, conn_tls_info);
-		bev = bufferevent_openssl_socket_new(c->rc_base, -1, ssl,
+		bev = bufferevent_openssl_socket_new(c->cl_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (bev == NULL) {
 			SSL_free(ssl);
 			goto fail;
 		}
 		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	} else if ((bev = bufferevent_socket_new(c->rc_base, -1,
+	} else if ((bev = bufferevent_socket_new(c->cl_base, -1,
 	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)) == NULL)
 		goto fail;
 	rc->rc_ssl = ssl;
-	rc->rc_evcon = evhttp_connection_base_bufferevent_new(c->rc_base, NULL, bev,
-	    c->rc_host, (unsigned short)c->rc_port);
+	rc->rc_evcon = evhttp_connection_base_bufferevent_new(c->cl_base, NULL, bev,
+	    c->cl_host, (unsigned short)c->cl_port);
 	if (rc->rc_evcon == NULL) {
 		bufferevent_free(bev);
 		goto fail;
 	}
-	if ((rc->rc_connect_ev = evtimer_new(c->rc_base, conn_connect_timeout, rc)) == NULL) {
+	if ((rc->rc_connect_ev = evtimer_new(c->cl_base, conn_connect_timeout, rc)) == NULL) {
 		evhttp_connection_free(rc->rc_evcon);
 		goto fail;
 	}
 	/* evhttp's own I/O timeout stays behind the exact per-call timer. */
-	tv = tv_seconds(c->rc_call_timeout + 1);
+	tv = tv_seconds(c->cl_call_timeout + 1);
 	evhttp_connection_set_timeout_tv(rc->rc_evcon, &tv);
 	evhttp_connection_set_retries(rc->rc_evcon, 0);
-	evhttp_connection_set_max_body_size(rc->rc_evcon, (ev_ssize_t)c->rc_max_body);
+	evhttp_connection_set_max_body_size(rc->rc_evcon, (ev_ssize_t)c->cl_max_body);
 	evhttp_connection_set_max_headers_size(rc->rc_evcon, JSONRPC_MAX_HEADERS);
 	evhttp_connection_set_closecb(rc->rc_evcon, conn_closed, rc);
 	if ((rc->rc_output_cb = evbuffer_add_cb(bufferevent_get_output(bev),
@@ -1148,11 +1148,11 @@ conn_new(struct jsonrpc_client *c)
 		event_free(rc->rc_connect_ev);
 		goto fail;
 	}
-	tv = tv_seconds(c->rc_connect_timeout);
+	tv = tv_seconds(c->cl_connect_timeout);
 	evtimer_add(rc->rc_connect_ev, &tv);
 	rc->rc_state = CONN_IDLE;
-	TAILQ_INSERT_TAIL(&c->rc_conns, rc, rc_entry);
-	c->rc_nconns++;
+	TAILQ_INSERT_TAIL(&c->cl_conns, rc, rc_entry);
+	c->cl_nconns++;
 	metric_inc(&m_cli_conns);
 	metric_inc(&m_cli_open);
 	return rc;
@@ -1169,7 +1169,7 @@ conn_send(struct rpc_conn *rc, struct rpc_req *r)
 	struct evhttp_request *http;
 	struct evkeyvalq *h;
 
-	TAILQ_REMOVE(&c->rc_queue, r, rq_entry);
+	TAILQ_REMOVE(&c->cl_queue, r, rq_entry);
 	r->rq_state = RQ_SENT;
 	if ((http = evhttp_request_new(req_http_done, r)) == NULL) {
 		req_done(r, NULL, jsonrpc_error_new(HP_ERR_UNREACHABLE,
@@ -1178,7 +1178,7 @@ conn_send(struct rpc_conn *rc, struct rpc_req *r)
 	}
 	evhttp_request_set_error_cb(http, req_http_error);
 	h = evhttp_request_get_output_headers(http);
-	evhttp_add_header(h, "Host", c->rc_hostport);
+	evhttp_add_header(h, "Host", c->cl_hostport);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evhttp_add_header(h, "Accept", "application/json");
 	evbuffer_add(evhttp_request_get_output_buffer(http), r->rq_body, strlen(r->rq_body));
@@ -1190,14 +1190,14 @@ conn_send(struct rpc_conn *rc, struct rpc_req *r)
 	rc->rc_state = CONN_BUSY;
 	/* May call req_http_done() before returning (a connect that fails at
 	 * once), which leaves r done and rc dead. */
-	if (evhttp_make_request(rc->rc_evcon, http, EVHTTP_REQ_POST, c->rc_uri) < 0 &&
+	if (evhttp_make_request(rc->rc_evcon, http, EVHTTP_REQ_POST, c->cl_uri) < 0 &&
 	    r->rq_state == RQ_SENT) {
 		/* Only on allocation or socket setup failures; evhttp has
 		 * either freed the request or left it on the connection. */
 		rc->rc_req = NULL;
 		rc->rc_state = CONN_DEAD;
 		req_done(r, NULL, jsonrpc_error_new(HP_ERR_UNREACHABLE,
-		    "operator unreachable: %s: cannot send request", c->rc_hostport));
+		    "operator unreachable: %s: cannot send request", c->cl_hostport));
 	}
 }
 
@@ -1207,18 +1207,18 @@ client_dispatch(struct jsonrpc_client *c)
 	struct rpc_conn *rc, *idle;
 	struct rpc_req *r;
 
-	while ((r = TAILQ_FIRST(&c->rc_queue)) != NULL) {
+	while ((r = TAILQ_FIRST(&c->cl_queue)) != NULL) {
 		idle = NULL;
-		TAILQ_FOREACH(rc, &c->rc_conns, rc_entry)
+		TAILQ_FOREACH(rc, &c->cl_conns, rc_entry)
 			if (rc->rc_state == CONN_IDLE) {
 				idle = rc;
 				break;
 			}
-		if (idle == NULL && c->rc_nconns < c->rc_pool_size &&
+		if (idle == NULL && c->cl_nconns < c->cl_pool_size &&
 		    (idle = conn_new(c)) == NULL) {
 			req_done(r, NULL, jsonrpc_error_new(HP_ERR_UNREACHABLE,
 			    "operator unreachable: %s: cannot create connection",
-			    c->rc_hostport));
+			    c->cl_hostport));
 			continue;
 		}
 		if (idle == NULL)
@@ -1236,19 +1236,19 @@ client_run(evutil_socket_t fd, short what, void *arg)
 	struct rpc_conn *rc, *next;
 	struct rpc_req *r;
 
-	for (rc = TAILQ_FIRST(&c->rc_conns); rc != NULL; rc = next) {
+	for (rc = TAILQ_FIRST(&c->cl_conns); rc != NULL; rc = next) {
 		next = TAILQ_NEXT(rc, rc_entry);
 		if (rc->rc_state == CONN_DEAD && rc->rc_req == NULL)
 			conn_free(rc);
 	}
 	client_dispatch(c);
-	c->rc_running = 1;
-	while (!c->rc_dying && (r = TAILQ_FIRST(&c->rc_done)) != NULL) {
-		TAILQ_REMOVE(&c->rc_done, r, rq_entry);
+	c->cl_running = 1;
+	while (!c->cl_dying && (r = TAILQ_FIRST(&c->cl_done)) != NULL) {
+		TAILQ_REMOVE(&c->cl_done, r, rq_entry);
 		req_deliver(r);
 	}
-	c->rc_running = 0;
-	if (c->rc_dying)
+	c->cl_running = 0;
+	if (c->cl_dying)
 		client_destroy(c);
 }
 
@@ -1289,44 +1289,44 @@ jsonrpc_client_new(struct event_base *base, const struct jsonrpc_client_conf *co
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	TAILQ_INIT(&c->rc_conns);
-	TAILQ_INIT(&c->rc_queue);
-	TAILQ_INIT(&c->rc_done);
-	c->rc_base = base;
-	c->rc_port = port;
-	c->rc_next_id = 1;
+	TAILQ_INIT(&c->cl_conns);
+	TAILQ_INIT(&c->cl_queue);
+	TAILQ_INIT(&c->cl_done);
+	c->cl_base = base;
+	c->cl_port = port;
+	c->cl_next_id = 1;
 	/* evhttp keeps the brackets of an IPv6 literal. */
 	hl = strlen(host);
 	if (host[0] == '[' && hl > 2)
-		c->rc_host = strndup(host + 1, hl - 2);
+		c->cl_host = strndup(host + 1, hl - 2);
 	else
-		c->rc_host = strdup(host);
+		c->cl_host = strdup(host);
 	path = evhttp_uri_get_path(u);
 	query = evhttp_uri_get_query(u);
 	if (path == NULL || *path == '\0')
 		path = "/";
 	ul = strlen(path) + (query != NULL ? strlen(query) + 1 : 0) + 1;
-	if ((c->rc_uri = malloc(ul)) != NULL)
-		snprintf(c->rc_uri, ul, "%s%s%s", path, query ? "?" : "", query ? query : "");
-	if (asprintf(&c->rc_hostport, "%s:%d", host, port) < 0)
-		c->rc_hostport = NULL;
-	c->rc_name = strdup(conf->server_name != NULL && *conf->server_name ?
-	    conf->server_name : c->rc_host != NULL ? c->rc_host : "");
+	if ((c->cl_uri = malloc(ul)) != NULL)
+		snprintf(c->cl_uri, ul, "%s%s%s", path, query ? "?" : "", query ? query : "");
+	if (asprintf(&c->cl_hostport, "%s:%d", host, port) < 0)
+		c->cl_hostport = NULL;
+	c->cl_name = strdup(conf->server_name != NULL && *conf->server_name ?
+	    conf->server_name : c->cl_host != NULL ? c->cl_host : "");
 	evhttp_uri_free(u);
-	c->rc_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
-	c->rc_call_timeout = jsonrpc_default(conf->call_timeout, 10);
-	c->rc_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
-	c->rc_max_body = conf->max_body > 0 ? conf->max_body : 4 * 1024 * 1024;
-	c->rc_run_ev = event_new(base, -1, 0, client_run, c);
-	if (c->rc_host == NULL || c->rc_uri == NULL || c->rc_hostport == NULL ||
-	    c->rc_name == NULL || c->rc_run_ev == NULL) {
+	c->cl_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
+	c->cl_call_timeout = jsonrpc_default(conf->call_timeout, 10);
+	c->cl_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
+	c->cl_max_body = conf->max_body > 0 ? conf->max_body : 4 * 1024 * 1024;
+	c->cl_run_ev = event_new(base, -1, 0, client_run, c);
+	if (c->cl_host == NULL || c->cl_uri == NULL || c->cl_hostport == NULL ||
+	    c->cl_name == NULL || c->cl_run_ev == NULL) {
 		snprintf(err, errlen, "out of memory");
 		client_destroy(c);
 		return NULL;
 	}
 	if (conf->ssl_ctx != NULL) {
 		SSL_CTX_up_ref(conf->ssl_ctx);
-		c->rc_ssl_ctx = conf->ssl_ctx;
+		c->cl_ssl_ctx = conf->ssl_ctx;
 	}
 	return c;
 }
@@ -1344,7 +1344,7 @@ jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 	r->rq_client = c;
 	r->rq_fn = fn;
 	r->rq_arg = arg;
-	r->rq_id = c->rc_next_id++;
+	r->rq_id = c->cl_next_id++;
 	r->rq_httperr = -1;
 	r->rq_start = now_mono();
 	snprintf(r->rq_method, sizeof(r->rq_method), "%s", method);
@@ -1357,15 +1357,15 @@ jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 	r->rq_body = strdup(jsonrpc_str(o));
 	json_object_put(o);
 	if (r->rq_body == NULL ||
-	    (r->rq_timer = evtimer_new(c->rc_base, req_timeout, r)) == NULL)
+	    (r->rq_timer = evtimer_new(c->cl_base, req_timeout, r)) == NULL)
 		fatalx("jsonrpc client: out of memory");
 	r->rq_state = RQ_QUEUED;
-	TAILQ_INSERT_TAIL(&c->rc_queue, r, rq_entry);
-	if (c->rc_dying) {
+	TAILQ_INSERT_TAIL(&c->cl_queue, r, rq_entry);
+	if (c->cl_dying) {
 		/* Called from a callback run by jsonrpc_client_free(). */
 		return;
 	}
-	tv = tv_seconds(c->rc_call_timeout);
+	tv = tv_seconds(c->cl_call_timeout);
 	evtimer_add(r->rq_timer, &tv);
 	client_kick(c);
 }
@@ -1373,13 +1373,13 @@ jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 static void
 client_destroy(struct jsonrpc_client *c)
 {
-	if (c->rc_run_ev != NULL)
-		event_free(c->rc_run_ev);
-	SSL_CTX_free(c->rc_ssl_ctx);
-	free(c->rc_host);
-	free(c->rc_hostport);
-	free(c->rc_uri);
-	free(c->rc_name);
+	if (c->cl_run_ev != NULL)
+		event_free(c->cl_run_ev);
+	SSL_CTX_free(c->cl_ssl_ctx);
+	free(c->cl_host);
+	free(c->cl_hostport);
+	free(c->cl_uri);
+	free(c->cl_name);
 	free(c);
 }
 
@@ -1388,18 +1388,18 @@ jsonrpc_client_update(struct jsonrpc_client *c, const struct jsonrpc_client_conf
 {
 	struct rpc_conn *rc;
 
-	if (conf->ssl_ctx != NULL && c->rc_ssl_ctx != NULL) {
+	if (conf->ssl_ctx != NULL && c->cl_ssl_ctx != NULL) {
 		SSL_CTX_up_ref(conf->ssl_ctx);
-		SSL_CTX_free(c->rc_ssl_ctx);
-		c->rc_ssl_ctx = conf->ssl_ctx;
+		SSL_CTX_free(c->cl_ssl_ctx);
+		c->cl_ssl_ctx = conf->ssl_ctx;
 	}
-	c->rc_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
-	c->rc_call_timeout = jsonrpc_default(conf->call_timeout, 10);
-	c->rc_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
+	c->cl_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
+	c->cl_call_timeout = jsonrpc_default(conf->call_timeout, 10);
+	c->cl_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
 	/* Idle connections go now, busy ones after their reply: the next call
 	 * connects with the new certificate. */
-	c->rc_gen++;
-	TAILQ_FOREACH(rc, &c->rc_conns, rc_entry)
+	c->cl_gen++;
+	TAILQ_FOREACH(rc, &c->cl_conns, rc_entry)
 		if (rc->rc_state == CONN_IDLE)
 			rc->rc_state = CONN_DEAD;
 	client_kick(c);
@@ -1411,24 +1411,24 @@ jsonrpc_client_free(struct jsonrpc_client *c)
 	struct rpc_conn *rc;
 	struct rpc_req *r;
 
-	if (c == NULL || c->rc_dying)
+	if (c == NULL || c->cl_dying)
 		return;
-	c->rc_dying = 1;
+	c->cl_dying = 1;
 	/* Calls in flight are dropped by evhttp with their connection. */
-	while ((rc = TAILQ_FIRST(&c->rc_conns)) != NULL) {
+	while ((rc = TAILQ_FIRST(&c->cl_conns)) != NULL) {
 		if ((r = rc->rc_req) != NULL) {
 			rc->rc_req = NULL;
 			r->rq_state = RQ_QUEUED;
-			TAILQ_INSERT_TAIL(&c->rc_queue, r, rq_entry);
+			TAILQ_INSERT_TAIL(&c->cl_queue, r, rq_entry);
 		}
 		conn_free(rc);
 	}
 	/* Callbacks may start new calls; those end here too. */
 	for (;;) {
-		if ((r = TAILQ_FIRST(&c->rc_done)) != NULL) {
-			TAILQ_REMOVE(&c->rc_done, r, rq_entry);
-		} else if ((r = TAILQ_FIRST(&c->rc_queue)) != NULL) {
-			TAILQ_REMOVE(&c->rc_queue, r, rq_entry);
+		if ((r = TAILQ_FIRST(&c->cl_done)) != NULL) {
+			TAILQ_REMOVE(&c->cl_done, r, rq_entry);
+		} else if ((r = TAILQ_FIRST(&c->cl_queue)) != NULL) {
+			TAILQ_REMOVE(&c->cl_queue, r, rq_entry);
 			evtimer_del(r->rq_timer);
 			json_object_put(r->rq_reply);
 			r->rq_reply = NULL;
@@ -1438,7 +1438,7 @@ jsonrpc_client_free(struct jsonrpc_client *c)
 			break;
 		req_deliver(r);
 	}
-	if (!c->rc_running)
+	if (!c->cl_running)
 		client_destroy(c);
 }
 

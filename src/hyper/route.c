@@ -35,13 +35,13 @@
 #define ROUTE_NAME_MAX 256
 
 struct route_call {
-	struct hyper        *rc_hyper;
-	struct jsonrpc_call *rc_call;
-	char                 rc_caller[ROUTE_NAME_MAX];
-	char                 rc_target[ROUTE_NAME_MAX];
-	char                 rc_method[128];
-	const char          *rc_via;     /* "local" or "peer" */
-	double               rc_start;
+	struct hyper        *rt_hyper;
+	struct jsonrpc_call *rt_call;
+	char                 rt_caller[ROUTE_NAME_MAX];
+	char                 rt_target[ROUTE_NAME_MAX];
+	char                 rt_method[128];
+	const char          *rt_via;     /* "local" or "peer" */
+	double               rt_start;
 };
 
 /* Counted once per call, where it is logged (route_log).  via: local or
@@ -75,7 +75,7 @@ route_split(const char *full, char *op, size_t oplen, const char **method)
 static void
 route_log(const struct route_call *rc, struct json_object *error)
 {
-	double secs = now_mono() - rc->rc_start, ms = secs * 1000.0;
+	double secs = now_mono() - rc->rt_start, ms = secs * 1000.0;
 	struct json_object *code;
 	char codestr[24];
 
@@ -85,15 +85,15 @@ route_log(const struct route_call *rc, struct json_object *error)
 		snprintf(codestr, sizeof(codestr), "%" PRId64, json_object_get_int64(code));
 	else
 		snprintf(codestr, sizeof(codestr), "unknown");
-	metric_inc(&m_calls, rc->rc_via, rc->rc_method);
-	metric_inc(&m_outcomes, rc->rc_via, codestr);
-	metric_observe(&m_duration, secs, rc->rc_via);
+	metric_inc(&m_calls, rc->rt_via, rc->rt_method);
+	metric_inc(&m_outcomes, rc->rt_via, codestr);
+	metric_observe(&m_duration, secs, rc->rt_via);
 	if (error == NULL)
-		log_debug("%s call %s -> %s.%s: ok (%.1f ms)", rc->rc_via, rc->rc_caller,
-		    rc->rc_target, rc->rc_method, ms);
+		log_debug("%s call %s -> %s.%s: ok (%.1f ms)", rc->rt_via, rc->rt_caller,
+		    rc->rt_target, rc->rt_method, ms);
 	else
-		log_warnx("%s call %s -> %s.%s: error %s (%.1f ms)", rc->rc_via,
-		    rc->rc_caller, rc->rc_target, rc->rc_method,
+		log_warnx("%s call %s -> %s.%s: error %s (%.1f ms)", rc->rt_via,
+		    rc->rt_caller, rc->rt_target, rc->rt_method,
 		    json_object_to_json_string_ext(error, JSON_C_TO_STRING_PLAIN), ms);
 }
 
@@ -114,7 +114,7 @@ route_fail(struct route_call *rc, int code, const char *fmt, ...)
 	va_end(ap);
 	e = jsonrpc_error_new(code, "%s", msg);
 	route_log(rc, e);
-	jsonrpc_call_reply_error(rc->rc_call, e);
+	jsonrpc_call_reply_error(rc->rt_call, e);
 }
 
 static void
@@ -125,10 +125,10 @@ route_done(void *arg, struct json_object *result, struct json_object *error)
 	route_log(rc, error);
 	/* Both are borrowed for the callback; the reply steals a reference. */
 	if (error != NULL)
-		jsonrpc_call_reply_error(rc->rc_call, json_object_get(error));
+		jsonrpc_call_reply_error(rc->rt_call, json_object_get(error));
 	else
-		jsonrpc_call_reply(rc->rc_call, json_object_get(result));
-	rc->rc_hyper->h_inflight--;
+		jsonrpc_call_reply(rc->rt_call, json_object_get(result));
+	rc->rt_hyper->h_inflight--;
 	free(rc);
 }
 
@@ -151,12 +151,12 @@ route_ping(struct route_call *rc)
 	char stamp[40];
 
 	r = json_object_new_object();
-	json_object_object_add(r, "name", json_object_new_string(rc->rc_hyper->h_name));
+	json_object_object_add(r, "name", json_object_new_string(rc->rt_hyper->h_name));
 	json_object_object_add(r, "version", json_object_new_string(HP_VERSION));
 	json_object_object_add(r, "timestamp",
 	    json_object_new_string(rfc3339_format(now_wall(), stamp, sizeof(stamp))));
 	route_log(rc, NULL);
-	jsonrpc_call_reply(rc->rc_call, r);
+	jsonrpc_call_reply(rc->rt_call, r);
 }
 
 /* Send rc on through client c; rc is owned by the callback from now on. */
@@ -164,7 +164,7 @@ static void
 route_send(struct route_call *rc, struct jsonrpc_client *c, const char *method,
     struct json_object *params)
 {
-	rc->rc_hyper->h_inflight++;
+	rc->rt_hyper->h_inflight++;
 	jsonrpc_client_call(c, method, params, route_done, rc);
 }
 
@@ -172,10 +172,10 @@ route_send(struct route_call *rc, struct jsonrpc_client *c, const char *method,
 static void
 route_deliver(struct route_call *rc, struct json_object *params)
 {
-	struct hyper *h = rc->rc_hyper;
+	struct hyper *h = rc->rt_hyper;
 
-	if (rc->rc_method[0] == '_') {
-		if (strcmp(rc->rc_method, "_ping") == 0)
+	if (rc->rt_method[0] == '_') {
+		if (strcmp(rc->rt_method, "_ping") == 0)
 			route_ping(rc);
 		else
 			route_fail(rc, JSONRPC_METHOD_NOT_FOUND, "method not found");
@@ -188,7 +188,7 @@ route_deliver(struct route_call *rc, struct json_object *params)
 		free(rc);
 		return;
 	}
-	route_send(rc, h->h_app, rc->rc_method, params);
+	route_send(rc, h->h_app, rc->rt_method, params);
 }
 
 /* The pool towards target, (re)made when its directory address changed. */
@@ -266,29 +266,29 @@ route_begin(struct hyper *h, struct jsonrpc_call *call, const char *via)
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return NULL;
 	}
-	rc->rc_hyper = h;
-	rc->rc_call = call;
-	rc->rc_via = via;
-	rc->rc_start = now_mono();
-	snprintf(rc->rc_target, sizeof(rc->rc_target), "?");
-	snprintf(rc->rc_caller, sizeof(rc->rc_caller), "?");
+	rc->rt_hyper = h;
+	rc->rt_call = call;
+	rc->rt_via = via;
+	rc->rt_start = now_mono();
+	snprintf(rc->rt_target, sizeof(rc->rt_target), "?");
+	snprintf(rc->rt_caller, sizeof(rc->rt_caller), "?");
 	return rc;
 }
 
-/* Parse the method into rc_target/rc_method; 0, or -1 after answering. */
+/* Parse the method into rt_target/rt_method; 0, or -1 after answering. */
 static int
 route_parse(struct route_call *rc)
 {
-	const char *full = jsonrpc_call_method(rc->rc_call), *m;
+	const char *full = jsonrpc_call_method(rc->rt_call), *m;
 
-	if (route_split(full, rc->rc_target, sizeof(rc->rc_target), &m) == -1 ||
-	    strlen(m) >= sizeof(rc->rc_method)) {
-		snprintf(rc->rc_method, sizeof(rc->rc_method), "%.100s", full ? full : "");
+	if (route_split(full, rc->rt_target, sizeof(rc->rt_target), &m) == -1 ||
+	    strlen(m) >= sizeof(rc->rt_method)) {
+		snprintf(rc->rt_method, sizeof(rc->rt_method), "%.100s", full ? full : "");
 		route_fail(rc, JSONRPC_METHOD_NOT_FOUND,
 		    "invalid method: expected <operator>.<method>");
 		return -1;
 	}
-	snprintf(rc->rc_method, sizeof(rc->rc_method), "%s", m);
+	snprintf(rc->rt_method, sizeof(rc->rt_method), "%s", m);
 	return 0;
 }
 
@@ -306,22 +306,22 @@ route_local(void *arg, struct jsonrpc_call *call)
 
 	if ((rc = route_begin(h, call, "local")) == NULL)
 		return;
-	snprintf(rc->rc_caller, sizeof(rc->rc_caller), "%s", h->h_name);
+	snprintf(rc->rt_caller, sizeof(rc->rt_caller), "%s", h->h_name);
 	ssl = jsonrpc_call_ssl(call);
 	leaf = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
 	if (leaf == NULL || !hyper_identity_local(h, leaf)) {
-		snprintf(rc->rc_caller, sizeof(rc->rc_caller), "?");
+		snprintf(rc->rt_caller, sizeof(rc->rt_caller), "?");
 		route_fail(rc, HP_ERR_FORBIDDEN, "client certificate is not bound to this operator");
 		goto done;
 	}
 	if (route_parse(rc) == -1)
 		goto done;
 	route_inject_client(h, params, h->h_name);
-	if (directory_entry(h->h_dir, rc->rc_target) == NULL) {
+	if (directory_entry(h->h_dir, rc->rt_target) == NULL) {
 		route_fail(rc, HP_ERR_NOT_FOUND, "unknown operator");
 		goto done;
 	}
-	if (strcmp(rc->rc_target, h->h_name) == 0) {
+	if (strcmp(rc->rt_target, h->h_name) == 0) {
 		route_deliver(rc, params);
 		return;
 	}
@@ -329,12 +329,12 @@ route_local(void *arg, struct jsonrpc_call *call)
 		route_fail(rc, HP_ERR_UNREACHABLE, "operator unreachable: no peer_client channel");
 		goto done;
 	}
-	if ((address = directory_peer_address(h->h_dir, rc->rc_target)) == NULL) {
+	if ((address = directory_peer_address(h->h_dir, rc->rt_target)) == NULL) {
 		route_fail(rc, HP_ERR_UNREACHABLE, "operator unreachable: no peer_server "
 		    "address in the directory");
 		goto done;
 	}
-	if ((c = route_peer_client(h, rc->rc_target, address, why, sizeof(why))) == NULL) {
+	if ((c = route_peer_client(h, rc->rt_target, address, why, sizeof(why))) == NULL) {
 		route_fail(rc, HP_ERR_UNREACHABLE, "operator unreachable: %s", why);
 		goto done;
 	}
@@ -358,25 +358,25 @@ route_peer(void *arg, struct jsonrpc_call *call)
 	leaf = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
 	/* The handshake already checked the binding; the directory may have
 	 * changed since, so look the name up again for this request. */
-	if (leaf == NULL || tls_identity(h->h_dir, leaf, rc->rc_caller,
-	    sizeof(rc->rc_caller)) == -1) {
-		snprintf(rc->rc_caller, sizeof(rc->rc_caller), "?");
+	if (leaf == NULL || tls_identity(h->h_dir, leaf, rc->rt_caller,
+	    sizeof(rc->rt_caller)) == -1) {
+		snprintf(rc->rt_caller, sizeof(rc->rt_caller), "?");
 		route_fail(rc, HP_ERR_FORBIDDEN, "client certificate is not bound to an operator");
 		goto done;
 	}
 	if (route_parse(rc) == -1)
 		goto done;
-	if (strcmp(rc->rc_target, h->h_name) != 0) {
+	if (strcmp(rc->rt_target, h->h_name) != 0) {
 		route_fail(rc, HP_ERR_BAD_REQUEST, "not for this operator");
 		goto done;
 	}
-	if (rc->rc_method[0] != '_' &&
-	    !directory_can_call(h->h_dir, rc->rc_caller, h->h_name, rc->rc_method)) {
+	if (rc->rt_method[0] != '_' &&
+	    !directory_can_call(h->h_dir, rc->rt_caller, h->h_name, rc->rt_method)) {
 		route_fail(rc, HP_ERR_FORBIDDEN, "permission denied for method '%s' and client '%s'",
-		    rc->rc_method, rc->rc_caller);
+		    rc->rt_method, rc->rt_caller);
 		goto done;
 	}
-	route_inject_client(h, jsonrpc_call_params(call), rc->rc_caller);
+	route_inject_client(h, jsonrpc_call_params(call), rc->rt_caller);
 	route_deliver(rc, jsonrpc_call_params(call));
 	return;
 done:

@@ -101,8 +101,8 @@ private_resolve(struct private *pv, char *err, size_t errlen)
 		for (int j = 0; j < pb->pb_neps; j++) {
 			struct data_endpoint *de = &pb->pb_eps[j];
 
-			de->de_name = eps[j];
-			if (addr_parse(eps[j], &de->de_sa, &de->de_salen, e, sizeof(e)) < 0) {
+			de->ep_name = eps[j];
+			if (addr_parse(eps[j], &de->ep_sa, &de->ep_salen, e, sizeof(e)) < 0) {
 				snprintf(err, errlen, "data endpoint of %s: %s",
 				    pb->pb_name ? pb->pb_name : "public proxies not in public_proxies",
 				    e);

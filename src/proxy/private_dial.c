@@ -38,7 +38,7 @@ dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
 		return NULL;
 	d->dl_pv = pv;
 	d->dl_state = DIAL_CONNECTING;
-	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
+	d->dl_pub.dn_fd = d->dl_int.dn_fd = -1;
 	memcpy(d->dl_token, token, sizeof(d->dl_token));
 	if (pplen > 0)
 		memcpy(d->dl_pp, pp, pplen);
@@ -47,11 +47,11 @@ dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
 	strlcpy(d->dl_operator, operator, sizeof(d->dl_operator));
 	if (client != NULL)
 		memcpy(&d->dl_client, client, sizeof(d->dl_client));
-	memcpy(&d->dl_pub.ds_sa, &de->de_sa, de->de_salen);
-	d->dl_pub.ds_salen = de->de_salen;
-	addr_str((struct sockaddr *)&d->dl_pub.ds_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
-	memcpy(&d->dl_int.ds_sa, &pv->pv_int_sa, pv->pv_int_salen);
-	d->dl_int.ds_salen = pv->pv_int_salen;
+	memcpy(&d->dl_pub.dn_sa, &de->ep_sa, de->ep_salen);
+	d->dl_pub.dn_salen = de->ep_salen;
+	addr_str((struct sockaddr *)&d->dl_pub.dn_sa, d->dl_endpoint, sizeof(d->dl_endpoint));
+	memcpy(&d->dl_int.dn_sa, &pv->pv_int_sa, pv->pv_int_salen);
+	d->dl_int.dn_salen = pv->pv_int_salen;
 	return d;
 }
 
@@ -68,10 +68,10 @@ dial_free(struct dial *d)
 {
 	struct private *pv = d->dl_pv;
 
-	if (d->dl_pub.ds_fd >= 0)
-		close(d->dl_pub.ds_fd);
-	if (d->dl_int.ds_fd >= 0)
-		close(d->dl_int.ds_fd);
+	if (d->dl_pub.dn_fd >= 0)
+		close(d->dl_pub.dn_fd);
+	if (d->dl_int.dn_fd >= 0)
+		close(d->dl_int.dn_fd);
 	if (d->dl_state != DIAL_JOINED)
 		TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
 	explicit_bzero(d->dl_token, sizeof(d->dl_token));
@@ -89,7 +89,7 @@ dial_done(const struct relay_report *rep, void *arg)
 		.ps_peer = (struct sockaddr *)&d->dl_client,
 		.ps_sni = d->dl_domain,
 		.ps_operator = d->dl_operator,
-		.ps_via = (struct sockaddr *)&d->dl_pub.ds_sa,
+		.ps_via = (struct sockaddr *)&d->dl_pub.dn_sa,
 		.ps_duration = (double)(loop_now_ms(d->dl_pv->pv_loop) - d->dl_start_ms) / 1000.0,
 		.ps_bytes_in = rep->bytes_ab,
 		.ps_bytes_out = rep->bytes_ba,
@@ -101,11 +101,11 @@ dial_done(const struct relay_report *rep, void *arg)
 }
 
 static void
-dial_close(struct dial_side *s)
+dial_close(struct dial_end *s)
 {
-	if (s->ds_fd >= 0)
-		close(s->ds_fd);
-	s->ds_fd = -1;
+	if (s->dn_fd >= 0)
+		close(s->dn_fd);
+	s->dn_fd = -1;
 }
 
 /* Both connects are over: join, or give up. */
@@ -115,15 +115,15 @@ dial_check(struct dial *d)
 	struct private *pv = d->dl_pv;
 	int pub, in;
 
-	if (d->dl_pub.ds_op.lo_busy || d->dl_int.ds_op.lo_busy)
+	if (d->dl_pub.dn_op.lo_busy || d->dl_int.dn_op.lo_busy)
 		return;
 	if (d->dl_state == DIAL_FAILING || atomic_load(&pv->pv_stopping)) {
 		dial_free(d);
 		return;
 	}
-	pub = d->dl_pub.ds_fd;
-	in = d->dl_int.ds_fd;
-	d->dl_pub.ds_fd = d->dl_int.ds_fd = -1;
+	pub = d->dl_pub.dn_fd;
+	in = d->dl_int.dn_fd;
+	d->dl_pub.dn_fd = d->dl_int.dn_fd = -1;
 	TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
 	d->dl_state = DIAL_JOINED;
 	log_debug("connection %s via %s: joined", d->dl_domain, d->dl_endpoint);
@@ -136,21 +136,21 @@ dial_check(struct dial *d)
 }
 
 static void
-dial_fail(struct dial *d, struct dial_side *s, int err)
+dial_fail(struct dial *d, struct dial_end *s, int err)
 {
 	char abuf[64];
 	int first = d->dl_state != DIAL_FAILING;
 
-	s->ds_state = DS_FAILED;
+	s->dn_state = DN_FAILED;
 	dial_close(s);
 	d->dl_state = DIAL_FAILING;
 	if (s == &d->dl_pub) {
 		if (first)
-			log_warnx("connection %s: public endpoint %s: %s; internal side closed",
+			log_warnx("connection %s: public endpoint %s: %s; internal end closed",
 			    d->dl_domain, d->dl_endpoint, strerror(err));
-		/* Nothing to relay: drop the internal side, connected or not. */
-		if (d->dl_int.ds_state == DS_CONNECTING)
-			loop_cancel(d->dl_pv->pv_loop, &d->dl_int.ds_op);
+		/* Nothing to relay: drop the internal end, connected or not. */
+		if (d->dl_int.dn_state == DN_CONNECTING)
+			loop_cancel(d->dl_pv->pv_loop, &d->dl_int.dn_op);
 		else
 			dial_close(&d->dl_int);
 		return;
@@ -158,18 +158,18 @@ dial_fail(struct dial *d, struct dial_side *s, int err)
 	if (first)
 		log_warnx("connection %s via %s: internal server %s: %s; public data connection "
 		    "closed", d->dl_domain, d->dl_endpoint,
-		    addr_str((struct sockaddr *)&d->dl_int.ds_sa, abuf, sizeof(abuf)),
+		    addr_str((struct sockaddr *)&d->dl_int.dn_sa, abuf, sizeof(abuf)),
 		    strerror(err));
-	/* The public side closes right after its token (dial_pub_cb), so the
+	/* The public end closes right after its token (dial_pub_cb), so the
 	 * public proxy drops the waiting client now, not after accept_timeout. */
-	if (d->dl_pub.ds_state == DS_CONNECTED)
+	if (d->dl_pub.dn_state == DN_CONNECTED)
 		dial_close(&d->dl_pub);
 }
 
 static void
 dial_pub_cb(struct loop_op *op, int res, unsigned flags)
 {
-	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_pub.ds_op);
+	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_pub.dn_op);
 	ssize_t n;
 
 	if (res < 0) {
@@ -179,14 +179,14 @@ dial_pub_cb(struct loop_op *op, int res, unsigned flags)
 	}
 	/* A fresh connection has an empty send buffer: 32 bytes go at once;
 	 * anything short means the peer is gone. */
-	n = send(d->dl_pub.ds_fd, d->dl_token, sizeof(d->dl_token), MSG_NOSIGNAL);
+	n = send(d->dl_pub.dn_fd, d->dl_token, sizeof(d->dl_token), MSG_NOSIGNAL);
 	if (n != (ssize_t)sizeof(d->dl_token)) {
 		dial_fail(d, &d->dl_pub, n < 0 ? errno : EIO);
 		dial_check(d);
 		return;
 	}
-	d->dl_pub.ds_state = DS_CONNECTED;
-	/* The internal side failed already: the token told the public proxy
+	d->dl_pub.dn_state = DN_CONNECTED;
+	/* The internal end failed already: the token told the public proxy
 	 * which client to drop; closing now makes it do so at once. */
 	if (d->dl_state == DIAL_FAILING)
 		dial_close(&d->dl_pub);
@@ -196,7 +196,7 @@ dial_pub_cb(struct loop_op *op, int res, unsigned flags)
 static void
 dial_int_cb(struct loop_op *op, int res, unsigned flags)
 {
-	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_int.ds_op);
+	struct dial *d = LOOP_CONTAINER_OF(op, struct dial, dl_int.dn_op);
 	ssize_t n;
 
 	if (res < 0) {
@@ -208,29 +208,29 @@ dial_int_cb(struct loop_op *op, int res, unsigned flags)
 	 * byte.  The socket is fresh, its send buffer empty: the few hundred
 	 * bytes go at once, and a short write means the server is gone. */
 	if (d->dl_pplen > 0 && d->dl_state != DIAL_FAILING) {
-		n = send(d->dl_int.ds_fd, d->dl_pp, d->dl_pplen, MSG_NOSIGNAL);
+		n = send(d->dl_int.dn_fd, d->dl_pp, d->dl_pplen, MSG_NOSIGNAL);
 		if (n != (ssize_t)d->dl_pplen) {
 			dial_fail(d, &d->dl_int, n < 0 ? errno : EIO);
 			dial_check(d);
 			return;
 		}
 	}
-	d->dl_int.ds_state = DS_CONNECTED;
+	d->dl_int.dn_state = DN_CONNECTED;
 	if (d->dl_state == DIAL_FAILING)
 		dial_close(&d->dl_int);
 	dial_check(d);
 }
 
 static int
-dial_socket(struct dial_side *s)
+dial_socket(struct dial_end *s)
 {
 	int one = 1;
 
-	s->ds_fd = socket(s->ds_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	s->dn_fd = socket(s->dn_sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	/* The relay forwards whole chunks: Nagle would only delay them. */
-	if (s->ds_fd >= 0)
-		(void)setsockopt(s->ds_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return s->ds_fd;
+	if (s->dn_fd >= 0)
+		(void)setsockopt(s->dn_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return s->dn_fd;
 }
 
 void
@@ -254,12 +254,12 @@ dial_start(void *arg)
 		dial_free(d);
 		return;
 	}
-	loop_op_init(&d->dl_pub.ds_op, dial_pub_cb);
-	loop_op_init(&d->dl_int.ds_op, dial_int_cb);
-	loop_connect(pv->pv_loop, &d->dl_pub.ds_op, d->dl_pub.ds_fd,
-	    (struct sockaddr *)&d->dl_pub.ds_sa, d->dl_pub.ds_salen, ms);
-	loop_connect(pv->pv_loop, &d->dl_int.ds_op, d->dl_int.ds_fd,
-	    (struct sockaddr *)&d->dl_int.ds_sa, d->dl_int.ds_salen, ms);
+	loop_op_init(&d->dl_pub.dn_op, dial_pub_cb);
+	loop_op_init(&d->dl_int.dn_op, dial_int_cb);
+	loop_connect(pv->pv_loop, &d->dl_pub.dn_op, d->dl_pub.dn_fd,
+	    (struct sockaddr *)&d->dl_pub.dn_sa, d->dl_pub.dn_salen, ms);
+	loop_connect(pv->pv_loop, &d->dl_int.dn_op, d->dl_int.dn_fd,
+	    (struct sockaddr *)&d->dl_int.dn_sa, d->dl_int.dn_salen, ms);
 }
 
 void
@@ -268,7 +268,7 @@ private_dials_cancel(struct private *pv)
 	struct dial *d;
 
 	TAILQ_FOREACH(d, &pv->pv_dials, dl_entry) {
-		loop_cancel(pv->pv_loop, &d->dl_pub.ds_op);
-		loop_cancel(pv->pv_loop, &d->dl_int.ds_op);
+		loop_cancel(pv->pv_loop, &d->dl_pub.dn_op);
+		loop_cancel(pv->pv_loop, &d->dl_int.dn_op);
 	}
 }

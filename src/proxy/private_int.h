@@ -46,9 +46,9 @@ struct relay;
 /* One data endpoint of a public proxy, as named in the settings and as
  * resolved at start. */
 struct data_endpoint {
-	const char		*de_name;	/* "host:port", owned by the settings */
-	struct sockaddr_storage	 de_sa;
-	socklen_t		 de_salen;
+	const char		*ep_name;	/* "host:port", owned by the settings */
+	struct sockaddr_storage	 ep_sa;
+	socklen_t		 ep_salen;
 };
 
 /* The data endpoints of one public proxy; read-only once the side thread runs. */
@@ -133,26 +133,26 @@ enum dial_state {
 	DIAL_JOINED,		/* the relay owns both sockets */
 };
 
-enum dial_side_state {
-	DS_CONNECTING,		/* loop_connect in flight */
-	DS_CONNECTED,		/* connected (public: token written) */
-	DS_FAILED,		/* refused, timed out, cancelled; fd closed */
+enum dial_end_state {
+	DN_CONNECTING,		/* loop_connect in flight */
+	DN_CONNECTED,		/* connected (public: token written) */
+	DN_FAILED,		/* refused, timed out, cancelled; fd closed */
 };
 
-struct dial_side {
-	struct loop_op		 ds_op;
-	int			 ds_fd;
-	enum dial_side_state	 ds_state;
-	struct sockaddr_storage	 ds_sa;
-	socklen_t		 ds_salen;
+struct dial_end {
+	struct loop_op		 dn_op;
+	int			 dn_fd;
+	enum dial_end_state	 dn_state;
+	struct sockaddr_storage	 dn_sa;
+	socklen_t		 dn_salen;
 };
 
 struct dial {
 	TAILQ_ENTRY(dial)	 dl_entry;	/* pv_dials until joined */
 	struct private		*dl_pv;
 	enum dial_state		 dl_state;
-	struct dial_side	 dl_pub;	/* the public proxy's data endpoint */
-	struct dial_side	 dl_int;	/* the internal server */
+	struct dial_end	 dl_pub;	/* the public proxy's data endpoint */
+	struct dial_end	 dl_int;	/* the internal server */
 	uint8_t			 dl_token[TOKEN_LEN];
 	size_t			 dl_pplen;	/* 0: proxy_protocol off */
 	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
@@ -176,7 +176,7 @@ struct private {
 	int			 pv_npublics;
 	struct sockaddr_storage	 pv_int_sa;	/* the internal server, resolved at start */
 	socklen_t		 pv_int_salen;
-	atomic_long		 pv_nsockets;	/* reserved by the side, freed by the loop */
+	atomic_long		 pv_nsockets;	/* reserved by the side thread, freed by the loop */
 
 	/* side thread */
 	TAILQ_HEAD(, target)	 pv_targets;

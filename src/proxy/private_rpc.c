@@ -109,8 +109,8 @@ private_data_endpoint(struct private *pv, const char *proxy, const char *endpoin
 		}
 	numeric = addr_parse_numeric(endpoint, &ss, &len) == 0;
 	for (int i = 0; i < pb->pb_neps; i++)
-		if (strcasecmp(pb->pb_eps[i].de_name, endpoint) == 0 || (numeric &&
-		    addr_equal((struct sockaddr *)&ss, (struct sockaddr *)&pb->pb_eps[i].de_sa)))
+		if (strcasecmp(pb->pb_eps[i].ep_name, endpoint) == 0 || (numeric &&
+		    addr_equal((struct sockaddr *)&ss, (struct sockaddr *)&pb->pb_eps[i].ep_sa)))
 			return &pb->pb_eps[i];
 	return NULL;
 }

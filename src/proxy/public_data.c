@@ -23,11 +23,11 @@
 static void
 dconn_free(struct dconn *d)
 {
-	struct public *p = d->d_pub;
+	struct public *p = d->dc_pub;
 
-	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
-	if (d->d_fd >= 0) {
-		loop_close(p->p_loop, d->d_fd);
+	TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
+	if (d->dc_fd >= 0) {
+		loop_close(p->p_loop, d->dc_fd);
 		public_admit(p, PE_DATA_CLOSED);
 	}
 	free(d);
@@ -40,18 +40,18 @@ dconn_close(struct dconn *d, struct log_limit *ll, const char *why)
 {
 	char addr[64];
 
-	if (d->d_state == DC_CLOSING)
+	if (d->dc_state == DC_CLOSING)
 		return;
-	d->d_state = DC_CLOSING;
-	loop_timer_disarm(&d->d_pub->p_token_timers, &d->d_timer);
+	d->dc_state = DC_CLOSING;
+	loop_timer_disarm(&d->dc_pub->p_token_timers, &d->dc_timer);
 	/* A data connection that delivers its token is never logged on its own. */
-	addr_str((struct sockaddr *)&d->d_peer, addr, sizeof(addr));
+	addr_str((struct sockaddr *)&d->dc_peer, addr, sizeof(addr));
 	if (ll != NULL)
 		log_limited(ll, LOG_LVL_INFO, "data connection %s closed: %s", addr, why);
 	else
 		log_debug("data connection %s closed: %s", addr, why);
-	if (d->d_recv.lo_busy)
-		loop_cancel(d->d_pub->p_loop, &d->d_recv);
+	if (d->dc_recv.lo_busy)
+		loop_cancel(d->dc_pub->p_loop, &d->dc_recv);
 	else
 		dconn_free(d);
 }
@@ -59,20 +59,20 @@ dconn_close(struct dconn *d, struct log_limit *ll, const char *why)
 void
 dconn_token_expired(struct loop_timer *t, void *arg)
 {
-	struct dconn *d = LOOP_CONTAINER_OF(t, struct dconn, d_timer);
+	struct dconn *d = LOOP_CONTAINER_OF(t, struct dconn, dc_timer);
 
-	dconn_close(d, &d->d_pub->p_log_dtoken, "no token within token_timeout");
+	dconn_close(d, &d->dc_pub->p_log_dtoken, "no token within token_timeout");
 }
 
 static void
 dconn_join(struct dconn *d)
 {
-	struct public *p = d->d_pub;
+	struct public *p = d->dc_pub;
 	struct pconn *c;
 	int cfd, dfd;
 
-	loop_timer_disarm(&p->p_token_timers, &d->d_timer);
-	if ((c = token_claim(p->p_tokens, d->d_token)) == NULL) {
+	loop_timer_disarm(&p->p_token_timers, &d->dc_timer);
+	if ((c = token_claim(p->p_tokens, d->dc_token)) == NULL) {
 		dconn_close(d, &p->p_log_dtoken, "unknown or used token");
 		return;
 	}
@@ -80,10 +80,10 @@ dconn_join(struct dconn *d)
 	c->c_state = PC_JOINED;
 	public_admit(p, PE_PAIR_JOINED);
 	cfd = c->c_fd;
-	dfd = d->d_fd;
+	dfd = d->dc_fd;
 	c->c_fd = -1;
-	d->d_fd = -1;
-	TAILQ_REMOVE(&p->p_dconns, d, d_entry);
+	d->dc_fd = -1;
+	TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
 	free(d);
 	/* The relay owns both sockets now, also when it fails. */
 	if (relay_join(p->p_relay, cfd, dfd, "client", "private", public_relay_done, c) == NULL) {
@@ -99,23 +99,23 @@ dconn_join(struct dconn *d)
 static void
 dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
 {
-	struct dconn *d = LOOP_CONTAINER_OF(op, struct dconn, d_recv);
+	struct dconn *d = LOOP_CONTAINER_OF(op, struct dconn, dc_recv);
 
-	if (d->d_state == DC_CLOSING) {
+	if (d->dc_state == DC_CLOSING) {
 		dconn_free(d);
 		return;
 	}
 	if (res <= 0) {
-		dconn_close(d, &d->d_pub->p_log_dclose,
+		dconn_close(d, &d->dc_pub->p_log_dclose,
 		    res == 0 ? "closed before its token" : strerror(-res));
 		return;
 	}
 	/* A token may arrive in pieces: read exactly what is still missing,
 	 * so not one byte of the relayed stream is consumed here. */
-	d->d_got += (size_t)res;
-	if (d->d_got < TOKEN_LEN) {
-		loop_recv(d->d_pub->p_loop, &d->d_recv, d->d_fd, d->d_token + d->d_got,
-		    TOKEN_LEN - d->d_got, -1);
+	d->dc_got += (size_t)res;
+	if (d->dc_got < TOKEN_LEN) {
+		loop_recv(d->dc_pub->p_loop, &d->dc_recv, d->dc_fd, d->dc_token + d->dc_got,
+		    TOKEN_LEN - d->dc_got, -1);
 		return;
 	}
 	dconn_join(d);
@@ -167,15 +167,15 @@ public_data_accept(struct loop_listener *l, int fd)
 		close(fd);
 		return;
 	}
-	d->d_pub = p;
-	TAILQ_INSERT_TAIL(&p->p_dconns, d, d_entry);
-	d->d_fd = fd;
-	d->d_peer = ss;
-	d->d_state = DC_TOKEN;
-	loop_op_init(&d->d_recv, dconn_recv_cb);
+	d->dc_pub = p;
+	TAILQ_INSERT_TAIL(&p->p_dconns, d, dc_entry);
+	d->dc_fd = fd;
+	d->dc_peer = ss;
+	d->dc_state = DC_TOKEN;
+	loop_op_init(&d->dc_recv, dconn_recv_cb);
 	public_admit(p, PE_DATA_ACCEPTED);
-	loop_timer_arm(&p->p_token_timers, &d->d_timer);
-	loop_recv(p->p_loop, &d->d_recv, fd, d->d_token, TOKEN_LEN, -1);
+	loop_timer_arm(&p->p_token_timers, &d->dc_timer);
+	loop_recv(p->p_loop, &d->dc_recv, fd, d->dc_token, TOKEN_LEN, -1);
 }
 
 /* --- stop ------------------------------------------------------------------ */
@@ -186,7 +186,7 @@ public_data_drain(struct public *p)
 	struct dconn *d, *next;
 
 	for (d = TAILQ_FIRST(&p->p_dconns); d != NULL; d = next) {
-		next = TAILQ_NEXT(d, d_entry);
+		next = TAILQ_NEXT(d, dc_entry);
 		dconn_close(d, NULL, "shutdown");
 	}
 }
@@ -197,9 +197,9 @@ public_data_free(struct public *p)
 	struct dconn *d;
 
 	while ((d = TAILQ_FIRST(&p->p_dconns)) != NULL) {
-		TAILQ_REMOVE(&p->p_dconns, d, d_entry);
-		if (d->d_fd >= 0)
-			close(d->d_fd);
+		TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
+		if (d->dc_fd >= 0)
+			close(d->dc_fd);
 		free(d);
 	}
 }

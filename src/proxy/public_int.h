@@ -116,15 +116,15 @@ struct pconn {
 enum dconn_state { DC_TOKEN, DC_CLOSING };
 
 struct dconn {
-	struct public           *d_pub;
-	TAILQ_ENTRY(dconn)       d_entry;       /* p_dconns, until freed */
-	enum dconn_state         d_state;
-	int                      d_fd;
-	struct sockaddr_storage  d_peer;
-	struct loop_op           d_recv;
-	struct loop_timer        d_timer;
-	size_t                   d_got;
-	uint8_t                  d_token[TOKEN_LEN];
+	struct public           *dc_pub;
+	TAILQ_ENTRY(dconn)       dc_entry;       /* p_dconns, until freed */
+	enum dconn_state         dc_state;
+	int                      dc_fd;
+	struct sockaddr_storage  dc_peer;
+	struct loop_op           dc_recv;
+	struct loop_timer        dc_timer;
+	size_t                   dc_got;
+	uint8_t                  dc_token[TOKEN_LEN];
 };
 
 /* A call to incomingConnection in flight on the side thread. */

@@ -128,14 +128,14 @@ item_error(int code, const char *msg)
  * the expiry (at most ANNOUNCE_MAX_EXPIRY), or adminWithdrawConnections.
  */
 struct recheck {
-	const char              *rc_why;
-	const char              *rc_op;          /* only its entries; NULL: all (rc_dir) */
-	const char              *rc_self;        /* this proxy's operator name (item scope) */
-	struct json_object      *rc_entry;       /* from a call (borrowed) or the directory */
-	struct directory        *rc_dir;         /* NULL: rc_entry only */
-	const char             **rc_allowed;
-	int                      rc_nallowed;    /* -1: none */
-	char                     rc_cached[ANNOUNCE_NAME_MAX];
+	const char              *rk_why;
+	const char              *rk_op;          /* only its entries; NULL: all (rk_dir) */
+	const char              *rk_self;        /* this proxy's operator name (item scope) */
+	struct json_object      *rk_entry;       /* from a call (borrowed) or the directory */
+	struct directory        *rk_dir;         /* NULL: rk_entry only */
+	const char             **rk_allowed;
+	int                      rk_nallowed;    /* -1: none */
+	char                     rk_cached[ANNOUNCE_NAME_MAX];
 };
 
 static int
@@ -144,25 +144,25 @@ recheck_keep(void *arg, const struct announcement *a)
 	struct recheck *rc = arg;
 	int keep;
 
-	if (rc->rc_dir == NULL) {
-		if (strcmp(a->an_operator, rc->rc_op) != 0)
+	if (rc->rk_dir == NULL) {
+		if (strcmp(a->an_operator, rc->rk_op) != 0)
 			return 1;
-	} else if (strcmp(a->an_operator, rc->rc_cached) != 0) {
+	} else if (strcmp(a->an_operator, rc->rk_cached) != 0) {
 		/* the entries come sorted by domain: cache the last operator */
-		free(rc->rc_allowed);
-		rc->rc_allowed = NULL;
-		if (rc->rc_entry)
-			json_object_put(rc->rc_entry);
-		rc->rc_entry = directory_client_entry(rc->rc_dir, a->an_operator);
-		rc->rc_nallowed = rc->rc_entry == NULL ? -1 :
-		    control_entry_allowed_domains(rc->rc_entry, rc->rc_self, &rc->rc_allowed);
-		snprintf(rc->rc_cached, sizeof(rc->rc_cached), "%s", a->an_operator);
+		free(rc->rk_allowed);
+		rc->rk_allowed = NULL;
+		if (rc->rk_entry)
+			json_object_put(rc->rk_entry);
+		rc->rk_entry = directory_client_entry(rc->rk_dir, a->an_operator);
+		rc->rk_nallowed = rc->rk_entry == NULL ? -1 :
+		    control_entry_allowed_domains(rc->rk_entry, rc->rk_self, &rc->rk_allowed);
+		snprintf(rc->rk_cached, sizeof(rc->rk_cached), "%s", a->an_operator);
 	}
-	keep = rc->rc_nallowed >= 0 && announce_domain_allowed(a->an_domain,
-	    rc->rc_allowed, (size_t)rc->rc_nallowed);
+	keep = rc->rk_nallowed >= 0 && announce_domain_allowed(a->an_domain,
+	    rc->rk_allowed, (size_t)rc->rk_nallowed);
 	if (!keep)
 		log_warnx("announcement of %s by %s dropped: not in its allowed_domains (%s)",
-		    a->an_domain, a->an_operator, rc->rc_why);
+		    a->an_domain, a->an_operator, rc->rk_why);
 	return keep;
 }
 
@@ -174,10 +174,10 @@ public_recheck(struct public *p, struct recheck *rc)
 	int n;
 
 	if (p->p_store == NULL)
-		n = announce_filter(p->p_announce, rc->rc_op, recheck_keep, rc);
-	else if ((n = datastore_filter(p->p_store, rc->rc_op, recheck_keep, rc, now_wall(),
+		n = announce_filter(p->p_announce, rc->rk_op, recheck_keep, rc);
+	else if ((n = datastore_filter(p->p_store, rc->rk_op, recheck_keep, rc, now_wall(),
 	    err, sizeof(err))) < 0)
-		log_warnx("dropping announcements (%s): %s", rc->rc_why, err);
+		log_warnx("dropping announcements (%s): %s", rc->rk_why, err);
 	return n;
 }
 
@@ -188,12 +188,12 @@ public_recheck_caller(struct public *p, const char *caller, struct json_object *
 	struct recheck rc;
 
 	memset(&rc, 0, sizeof(rc));
-	rc.rc_why = "its Hyper's directory entry at its call";
-	rc.rc_op = caller;
-	rc.rc_self = p->p_conf->pc_name;
-	rc.rc_nallowed = control_allowed_domains(params, p->p_conf->pc_name, &rc.rc_allowed);
+	rc.rk_why = "its Hyper's directory entry at its call";
+	rc.rk_op = caller;
+	rc.rk_self = p->p_conf->pc_name;
+	rc.rk_nallowed = control_allowed_domains(params, p->p_conf->pc_name, &rc.rk_allowed);
 	public_recheck(p, &rc);
-	free(rc.rc_allowed);
+	free(rc.rk_allowed);
 }
 
 /* Everyone's announcements against the directory.  Returns how many were
@@ -205,13 +205,13 @@ public_recheck_directory(struct public *p, struct directory *dir, const char *wh
 	int n;
 
 	memset(&rc, 0, sizeof(rc));
-	rc.rc_why = why;
-	rc.rc_dir = dir;
-	rc.rc_self = p->p_conf->pc_name;
+	rc.rk_why = why;
+	rc.rk_dir = dir;
+	rc.rk_self = p->p_conf->pc_name;
 	n = public_recheck(p, &rc);
-	free(rc.rc_allowed);
-	if (rc.rc_entry)
-		json_object_put(rc.rc_entry);
+	free(rc.rk_allowed);
+	if (rc.rk_entry)
+		json_object_put(rc.rk_entry);
 	return n;
 }
 

@@ -492,7 +492,7 @@ Test(public_machines, data_connection_closed_before_its_token_is_freed)
 	int dfd = dial(data_port);
 
 	cr_assert(run_until(one_data, 2000));
-	cr_assert_eq(TAILQ_FIRST(&pub.p_dconns)->d_state, DC_TOKEN);
+	cr_assert_eq(TAILQ_FIRST(&pub.p_dconns)->dc_state, DC_TOKEN);
 	close(dfd);
 	cr_assert(run_until(no_data, 2000));
 	cr_assert_eq(pub.p_ndata, 0);

@@ -94,4 +94,33 @@ int	announce_check_expiry(const char *expires_at, double now, double max_seconds
  * 0 (none given) ANNOUNCE_MAX_EXPIRY after now, in whole seconds. */
 double	announce_effective_expiry(double expires_at, double now);
 
+/*
+ * The announcement methods of both roles (public: announceConnections,
+ * withdrawConnections, getAnnouncements; private: announceConnection,
+ * withdrawConnection, getAnnouncements) check their items here, so each
+ * rule and each error has one wording.
+ */
+#define ANNOUNCE_MSG_NOT_AUTHORIZED	"not authorized"	/* 403: no allowed_domains */
+#define ANNOUNCE_MSG_NOT_ALLOWED	"not allowed"		/* 403: not under them */
+#define ANNOUNCE_MSG_TAKEN		"already taken"		/* 409 */
+#define ANNOUNCE_MSG_NO_MATCH		"no matching connection found"	/* 404 */
+
+struct json_object;
+
+/* item's "domain": a string, a valid name (announce_check_name) into dom,
+ * under one of allowed[0..n).  0, or the JSON-RPC error code
+ * (JSONRPC_INVALID_PARAMS, HP_ERR_FORBIDDEN) with its message in *why.
+ * item may be anything (not an object: no domain). */
+int	announce_item_domain(struct json_object *item, const char *const *allowed, size_t n,
+	    char dom[ANNOUNCE_DOMAIN_MAX], const char **why);
+/* item's "expires_at": absent or null (*out 0: none given), or an RFC 3339
+ * string as announce_check_expiry() takes it, at most ANNOUNCE_MAX_EXPIRY
+ * ahead.  0, or JSONRPC_INVALID_PARAMS with its message in *why. */
+int	announce_item_expiry(struct json_object *item, double now, double *out,
+	    const char **why);
+/* One entry of getAnnouncements: {"domain", "proxy" (private side only),
+ * "expires_at" (null: never), "proxy_protocol" (when on), "operator" (when
+ * with_operator)}.  A new reference. */
+struct json_object *announce_item_json(const struct announcement *a, int with_operator);
+
 #endif

@@ -53,6 +53,18 @@ void control_stop(struct control *ct);
 void control_call(struct control *ct, const char *op, const char *method,
 	     struct json_object *params, jsonrpc_reply_fn fn, void *arg);
 
+/* The JSON-RPC methods of a role, for control_dispatch(): a table ended by
+ * a NULL mt_name.  mt_fn answers the call; caller is `_client.name`. */
+struct control_method {
+	const char	*mt_name;
+	void		(*mt_fn)(void *arg, struct jsonrpc_call *call, const char *caller,
+			    struct json_object *params);
+};
+/* Run the method of call from methods with arg, or answer the errors both
+ * roles word alike: -32601 "method not found: NAME", -32602 "missing
+ * _client" (the Hyper server always injects it). */
+void control_dispatch(const struct control_method *methods, void *arg,
+	     struct jsonrpc_call *call);
 /* `_client.name` injected by the Hyper server, or NULL. */
 const char *control_caller(struct json_object *params);
 /* The caller's `allowed_domains` granted to the proxy named self: the

@@ -26,7 +26,9 @@
 struct datastore;
 
 /* Open (creating missing folders and the file), replay into t, compact.
- * now is the wall clock.  NULL with a reason in err. */
+ * now is the wall clock.  NULL with a reason in err.  filename NULL: memory
+ * only, no file: every call below works the same and only changes t (the
+ * roles call the datastore whether or not the settings name a file). */
 struct datastore *datastore_open(const char *filename, struct announce_table *t,
 	    double now, char *err, size_t errlen);
 void	datastore_close(struct datastore *ds);

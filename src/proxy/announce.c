@@ -17,7 +17,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <json-c/json.h>
+
 #include "announce.h"
+#include "jsonrpc.h"
+#include "proxyproto.h"
 #include "util.h"
 
 struct announce_entry {
@@ -469,4 +473,64 @@ announce_check_expiry(const char *expires_at, double now, double max_seconds,
 	}
 	*out = t;
 	return 0;
+}
+
+/* --- the announcement methods' items -------------------------------------- */
+
+int
+announce_item_domain(struct json_object *item, const char *const *allowed, size_t n,
+    char dom[ANNOUNCE_DOMAIN_MAX], const char **why)
+{
+	struct json_object *v;
+
+	if (!json_object_is_type(item, json_type_object) ||
+	    !json_object_object_get_ex(item, "domain", &v) ||
+	    !json_object_is_type(v, json_type_string)) {
+		*why = "domain must be a string";
+		return JSONRPC_INVALID_PARAMS;
+	}
+	if (announce_check_name(json_object_get_string(v), dom, why) < 0)
+		return JSONRPC_INVALID_PARAMS;
+	if (!announce_domain_allowed(dom, allowed, n)) {
+		*why = ANNOUNCE_MSG_NOT_ALLOWED;
+		return HP_ERR_FORBIDDEN;
+	}
+	return 0;
+}
+
+int
+announce_item_expiry(struct json_object *item, double now, double *out, const char **why)
+{
+	struct json_object *v;
+
+	*out = 0;
+	if (!json_object_object_get_ex(item, "expires_at", &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_string)) {
+		*why = "expires_at is not an RFC 3339 timestamp";
+		return JSONRPC_INVALID_PARAMS;
+	}
+	if (announce_check_expiry(json_object_get_string(v), now, ANNOUNCE_MAX_EXPIRY, out,
+	    why) < 0)
+		return JSONRPC_INVALID_PARAMS;
+	return 0;
+}
+
+struct json_object *
+announce_item_json(const struct announcement *a, int with_operator)
+{
+	struct json_object *o = json_object_new_object();
+	char ts[32];
+
+	json_object_object_add(o, "domain", json_object_new_string(a->an_domain));
+	if (a->an_proxy[0] != '\0')
+		json_object_object_add(o, "proxy", json_object_new_string(a->an_proxy));
+	json_object_object_add(o, "expires_at", a->an_expires_at > 0 ?
+	    json_object_new_string(rfc3339_format(a->an_expires_at, ts, sizeof(ts))) : NULL);
+	if (a->an_proxy_protocol != PROXYPROTO_OFF)
+		json_object_object_add(o, "proxy_protocol", json_object_new_string(
+		    proxyproto_version_str(a->an_proxy_protocol)));
+	if (with_operator)
+		json_object_object_add(o, "operator", json_object_new_string(a->an_operator));
+	return o;
 }

@@ -176,6 +176,27 @@ control_call(struct control *ct, const char *op, const char *method,
 	jsonrpc_client_call(ct->ct_client, full, params, fn, arg);
 }
 
+void
+control_dispatch(const struct control_method *methods, void *arg, struct jsonrpc_call *call)
+{
+	struct json_object *params = jsonrpc_call_params(call);
+	const char *method = jsonrpc_call_method(call);
+	const char *caller;
+
+	for (; methods->mt_name != NULL; methods++)
+		if (strcmp(methods->mt_name, method) == 0)
+			break;
+	if (methods->mt_name == NULL) {
+		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
+		return;
+	}
+	if ((caller = control_caller(params)) == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
+		return;
+	}
+	methods->mt_fn(arg, call, caller, params);
+}
+
 const char *
 control_caller(struct json_object *params)
 {

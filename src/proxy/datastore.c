@@ -42,8 +42,8 @@ struct ds_op {
 };
 
 struct datastore {
-	char			*ds_path;
-	int			 ds_fd;
+	char			*ds_path;	/* NULL: memory only */
+	int			 ds_fd;		/* -1: memory only */
 	struct announce_table	*ds_table;
 	size_t			 ds_lines;	/* lines in the file */
 	char			*ds_buf;	/* staged lines */
@@ -432,7 +432,19 @@ datastore_open(const char *filename, struct announce_table *t, double now, char 
 	size_t len, lines;
 	int skipped;
 
-	if (filename == NULL || filename[0] == '\0') {
+	if (filename == NULL) {
+		/* memory only: the same batches, applied to t without a file */
+		if ((ds = calloc(1, sizeof(*ds))) == NULL ||
+		    pthread_mutex_init(&ds->ds_lock, NULL) != 0) {
+			free(ds);
+			snprintf(err, errlen, "datastore: out of memory");
+			return NULL;
+		}
+		ds->ds_fd = -1;
+		ds->ds_table = t;
+		return ds;
+	}
+	if (filename[0] == '\0') {
 		snprintf(err, errlen, "datastore: no filename");
 		return NULL;
 	}
@@ -480,7 +492,8 @@ datastore_close(struct datastore *ds)
 		pthread_cond_destroy(&ds->ds_cond);
 	}
 	pthread_mutex_destroy(&ds->ds_lock);
-	close(ds->ds_fd);
+	if (ds->ds_fd >= 0)
+		close(ds->ds_fd);
 	free(ds->ds_path);
 	free(ds->ds_buf);
 	free(ds->ds_ops);
@@ -499,6 +512,8 @@ datastore_compact(struct datastore *ds, double now, char *err, size_t errlen)
 	size_t lines;
 	int fd;
 
+	if (ds->ds_path == NULL)
+		return 0;	/* memory only: nothing to rewrite */
 	if (ds->ds_inflight) {
 		snprintf(err, errlen, "%s: a commit is in flight", ds->ds_path);
 		return -1;
@@ -626,6 +641,8 @@ ds_flush(struct datastore *ds)
 	off_t end;
 	int saved;
 
+	if (ds->ds_fd < 0)
+		return 0;	/* memory only */
 	end = lseek(ds->ds_fd, 0, SEEK_END);
 	if (end == -1 || ds_write_all(ds->ds_fd, ds->ds_buf, ds->ds_buflen) == -1 ||
 	    fdatasync(ds->ds_fd) == -1) {
@@ -645,7 +662,8 @@ ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
 	char cerr[256];
 	int rc = 0, n;
 
-	ds->ds_lines += ds->ds_nops;
+	if (ds->ds_path != NULL)
+		ds->ds_lines += ds->ds_nops;
 	for (size_t i = 0; i < ds->ds_nops; i++) {
 		struct ds_op *o = &ds->ds_ops[i];
 
@@ -661,7 +679,8 @@ ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
 		}
 	}
 	datastore_abort(ds);
-	if (ds->ds_lines > 2 * announce_count(ds->ds_table) + DATASTORE_COMPACT_SLACK) {
+	if (ds->ds_path != NULL &&
+	    ds->ds_lines > 2 * announce_count(ds->ds_table) + DATASTORE_COMPACT_SLACK) {
 		if (datastore_compact(ds, now, cerr, sizeof(cerr)) == -1)
 			log_warnx("datastore: compaction: %s", cerr);
 		else
@@ -748,6 +767,8 @@ datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
 		return -1;
 	if (ds->ds_nops == 0)
 		return 0;
+	if (ds->ds_path == NULL)
+		return -1;	/* memory only: no thread, datastore_commit() at once */
 	if (!ds->ds_started) {
 		if (pthread_cond_init(&ds->ds_cond, NULL) != 0)
 			return -1;

@@ -140,13 +140,12 @@ private_open(struct proxy *px)
 
 	if ((pv->pv_table = announce_table_new()) == NULL)
 		fatalx("out of memory");
-	if (pv->pv_conf->pc_datastore_file != NULL) {
-		pv->pv_store = datastore_open(pv->pv_conf->pc_datastore_file, pv->pv_table,
-		    now_wall(), err, sizeof(err));
-		if (pv->pv_store == NULL) {
-			log_errorx("private.datastore.settings.filename: %s", err);
-			return -1;
-		}
+	/* no filename: memory only (datastore.h) */
+	pv->pv_store = datastore_open(pv->pv_conf->pc_datastore_file, pv->pv_table, now_wall(),
+	    err, sizeof(err));
+	if (pv->pv_store == NULL) {
+		log_errorx("private.datastore.settings.filename: %s", err);
+		return -1;
 	}
 	private_load_static(pv);
 	if (private_resolve(pv, err, sizeof(err)) < 0) {
@@ -213,8 +212,7 @@ private_free(struct proxy *px)
 {
 	struct private *pv = px->px_role;
 
-	if (pv->pv_store)
-		datastore_close(pv->pv_store);
+	datastore_close(pv->pv_store);
 	if (pv->pv_table)
 		announce_table_free(pv->pv_table);
 	private_publics_free(pv);

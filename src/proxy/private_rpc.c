@@ -50,21 +50,6 @@ param_string(struct json_object *params, const char *key)
 	return json_object_get_string(v);
 }
 
-/* expires_at may be absent, null or an RFC 3339 string. */
-static int
-param_expires(struct json_object *params, const char **out)
-{
-	struct json_object *v;
-
-	*out = NULL;
-	if (!json_object_object_get_ex(params, "expires_at", &v) || v == NULL)
-		return 0;
-	if (!json_object_is_type(v, json_type_string))
-		return -1;
-	*out = json_object_get_string(v);
-	return 0;
-}
-
 static struct json_object *
 private_ok(void)
 {
@@ -214,9 +199,11 @@ rpc_incoming_refuse(struct jsonrpc_call *call, const char *domain, const char *c
 }
 
 static void
-rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+rpc_incoming(void *arg, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
 {
-	const char *domain, *token, *endpoint, *caller, *cwhy = NULL;
+	struct private *pv = arg;
+	const char *domain, *token, *endpoint, *cwhy = NULL;
 	const struct data_endpoint *de;
 	char dom[ANNOUNCE_DOMAIN_MAX], why[128];
 	uint8_t tok[TOKEN_LEN];
@@ -230,15 +217,9 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	domain = param_string(params, "domain");
 	token = param_string(params, "token");
 	endpoint = param_string(params, "endpoint");
-	caller = control_caller(params);
 	if (domain == NULL || token == NULL || endpoint == NULL) {
 		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
 		    "domain, token and endpoint must be strings", "missing parameters");
-		return;
-	}
-	if (caller == NULL) {
-		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
-		    "missing _client", "missing _client");
 		return;
 	}
 	/* Only the public proxies this proxy announces to may hand it a connection. */
@@ -255,8 +236,7 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	}
 	/* the exact announcement, else the wildcard one of its parent */
 	if (announce_match(pv->pv_table, dom, caller, now_wall(), &an) < 0) {
-		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND,
-		    "no matching connection found", "the domain is not announced to it");
+		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND, ANNOUNCE_MSG_NO_MATCH, "the domain is not announced to it");
 		return;
 	}
 	/* b64_decode refuses anything that does not fit tok: exactly 32 bytes. */
@@ -317,23 +297,21 @@ rpc_incoming(struct private *pv, struct jsonrpc_call *call, struct json_object *
 	jsonrpc_call_reply(call, private_ok());
 }
 
-/* Checks shared by announceConnection and withdrawConnection. */
+/* ---- announceConnection, withdrawConnection, getAnnouncements ------------ */
+
+/* Checks shared by announceConnection and withdrawConnection: the item's
+ * domain (announce_item_domain) under the caller's allowed_domains, and a
+ * proxy that is not this one.  -1: the call is answered. */
 static int
 rpc_check_operator(struct private *pv, struct jsonrpc_call *call, struct json_object *params,
-    char dom[ANNOUNCE_DOMAIN_MAX], const char **proxy, const char **caller)
+    char dom[ANNOUNCE_DOMAIN_MAX], const char **proxy)
 {
-	const char *domain, **allowed = NULL, *why = NULL;
-	int n;
+	const char **allowed = NULL, *why = NULL;
+	int n, code;
 
-	domain = param_string(params, "domain");
 	*proxy = param_string(params, "proxy");
-	*caller = control_caller(params);
-	if (domain == NULL || *proxy == NULL || **proxy == '\0') {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "domain and proxy must be strings");
-		return -1;
-	}
-	if (*caller == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
+	if (*proxy == NULL || **proxy == '\0') {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "proxy must be a string");
 		return -1;
 	}
 	if (strcmp(*proxy, pv->pv_conf->pc_name) == 0) {
@@ -346,35 +324,36 @@ rpc_check_operator(struct private *pv, struct jsonrpc_call *call, struct json_ob
 		return -1;
 	}
 	if ((n = control_allowed_domains(params, pv->pv_conf->pc_name, &allowed)) < 0) {
-		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, ANNOUNCE_MSG_NOT_AUTHORIZED);
 		return -1;
 	}
-	if (announce_check_name(domain, dom, &why) < 0) {
-		free(allowed);
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "%s", why);
-		return -1;
-	}
-	if (!announce_domain_allowed(dom, allowed, (size_t)n)) {
-		free(allowed);
-		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not allowed");
-		return -1;
-	}
+	code = announce_item_domain(params, allowed, (size_t)n, dom, &why);
 	free(allowed);
+	if (code != 0) {
+		jsonrpc_call_error(call, code, "%s", why);
+		return -1;
+	}
 	return 0;
 }
 
 static void
-rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
 {
-	const char *proxy, *caller, *exp, *why;
+	struct private *pv = arg;
+	const char *proxy, *why;
 	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
 	struct announcement a, old;
 	struct json_object *v;
 	double now = now_wall(), expires;
-	int pp = PROXYPROTO_OFF;
+	int pp = PROXYPROTO_OFF, code;
 
-	if (rpc_check_operator(pv, call, params, dom, &proxy, &caller) < 0)
+	if (rpc_check_operator(pv, call, params, dom, &proxy) < 0)
 		return;
+	if ((code = announce_item_expiry(params, now, &expires, &why)) != 0) {
+		jsonrpc_call_error(call, code, "%s", why);
+		return;
+	}
 	/* proxy_protocol: absent, null, "v2", "v1" or "off". */
 	if (json_object_object_get_ex(params, "proxy_protocol", &v) && v != NULL &&
 	    (!json_object_is_type(v, json_type_string) ||
@@ -383,17 +362,9 @@ rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		    "proxy_protocol must be \"v2\", \"v1\" or \"off\"");
 		return;
 	}
-	if (param_expires(params, &exp) < 0) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "expires_at must be a string");
-		return;
-	}
-	if (announce_check_expiry(exp, now, ANNOUNCE_MAX_EXPIRY, &expires, &why) < 0) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "expires_at: %s", why);
-		return;
-	}
 	if (announce_lookup(pv->pv_table, dom, proxy, now, &old) == 0 &&
 	    strcmp(old.an_operator, caller) != 0) {
-		jsonrpc_call_error(call, HP_ERR_CONFLICT, "already taken");
+		jsonrpc_call_error(call, HP_ERR_CONFLICT, ANNOUNCE_MSG_TAKEN);
 		return;
 	}
 	if (announce_make(&a, dom, caller, proxy, expires) < 0) {
@@ -401,14 +372,9 @@ rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *
 		return;
 	}
 	a.an_proxy_protocol = pp;
-	if (pv->pv_store != NULL) {
-		if (datastore_announce(pv->pv_store, &a, err, sizeof(err)) < 0) {
-			log_warnx("announceConnection %s: datastore: %s", dom, err);
-			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "cannot store: %s", err);
-			return;
-		}
-	} else if (announce_put(pv->pv_table, &a) < 0) {
-		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+	if (datastore_announce(pv->pv_store, &a, err, sizeof(err)) < 0) {
+		log_warnx("announceConnection %s: datastore: %s", dom, err);
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "cannot store: %s", err);
 		return;
 	}
 	log_info("%s announced %s to %s", caller, dom, proxy);
@@ -418,25 +384,23 @@ rpc_announce(struct private *pv, struct jsonrpc_call *call, struct json_object *
 }
 
 static void
-rpc_withdraw(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+rpc_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
 {
-	const char *proxy, *caller;
+	struct private *pv = arg;
+	const char *proxy;
 	char dom[ANNOUNCE_DOMAIN_MAX], err[256];
 	int n;
 
-	if (rpc_check_operator(pv, call, params, dom, &proxy, &caller) < 0)
+	if (rpc_check_operator(pv, call, params, dom, &proxy) < 0)
 		return;
-	if (pv->pv_store != NULL)
-		n = datastore_withdraw(pv->pv_store, dom, proxy, caller, err, sizeof(err));
-	else
-		n = announce_remove(pv->pv_table, dom, proxy, caller);
-	if (n < 0) {
+	if ((n = datastore_withdraw(pv->pv_store, dom, proxy, caller, err, sizeof(err))) < 0) {
 		log_warnx("withdrawConnection %s: datastore: %s", dom, err);
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "cannot store: %s", err);
 		return;
 	}
 	if (n == 0) {
-		jsonrpc_call_error(call, HP_ERR_NOT_FOUND, "no matching connection found");
+		jsonrpc_call_error(call, HP_ERR_NOT_FOUND, ANNOUNCE_MSG_NO_MATCH);
 		return;
 	}
 	log_info("%s withdrew %s from %s", caller, dom, proxy);
@@ -446,60 +410,41 @@ rpc_withdraw(struct private *pv, struct jsonrpc_call *call, struct json_object *
 
 /* The caller's own announcements; the own operator sees every one. */
 static void
-rpc_list(struct private *pv, struct jsonrpc_call *call, struct json_object *params)
+rpc_list(void *arg, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
 {
-	const char *caller = control_caller(params);
+	struct private *pv = arg;
 	struct announcement *list = NULL;
 	struct json_object *res;
-	char ts[32];
 	int n, own;
 
-	if (caller == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "missing _client");
-		return;
-	}
 	own = strcmp(caller, pv->pv_conf->pc_name) == 0;
 	if ((n = announce_list(pv->pv_table, own ? NULL : caller, now_wall(), &list)) < 0) {
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
 	res = json_object_new_array();
-	for (int i = 0; i < n; i++) {
-		struct json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
-		json_object_object_add(o, "proxy", json_object_new_string(list[i].an_proxy));
-		json_object_object_add(o, "expires_at", list[i].an_expires_at == 0 ? NULL :
-		    json_object_new_string(rfc3339_format(list[i].an_expires_at, ts, sizeof(ts))));
-		if (list[i].an_proxy_protocol != PROXYPROTO_OFF)
-			json_object_object_add(o, "proxy_protocol", json_object_new_string(
-			    proxyproto_version_str(list[i].an_proxy_protocol)));
-		if (own)
-			json_object_object_add(o, "operator",
-			    json_object_new_string(list[i].an_operator));
-		json_object_array_add(res, o);
-	}
+	for (int i = 0; i < n; i++)
+		json_object_array_add(res, announce_item_json(&list[i], own));
 	free(list);
 	jsonrpc_call_reply(call, res);
 }
+
+static const struct control_method private_methods[] = {
+	{ "incomingConnection", rpc_incoming },
+	{ "announceConnection", rpc_announce },
+	{ "withdrawConnection", rpc_withdraw },
+	{ "getAnnouncements", rpc_list },
+	{ NULL, NULL },
+};
 
 void
 private_rpc(void *arg, struct jsonrpc_call *call)
 {
 	struct private *pv = arg;
-	const char *method = jsonrpc_call_method(call);
-	struct json_object *params = jsonrpc_call_params(call);
 
 	if (atomic_load(&pv->pv_stopping))
 		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "shutting down");
-	else if (strcmp(method, "incomingConnection") == 0)
-		rpc_incoming(pv, call, params);
-	else if (strcmp(method, "announceConnection") == 0)
-		rpc_announce(pv, call, params);
-	else if (strcmp(method, "withdrawConnection") == 0)
-		rpc_withdraw(pv, call, params);
-	else if (strcmp(method, "getAnnouncements") == 0)
-		rpc_list(pv, call, params);
 	else
-		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method '%s' not found", method);
+		control_dispatch(private_methods, pv, call);
 }

@@ -231,7 +231,7 @@ public_load_checks(struct public *p)
 			return -1;
 		changed += n;
 	}
-	if (changed > 0 && p->p_store &&
+	if (changed > 0 &&
 	    datastore_compact(p->p_store, now, err, sizeof(err)) < 0) {
 		log_warnx("datastore: %s", err);
 		return -1;
@@ -318,8 +318,8 @@ public_open(struct proxy *px)
 		log_errorx("out of memory");
 		return -1;
 	}
-	if (pc->pc_datastore_file &&
-	    (p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce, now_wall(),
+	/* no filename: memory only (datastore.h) */
+	if ((p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce, now_wall(),
 	    err, sizeof(err))) == NULL) {
 		log_errorx("public.datastore.settings.filename: %s", err);
 		return -1;
@@ -411,8 +411,7 @@ public_free(struct proxy *px)
 	if (p->p_data_fd >= 0)
 		close(p->p_data_fd);
 	public_loop_free(p);
-	if (p->p_store)
-		datastore_close(p->p_store);
+	datastore_close(p->p_store);
 	announce_table_free(p->p_announce);
 }
 

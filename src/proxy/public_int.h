@@ -188,7 +188,7 @@ struct public {
 	/* parked: hand the call to the side thread (public_incoming_post) */
 	void                   (*p_on_parked)(struct public *, struct incoming *);
 	/* side thread */
-	struct datastore        *p_store;        /* NULL: memory only */
+	struct datastore        *p_store;        /* memory only without a filename */
 	struct event            *p_sweep;        /* drops expired announcements */
 	struct event            *p_dirpoll;      /* directory poll, when configured */
 	struct directory_watch  *p_watch;        /* directory (NULL: none) */

@@ -173,9 +173,7 @@ public_recheck(struct public *p, struct recheck *rc)
 	char err[256];
 	int n;
 
-	if (p->p_store == NULL)
-		n = announce_filter(p->p_announce, rc->rk_op, recheck_keep, rc);
-	else if ((n = datastore_filter(p->p_store, rc->rk_op, recheck_keep, rc, now_wall(),
+	if ((n = datastore_filter(p->p_store, rc->rk_op, recheck_keep, rc, now_wall(),
 	    err, sizeof(err))) < 0)
 		log_warnx("dropping announcements (%s): %s", rc->rk_why, err);
 	return n;
@@ -362,24 +360,20 @@ commit_done(void *arg, int rc, const char *err)
 	}
 }
 
-/* Make cm's staged batch durable, then answer: without a datastore or
- * with nothing to write at once, else when the datastore's thread is done. */
+/* Make cm's staged batch durable, then answer: with nothing to write or
+ * memory only at once, else when the datastore's thread is done. */
 static void
 public_commit(struct public *p, struct commit *cm)
 {
 	char err[256] = "";
 	int r;
 
-	if (p->p_store == NULL) {
-		commit_reply(cm, 0, NULL);
-		return;
-	}
 	r = datastore_commit_async(p->p_store, public_side_post, p, commit_done, cm);
 	if (r == 1) {
 		p->p_commit = cm;
 		return;
 	}
-	/* 0: nothing to write; -1: no thread, so write here */
+	/* 0: nothing to write; -1: no thread (or memory only), so commit here */
 	commit_reply(cm, r == 0 ? 0 : datastore_commit(p->p_store, now_wall(), err,
 	    sizeof(err)), err);
 }
@@ -408,9 +402,10 @@ rpc_items(struct public *p, struct jsonrpc_call *call, struct json_object *param
 }
 
 static void
-rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
+rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
+	struct public *p = arg;
 	struct json_object *conns, *result;
 	struct commit *cm;
 	const char **allowed;
@@ -422,7 +417,7 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 		/* Before the answer: answering frees the call, its params
 		 * and the caller's name in them. */
 		public_recheck_caller(p, caller, params);
-		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, ANNOUNCE_MSG_NOT_AUTHORIZED);
 		return;
 	}
 	if ((n = rpc_items(p, call, params, "connections", &conns)) < 0) {
@@ -439,31 +434,16 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 	cm->cm_conns = conns;
 	cm->cm_result = result = json_object_new_array();
 	for (int i = 0; i < n; i++) {
-		struct json_object *item = json_object_array_get_idx(conns, (size_t)i), *jd, *je;
+		struct json_object *item = json_object_array_get_idx(conns, (size_t)i);
 		char domain[ANNOUNCE_DOMAIN_MAX];
 		struct announcement a, cur;
 		const char *why = NULL;
 		double exp = 0;
 		int rc;
 
-		if (!json_object_is_type(item, json_type_object) ||
-		    !json_object_object_get_ex(item, "domain", &jd) ||
-		    !json_object_is_type(jd, json_type_string) ||
-		    announce_check_name(json_object_get_string(jd), domain, &why) < 0) {
-			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
-			    why ? why : "invalid domain"));
-			continue;
-		}
-		if (!announce_domain_allowed(domain, allowed, (size_t)nallowed)) {
-			json_object_array_add(result, item_error(HP_ERR_FORBIDDEN, "not allowed"));
-			continue;
-		}
-		if (json_object_object_get_ex(item, "expires_at", &je) && je != NULL &&
-		    (!json_object_is_type(je, json_type_string) ||
-		    announce_check_expiry(json_object_get_string(je), now,
-		    ANNOUNCE_MAX_EXPIRY, &exp, &why) < 0)) {
-			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
-			    why ? why : "expires_at: expected an RFC 3339 time"));
+		if ((rc = announce_item_domain(item, allowed, (size_t)nallowed, domain,
+		    &why)) != 0 || (rc = announce_item_expiry(item, now, &exp, &why)) != 0) {
+			json_object_array_add(result, item_error(rc, why));
 			continue;
 		}
 		/* no expires_at: the longest allowed, in whole seconds (the
@@ -472,7 +452,7 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0) {
 			if (strcmp(cur.an_operator, caller) != 0) {
 				json_object_array_add(result, item_error(HP_ERR_CONFLICT,
-				    "already taken"));
+				    ANNOUNCE_MSG_TAKEN));
 				continue;
 			}
 		} else if (held >= (size_t)p->p_conf->pc_max_per_operator) {
@@ -490,9 +470,7 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 			    "invalid announcement"));
 			continue;
 		}
-		rc = p->p_store ? datastore_stage_announce(p->p_store, &a) :
-		    announce_put(p->p_announce, &a);
-		if (rc < 0) {
+		if (datastore_stage_announce(p->p_store, &a) < 0) {
 			log_warnx("announcement of %s by %s not stored: out of memory",
 			    domain, caller);
 			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
@@ -507,14 +485,12 @@ rpc_announce(struct public *p, struct jsonrpc_call *call, const char *caller,
 	public_commit(p, cm);
 }
 
-/* Withdraw (domain, op): staged with a datastore, else at once.  1 or 0
- * (nothing to withdraw), -1 out of memory. */
+/* Stage the withdrawal of (domain, op).  1 or 0 (nothing to withdraw),
+ * -1 out of memory. */
 static int
 public_withdraw_one(struct public *p, const char *domain, const char *op)
 {
-	if (p->p_store)
-		return datastore_stage_withdraw(p->p_store, domain, NULL, op);
-	return announce_remove(p->p_announce, domain, NULL, op);
+	return datastore_stage_withdraw(p->p_store, domain, NULL, op);
 }
 
 /* Answer {"withdrawn": removed} once the staged withdrawals are durable. */
@@ -525,8 +501,7 @@ public_withdraw_commit(struct public *p, struct jsonrpc_call *call, const char *
 	struct commit *cm;
 
 	if ((cm = commit_new(p, call, who, 0, 0)) == NULL) {
-		if (p->p_store)
-			datastore_abort(p->p_store);
+		datastore_abort(p->p_store);
 		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 		return;
 	}
@@ -535,9 +510,10 @@ public_withdraw_commit(struct public *p, struct jsonrpc_call *call, const char *
 }
 
 static void
-rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+rpc_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
+	struct public *p = arg;
 	struct json_object *domains;
 	int removed = 0, n, k;
 
@@ -552,8 +528,7 @@ rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
 		    announce_check_domain(json_object_get_string(jd), domain) < 0)
 			continue;
 		if ((k = public_withdraw_one(p, domain, caller)) < 0) {
-			if (p->p_store)
-				datastore_abort(p->p_store);
+			datastore_abort(p->p_store);
 			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 			return;
 		}
@@ -567,9 +542,10 @@ rpc_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
  * callers in admin_group (the Hyper checks the directory's permissions
  * first; this is the proxy's own check). */
 static void
-rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *caller,
+rpc_admin_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
+	struct public *p = arg;
 	struct json_object *domains = NULL, *jop = NULL;
 	struct announcement cur, *list;
 	int removed = 0, n = 0, k;
@@ -578,7 +554,7 @@ rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *call
 	    !control_caller_in_group(params, p->p_conf->pc_admin_group)) {
 		log_warnx("adminWithdrawConnections refused to %s: not in group %s", caller,
 		    p->p_conf->pc_admin_group);
-		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, ANNOUNCE_MSG_NOT_AUTHORIZED);
 		return;
 	}
 	if (json_object_object_get_ex(params, "operator", &jop) &&
@@ -632,57 +608,41 @@ rpc_admin_withdraw(struct public *p, struct jsonrpc_call *call, const char *call
 	public_withdraw_commit(p, call, caller, removed);
 	return;
 nomem:
-	if (p->p_store)
-		datastore_abort(p->p_store);
+	datastore_abort(p->p_store);
 	jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 }
 
 static void
-rpc_get(struct public *p, struct jsonrpc_call *call, const char *caller,
+rpc_get(void *arg, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
+	struct public *p = arg;
 	struct announcement *list;
 	struct json_object *res;
-	char buf[32];
 	int n;
 
 	public_recheck_caller(p, caller, params);
 	res = json_object_new_array();
 	n = announce_list(p->p_announce, caller, now_wall(), &list);
-	for (int i = 0; i < n; i++) {
-		struct json_object *o = json_object_new_object();
-		json_object_object_add(o, "domain", json_object_new_string(list[i].an_domain));
-		/* the effective expiry: a missing expires_at was stored as the maximum */
-		json_object_object_add(o, "expires_at", list[i].an_expires_at > 0 ?
-		    json_object_new_string(rfc3339_format(list[i].an_expires_at, buf, sizeof(buf))) :
-		    NULL);
-		json_object_array_add(res, o);
-	}
+	/* the effective expiry: a missing expires_at was stored as the maximum */
+	for (int i = 0; i < n; i++)
+		json_object_array_add(res, announce_item_json(&list[i], 0));
 	free(list);
 	jsonrpc_call_reply(call, res);
 }
 
+static const struct control_method public_methods[] = {
+	{ "announceConnections", rpc_announce },
+	{ "withdrawConnections", rpc_withdraw },
+	{ "getAnnouncements", rpc_get },
+	{ "adminWithdrawConnections", rpc_admin_withdraw },
+	{ NULL, NULL },
+};
+
 static void
 public_dispatch(struct public *p, struct jsonrpc_call *call)
 {
-	struct json_object *params = jsonrpc_call_params(call);
-	const char *method = jsonrpc_call_method(call);
-	const char *caller = control_caller(params);
-
-	if (caller == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "_client missing");
-		return;
-	}
-	if (strcmp(method, "announceConnections") == 0)
-		rpc_announce(p, call, caller, params);
-	else if (strcmp(method, "withdrawConnections") == 0)
-		rpc_withdraw(p, call, caller, params);
-	else if (strcmp(method, "getAnnouncements") == 0)
-		rpc_get(p, call, caller, params);
-	else if (strcmp(method, "adminWithdrawConnections") == 0)
-		rpc_admin_withdraw(p, call, caller, params);
-	else
-		jsonrpc_call_error(call, JSONRPC_METHOD_NOT_FOUND, "method not found: %s", method);
+	control_dispatch(public_methods, p, call);
 }
 
 void

@@ -9,6 +9,8 @@
 
 #include "announce.h"
 #include "control.h"
+#include "jsonrpc.h"
+#include "proxyproto.h"
 #include "util.h"
 
 static struct announcement
@@ -473,4 +475,98 @@ Test(announce, allowed_domains_for_wildcards)
 	cr_assert_eq(announce_domain_allowed("*.com", allowed, 1), 0);
 	cr_assert_eq(announce_domain_allowed("*.other.com", allowed, 1), 0);
 	cr_assert_eq(announce_domain_allowed("*.evilexample.com", allowed, 1), 0);
+}
+
+/* --- the announcement methods' items (both roles) ---------------------------- */
+
+Test(announce, item_domain_checks_type_name_and_allowed_domains)
+{
+	const char *allowed[] = { ".example.com" };
+	char dom[ANNOUNCE_DOMAIN_MAX];
+	const char *why = NULL;
+	struct json_object *o;
+
+	o = json_tokener_parse("{\"domain\": \"App.Example.COM.\"}");
+	cr_assert_eq(announce_item_domain(o, allowed, 1, dom, &why), 0);
+	cr_assert_str_eq(dom, "app.example.com");
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"domain\": 7}");
+	cr_assert_eq(announce_item_domain(o, allowed, 1, dom, &why), JSONRPC_INVALID_PARAMS);
+	cr_assert_str_eq(why, "domain must be a string");
+	json_object_put(o);
+
+	o = json_tokener_parse("[\"app.example.com\"]");	/* not an object */
+	cr_assert_eq(announce_item_domain(o, allowed, 1, dom, &why), JSONRPC_INVALID_PARAMS);
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"domain\": \"bad_name!.example.com\"}");
+	cr_assert_eq(announce_item_domain(o, allowed, 1, dom, &why), JSONRPC_INVALID_PARAMS);
+	cr_assert_str_eq(why, "invalid domain");
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"domain\": \"app.example.org\"}");
+	cr_assert_eq(announce_item_domain(o, allowed, 1, dom, &why), HP_ERR_FORBIDDEN);
+	cr_assert_str_eq(why, ANNOUNCE_MSG_NOT_ALLOWED);
+	cr_assert_eq(announce_item_domain(o, NULL, 0, dom, &why), HP_ERR_FORBIDDEN);
+	json_object_put(o);
+}
+
+Test(announce, item_expiry_is_absent_null_or_a_near_rfc3339_time)
+{
+	double now = 1700000000, exp = -1;
+	const char *why = NULL;
+	struct json_object *o;
+
+	o = json_tokener_parse("{\"domain\": \"a.example.com\"}");
+	cr_assert_eq(announce_item_expiry(o, now, &exp, &why), 0);
+	cr_assert_eq(exp, 0);
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"expires_at\": null}");
+	cr_assert_eq(announce_item_expiry(o, now, &exp, &why), 0);
+	cr_assert_eq(exp, 0);
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"expires_at\": \"2023-11-15T00:00:00Z\"}");
+	cr_assert_eq(announce_item_expiry(o, now, &exp, &why), 0);
+	cr_assert_gt(exp, now);
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"expires_at\": 1700003600}");
+	cr_assert_eq(announce_item_expiry(o, now, &exp, &why), JSONRPC_INVALID_PARAMS);
+	cr_assert_str_eq(why, "expires_at is not an RFC 3339 timestamp");
+	json_object_put(o);
+
+	o = json_tokener_parse("{\"expires_at\": \"2023-11-01T00:00:00Z\"}");
+	cr_assert_eq(announce_item_expiry(o, now, &exp, &why), JSONRPC_INVALID_PARAMS);
+	cr_assert_str_eq(why, "expires_at is in the past");
+	json_object_put(o);
+}
+
+Test(announce, item_json_shows_what_the_side_has)
+{
+	struct announcement a;
+	struct json_object *o, *v;
+
+	/* public side: no proxy, no proxy_protocol, no operator */
+	cr_assert_eq(announce_make(&a, "a.example.com", "op1", NULL, 0), 0);
+	o = announce_item_json(&a, 0);
+	cr_assert_str_eq(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+	    "{\"domain\":\"a.example.com\",\"expires_at\":null}");
+	json_object_put(o);
+
+	/* private side, the own operator asking */
+	cr_assert_eq(announce_make(&a, "a.example.com", "op1", "pub1", 1700000000), 0);
+	a.an_proxy_protocol = PROXYPROTO_V2;
+	o = announce_item_json(&a, 1);
+	cr_assert(json_object_object_get_ex(o, "proxy", &v));
+	cr_assert_str_eq(json_object_get_string(v), "pub1");
+	cr_assert(json_object_object_get_ex(o, "expires_at", &v));
+	cr_assert_str_eq(json_object_get_string(v), "2023-11-14T22:13:20Z");
+	cr_assert(json_object_object_get_ex(o, "proxy_protocol", &v));
+	cr_assert_str_eq(json_object_get_string(v), "v2");
+	cr_assert(json_object_object_get_ex(o, "operator", &v));
+	cr_assert_str_eq(json_object_get_string(v), "op1");
+	json_object_put(o);
 }

@@ -521,3 +521,40 @@ Test(datastore, async_commit_writes_on_its_own_thread_then_applies)
 	datastore_close(ds);
 	announce_table_free(t);
 }
+
+/* Without a filename the datastore is memory only: the same calls, the
+ * table changes, no file appears, and an asynchronous commit is refused so
+ * the caller commits at once. */
+Test(datastore, memory_only_changes_the_table_and_writes_nothing)
+{
+	struct announce_table *t = announce_table_new();
+	struct announcement a;
+	struct datastore *ds;
+	struct stat st;
+	char err[256] = "";
+
+	cr_assert_not_null(ds = datastore_open(NULL, t, NOW, err, sizeof(err)), "%s", err);
+	announce(ds, "a.example.com", "op1", NOW + 3600);
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, &a), 0);
+	cr_assert_str_eq(a.an_operator, "op1");
+
+	/* a batch: applied only by its commit */
+	cr_assert_eq(announce_make(&a, "b.example.com", "op1", NULL, NOW + 3600), 0);
+	cr_assert_eq(datastore_stage_announce(ds, &a), 0);
+	cr_assert_eq(datastore_stage_withdraw(ds, "a.example.com", NULL, "op1"), 1);
+	cr_assert_eq(announce_count(t), 1);
+	cr_assert_eq(datastore_commit_async(ds, NULL, NULL, NULL, NULL), -1);
+	cr_assert_eq(datastore_commit(ds, NOW, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(datastore_removed(ds), 1);
+	cr_assert_eq(announce_lookup(t, "a.example.com", NULL, NOW, &a), -1);
+	cr_assert_eq(announce_lookup(t, "b.example.com", NULL, NOW, &a), 0);
+
+	cr_assert_eq(datastore_withdraw(ds, "b.example.com", NULL, "op2", err, sizeof(err)), 0);
+	cr_assert_eq(datastore_withdraw(ds, "b.example.com", NULL, "op1", err, sizeof(err)), 1);
+	cr_assert_eq(announce_count(t), 0);
+	cr_assert_eq(datastore_compact(ds, NOW, err, sizeof(err)), 0);
+	cr_assert_eq(datastore_lines(ds), 0);
+	cr_assert_eq(stat(path, &st), -1, "no file is written");
+	datastore_close(ds);
+	announce_table_free(t);
+}

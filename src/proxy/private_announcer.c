@@ -20,12 +20,17 @@
 #include "announce.h"
 #include "control.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "side.h"
 #include "util.h"
 #include "private_int.h"
 
 static void	target_pass(struct target *);
+
+/* One per answered pass: ok, partial (some items refused), error. */
+METRIC_COUNTER(m_announce_calls, "private_announce_calls_total",
+    "announceConnections passes answered, by result (ok, partial, error).", "result")
 
 static struct target *
 target_find(struct private *pv, const char *proxy)
@@ -158,6 +163,7 @@ announce_reply(void *arg, struct json_object *result, struct json_object *error)
 		goto done;
 	tg = ac->ac_tg;
 	if (error != NULL) {
+		metric_inc(&m_announce_calls, "error");
 		target_failed(tg, ac->ac_n, error);
 		goto done;
 	}
@@ -176,6 +182,7 @@ announce_reply(void *arg, struct json_object *result, struct json_object *error)
 		    json_object_get_int(code), msg ? json_object_get_string(msg) : "");
 		rejected++;
 	}
+	metric_inc(&m_announce_calls, rejected > 0 ? "partial" : "ok");
 	if (tg->tg_backoff != 0 || !tg->tg_accepted)
 		log_info("announced %d domain(s) to %s (%d refused)", ac->ac_n - rejected,
 		    tg->tg_proxy, rejected);

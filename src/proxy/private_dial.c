@@ -21,11 +21,34 @@
 
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "relay.h"
 #include "util.h"
 #include "private_int.h"
+
+/* Counted once per job: "ok" when joined, else why it ended. */
+METRIC_COUNTER(m_dials, "private_dials_total",
+    "Dial jobs of handed-over connections, by outcome (ok, refused, timeout, error, stopped).",
+    "outcome")
+
+static const char *
+dial_outcome(const struct dial *d)
+{
+	switch (d->dl_err) {
+	case 0:
+	case ECANCELED:		/* cancelled by a stop (the other end's failure
+				 * sets dl_err first) */
+		return atomic_load(&d->dl_pv->pv_stopping) ? "stopped" : "error";
+	case ECONNREFUSED:
+		return "refused";
+	case ETIMEDOUT:
+		return "timeout";
+	default:
+		return "error";
+	}
+}
 
 struct dial *
 dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
@@ -72,8 +95,10 @@ dial_free(struct dial *d)
 		close(d->dl_pub.dn_fd);
 	if (d->dl_int.dn_fd >= 0)
 		close(d->dl_int.dn_fd);
-	if (d->dl_state != DIAL_JOINED)
+	if (d->dl_state != DIAL_JOINED) {
 		TAILQ_REMOVE(&pv->pv_dials, d, dl_entry);
+		metric_inc(&m_dials, dial_outcome(d));
+	}
 	explicit_bzero(d->dl_token, sizeof(d->dl_token));
 	free(d);
 	dial_release(pv);
@@ -131,8 +156,11 @@ dial_check(struct dial *d)
 		/* relay_join closed both sockets and will not call back. */
 		log_warnx("connection %s via %s: cannot join: out of memory", d->dl_domain,
 		    d->dl_endpoint);
+		metric_inc(&m_dials, "error");
 		dial_free(d);
+		return;
 	}
+	metric_inc(&m_dials, "ok");
 }
 
 static void
@@ -144,6 +172,8 @@ dial_fail(struct dial *d, struct dial_end *s, int err)
 	s->dn_state = DN_FAILED;
 	dial_close(s);
 	d->dl_state = DIAL_FAILING;
+	if (first)
+		d->dl_err = err;
 	if (s == &d->dl_pub) {
 		if (first)
 			log_warnx("connection %s: public endpoint %s: %s; internal end closed",
@@ -250,6 +280,7 @@ dial_start(void *arg)
 		ms = 1;
 	if (dial_socket(&d->dl_pub) < 0 || dial_socket(&d->dl_int) < 0) {
 		/* EMFILE and the like: the public proxy times the client out. */
+		d->dl_err = errno ? errno : EMFILE;
 		log_warn("connection %s via %s: socket", d->dl_domain, d->dl_endpoint);
 		dial_free(d);
 		return;

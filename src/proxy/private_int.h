@@ -151,6 +151,7 @@ struct dial {
 	TAILQ_ENTRY(dial)	 dl_entry;	/* pv_dials until joined */
 	struct private		*dl_pv;
 	enum dial_state		 dl_state;
+	int			 dl_err;	/* errno of the first failure, 0: none */
 	struct dial_end	 dl_pub;	/* the public proxy's data endpoint */
 	struct dial_end	 dl_int;	/* the internal server */
 	uint8_t			 dl_token[TOKEN_LEN];
@@ -169,7 +170,7 @@ struct private {
 	struct proxy_conf	*pv_conf;
 	struct proxy		 pv_px;		/* the skeleton (state, signals) */
 	struct announce_table	*pv_table;
-	struct datastore	*pv_store;	/* NULL: memory only; side thread */
+	struct datastore	*pv_store;	/* memory only without a filename; side thread */
 	struct control		 pv_ctl;
 	atomic_int		 pv_stopping;
 	struct public_peer	*pv_publics;	/* settings, then the default last */

@@ -236,7 +236,8 @@ rpc_incoming(void *arg, struct jsonrpc_call *call, const char *caller,
 	}
 	/* the exact announcement, else the wildcard one of its parent */
 	if (announce_match(pv->pv_table, dom, caller, now_wall(), &an) < 0) {
-		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND, ANNOUNCE_MSG_NO_MATCH, "the domain is not announced to it");
+		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND, ANNOUNCE_MSG_NO_MATCH,
+		    "the domain is not announced to it");
 		return;
 	}
 	/* b64_decode refuses anything that does not fit tok: exactly 32 bytes. */

@@ -97,6 +97,10 @@ for n in public private; do
 	check "$n: relay_pair_duration_seconds counts every pair" \
 		moved $n relay_pair_duration_seconds_count $((LOAD + 1))
 done
+check "private: private_dials_total{outcome=ok} moved by the load" \
+	moved private private_dials_total $((LOAD + 1)) outcome=ok
+check "private: private_announce_calls_total{result=ok} counts the accepted passes" \
+	eval '[ "$(mval "$E2E_RUN/private.after" hyper_relay_private_announce_calls_total result=ok)" -ge 1 ]'
 check "public: incomingConnection calls counted on the JSON-RPC client" \
 	moved public jsonrpc_client_calls_total $((LOAD + 1)) outcome=ok
 check "public-hyper: local route calls per method" \

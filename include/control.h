@@ -49,6 +49,11 @@ int  control_reload(struct control *ct, const struct proxy_conf *nc, char *err,
 /* Stop the side thread and free everything (no callbacks afterwards). */
 void control_stop(struct control *ct);
 
+/* The side thread's event base (its timers; side thread only) and its post
+ * queue (fn(arg) runs there; any thread), so the roles need not reach
+ * into struct side. */
+struct event_base *control_base(struct control *ct);
+void control_post(struct control *ct, void (*fn)(void *), void *arg);
 /* Call `<operator>.<method>` through the own Hyper.  Side thread only. */
 void control_call(struct control *ct, const char *op, const char *method,
 	     struct json_object *params, jsonrpc_reply_fn fn, void *arg);

@@ -166,6 +166,18 @@ control_stop(struct control *ct)
 	memset(ct, 0, sizeof(*ct));
 }
 
+struct event_base *
+control_base(struct control *ct)
+{
+	return side_base(ct->ct_side);
+}
+
+void
+control_post(struct control *ct, void (*fn)(void *), void *arg)
+{
+	side_post(ct->ct_side, fn, arg);
+}
+
 void
 control_call(struct control *ct, const char *op, const char *method,
     struct json_object *params, jsonrpc_reply_fn fn, void *arg)

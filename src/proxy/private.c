@@ -25,7 +25,6 @@
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "reload.h"
-#include "side.h"
 #include "util.h"
 #include "private_int.h"
 
@@ -174,7 +173,7 @@ private_started(struct proxy *px)
 	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",
 	    pc->pc_name, pc->pc_rpc_server_bind, pc->pc_internal_address,
 	    announce_count(pv->pv_table), loop_mode(pv->pv_loop));
-	side_post(pv->pv_ctl.ct_side, private_announce_start, pv);
+	control_post(&pv->pv_ctl, private_announce_start, pv);
 }
 
 /* Stop: no more RPC (the side thread stops right after), no new dial jobs,

@@ -22,7 +22,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxy_conf.h"
-#include "side.h"
 #include "util.h"
 #include "private_int.h"
 
@@ -61,7 +60,7 @@ target_get(struct private *pv, const char *proxy)
 	tg->tg_pv = pv;
 	tg->tg_state = TG_IDLE;
 	strlcpy(tg->tg_proxy, proxy, sizeof(tg->tg_proxy));
-	tg->tg_timer = evtimer_new(side_base(pv->pv_ctl.ct_side), target_fire, tg);
+	tg->tg_timer = evtimer_new(control_base(&pv->pv_ctl), target_fire, tg);
 	if (tg->tg_timer == NULL) {
 		free(tg);
 		return NULL;

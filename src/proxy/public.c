@@ -29,7 +29,6 @@
 #include "ratelimit.h"
 #include "relay.h"
 #include "reload.h"
-#include "side.h"
 #include "srccap.h"
 #include "token.h"
 #include "util.h"
@@ -355,7 +354,7 @@ public_started(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
-	side_post(p->p_ctl.ct_side, public_side_timers, p);
+	control_post(&p->p_ctl, public_side_timers, p);
 	log_info("public proxy %s ready (io_uring %s)", p->p_conf->pc_name,
 	    loop_mode(p->p_loop));
 }

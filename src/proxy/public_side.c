@@ -28,7 +28,6 @@
 #include "log.h"
 #include "loop.h"
 #include "proxy_conf.h"
-#include "side.h"
 #include "util.h"
 #include "public_int.h"
 
@@ -107,7 +106,7 @@ incoming_call(void *arg)
 void
 public_incoming_post(struct public *p, struct incoming *in)
 {
-	side_post(p->p_ctl.ct_side, incoming_call, in);
+	control_post(&p->p_ctl, incoming_call, in);
 }
 
 /* --- JSON-RPC methods (side thread) ---------------------------------------- */
@@ -245,7 +244,7 @@ void
 public_side_timers(void *arg)
 {
 	struct public *p = arg;
-	struct event_base *base = side_base(p->p_ctl.ct_side);
+	struct event_base *base = control_base(&p->p_ctl);
 	struct timeval tv;
 
 	tv = tv_seconds(p->p_conf->pc_sweep_interval);
@@ -338,7 +337,7 @@ public_side_post(void *ctx, void (*fn)(void *), void *arg)
 {
 	struct public *p = ctx;
 
-	side_post(p->p_ctl.ct_side, fn, arg);
+	control_post(&p->p_ctl, fn, arg);
 }
 
 /* The datastore's thread wrote the batch (side thread again). */

@@ -196,7 +196,8 @@ private_held(struct proxy *px)
 }
 
 /* The targets' timers belong to the side thread's base; the client fails
- * its calls in control_stop, after them (see private_announce_reply). */
+ * its calls in control_stop, after them (see announce_reply in
+ * private_announcer.c). */
 static void
 private_side_stopped(struct proxy *px)
 {

@@ -16,6 +16,7 @@
 
 #include "announce.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "relay.h"
 #include "token.h"
@@ -228,6 +229,45 @@ drain_peer(int fd, unsigned char *buf, size_t cap, int *eof)
 	return got;
 }
 
+/* --- metrics ----------------------------------------------------------------- */
+
+/* The value of one sample in a scrape, e.g.
+ * sample("public_connections_total{result=\"no_sni\"}"); 0 when absent
+ * (each test runs in a process of its own, so every count starts at 0). */
+static long long
+sample(const char *series)
+{
+	char *text, *at, want[256];
+	long long v = 0;
+	size_t len;
+
+	snprintf(want, sizeof(want), "\n" METRIC_PREFIX "%s ", series);
+	cr_assert_not_null(text = metrics_render(&len));
+	if ((at = strstr(text, want)) != NULL)
+		v = strtoll(at + strlen(want), NULL, 10);
+	free(text);
+	return v;
+}
+
+static long long
+clients(const char *result)
+{
+	char series[128];
+
+	snprintf(series, sizeof(series), "public_connections_total{result=\"%s\"}", result);
+	return sample(series);
+}
+
+static long long
+datas(const char *result)
+{
+	char series[128];
+
+	snprintf(series, sizeof(series), "public_data_connections_total{result=\"%s\"}",
+	    result);
+	return sample(series);
+}
+
 /* --- ClientHellos -------------------------------------------------------------- */
 
 static void
@@ -292,6 +332,8 @@ Test(public_machines, hello_with_announced_sni_parks_under_a_fresh_token)
 	cr_assert_str_eq(TAILQ_FIRST(&pub.p_pconns)->c_sni, "app.example.com");
 	cr_assert_str_eq(TAILQ_FIRST(&pub.p_pconns)->c_operator, "op1");
 	cr_assert_eq(pub.p_nconns, 1);
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(sample("public_parked"), 1);
 	close(fd);
 }
 
@@ -309,6 +351,10 @@ Test(public_machines, hello_without_sni_gets_unrecognized_name)
 	cr_assert(eof);
 	cr_assert_eq(pub.p_nconns, 0);
 	cr_assert_eq(ntold, 0);
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(clients("no_sni"), 1);
+	cr_assert_eq(clients("unknown_name"), 0);
+	cr_assert_eq(sample("public_parked"), 0);
 	close(fd);
 }
 
@@ -324,6 +370,8 @@ Test(public_machines, sni_not_announced_gets_unrecognized_name)
 	got = drain_peer(fd, b, sizeof(b), &eof);
 	cr_assert_eq(alert_of(b, got), ALERT_UNRECOGNIZED_NAME);
 	cr_assert_eq(token_count(pub.p_tokens), 0);
+	cr_assert_eq(clients("unknown_name"), 1);
+	cr_assert_eq(clients("no_sni"), 0);
 	close(fd);
 }
 
@@ -339,6 +387,7 @@ Test(public_machines, garbage_gets_decode_error)
 	run_until(NULL, 50);
 	got = drain_peer(fd, b, sizeof(b), &eof);
 	cr_assert_eq(alert_of(b, got), ALERT_DECODE_ERROR);
+	cr_assert_eq(clients("malformed"), 1);
 	close(fd);
 }
 
@@ -371,6 +420,7 @@ Test(public_machines, silent_client_is_closed_at_hello_timeout)
 	run_until(NULL, 50);            /* the close is submitted */
 	cr_assert_eq(drain_peer(fd, b, sizeof(b), &eof), 0);
 	cr_assert(eof);
+	cr_assert_eq(clients("hello_timeout"), 1);
 	close(fd);
 }
 
@@ -387,6 +437,8 @@ Test(public_machines, parked_client_is_closed_at_accept_timeout)
 	cr_assert_geq(now_mono_ms() - t0, 250);
 	cr_assert_eq(token_count(pub.p_tokens), 0, "the token is gone with it");
 	cr_assert_eq(pub.p_nconns, 0);
+	cr_assert_eq(clients("accept_timeout"), 1);
+	cr_assert_eq(sample("public_parked"), 0);
 	close(fd);
 }
 
@@ -406,6 +458,8 @@ Test(public_machines, failed_incoming_call_closes_the_parked_client)
 	run_until(NULL, 50);
 	got = drain_peer(fd, b, sizeof(b), &eof);
 	cr_assert_eq(alert_of(b, got), ALERT_INTERNAL_ERROR);
+	cr_assert_eq(clients("incoming_failed"), 1);
+	cr_assert_eq(sample("public_parked"), 0);
 	close(fd);
 }
 
@@ -429,6 +483,10 @@ Test(public_machines, matching_token_joins_the_pair_and_relays)
 	cr_assert_eq(token_count(pub.p_tokens), 0);
 	cr_assert_eq(pub.p_nconns, 2);
 	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert_eq(clients("joined"), 1);
+	cr_assert_eq(datas("accepted"), 1);
+	cr_assert_eq(datas("joined"), 1);
+	cr_assert_eq(sample("public_parked"), 0);
 	/* the peeked hello travels first, then both directions */
 	send_all(cfd, "ping", 4);
 	run_until(NULL, 100);
@@ -466,6 +524,9 @@ Test(public_machines, wrong_token_is_closed_and_the_client_stays_parked)
 	cr_assert_eq(pub.p_ndata, 0);
 	cr_assert(parked());
 	cr_assert_eq(token_count(pub.p_tokens), 1);
+	cr_assert_eq(datas("unknown_token"), 1);
+	cr_assert_eq(datas("joined"), 0);
+	cr_assert_eq(sample("public_parked"), 1);
 	close(dfd);
 	close(cfd);
 }
@@ -484,6 +545,7 @@ Test(public_machines, silent_data_connection_is_closed_at_token_timeout)
 	cr_assert_eq(drain_peer(dfd, b, sizeof(b), &eof), 0);
 	cr_assert(eof);
 	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert_eq(datas("token_timeout"), 1);
 	close(dfd);
 }
 
@@ -496,4 +558,6 @@ Test(public_machines, data_connection_closed_before_its_token_is_freed)
 	close(dfd);
 	cr_assert(run_until(no_data, 2000));
 	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert_eq(datas("accepted"), 1);
+	cr_assert_eq(datas("closed"), 1);
 }

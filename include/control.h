@@ -43,9 +43,10 @@ int  control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *er
 int  control_run(struct control *ct, char *err, size_t errlen);
 /* Reload (side thread, or before control_run): new TLS contexts and client
  * timeouts from nc for connections made from now on; live ones keep theirs.
- * -1 + err ("public.jsonrpc_server.tls: ...") changes nothing. */
-int  control_reload(struct control *ct, const struct proxy_conf *nc, char *err,
-	     size_t errlen);
+ * -1 changes nothing: *key is the settings key below the role's section
+ * ("jsonrpc_server.tls") and why the reason ("key_file PATH: ..."). */
+int  control_reload(struct control *ct, const struct proxy_conf *nc, const char **key,
+	     char *why, size_t whylen);
 /* Stop the side thread and free everything (no callbacks afterwards). */
 void control_stop(struct control *ct);
 

@@ -108,24 +108,23 @@ control_run(struct control *ct, char *err, size_t errlen)
 }
 
 int
-control_reload(struct control *ct, const struct proxy_conf *nc, char *err, size_t errlen)
+control_reload(struct control *ct, const struct proxy_conf *nc, const char **key,
+    char *why, size_t whylen)
 {
 	const struct proxy_conf *pc = ct->ct_conf;
-	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
 	struct jsonrpc_server_conf sc;
 	struct jsonrpc_client_conf cc;
 	SSL_CTX *server, *client;
-	char why[512];
 
 	/* The identity hook keeps the live settings: the name cannot change. */
 	server = tls_server_ctx(&nc->pc_rpc_server_tls, control_identity,
-	    (void *)(uintptr_t)pc, why, sizeof(why));
+	    (void *)(uintptr_t)pc, why, whylen);
 	if (server == NULL) {
-		snprintf(err, errlen, "%s.jsonrpc_server.tls: %s", sec, why);
+		*key = "jsonrpc_server.tls";
 		return -1;
 	}
-	if ((client = tls_client_ctx(&nc->pc_rpc_client_tls, why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "%s.jsonrpc_client.tls: %s", sec, why);
+	if ((client = tls_client_ctx(&nc->pc_rpc_client_tls, why, whylen)) == NULL) {
+		*key = "jsonrpc_client.tls";
 		SSL_CTX_free(server);
 		return -1;
 	}

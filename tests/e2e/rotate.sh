@@ -217,4 +217,8 @@ check "the chain serves after the rotation" serves_within 10
 for n in $ALL; do
 	check "$n: still running" kill -0 "$(five_pid $n)"
 done
+# Under ASan (CHAIN_BIN=build/asan/bin) a leak or an error is exit 1 here.
+for n in $ALL; do
+	check "$n: stops cleanly (exit 0)" stop_bg $n
+done
 finish

@@ -491,6 +491,8 @@ hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *t
 		hyper_changed(changed, clen, "peer_client timeouts");
 	if (oc->stop_timeout != nc->stop_timeout)
 		hyper_changed(changed, clen, "stop_timeout");
+	if (oc->reload_interval != nc->reload_interval)
+		hyper_changed(changed, clen, "reload_interval");
 	if (!hyper_streq(oc->log_level, nc->log_level))
 		hyper_changed(changed, clen, "log_level");
 	if (changed[0] == '\0')

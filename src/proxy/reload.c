@@ -334,6 +334,9 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 	if (o->pc_announce_interval != nc.pc_announce_interval)
 		reload_changed(changed, sizeof(changed), "announce_interval");
 	pc->pc_announce_interval = nc.pc_announce_interval;
+	if (o->pc_reload_interval != nc.pc_reload_interval)
+		reload_changed(changed, sizeof(changed), "reload_interval");
+	pc->pc_reload_interval = nc.pc_reload_interval;
 	if (!reload_streq(o->pc_log_level, nc.pc_log_level)) {
 		reload_changed(changed, sizeof(changed), "log_level");
 		if (r->r_own_level && (lvl = log_level_parse(nc.pc_log_level)) >= 0)
@@ -393,7 +396,7 @@ reload_schedule(void *arg)
 	atomic_store(&r->r_posted, 0);
 	if (evtimer_pending(&r->r_timer, NULL))
 		return;
-	wait = r->r_last + RELOAD_MIN_INTERVAL - now_mono();
+	wait = r->r_last + r->r_pc->pc_reload_interval - now_mono();
 	tv = tv_seconds(wait > 0 ? wait : 0);
 	evtimer_add(&r->r_timer, &tv);
 }

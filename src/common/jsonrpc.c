@@ -1413,21 +1413,26 @@ void
 jsonrpc_client_update(struct jsonrpc_client *c, const struct jsonrpc_client_conf *conf)
 {
 	struct rpc_conn *rc;
+	int renew = 0;
 
-	if (conf->ssl_ctx != NULL && c->rc_ssl_ctx != NULL) {
+	if (conf->ssl_ctx != NULL && c->rc_ssl_ctx != NULL && conf->ssl_ctx != c->rc_ssl_ctx) {
 		SSL_CTX_up_ref(conf->ssl_ctx);
 		SSL_CTX_free(c->rc_ssl_ctx);
 		c->rc_ssl_ctx = conf->ssl_ctx;
+		renew = 1;
 	}
 	c->rc_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
 	c->rc_call_timeout = jsonrpc_default(conf->call_timeout, 10);
 	c->rc_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
-	/* Idle connections go now, busy ones after their reply: the next call
-	 * connects with the new certificate. */
-	c->rc_gen++;
-	TAILQ_FOREACH(rc, &c->rc_conns, rc_entry)
-		if (rc->rc_state == CONN_IDLE)
-			rc->rc_state = CONN_DEAD;
+	/* A new context: idle connections go now, busy ones after their
+	 * reply, so the next call connects with the new certificate.  The
+	 * same one (only timeouts changed): the pool stays. */
+	if (renew) {
+		c->rc_gen++;
+		TAILQ_FOREACH(rc, &c->rc_conns, rc_entry)
+			if (rc->rc_state == CONN_IDLE)
+				rc->rc_state = CONN_DEAD;
+	}
 	client_kick(c);
 }
 

@@ -128,6 +128,30 @@ for n in "${!MPORT[@]}"; do
 		bash -c "promtool check metrics <'$E2E_RUN/$n.after'"
 done
 
+# Every metric the example Grafana dashboard draws exists: in a scrape, or
+# declared in the code (a metric with labels shows up in a scrape only once
+# one of its label sets has been counted).
+dashboard() {
+	grep -rhoE 'METRIC_(COUNTER|GAUGE|HISTOGRAM)\([a-z_]+, *"[a-z_]+"' "$root/src" |
+		sed -E 's/.*"([a-z_]+)"/# TYPE hyper_relay_\1 declared/' >"$E2E_RUN/declared.after"
+	python3 - "$root/examples/grafana/hyper-relay.json" "$E2E_RUN"/*.after <<-'EOF'
+	import json, re, sys
+	d = json.load(open(sys.argv[1]))
+	used = set()
+	for p in d["panels"]:
+	    for t in p.get("targets", []):
+	        for m in re.findall(r"hyper_relay_[a-z_]+", t["expr"]):
+	            used.add(re.sub(r"_(bucket|count|sum)$", "", m))
+	served = set()
+	for f in sys.argv[2:]:
+	    served |= set(re.findall(r"^# TYPE (\S+) ", open(f).read(), re.M))
+	missing = sorted(used - served)
+	print("%d metrics drawn, missing: %s" % (len(used), missing))
+	sys.exit(1 if missing or not used else 0)
+	EOF
+}
+check "every metric of the example Grafana dashboard is served" dashboard
+
 # The exact change of a counter between the two scrapes.
 delta() { # NAME METRIC WANT [k=v]...
 	local n=$1 m=$2 want=$3 a b; shift 3

@@ -18,7 +18,9 @@
 #include "loop.h"
 #include "metrics.h"
 #include "proxy_conf.h"
+#include "ratelimit.h"
 #include "relay.h"
+#include "srccap.h"
 #include "token.h"
 #include "util.h"
 #include "../../src/proxy/public_int.h"
@@ -560,4 +562,46 @@ Test(public_machines, data_connection_closed_before_its_token_is_freed)
 	cr_assert_eq(pub.p_ndata, 0);
 	cr_assert_eq(datas("accepted"), 1);
 	cr_assert_eq(datas("closed"), 1);
+}
+
+/* --- refusals at accept, counted by result ---------------------------------- */
+
+Test(public_machines, over_tcp_rate_limits_is_refused_and_counted)
+{
+	static const struct rate_limit one = { .rl_window = 60, .rl_limit = 1 };
+	int a, b, eof;
+	unsigned char buf[8];
+
+	ratelimit_free(pub.p_limits);
+	cr_assert_not_null(pub.p_limits = ratelimit_new(&one, 1, &conf.pc_rate_prefixes, 64));
+	a = dial(tls_port);
+	cr_assert(run_until(one_client, 2000));
+	b = dial(tls_port);             /* the second one within the minute */
+	run_until(NULL, 200);
+	cr_assert_eq(drain_peer(b, buf, sizeof(buf), &eof), 0);
+	cr_assert(eof, "closed at accept");
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(clients("rate_limit"), 1);
+	close(a);
+	close(b);
+}
+
+Test(public_machines, over_max_connections_per_source_is_refused_and_counted)
+{
+	int a, b, eof;
+	unsigned char buf[8];
+
+	srccap_free(pub.p_sources);
+	cr_assert_not_null(pub.p_sources = srccap_new(1));
+	a = dial(tls_port);
+	cr_assert(run_until(one_client, 2000));
+	b = dial(tls_port);             /* while the first is held */
+	run_until(NULL, 200);
+	cr_assert_eq(drain_peer(b, buf, sizeof(buf), &eof), 0);
+	cr_assert(eof, "closed at accept");
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(clients("source_limit"), 1);
+	cr_assert_eq(clients("rate_limit"), 0);
+	close(a);
+	close(b);
 }

@@ -2,7 +2,7 @@
 # reload.sh - SIGHUP on the four processes of the chain: a reload with
 # nothing changed, a SIGHUP storm while clients run, a broken settings file,
 # a wrong value, a missing or broken key file (the process keeps serving and
-# says `file: key: reason`), a restart-only key refused.  Certificate
+# says `file: key: reason`), a restart-only key refused, reload_interval.  Certificate
 # rotation under load: rotate.sh.
 set -u
 cd "$(dirname "$0")/../.."
@@ -114,4 +114,25 @@ restart_key() {
 	serves_within 5
 }
 check "public: a listen address change is refused with the key named" restart_key
+
+# reload_interval: reloaded itself; the next SIGHUP waits for the interval
+# (a lower bound: a loaded machine only makes it later).
+interval() {
+	local f=$S/public-proxy-1/zz_interval.yml n t0 t1 i
+	printf 'public:\n  reload_interval: 4\n' >"$f"
+	n=$(grep -c "reloaded settings" "$E2E_RUN/public.log")
+	kill -HUP "$(five_pid public)"
+	logged public "reloaded settings: reload_interval" || return 1
+	t0=$(date +%s.%N)
+	kill -HUP "$(five_pid public)"
+	for ((i = 0; i < 150; i++)); do
+		[ "$(grep -c "reloaded settings" "$E2E_RUN/public.log")" -ge $((n + 2)) ] && break
+		sleep 0.1
+	done
+	t1=$(date +%s.%N)
+	echo "the second reload came $(awk "BEGIN { print $t1 - $t0 }") s after its SIGHUP"
+	[ "$(grep -c "reloaded settings" "$E2E_RUN/public.log")" -ge $((n + 2)) ] &&
+		awk "BEGIN { exit !($t1 - $t0 >= 3) }"
+}
+check "public: reload_interval spaces the reloads" interval
 finish

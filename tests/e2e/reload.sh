@@ -2,8 +2,8 @@
 # reload.sh - SIGHUP on the four processes of the chain: a reload with
 # nothing changed, a SIGHUP storm while clients run, a broken settings file,
 # a wrong value, a missing or broken key file (the process keeps serving and
-# says `file: key: reason`), a restart-only key refused, reload_interval.  Certificate
-# rotation under load: rotate.sh.
+# says `file: key: reason`), a restart-only key refused, reload_interval.
+# Certificate rotation under load: rotate.sh.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD

@@ -605,3 +605,32 @@ Test(public_machines, over_max_connections_per_source_is_refused_and_counted)
 	close(a);
 	close(b);
 }
+
+static int
+accepted_twice(void)
+{
+	return pub.p_tls_listener.ll_accepted >= 2;
+}
+
+Test(public_machines, max_connections_pauses_the_tls_listener_and_says_so)
+{
+	int a, b;
+
+	conf.pc_max_connections = 1;
+	a = dial(tls_port);
+	cr_assert(run_until(one_client, 2000));
+	cr_assert_eq(sample("public_listener_pauses_total{listener=\"tls\"}"), 1);
+	cr_assert_eq(sample("public_listener_paused{listener=\"tls\"}"), 1);
+	b = dial(tls_port);             /* waits in the kernel's backlog */
+	run_until(NULL, 200);
+	cr_assert_eq(clients("accepted"), 1);
+	close(a);                       /* closed before hello: room for b */
+	cr_assert(run_until(accepted_twice, 2000), "the waiting one is accepted");
+	cr_assert_eq(clients("accepted"), 2);
+	/* a's end: its close, or its hello_timeout on a slow machine */
+	cr_assert_eq(clients("closed") + clients("hello_timeout"), 1);
+	/* b holds the only place: paused again */
+	cr_assert_eq(sample("public_listener_pauses_total{listener=\"tls\"}"), 2);
+	cr_assert_eq(sample("public_listener_paused{listener=\"tls\"}"), 1);
+	close(b);
+}

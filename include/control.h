@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 
 #include "jsonrpc.h"
+#include "tls.h"
 
 struct json_object;
 struct proxy_conf;
@@ -19,6 +20,11 @@ struct control {
 	struct side             *ct_side;
 	SSL_CTX                 *ct_server_ctx;
 	SSL_CTX                 *ct_client_ctx;
+	/* What the two contexts were built from (tls_conf_digest); a reload
+	 * with the same files keeps them, and the client's pooled connections. */
+	unsigned char            ct_server_digest[TLS_DIGEST_LEN];
+	unsigned char            ct_client_digest[TLS_DIGEST_LEN];
+	int                      ct_digests;    /* both known */
 	struct jsonrpc_server   *ct_server;
 	struct jsonrpc_client   *ct_client;
 	struct metrics_server   *ct_metrics;    /* NULL: the metrics setting is off */
@@ -43,9 +49,11 @@ int  control_bind(struct control *ct, jsonrpc_handler_fn fn, void *arg, char *er
 int  control_run(struct control *ct, char *err, size_t errlen);
 /* Reload (side thread, or before control_run): new TLS contexts and client
  * timeouts from nc for connections made from now on; live ones keep theirs.
- * -1 + err ("public.jsonrpc_server.tls: ...") changes nothing. */
-int  control_reload(struct control *ct, const struct proxy_conf *nc, char *err,
-	     size_t errlen);
+ * Contexts whose settings and files did not change are kept as they are.
+ * -1 changes nothing: *key is the settings key below the role's section
+ * ("jsonrpc_server.tls") and why the reason ("key_file PATH: ..."). */
+int  control_reload(struct control *ct, const struct proxy_conf *nc, const char **key,
+	     char *why, size_t whylen);
 /* Stop the side thread and free everything (no callbacks afterwards). */
 void control_stop(struct control *ct);
 

@@ -42,6 +42,10 @@ struct hyper {
 	struct directory        *h_dir;       /* current directory (one reference) */
 	struct event            *h_poll;      /* directory poll timer */
 	SSL_CTX                 *h_local_ctx, *h_peer_ctx, *h_app_ctx, *h_peers_ctx;
+	/* What the four were built from (tls_conf_digest, zeros for a channel
+	 * without TLS): a reload with the same files keeps them. */
+	unsigned char            h_tls_digest[4][TLS_DIGEST_LEN];
+	int                      h_tls_digests;  /* known */
 	struct jsonrpc_server   *h_local;     /* local ingress */
 	struct jsonrpc_server   *h_peer;      /* peer ingress (NULL: none) */
 	struct jsonrpc_client   *h_app;       /* local delivery (NULL: none) */

@@ -32,6 +32,7 @@ struct hyper_conf {
 	int     reuse_port;            /* SO_REUSEPORT on the listeners (hand-over) */
 	char   *metrics;               /* metrics listener host:port, NULL: off */
 	double  metrics_timeout;
+	double  reload_interval;       /* seconds between two reloads (SIGHUP) */
 	struct hyper_listen_conf local;  /* jsonrpc_server (required) */
 	struct hyper_listen_conf peer;   /* peer_server */
 	struct {

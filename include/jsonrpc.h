@@ -103,8 +103,10 @@ struct jsonrpc_client *jsonrpc_client_new(struct event_base *base,
 void jsonrpc_client_call(struct jsonrpc_client *c, const char *method,
 	struct json_object *params, jsonrpc_reply_fn fn, void *arg);
 /* New context, timeouts and pool size (url, server_name and max_body are
- * ignored).  Calls in flight finish on their connection, which is then
- * closed; idle connections are closed now.  The context is referenced. */
+ * ignored).  Another context than the current one: calls in flight finish
+ * on their connection, which is then closed; idle connections are closed
+ * now; the context is referenced.  The same context: only the timeouts and
+ * the pool size change, the connections stay. */
 void jsonrpc_client_update(struct jsonrpc_client *c, const struct jsonrpc_client_conf *conf);
 /* Cancels pending calls (their callbacks run with 502 "client closed"). */
 void jsonrpc_client_free(struct jsonrpc_client *c);

@@ -96,6 +96,9 @@ int	 metric_series(struct metric *m, const char *const *values);
 void	 metric_add_at(struct metric *m, int series, int64_t n);
 void	 metric_set_at(struct metric *m, int series, int64_t v);
 void	 metric_observe_at(struct metric *m, int series, double v);
+/* 1 when series (0 to METRIC_MAX_SERIES - 1) has been used (collectors:
+ * set every known label set, also those with nothing to count now). */
+int	 metric_series_used(struct metric *m, int series);
 
 #define METRIC_VALUES_(...) ((const char *const [METRIC_MAX_LABELS]){ __VA_ARGS__ })
 /* metric_inc(&m, "label value", ...) and the like. */

@@ -92,6 +92,7 @@ struct proxy_conf {
 	char   *pc_log_level;
 	char   *pc_metrics_bind;       /* metrics: host:port, NULL: off */
 	double  pc_metrics_timeout;
+	double  pc_reload_interval;    /* seconds between two reloads (side thread) */
 
 	char   *pc_rpc_client_url;     /* jsonrpc_client.endpoint */
 	struct tls_conf pc_rpc_client_tls;

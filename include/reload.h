@@ -15,7 +15,7 @@
  * "reload failed, keeping the old settings: FILE: KEY: REASON"; success logs
  * "reloaded settings: " and what changed.  New settings apply to connections
  * made from now on; live ones keep theirs.  Requests closer together than
- * RELOAD_MIN_INTERVAL coalesce into one reload.
+ * reload_interval (a setting, reloaded too) coalesce into one reload.
  *
  * One reload state per process (a proxy runs one role).  The role passes
  * the pieces the loop-thread apply needs (NULL where it has none). */
@@ -28,7 +28,9 @@ struct loop_timer_list;
 struct proxy_conf;
 struct ratelimit;
 
-#define RELOAD_MIN_INTERVAL	0.5	/* seconds between two reloads */
+/* Default of the setting reload_interval (proxies and Hyper servers):
+ * seconds between two reloads; the SIGHUPs in between coalesce. */
+#define RELOAD_INTERVAL_DEFAULT	0.5
 
 struct reload_role {
 	struct loop_timer_list	*rr_hello_timers;	/* hello_timeout */

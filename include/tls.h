@@ -37,6 +37,13 @@ SSL_CTX *tls_client_ctx(const struct tls_conf *t, char *err, size_t errlen);
 /* Set SNI and hostname verification on a fresh client SSL. */
 int  tls_client_prepare(SSL *ssl, const char *server_name);
 
+/* SHA-256 over a TLS block: its settings and the bytes of every file it
+ * names (CA files, certificate, key), so that a reload can tell that a
+ * context built from it would be the same as before.  0, or -1 when a file
+ * cannot be read (then build the context: its error says why). */
+#define TLS_DIGEST_LEN	32
+int  tls_conf_digest(const struct tls_conf *t, unsigned char out[TLS_DIGEST_LEN]);
+
 /* Lower-case hex SHA-256 of the leaf's DER (65 bytes buffer). */
 void tls_fingerprint(X509 *leaf, char out[65]);
 /* The same for the leaf a context presents ("" when it has none). */

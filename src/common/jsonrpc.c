@@ -101,6 +101,14 @@ METRIC_COUNTER(m_cli_calls, "jsonrpc_client_calls_total",
 static const double jsonrpc_bounds[] = METRIC_LATENCY_BOUNDS;
 METRIC_HISTOGRAM(m_cli_latency, "jsonrpc_client_call_duration_seconds",
     "Time from a JSON-RPC call to its answer (or error), by method.", jsonrpc_bounds, "method")
+/* Server: calls answered, by method (as received) and outcome, and the time
+ * from the request's arrival to its answer. */
+METRIC_COUNTER(m_srv_calls, "jsonrpc_server_calls_total",
+    "JSON-RPC calls answered by a server, by method and outcome (ok or the error code).",
+    "method", "outcome")
+METRIC_HISTOGRAM(m_srv_latency, "jsonrpc_server_call_duration_seconds",
+    "Time from a JSON-RPC request's arrival to its answer, by method.", jsonrpc_bounds,
+    "method")
 #define JSONRPC_HANDSHAKE	10.0		/* default handshake_timeout, s */
 #define JSONRPC_WARN_EVERY	10.0		/* s between "over the cap" warnings */
 
@@ -206,6 +214,7 @@ struct jsonrpc_call {
 	struct json_object	*jc_id;		/* borrowed; NULL for none */
 	struct json_object	*jc_params;	/* own reference */
 	const char		*jc_method;
+	double			 jc_start;	/* now_mono() at arrival */
 };
 
 static void
@@ -401,6 +410,7 @@ server_request(struct evhttp_request *req, void *arg)
 	c->jc_request = o;
 	c->jc_id = id;
 	c->jc_method = json_object_get_string(json_object_object_get(o, "method"));
+	c->jc_start = now_mono();
 	if (json_object_object_get_ex(o, "params", &params) && params != NULL)
 		c->jc_params = json_object_get(params);
 	else
@@ -687,17 +697,33 @@ call_finish(struct jsonrpc_call *c, int http, const char *reason, struct json_ob
 	free(c);
 }
 
+/* A call is answered: outcome "ok" or its error code. */
+static void
+call_count(const struct jsonrpc_call *c, const char *outcome)
+{
+	const char *method = c->jc_method != NULL ? c->jc_method : "";
+
+	metric_inc(&m_srv_calls, method, outcome);
+	metric_observe(&m_srv_latency, now_mono() - c->jc_start, method);
+}
+
 void
 jsonrpc_call_reply(struct jsonrpc_call *c, struct json_object *result)
 {
+	call_count(c, "ok");
 	call_finish(c, HTTP_OK, "OK", server_envelope("result", result, c->jc_id));
 }
 
 void
 jsonrpc_call_reply_error(struct jsonrpc_call *c, struct json_object *error)
 {
+	char code[24];
+
 	if (error == NULL)
 		error = jsonrpc_error_new(JSONRPC_INTERNAL_ERROR, "internal error");
+	snprintf(code, sizeof(code), "%d",
+	    json_object_get_int(json_object_object_get(error, "code")));
+	call_count(c, code);
 	call_finish(c, HTTP_BADREQUEST, "Bad Request",
 	    server_envelope("error", error, c->jc_id));
 }
@@ -1387,21 +1413,26 @@ void
 jsonrpc_client_update(struct jsonrpc_client *c, const struct jsonrpc_client_conf *conf)
 {
 	struct rpc_conn *rc;
+	int renew = 0;
 
-	if (conf->ssl_ctx != NULL && c->cl_ssl_ctx != NULL) {
+	if (conf->ssl_ctx != NULL && c->cl_ssl_ctx != NULL && conf->ssl_ctx != c->cl_ssl_ctx) {
 		SSL_CTX_up_ref(conf->ssl_ctx);
 		SSL_CTX_free(c->cl_ssl_ctx);
 		c->cl_ssl_ctx = conf->ssl_ctx;
+		renew = 1;
 	}
 	c->cl_connect_timeout = jsonrpc_default(conf->connect_timeout, 2);
 	c->cl_call_timeout = jsonrpc_default(conf->call_timeout, 10);
 	c->cl_pool_size = conf->pool_size > 0 ? conf->pool_size : 4;
-	/* Idle connections go now, busy ones after their reply: the next call
-	 * connects with the new certificate. */
-	c->cl_gen++;
-	TAILQ_FOREACH(rc, &c->cl_conns, rc_entry)
-		if (rc->rc_state == CONN_IDLE)
-			rc->rc_state = CONN_DEAD;
+	/* A new context: idle connections go now, busy ones after their
+	 * reply, so the next call connects with the new certificate.  The
+	 * same one (only timeouts changed): the pool stays. */
+	if (renew) {
+		c->cl_gen++;
+		TAILQ_FOREACH(rc, &c->cl_conns, rc_entry)
+			if (rc->rc_state == CONN_IDLE)
+				rc->rc_state = CONN_DEAD;
+	}
 	client_kick(c);
 }
 

@@ -176,6 +176,14 @@ metric_set_at(struct metric *m, int series, int64_t v)
 	atomic_store_explicit(&m->m_series[series].ms_set, v, memory_order_relaxed);
 }
 
+int
+metric_series_used(struct metric *m, int series)
+{
+	return series >= 0 && series < METRIC_MAX_SERIES &&
+	    atomic_load_explicit(&m->m_series[series].ms_state, memory_order_acquire) ==
+	    SERIES_READY;
+}
+
 void
 metric_observe_at(struct metric *m, int series, double v)
 {

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +294,63 @@ tls_client_prepare(SSL *ssl, const char *server_name)
 }
 
 /* ---- identity ------------------------------------------------------------ */
+
+/* One field of a digest: its length first, so that fields cannot run into
+ * each other ("ab" + "c" differs from "a" + "bc"). */
+static int
+tls_digest_field(EVP_MD_CTX *md, const void *p, size_t n)
+{
+	uint64_t len = n;
+
+	return EVP_DigestUpdate(md, &len, sizeof(len)) == 1 &&
+	    (n == 0 || EVP_DigestUpdate(md, p, n) == 1) ? 0 : -1;
+}
+
+static int
+tls_digest_file(EVP_MD_CTX *md, const char *path)
+{
+	unsigned char buf[8192];
+	FILE *f;
+	size_t n;
+	int rc = 0;
+
+	if (path == NULL)
+		return tls_digest_field(md, "", 0);
+	if (tls_digest_field(md, path, strlen(path)) == -1 || (f = fopen(path, "re")) == NULL)
+		return -1;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (EVP_DigestUpdate(md, buf, n) != 1)
+			rc = -1;
+	if (ferror(f))
+		rc = -1;
+	fclose(f);
+	return rc;
+}
+
+int
+tls_conf_digest(const struct tls_conf *t, unsigned char out[TLS_DIGEST_LEN])
+{
+	EVP_MD_CTX *md;
+	unsigned int len = 0;
+	int rc = -1, flag = t->verify_client;
+
+	if ((md = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		goto done;
+	for (char **p = t->ca_files; p != NULL && *p != NULL; p++)
+		if (tls_digest_file(md, *p) == -1)
+			goto done;
+	if (tls_digest_field(md, "|", 1) == -1 || tls_digest_file(md, t->cert_file) == -1 ||
+	    tls_digest_file(md, t->key_file) == -1 ||
+	    tls_digest_field(md, t->server_name ? t->server_name : "",
+	    t->server_name ? strlen(t->server_name) : 0) == -1 ||
+	    tls_digest_field(md, &flag, sizeof(flag)) == -1 ||
+	    EVP_DigestFinal_ex(md, out, &len) != 1 || len != TLS_DIGEST_LEN)
+		goto done;
+	rc = 0;
+done:
+	EVP_MD_CTX_free(md);
+	return rc;
+}
 
 void
 tls_fingerprint(X509 *leaf, char out[65])

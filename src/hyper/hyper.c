@@ -159,6 +159,21 @@ fail:
 	return -1;
 }
 
+/* The digests of the four TLS blocks hyper_contexts builds from; 0, or -1
+ * when a file cannot be read. */
+static int
+hyper_tls_digests(const struct hyper_conf *hc, unsigned char d[4][TLS_DIGEST_LEN])
+{
+	memset(d, 0, 4 * TLS_DIGEST_LEN);
+	if (tls_conf_digest(&hc->local.tls, d[0]) == -1 ||
+	    (hc->peer.set && tls_conf_digest(&hc->peer.tls, d[1]) == -1) ||
+	    (hc->app.set && strncmp(hc->app.endpoint, "https://", 8) == 0 &&
+	    tls_conf_digest(&hc->app.tls, d[2]) == -1) ||
+	    (hc->peers.set && tls_conf_digest(&hc->peers.tls, d[3]) == -1))
+		return -1;
+	return 0;
+}
+
 struct hyper *
 hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_error,
     char *err, size_t errlen)
@@ -197,6 +212,7 @@ hyper_new(struct event_base *base, const struct hyper_conf *hc, int *settings_er
 	h->h_peer_ctx = ctx[1];
 	h->h_app_ctx = ctx[2];
 	h->h_peers_ctx = ctx[3];
+	h->h_tls_digests = hyper_tls_digests(hc, h->h_tls_digest) == 0;
 	if (hc->app.set) {
 		hyper_app_conf(hc, h->h_app_ctx, &cc);
 		if ((h->h_app = jsonrpc_client_new(base, &cc, why, sizeof(why))) == NULL) {
@@ -413,6 +429,8 @@ hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *t
 	    "peer_client certificate" };
 	const char *chname;
 	char why[512], a[65], b[65];
+	unsigned char digest[4][TLS_DIGEST_LEN];
+	int digests, same;
 
 	changed[0] = '\0';
 	if (hyper_restart_only(oc, nc, tree, err, errlen) == -1)
@@ -425,20 +443,28 @@ hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *t
 		    settings_origin_at(tree, "directory.settings.path"), why);
 		return -1;
 	}
-	if (hyper_contexts(h, nc, ctx, &chname, why, sizeof(why)) == -1) {
+	/* The same TLS settings and files: keep the contexts, and with them
+	 * the clients' pooled connections (a SIGHUP storm builds nothing). */
+	digests = hyper_tls_digests(nc, digest) == 0;
+	same = digests && h->h_tls_digests && memcmp(digest, h->h_tls_digest, sizeof(digest)) == 0;
+	if (!same && hyper_contexts(h, nc, ctx, &chname, why, sizeof(why)) == -1) {
 		hyper_reload_error(tree, chname, "tls", why, err, errlen);
 		if (watch != NULL)
 			directory_watch_free(watch);
 		return -1;
 	}
 
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 4 && !same; i++) {
 		tls_ctx_fingerprint(*old[i], a);
 		tls_ctx_fingerprint(ctx[i], b);
 		if (strcmp(a, b) != 0)
 			hyper_changed(changed, clen, names[i]);
 		SSL_CTX_free(*old[i]);
 		*old[i] = ctx[i];
+	}
+	if (!same) {
+		memcpy(h->h_tls_digest, digest, sizeof(digest));
+		h->h_tls_digests = digests;
 	}
 	h->h_conf = nc;
 	h->h_name = nc->name;
@@ -491,6 +517,8 @@ hyper_reload(struct hyper *h, const struct hyper_conf *nc, struct json_object *t
 		hyper_changed(changed, clen, "peer_client timeouts");
 	if (oc->stop_timeout != nc->stop_timeout)
 		hyper_changed(changed, clen, "stop_timeout");
+	if (oc->reload_interval != nc->reload_interval)
+		hyper_changed(changed, clen, "reload_interval");
 	if (!hyper_streq(oc->log_level, nc->log_level))
 		hyper_changed(changed, clen, "log_level");
 	if (changed[0] == '\0')

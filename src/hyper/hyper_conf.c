@@ -2,7 +2,7 @@
  *
  * Settings (HYPER_SETTINGS): name, directory {type: json, settings: {path,
  * poll_interval}}, channels [{name, type, settings}], log_level,
- * stop_timeout, reuse_port, metrics, metrics_timeout.  Each channel type
+ * stop_timeout, reuse_port, metrics, metrics_timeout, reload_interval.  Each channel type
  * appears at most once; jsonrpc_server is required.  Kept apart from hyper.c
  * so that the settings fuzz target does not link the server. */
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include "hyper_conf.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
 #include "settings.h"
 #include "tls.h"
 
@@ -135,6 +136,8 @@ hyper_conf_read(struct json_object *tree, struct hyper_conf *hc, char *err, size
 		cfg_error(&c, "metrics", "%s: expected host:port", hc->metrics);
 	cfg_seconds(&c, "metrics_timeout", METRICS_TIMEOUT_DEFAULT, 0.001, 3600,
 	    &hc->metrics_timeout);
+	cfg_seconds(&c, "reload_interval", RELOAD_INTERVAL_DEFAULT, 0, 3600,
+	    &hc->reload_interval);
 	if (cfg_done(&c) == -1)
 		goto fail;
 	return 0;

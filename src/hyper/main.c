@@ -23,7 +23,6 @@
 #define CALL_TIMEOUT_DEFAULT 15.0
 #define STOP_CHECK_USEC      50000
 /* Reloads at most this often; SIGHUPs in between coalesce into one. */
-#define RELOAD_MIN_INTERVAL  0.5
 
 static void
 usage(FILE *f)
@@ -158,7 +157,7 @@ server_hup(evutil_socket_t sig, short ev, void *arg)
 
 	if (evtimer_pending(st->reload, NULL))
 		return;
-	wait = st->reloaded + RELOAD_MIN_INTERVAL - now_mono();
+	wait = st->reloaded + st->conf->reload_interval - now_mono();
 	tv = tv_seconds(wait > 0 ? wait : 0);
 	evtimer_add(st->reload, &tv);
 }

@@ -11,6 +11,7 @@
 #include "proxy_conf.h"
 #include "proxyproto.h"
 #include "relay.h"
+#include "reload.h"
 #include "settings.h"
 #include "util.h"
 
@@ -314,6 +315,8 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_error(&sec, "metrics", "%s: expected host:port", pc->pc_metrics_bind);
 		cfg_seconds(&sec, "metrics_timeout", METRICS_TIMEOUT_DEFAULT, 0.001, 3600,
 		    &pc->pc_metrics_timeout);
+		cfg_seconds(&sec, "reload_interval", RELOAD_INTERVAL_DEFAULT, 0, 3600,
+		    &pc->pc_reload_interval);
 		conf_datastore(&sec, pc);
 		conf_rpc(&sec, pc);
 		cfg_done(&sec);

@@ -45,6 +45,8 @@ control_init(struct control *ct, const struct proxy_conf *pc, char *err, size_t 
 		snprintf(err, errlen, "%s.jsonrpc_client.tls: %s", sec, why);
 		goto fail;
 	}
+	ct->ct_digests = tls_conf_digest(&pc->pc_rpc_server_tls, ct->ct_server_digest) == 0 &&
+	    tls_conf_digest(&pc->pc_rpc_client_tls, ct->ct_client_digest) == 0;
 	/* The side thread's base (no socket, no file yet) and the client, whose
 	 * endpoint URL is checked here. */
 	if ((ct->ct_side = side_new(why, sizeof(why))) == NULL) {
@@ -108,24 +110,39 @@ control_run(struct control *ct, char *err, size_t errlen)
 }
 
 int
-control_reload(struct control *ct, const struct proxy_conf *nc, char *err, size_t errlen)
+control_reload(struct control *ct, const struct proxy_conf *nc, const char **key,
+    char *why, size_t whylen)
 {
 	const struct proxy_conf *pc = ct->ct_conf;
-	const char *sec = pc->pc_role == PROXY_PUBLIC ? "public" : "private";
 	struct jsonrpc_server_conf sc;
 	struct jsonrpc_client_conf cc;
 	SSL_CTX *server, *client;
-	char why[512];
+	unsigned char sd[TLS_DIGEST_LEN], cd[TLS_DIGEST_LEN];
+	int digests;
 
+	digests = tls_conf_digest(&nc->pc_rpc_server_tls, sd) == 0 &&
+	    tls_conf_digest(&nc->pc_rpc_client_tls, cd) == 0;
+	if (digests && ct->ct_digests && memcmp(sd, ct->ct_server_digest, sizeof(sd)) == 0 &&
+	    memcmp(cd, ct->ct_client_digest, sizeof(cd)) == 0) {
+		/* Same files: nothing to build, the pooled connections stay
+		 * (a SIGHUP storm costs a read of the files, not handshakes). */
+		memset(&cc, 0, sizeof(cc));
+		cc.ssl_ctx = ct->ct_client_ctx;
+		cc.connect_timeout = nc->pc_rpc_connect_timeout;
+		cc.call_timeout = nc->pc_rpc_timeout;
+		cc.pool_size = 4;
+		jsonrpc_client_update(ct->ct_client, &cc);
+		return 0;
+	}
 	/* The identity hook keeps the live settings: the name cannot change. */
 	server = tls_server_ctx(&nc->pc_rpc_server_tls, control_identity,
-	    (void *)(uintptr_t)pc, why, sizeof(why));
+	    (void *)(uintptr_t)pc, why, whylen);
 	if (server == NULL) {
-		snprintf(err, errlen, "%s.jsonrpc_server.tls: %s", sec, why);
+		*key = "jsonrpc_server.tls";
 		return -1;
 	}
-	if ((client = tls_client_ctx(&nc->pc_rpc_client_tls, why, sizeof(why))) == NULL) {
-		snprintf(err, errlen, "%s.jsonrpc_client.tls: %s", sec, why);
+	if ((client = tls_client_ctx(&nc->pc_rpc_client_tls, why, whylen)) == NULL) {
+		*key = "jsonrpc_client.tls";
 		SSL_CTX_free(server);
 		return -1;
 	}
@@ -143,6 +160,9 @@ control_reload(struct control *ct, const struct proxy_conf *nc, char *err, size_
 	SSL_CTX_free(ct->ct_client_ctx);
 	ct->ct_server_ctx = server;
 	ct->ct_client_ctx = client;
+	memcpy(ct->ct_server_digest, sd, sizeof(sd));
+	memcpy(ct->ct_client_digest, cd, sizeof(cd));
+	ct->ct_digests = digests;
 	return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "directory.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "ratelimit.h"
@@ -35,6 +36,29 @@
 #include "public_int.h"
 
 /* --- socket accounting and admission --------------------------------------- */
+
+/* max_connections refuses nothing: the listeners pause (the kernel's
+ * backlog holds the rest), and these say how often and whether now. */
+METRIC_COUNTER(m_pauses, "public_listener_pauses_total",
+    "Times a listener of the public proxy paused accepting (tls: max_connections "
+    "reached; data: max_connections plus the parked clients).", "listener")
+METRIC_GAUGE(m_paused, "public_listener_paused", "1 while the listener is paused.",
+    "listener")
+
+static void
+public_listener_pause(struct loop_listener *l, const char *which)
+{
+	loop_listener_pause(l);
+	metric_inc(&m_pauses, which);
+	metric_set(&m_paused, 1, which);
+}
+
+static void
+public_listener_resume(struct loop_listener *l, const char *which)
+{
+	loop_listener_resume(l);
+	metric_set(&m_paused, 0, which);
+}
 
 /*
  * Every change of the sockets held, as an event.  max_connections: the TLS
@@ -92,13 +116,13 @@ public_admit(struct public *p, enum public_event ev)
 			log_warnx("max_connections (%ld) reached: accepting paused", max);
 			p->p_full_logged = now_mono();
 		}
-		loop_listener_pause(&p->p_tls_listener);
+		public_listener_pause(&p->p_tls_listener, "tls");
 	} else if (!tls_full && p->p_tls_paused)
-		loop_listener_resume(&p->p_tls_listener);
+		public_listener_resume(&p->p_tls_listener, "tls");
 	if (data_full && !p->p_data_paused)
-		loop_listener_pause(&p->p_data_listener);
+		public_listener_pause(&p->p_data_listener, "data");
 	else if (!data_full && p->p_data_paused)
-		loop_listener_resume(&p->p_data_listener);
+		public_listener_resume(&p->p_data_listener, "data");
 	p->p_tls_paused = tls_full;
 	p->p_data_paused = data_full;
 }

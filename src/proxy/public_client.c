@@ -18,6 +18,7 @@
 #include "announce.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "ratelimit.h"
@@ -30,6 +31,45 @@
 
 static void pconn_poll_cb(struct loop_op *, int, unsigned);
 static void pconn_arm_poll(struct pconn *);
+
+/* The client connections' results: "accepted" at accept, then exactly one
+ * of "joined", a refusal at accept or an end before joining (the result
+ * labels of enum pconn_end). */
+METRIC_COUNTER(m_clients, "public_connections_total",
+    "Client connections of the public proxy: accepted, refused at accept, "
+    "ended before joining (by reason) and joined.", "result")
+METRIC_GAUGE(m_parked, "public_parked", "Client connections parked now, waiting for "
+    "their data connection.")
+
+/* Why a client connection ends before joining: its summary line's end=
+ * words, its result label, and the TLS alert it is sent (0: none). */
+enum pconn_end {
+	PCE_CLOSED, PCE_ERROR, PCE_POLL_ERROR, PCE_INCOMPLETE, PCE_NO_SNI, PCE_BAD_NAME, PCE_MALFORMED,
+	PCE_TOO_LARGE, PCE_HELLO_TIMEOUT, PCE_UNKNOWN_NAME, PCE_TOKEN_FULL,
+	PCE_ACCEPT_TIMEOUT, PCE_INCOMING_FAILED, PCE_SHUTDOWN,
+};
+
+static const struct {
+	const char	*e_log;
+	const char	*e_result;
+	int		 e_alert;
+} pconn_ends[] = {
+	[PCE_CLOSED]          = { "closed before hello", "closed", 0 },
+	[PCE_ERROR]           = { "error before hello", "error", 0 },
+	[PCE_POLL_ERROR]      = { "poll error", "error", 0 },
+	[PCE_INCOMPLETE]      = { "incomplete hello", "incomplete", 0 },
+	[PCE_NO_SNI]          = { "no sni", "no_sni", ALERT_UNRECOGNIZED_NAME },
+	[PCE_BAD_NAME]        = { "invalid sni", "bad_name", ALERT_UNRECOGNIZED_NAME },
+	[PCE_MALFORMED]       = { "malformed hello", "malformed", ALERT_DECODE_ERROR },
+	[PCE_TOO_LARGE]       = { "hello too large", "too_large", 0 },
+	[PCE_HELLO_TIMEOUT]   = { "hello timeout", "hello_timeout", 0 },
+	[PCE_UNKNOWN_NAME]    = { "no announcement", "unknown_name", ALERT_UNRECOGNIZED_NAME },
+	[PCE_TOKEN_FULL]      = { "token table full", "token_table_full", ALERT_INTERNAL_ERROR },
+	[PCE_ACCEPT_TIMEOUT]  = { "not claimed (accept_timeout)", "accept_timeout", 0 },
+	[PCE_INCOMING_FAILED] = { "incomingConnection failed", "incoming_failed",
+	    ALERT_INTERNAL_ERROR },
+	[PCE_SHUTDOWN]        = { "shutdown", "shutdown", 0 },
+};
 
 static void
 pconn_log(struct pconn *c, const char *how, uint64_t in, uint64_t out)
@@ -69,11 +109,13 @@ pconn_free(struct pconn *c)
 	pconn_destroy(c);
 }
 
-/* End a connection that never reached the relay, with an optional alert. */
+/* End a connection that never reached the relay (with the alert its end
+ * calls for). */
 static void
-pconn_close(struct pconn *c, int alert, const char *how)
+pconn_close(struct pconn *c, enum pconn_end end)
 {
 	struct public *p = c->c_pub;
+	int alert = pconn_ends[end].e_alert;
 
 	switch (c->c_state) {
 	case PC_HELLO:
@@ -82,6 +124,7 @@ pconn_close(struct pconn *c, int alert, const char *how)
 	case PC_PARKED:
 		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
 		token_claim(p->p_tokens, c->c_token);
+		metric_dec(&m_parked);
 		break;
 	case PC_JOINED:         /* the relay's */
 	case PC_CLOSING:
@@ -102,7 +145,8 @@ pconn_close(struct pconn *c, int alert, const char *how)
 			log_debug("alert: %s", strerror(errno));
 		shutdown(c->c_fd, SHUT_WR);
 	}
-	pconn_log(c, how, 0, 0);
+	pconn_log(c, pconn_ends[end].e_log, 0, 0);
+	metric_inc(&m_clients, pconn_ends[end].e_result);
 	if (c->c_poll.lo_busy)
 		loop_cancel(p->p_loop, &c->c_poll);     /* freed by the final callback */
 	else
@@ -112,13 +156,13 @@ pconn_close(struct pconn *c, int alert, const char *how)
 void
 pconn_hello_expired(struct loop_timer *t, void *arg)
 {
-	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "hello timeout");
+	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), PCE_HELLO_TIMEOUT);
 }
 
 void
 pconn_park_expired(struct loop_timer *t, void *arg)
 {
-	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), 0, "not claimed (accept_timeout)");
+	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), PCE_ACCEPT_TIMEOUT);
 }
 
 static void
@@ -131,7 +175,7 @@ pconn_park(struct pconn *c)
 
 	/* the exact announcement, else the wildcard one of its parent */
 	if (announce_match(p->p_announce, c->c_sni, NULL, now_wall(), &a) < 0) {
-		pconn_close(c, ALERT_UNRECOGNIZED_NAME, "no announcement");
+		pconn_close(c, PCE_UNKNOWN_NAME);
 		return;
 	}
 	snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
@@ -147,11 +191,12 @@ pconn_park(struct pconn *c)
 	if ((in = calloc(1, sizeof(*in))) == NULL ||
 	    token_park(p->p_tokens, c, c->c_token) < 0) {
 		free(in);
-		pconn_close(c, ALERT_INTERNAL_ERROR, "token table full");
+		pconn_close(c, PCE_TOKEN_FULL);
 		return;
 	}
 	loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
 	c->c_state = PC_PARKED;
+	metric_inc(&m_parked);
 	public_admit(p, PE_CLIENT_PARKED);
 	loop_timer_arm(&p->p_park_timers, &c->c_timer);
 	in->in_pub = p;
@@ -201,8 +246,7 @@ pconn_hello(struct pconn *c, unsigned revents)
 	}
 	if (n <= 0) {
 		/* off > 0: the reader has bytes, the peer closed after them */
-		pconn_close(c, 0, n < 0 ? "error before hello" :
-		    off > 0 ? sni_result_str(SNI_NEED_MORE) : "closed before hello");
+		pconn_close(c, n < 0 ? PCE_ERROR : off > 0 ? PCE_INCOMPLETE : PCE_CLOSED);
 		return;
 	}
 	c->c_wakeups++;
@@ -228,7 +272,7 @@ pconn_hello(struct pconn *c, unsigned revents)
 	case SNI_NEED_MORE:
 		/* The peer closed its side: no more bytes will come. */
 		if (revents & (POLLRDHUP | POLLHUP | POLLERR)) {
-			pconn_close(c, 0, sni_result_str(r));
+			pconn_close(c, PCE_INCOMPLETE);
 			return;
 		}
 		/* Wake up only when the parser can make progress. */
@@ -240,14 +284,14 @@ pconn_hello(struct pconn *c, unsigned revents)
 	case SNI_NO_SNI:
 	case SNI_BAD_NAME:
 		c->c_sni[0] = '\0';
-		pconn_close(c, ALERT_UNRECOGNIZED_NAME, sni_result_str(r));
+		pconn_close(c, r == SNI_NO_SNI ? PCE_NO_SNI : PCE_BAD_NAME);
 		return;
 	case SNI_TOO_LARGE:
-		pconn_close(c, 0, sni_result_str(r));
+		pconn_close(c, PCE_TOO_LARGE);
 		return;
 	case SNI_MALFORMED:
 	default:
-		pconn_close(c, ALERT_DECODE_ERROR, sni_result_str(SNI_MALFORMED));
+		pconn_close(c, PCE_MALFORMED);
 		return;
 	}
 }
@@ -262,7 +306,7 @@ pconn_poll_cb(struct loop_op *op, int res, unsigned flags)
 		return;
 	}
 	if (res < 0) {
-		pconn_close(c, 0, "poll error");
+		pconn_close(c, PCE_POLL_ERROR);
 		return;
 	}
 	pconn_hello(c, (unsigned)res);
@@ -294,6 +338,7 @@ public_tls_accept(struct loop_listener *l, int fd)
 		char addr[64];
 		log_debug("client %s: over tcp_rate_limits",
 		    addr_str_masked((struct sockaddr *)&ss, addr, sizeof(addr)));
+		metric_inc(&m_clients, "rate_limit");
 		close(fd);
 		return;
 	}
@@ -309,6 +354,7 @@ public_tls_accept(struct loop_listener *l, int fd)
 			    p->p_conf->pc_max_per_source);
 			p->p_cap_logged = now_mono();
 		}
+		metric_inc(&m_clients, "source_limit");
 		close(fd);
 		return;
 	}
@@ -316,6 +362,7 @@ public_tls_accept(struct loop_listener *l, int fd)
 	    (c->c_reader = malloc(sizeof(*c->c_reader))) == NULL) {
 		free(c);
 		srccap_release(p->p_sources, src);
+		metric_inc(&m_clients, "out_of_memory");
 		close(fd);
 		return;
 	}
@@ -329,12 +376,23 @@ public_tls_accept(struct loop_listener *l, int fd)
 	sni_reader_init(c->c_reader, (size_t)p->p_conf->pc_hello_max_bytes);
 	c->c_peekoff = 1;
 	loop_op_init(&c->c_poll, pconn_poll_cb);
+	metric_inc(&m_clients, "accepted");
 	public_admit(p, PE_CLIENT_ACCEPTED);
 	loop_timer_arm(&p->p_hello_timers, &c->c_timer);
 	pconn_arm_poll(c);
 }
 
 /* --- joined pairs ---------------------------------------------------------- */
+
+void
+pconn_joined(struct pconn *c)
+{
+	loop_timer_disarm(&c->c_pub->p_park_timers, &c->c_timer);
+	c->c_state = PC_JOINED;
+	metric_dec(&m_parked);
+	metric_inc(&m_clients, "joined");
+	public_admit(c->c_pub, PE_PAIR_JOINED);
+}
 
 void
 public_relay_done(const struct relay_report *rep, void *arg)
@@ -356,7 +414,7 @@ incoming_failed(void *arg)
 
 	/* Still parked: nobody will come for it, close now, not at accept_timeout. */
 	if (c != NULL)
-		pconn_close(c, ALERT_INTERNAL_ERROR, "incomingConnection failed");
+		pconn_close(c, PCE_INCOMING_FAILED);
 	free(in);
 }
 
@@ -370,7 +428,7 @@ public_clients_drain(struct public *p)
 	for (c = TAILQ_FIRST(&p->p_pconns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, c_entry);
 		if (c->c_state == PC_HELLO || c->c_state == PC_PARKED)
-			pconn_close(c, 0, "shutdown");
+			pconn_close(c, PCE_SHUTDOWN);
 	}
 }
 

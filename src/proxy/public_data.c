@@ -13,12 +13,19 @@
 
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "ratelimit.h"
 #include "relay.h"
 #include "token.h"
 #include "util.h"
 #include "public_int.h"
+
+/* "accepted" at accept, then exactly one of "joined", a refusal at accept
+ * or the result of dconn_close. */
+METRIC_COUNTER(m_data, "public_data_connections_total",
+    "Data connections of the public proxy: accepted, refused at accept, ended "
+    "before their token (by reason) and joined.", "result")
 
 static void
 dconn_free(struct dconn *d)
@@ -34,15 +41,17 @@ dconn_free(struct dconn *d)
 }
 
 /* ll: the kind of failure, each logged at most about once a second (the
- * data port is open to anyone); NULL for a stop. */
+ * data port is open to anyone); NULL for a stop.  result: its label in
+ * public_data_connections_total. */
 static void
-dconn_close(struct dconn *d, struct log_limit *ll, const char *why)
+dconn_close(struct dconn *d, struct log_limit *ll, const char *result, const char *why)
 {
 	char addr[64];
 
 	if (d->dc_state == DC_CLOSING)
 		return;
 	d->dc_state = DC_CLOSING;
+	metric_inc(&m_data, result);
 	loop_timer_disarm(&d->dc_pub->p_token_timers, &d->dc_timer);
 	/* A data connection that delivers its token is never logged on its own. */
 	addr_str((struct sockaddr *)&d->dc_peer, addr, sizeof(addr));
@@ -61,7 +70,7 @@ dconn_token_expired(struct loop_timer *t, void *arg)
 {
 	struct dconn *d = LOOP_CONTAINER_OF(t, struct dconn, dc_timer);
 
-	dconn_close(d, &d->dc_pub->p_log_dtoken, "no token within token_timeout");
+	dconn_close(d, &d->dc_pub->p_log_dtoken, "token_timeout", "no token within token_timeout");
 }
 
 static void
@@ -73,12 +82,11 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->dc_timer);
 	if ((c = token_claim(p->p_tokens, d->dc_token)) == NULL) {
-		dconn_close(d, &p->p_log_dtoken, "unknown or used token");
+		dconn_close(d, &p->p_log_dtoken, "unknown_token", "unknown or used token");
 		return;
 	}
-	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
-	c->c_state = PC_JOINED;
-	public_admit(p, PE_PAIR_JOINED);
+	metric_inc(&m_data, "joined");
+	pconn_joined(c);
 	cfd = c->c_fd;
 	dfd = d->dc_fd;
 	c->c_fd = -1;
@@ -106,7 +114,7 @@ dconn_recv_cb(struct loop_op *op, int res, unsigned flags)
 		return;
 	}
 	if (res <= 0) {
-		dconn_close(d, &d->dc_pub->p_log_dclose,
+		dconn_close(d, &d->dc_pub->p_log_dclose, res == 0 ? "closed" : "error",
 		    res == 0 ? "closed before its token" : strerror(-res));
 		return;
 	}
@@ -138,6 +146,7 @@ dconn_admit(struct public *p, const struct sockaddr_storage *ss)
 		log_limited(&p->p_log_drate, LOG_LVL_INFO,
 		    "data connection %s refused: over data_rate_limits",
 		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		metric_inc(&m_data, "rate_limit");
 		return 0;
 	}
 	if (p->p_ndata >= max) {
@@ -145,6 +154,7 @@ dconn_admit(struct public *p, const struct sockaddr_storage *ss)
 		    "max_data_connections (%ld) waiting for a token: data connection %s refused",
 		    p->p_conf->pc_max_data_connections,
 		    addr_str((const struct sockaddr *)ss, addr, sizeof(addr)));
+		metric_inc(&m_data, "limit");
 		return 0;
 	}
 	return 1;
@@ -163,7 +173,12 @@ public_data_accept(struct loop_listener *l, int fd)
 		return;
 	}
 	public_unmap(&ss);
-	if (!dconn_admit(p, &ss) || (d = calloc(1, sizeof(*d))) == NULL) {
+	if (!dconn_admit(p, &ss)) {
+		close(fd);
+		return;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		metric_inc(&m_data, "out_of_memory");
 		close(fd);
 		return;
 	}
@@ -172,6 +187,7 @@ public_data_accept(struct loop_listener *l, int fd)
 	d->dc_fd = fd;
 	d->dc_peer = ss;
 	d->dc_state = DC_TOKEN;
+	metric_inc(&m_data, "accepted");
 	loop_op_init(&d->dc_recv, dconn_recv_cb);
 	public_admit(p, PE_DATA_ACCEPTED);
 	loop_timer_arm(&p->p_token_timers, &d->dc_timer);
@@ -187,7 +203,7 @@ public_data_drain(struct public *p)
 
 	for (d = TAILQ_FIRST(&p->p_dconns); d != NULL; d = next) {
 		next = TAILQ_NEXT(d, dc_entry);
-		dconn_close(d, NULL, "shutdown");
+		dconn_close(d, NULL, "shutdown", "shutdown");
 	}
 }
 

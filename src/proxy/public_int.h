@@ -226,6 +226,9 @@ void	public_loop_free(struct public *p);
 void	public_tls_accept(struct loop_listener *l, int fd);
 void	pconn_hello_expired(struct loop_timer *t, void *arg);
 void	pconn_park_expired(struct loop_timer *t, void *arg);
+/* The parked client c is claimed by its data connection: JOINED (the
+ * caller hands both sockets to the relay next). */
+void	pconn_joined(struct pconn *c);
 /* The parked client of token closes: incomingConnection failed (posted). */
 void	incoming_failed(void *arg);
 void	public_relay_done(const struct relay_report *rep, void *arg);

@@ -27,6 +27,7 @@
 #include "jsonrpc.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "util.h"
 #include "public_int.h"
@@ -240,6 +241,32 @@ public_dirpoll(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Runs on the side thread: its base has no locks. */
+/* --- metrics (side thread, at a scrape) ----------------------------------- */
+
+METRIC_GAUGE(m_announcements, "announcements",
+    "Unexpired announcements held, by the operator that made them.", "operator")
+
+/* Count the table per operator; an operator whose announcements are all
+ * gone reads 0 (its series stays). */
+static void
+public_metrics_collect(void *arg)
+{
+	struct public *p = arg;
+	struct announcement *v;
+	int64_t counts[METRIC_MAX_SERIES] = { 0 };
+	int n;
+
+	if ((n = announce_list(p->p_announce, NULL, now_wall(), &v)) < 0)
+		return;         /* out of memory: the last values stay */
+	for (int i = 0; i < n; i++)
+		counts[metric_series(&m_announcements,
+		    METRIC_VALUES_(v[i].an_operator))]++;
+	free(v);
+	for (int i = 0; i < METRIC_MAX_SERIES; i++)
+		if (metric_series_used(&m_announcements, i))
+			metric_set_at(&m_announcements, i, counts[i]);
+}
+
 void
 public_side_timers(void *arg)
 {
@@ -247,6 +274,7 @@ public_side_timers(void *arg)
 	struct event_base *base = control_base(&p->p_ctl);
 	struct timeval tv;
 
+	metrics_collector_add(public_metrics_collect, p);
 	tv = tv_seconds(p->p_conf->pc_sweep_interval);
 	if ((p->p_sweep = event_new(base, -1, EV_PERSIST, public_sweep, p)) == NULL ||
 	    event_add(p->p_sweep, &tv) == -1)
@@ -668,6 +696,7 @@ public_side_free(struct public *p)
 {
 	struct rpc_wait *w;
 
+	metrics_collector_remove(public_metrics_collect, p);
 	if (p->p_sweep)
 		event_free(p->p_sweep);
 	if (p->p_dirpoll)

@@ -251,6 +251,28 @@ reload_error(struct reload *r, const char *key, const char *why, char *err, size
 		json_object_put(tree);
 }
 
+/* A TLS block that cannot be built: the key of the file it names when the
+ * reason starts with one ("key_file PATH: reason"), else the block's. */
+static void
+reload_tls_error(struct reload *r, const char *block, const char *why, char *err,
+    size_t errlen)
+{
+	static const char *const files[] = { "certificate_file", "key_file",
+	    "ca_certificate_files" };
+	char key[128];
+	size_t n;
+
+	snprintf(key, sizeof(key), "%s", block);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		n = strlen(files[i]);
+		if (strncmp(why, files[i], n) == 0 && (why[n] == ' ' || why[n] == ':')) {
+			snprintf(key, sizeof(key), "%s.%s", block, files[i]);
+			break;
+		}
+	}
+	reload_error(r, key, why, err, errlen);
+}
+
 /* Side thread: one reload. */
 static void
 reload_run(evutil_socket_t fd, short ev, void *arg)
@@ -259,7 +281,7 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 	struct proxy_conf *pc = r->r_pc, *o = &r->r_file, nc;
 	struct reload_post *rp;
 	const char *key;
-	char err[1024], changed[512], fp_old[2][65], fp_new[2][65], *s;
+	char err[1024], why[512], changed[512], fp_old[2][65], fp_new[2][65], *s;
 	int lvl;
 
 	r->r_last = now_mono();
@@ -278,7 +300,8 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 	}
 	tls_ctx_fingerprint(r->r_ct->ct_server_ctx, fp_old[0]);
 	tls_ctx_fingerprint(r->r_ct->ct_client_ctx, fp_old[1]);
-	if (control_reload(r->r_ct, &nc, err, sizeof(err)) == -1) {
+	if (control_reload(r->r_ct, &nc, &key, why, sizeof(why)) == -1) {
+		reload_tls_error(r, key, why, err, sizeof(err));
 		free(rp);
 		goto fail;
 	}
@@ -311,6 +334,9 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 	if (o->pc_announce_interval != nc.pc_announce_interval)
 		reload_changed(changed, sizeof(changed), "announce_interval");
 	pc->pc_announce_interval = nc.pc_announce_interval;
+	if (o->pc_reload_interval != nc.pc_reload_interval)
+		reload_changed(changed, sizeof(changed), "reload_interval");
+	pc->pc_reload_interval = nc.pc_reload_interval;
 	if (!reload_streq(o->pc_log_level, nc.pc_log_level)) {
 		reload_changed(changed, sizeof(changed), "log_level");
 		if (r->r_own_level && (lvl = log_level_parse(nc.pc_log_level)) >= 0)
@@ -370,7 +396,7 @@ reload_schedule(void *arg)
 	atomic_store(&r->r_posted, 0);
 	if (evtimer_pending(&r->r_timer, NULL))
 		return;
-	wait = r->r_last + RELOAD_MIN_INTERVAL - now_mono();
+	wait = r->r_last + r->r_pc->pc_reload_interval - now_mono();
 	tv = tv_seconds(wait > 0 ? wait : 0);
 	evtimer_add(&r->r_timer, &tv);
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # metrics.sh - the five processes with the metrics listener on for the four
-# that have one: a bounded load of the seed's curl, every process scraped
-# before and after, `promtool check metrics`, counters moved by at least what
-# the load caused; a non-GET request, an unknown path and a request that never
-# finishes are answered or closed and the processes stay up; a metrics address
-# in use exits 1, a malformed one 2.
+# that have one: a bounded load (the seed's curl, a download, connections
+# with an unknown SNI, without SNI, closed at once, not TLS), every process
+# scraped before and after, `promtool check metrics`, and the counters moved
+# by exactly what the load caused (bytes: at least); a non-GET request, an
+# unknown path and a request that never finishes are answered or closed and
+# the processes stay up; a metrics address in use exits 1, a malformed one 2.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -69,13 +70,136 @@ load() {
 	[ "$(c --max-time 30 "$URL/bytes/$DL" | wc -c)" -eq $DL ]
 }
 check "a bounded load of the seed's curl and a 2 MB download succeed" load
-sleep 1	# the relays report a pair when both sides have closed
+
+# Refused clients: M with a name nobody announced, K without SNI (curl sends
+# none to an IP address), C that close before a byte, G that speak no TLS.
+M=7 K=5 C=4 G=3
+refused() {
+	local i
+	for ((i = 0; i < M; i++)); do
+		curl -sS -o /dev/null --max-time 5 --cacert "$CA" \
+			--resolve "other.example.com:$TLS_PORT:127.0.0.1" \
+			"https://other.example.com:$TLS_PORT/" 2>/dev/null && return 1
+	done
+	for ((i = 0; i < K; i++)); do
+		curl -sS -o /dev/null --max-time 5 -k "https://127.0.0.1:$TLS_PORT/" 2>/dev/null &&
+			return 1
+	done
+	for ((i = 0; i < C; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") || return 1
+	done
+	for ((i = 0; i < G; i++)); do
+		python3 -c "
+import socket
+s = socket.create_connection(('127.0.0.1', $TLS_PORT), timeout=5)
+s.sendall(b'GET / HTTP/1.0\r\n\r\n')
+assert s.recv(100)[:1] == b'\x15'	# a TLS alert record
+" || return 1
+	done
+}
+check "clients with an unknown name, without SNI, silent or not speaking TLS are refused" refused
+
+# The relays report a pair when both of its sides have closed, the public
+# proxy a client that closes first when it sees the EOF: wait until every
+# pair has ended and every accepted client has its result (no refusal at
+# accept happens here, so each accepted one counts twice in the total).
+settled() {
+	local i n acc all
+	for ((i = 0; i < 100; i++)); do
+		n=0
+		for p in public private; do
+			scrape $p "$E2E_RUN/$p.now" || return 1
+			[ "$(mval "$E2E_RUN/$p.now" hyper_relay_relay_pairs_active)" = 0 ] || n=1
+		done
+		acc=$(mval "$E2E_RUN/public.now" hyper_relay_public_connections_total result=accepted)
+		all=$(mval "$E2E_RUN/public.now" hyper_relay_public_connections_total)
+		[ "$all" -eq $((2 * acc)) ] || n=1
+		[ $n = 0 ] && return 0
+		sleep 0.1
+	done
+	echo "pairs still active, or $all results for $acc accepted"
+	return 1
+}
+check "every pair has ended within 10 s" settled
 
 for n in "${!MPORT[@]}"; do
 	scrape "$n" "$E2E_RUN/$n.after"
 	check "$n: the scrape passes promtool check metrics" \
 		bash -c "promtool check metrics <'$E2E_RUN/$n.after'"
 done
+
+# Every metric the example Grafana dashboard draws exists: in a scrape, or
+# declared in the code (a metric with labels shows up in a scrape only once
+# one of its label sets has been counted).
+dashboard() {
+	grep -rhoE 'METRIC_(COUNTER|GAUGE|HISTOGRAM)\([a-z_]+, *"[a-z_]+"' "$root/src" |
+		sed -E 's/.*"([a-z_]+)"/# TYPE hyper_relay_\1 declared/' >"$E2E_RUN/declared.after"
+	python3 - "$root/examples/grafana/hyper-relay.json" "$E2E_RUN"/*.after <<-'EOF'
+	import json, re, sys
+	d = json.load(open(sys.argv[1]))
+	used = set()
+	for p in d["panels"]:
+	    for t in p.get("targets", []):
+	        for m in re.findall(r"hyper_relay_[a-z_]+", t["expr"]):
+	            used.add(re.sub(r"_(bucket|count|sum)$", "", m))
+	served = set()
+	for f in sys.argv[2:]:
+	    served |= set(re.findall(r"^# TYPE (\S+) ", open(f).read(), re.M))
+	missing = sorted(used - served)
+	print("%d metrics drawn, missing: %s" % (len(used), missing))
+	sys.exit(1 if missing or not used else 0)
+	EOF
+}
+check "every metric of the example Grafana dashboard is served" dashboard
+
+# The exact change of a counter between the two scrapes.
+delta() { # NAME METRIC WANT [k=v]...
+	local n=$1 m=$2 want=$3 a b; shift 3
+	b=$(mval "$E2E_RUN/$n.before" "hyper_relay_$m" "$@")
+	a=$(mval "$E2E_RUN/$n.after" "hyper_relay_$m" "$@")
+	echo "$n $m $*: $b -> $a (want +$want exactly)"
+	[ $((a - b)) -eq "$want" ]
+}
+JOINED=$((LOAD + 1))
+check "public: connections accepted: every one the test made" delta public \
+	public_connections_total $((JOINED + M + K + C + G)) result=accepted
+check "public: connections joined" delta public public_connections_total $JOINED result=joined
+check "public: unknown names" delta public public_connections_total $M result=unknown_name
+check "public: no SNI" delta public public_connections_total $K result=no_sni
+check "public: closed before a byte" delta public public_connections_total $C result=closed
+check "public: not TLS" delta public public_connections_total $G result=malformed
+check "public: no other result" delta public public_connections_total \
+	$((2 * (JOINED + M + K + C + G)))
+check "public: nobody parked after the load" \
+	bash -c "grep -q '^hyper_relay_public_parked 0\$' '$E2E_RUN/public.after'"
+check "public: data connections accepted" delta public public_data_connections_total $JOINED \
+	result=accepted
+check "public: data connections joined" delta public public_data_connections_total $JOINED \
+	result=joined
+check "public: no other data connection result" delta public public_data_connections_total \
+	$((2 * JOINED))
+check "public: announcements per operator" \
+	bash -c "grep -q '^hyper_relay_announcements{operator=\"private-proxy-1.ga\"} 1\$' '$E2E_RUN/public.after'"
+for n in public private; do
+	check "$n: relay_pairs_total: one per joined client" delta $n relay_pairs_total $JOINED
+	check "$n: relay_ends_total: one per pair" delta $n relay_ends_total $JOINED
+	check "$n: relay_pair_duration_seconds counts every pair" \
+		delta $n relay_pair_duration_seconds_count $JOINED
+done
+check "public: one incomingConnection call per joined client" delta public \
+	jsonrpc_client_calls_total $JOINED method=private-proxy-1.ga.incomingConnection outcome=ok
+check "private: its JSON-RPC server answered each incomingConnection" delta private \
+	jsonrpc_server_calls_total $JOINED method=incomingConnection outcome=ok
+check "private: the server's latency histogram counts each" delta private \
+	jsonrpc_server_call_duration_seconds_count $JOINED method=incomingConnection
+check "public-hyper: local route calls, exactly" delta public-hyper route_calls_total $JOINED \
+	via=local method=incomingConnection
+check "public-hyper: outcomes per code, exactly" delta public-hyper route_outcomes_total $JOINED \
+	via=local code=ok
+check "public-hyper: the duration histogram counts every call" \
+	delta public-hyper route_duration_seconds_count $JOINED via=local
+check "private-hyper: peer route calls, exactly" delta private-hyper route_calls_total $JOINED \
+	via=peer method=incomingConnection
 
 moved() { # NAME METRIC MIN [k=v]...
 	local n=$1 m=$2 min=$3 a b; shift 3
@@ -85,32 +209,17 @@ moved() { # NAME METRIC MIN [k=v]...
 	[ $((a - b)) -ge "$min" ]
 }
 for n in public private; do
-	check "$n: relay_pairs_total moved by the load" moved $n relay_pairs_total $((LOAD + 1))
-	# by reason: mostly eof, a few resets (a side closing with unread bytes)
-	check "$n: relay_ends_total moved by the load" moved $n relay_ends_total $((LOAD + 1))
 	check "$n: relay_bytes_total{direction=down} moved by the download" \
 		moved $n relay_bytes_total $DL direction=down
 	check "$n: the download was spliced" \
 		moved $n relay_bytes_total 1 direction=down engine=splice
 	check "$n: relay_bytes_total{direction=up} moved by the requests" \
 		moved $n relay_bytes_total $((LOAD * 100)) direction=up
-	check "$n: relay_pair_duration_seconds counts every pair" \
-		moved $n relay_pair_duration_seconds_count $((LOAD + 1))
 done
-check "private: private_dials_total{outcome=ok} moved by the load" \
-	moved private private_dials_total $((LOAD + 1)) outcome=ok
+check "private: private_dials_total{outcome=ok}, exactly" \
+	delta private private_dials_total $JOINED outcome=ok
 check "private: private_announce_calls_total{result=ok} counts the accepted passes" \
 	eval '[ "$(mval "$E2E_RUN/private.after" hyper_relay_private_announce_calls_total result=ok)" -ge 1 ]'
-check "public: incomingConnection calls counted on the JSON-RPC client" \
-	moved public jsonrpc_client_calls_total $((LOAD + 1)) outcome=ok
-check "public-hyper: local route calls per method" \
-	moved public-hyper route_calls_total $((LOAD + 1)) via=local method=incomingConnection
-check "public-hyper: outcomes per code" moved public-hyper route_outcomes_total $((LOAD + 1)) \
-	via=local code=ok
-check "public-hyper: the duration histogram counts every call" \
-	moved public-hyper route_duration_seconds_count $((LOAD + 1)) via=local
-check "private-hyper: peer route calls per method" \
-	moved private-hyper route_calls_total $((LOAD + 1)) via=peer method=incomingConnection
 check "private: open descriptors are reported" \
 	bash -c "[ \$(grep -c '^hyper_relay_open_fds [1-9]' '$E2E_RUN/private.after') -eq 1 ]"
 check "public: pipes are reported" \

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # reload.sh - SIGHUP on the four processes of the chain: a reload with
-# nothing changed, a SIGHUP storm while clients run, a broken settings file
-# (the process keeps serving and says why), a restart-only key refused.
+# nothing changed, a SIGHUP storm while clients run, a broken settings file,
+# a wrong value, a missing or broken key file (the process keeps serving and
+# says `file: key: reason`), a restart-only key refused, reload_interval.
+# Certificate rotation under load: rotate.sh.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
 . tests/e2e/lib.sh
 . tests/e2e/five.sh
 five_setup
+# The certificates in a folder of the test's own: one is broken on purpose.
+certs=$E2E_RUN/certs
+mkdir -p "$certs"
+cp "$root"/settings/dev/certs/* "$certs/"
+sed -i "s#$root/settings/dev/certs#$certs#g" "$S"/*/*.yml
 five_start_all
 check "the chain serves" serves_within 10
 
@@ -54,6 +61,50 @@ broken() { # NAME ROLE-DIR
 check "public: a broken file is refused, the chain keeps serving" broken public public-proxy-1
 check "public-hyper: a broken file is refused, the chain keeps serving" broken public-hyper public-proxy-hyper-1
 
+# A value of the wrong type: the file, the key and the reason.
+wrong_value() {
+	local f=$S/private-proxy-1/zz_wrong.yml
+	printf 'private:\n  connect_timeout: soon\n' >"$f"
+	kill -HUP "$(five_pid private)"
+	logged private "reload failed, keeping the old settings: $f: private.connect_timeout: " ||
+		return 1
+	serves_within 5 || return 1	# while the file is still there
+	rm -f "$f"
+}
+check "private: a wrong value is refused with its file and key, the chain keeps serving" \
+	wrong_value
+
+# A key file that is not there: the settings file that names it, the key.
+missing_key() {
+	local f=$S/public-proxy-1/zz_key.yml
+	printf 'public:\n  jsonrpc_server:\n    tls:\n      key_file: %s\n' "$E2E_RUN/nowhere.key" >"$f"
+	kill -HUP "$(five_pid public)"
+	logged public "reload failed, keeping the old settings: $f: public.jsonrpc_server.tls.key_file: key_file $E2E_RUN/nowhere.key: No such file or directory" ||
+		return 1
+	serves_within 5 || return 1
+	rm -f "$f"
+}
+check "public: a missing key file is refused with the file and key naming it" missing_key
+
+# A key file whose content is broken (the settings unchanged): every TLS
+# block that reads it fails, the old contexts stay.
+broken_key() { # NAME PATTERN
+	local k=$certs/private-proxy-1.ga.key
+	cp "$k" "$E2E_RUN/key.good"
+	echo "not a key" >"$k"
+	kill -HUP "$(five_pid $1)"
+	logged $1 "$2" && serves_within 5	# while the file is still broken
+	local rc=$?
+	cp "$E2E_RUN/key.good" "$k"
+	return $rc
+}
+check "private-hyper: a broken key file keeps the old certificates and says which" \
+	broken_key private-hyper "reload failed, keeping the old settings: $S/private-proxy-hyper-1/000_base.yml: channels\[0\].settings.tls: key_file $certs/private-proxy-1.ga.key: "
+check "private: a broken key file keeps the old certificates and says which" \
+	broken_key private "reload failed, keeping the old settings: $S/private-proxy-1/000_base.yml: private.jsonrpc_server.tls.key_file: key_file $certs/private-proxy-1.ga.key: "
+check "every process still runs" bash -c "kill -0 $(five_pid public) $(five_pid private) \
+$(five_pid public-hyper) $(five_pid private-hyper)"
+
 restart_key() {
 	local f=$S/public-proxy-1/zz_restart.yml
 	printf 'public:\n  tls_bind_address: localhost:1\n' >"$f"
@@ -63,4 +114,25 @@ restart_key() {
 	serves_within 5
 }
 check "public: a listen address change is refused with the key named" restart_key
+
+# reload_interval: reloaded itself; the next SIGHUP waits for the interval
+# (a lower bound: a loaded machine only makes it later).
+interval() {
+	local f=$S/public-proxy-1/zz_interval.yml n t0 t1 i
+	printf 'public:\n  reload_interval: 4\n' >"$f"
+	n=$(grep -c "reloaded settings" "$E2E_RUN/public.log")
+	kill -HUP "$(five_pid public)"
+	logged public "reloaded settings: reload_interval" || return 1
+	t0=$(date +%s.%N)
+	kill -HUP "$(five_pid public)"
+	for ((i = 0; i < 150; i++)); do
+		[ "$(grep -c "reloaded settings" "$E2E_RUN/public.log")" -ge $((n + 2)) ] && break
+		sleep 0.1
+	done
+	t1=$(date +%s.%N)
+	echo "the second reload came $(awk "BEGIN { print $t1 - $t0 }") s after its SIGHUP"
+	[ "$(grep -c "reloaded settings" "$E2E_RUN/public.log")" -ge $((n + 2)) ] &&
+		awk "BEGIN { exit !($t1 - $t0 >= 3) }"
+}
+check "public: reload_interval spaces the reloads" interval
 finish

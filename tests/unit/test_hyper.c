@@ -62,6 +62,7 @@ Test(hyper_conf, minimal_settings_get_the_documented_defaults)
 	cr_assert_null(hc.dir_paths[1]);
 	cr_assert_float_eq(hc.dir_poll, 2.0, 1e-9);
 	cr_assert_float_eq(hc.stop_timeout, 2.0, 1e-9);
+	cr_assert_float_eq(hc.reload_interval, 0.5, 1e-9);
 	cr_assert_str_eq(hc.local.path, "/jsonrpc");
 	cr_assert_eq(hc.local.max_body, 1L << 20);
 	cr_assert_eq(hc.local.max_connections, 1024);
@@ -86,6 +87,22 @@ Test(hyper_conf, unknown_key_in_a_channel_is_named)
 	    "\"type\": \"jsonrpc_server\", \"settings\": {\"bind_address\": \":1\", "
 	    "\"bind_adress\": \":2\", \"tls\": " TLS "}}]}", &hc, err, sizeof(err)), -1);
 	cr_assert(strstr(err, "bind_adress") != NULL, "error names the key: %s", err);
+}
+
+Test(hyper_conf, reload_interval_is_read_and_range_checked)
+{
+	struct hyper_conf hc;
+	char err[512] = "";
+
+	cr_assert_eq(conf_from("{\"name\": \"op\", \"reload_interval\": 2.5, \"directory\": "
+	    "{\"type\": \"json\", \"settings\": {\"path\": \"/dir\"}}, \"channels\": [" LOCAL "]}",
+	    &hc, err, sizeof(err)), 0, "%s", err);
+	cr_assert_float_eq(hc.reload_interval, 2.5, 1e-9);
+	hyper_conf_free(&hc);
+	cr_assert_eq(conf_from("{\"name\": \"op\", \"reload_interval\": -1, \"directory\": "
+	    "{\"type\": \"json\", \"settings\": {\"path\": \"/dir\"}}, \"channels\": [" LOCAL "]}",
+	    &hc, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "reload_interval") != NULL, "error names the key: %s", err);
 }
 
 Test(hyper_conf, missing_name_is_an_error)

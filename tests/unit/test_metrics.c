@@ -112,6 +112,16 @@ Test(metrics, gauge_set_adds_to_the_counted_deltas)
 	cr_assert_eq(metric_value(&t_gauge, METRIC_VALUES_("set")), 8);
 }
 
+Test(metrics, series_used_tells_the_label_sets_seen)
+{
+	int s = metric_series(&t_gauge, METRIC_VALUES_("seen"));
+
+	cr_assert(metric_series_used(&t_gauge, s));
+	cr_assert_not(metric_series_used(&t_gauge, s + 1), "a slot never claimed");
+	cr_assert_not(metric_series_used(&t_gauge, -1));
+	cr_assert_not(metric_series_used(&t_gauge, METRIC_MAX_SERIES));
+}
+
 Test(metrics, histogram_buckets_are_cumulative_with_sum_and_count)
 {
 	char *s;

@@ -16,8 +16,11 @@
 
 #include "announce.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy_conf.h"
+#include "ratelimit.h"
 #include "relay.h"
+#include "srccap.h"
 #include "token.h"
 #include "util.h"
 #include "../../src/proxy/public_int.h"
@@ -228,6 +231,45 @@ drain_peer(int fd, unsigned char *buf, size_t cap, int *eof)
 	return got;
 }
 
+/* --- metrics ----------------------------------------------------------------- */
+
+/* The value of one sample in a scrape, e.g.
+ * sample("public_connections_total{result=\"no_sni\"}"); 0 when absent
+ * (each test runs in a process of its own, so every count starts at 0). */
+static long long
+sample(const char *series)
+{
+	char *text, *at, want[256];
+	long long v = 0;
+	size_t len;
+
+	snprintf(want, sizeof(want), "\n" METRIC_PREFIX "%s ", series);
+	cr_assert_not_null(text = metrics_render(&len));
+	if ((at = strstr(text, want)) != NULL)
+		v = strtoll(at + strlen(want), NULL, 10);
+	free(text);
+	return v;
+}
+
+static long long
+clients(const char *result)
+{
+	char series[128];
+
+	snprintf(series, sizeof(series), "public_connections_total{result=\"%s\"}", result);
+	return sample(series);
+}
+
+static long long
+datas(const char *result)
+{
+	char series[128];
+
+	snprintf(series, sizeof(series), "public_data_connections_total{result=\"%s\"}",
+	    result);
+	return sample(series);
+}
+
 /* --- ClientHellos -------------------------------------------------------------- */
 
 static void
@@ -292,6 +334,8 @@ Test(public_machines, hello_with_announced_sni_parks_under_a_fresh_token)
 	cr_assert_str_eq(TAILQ_FIRST(&pub.p_pconns)->c_sni, "app.example.com");
 	cr_assert_str_eq(TAILQ_FIRST(&pub.p_pconns)->c_operator, "op1");
 	cr_assert_eq(pub.p_nconns, 1);
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(sample("public_parked"), 1);
 	close(fd);
 }
 
@@ -309,6 +353,10 @@ Test(public_machines, hello_without_sni_gets_unrecognized_name)
 	cr_assert(eof);
 	cr_assert_eq(pub.p_nconns, 0);
 	cr_assert_eq(ntold, 0);
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(clients("no_sni"), 1);
+	cr_assert_eq(clients("unknown_name"), 0);
+	cr_assert_eq(sample("public_parked"), 0);
 	close(fd);
 }
 
@@ -324,6 +372,8 @@ Test(public_machines, sni_not_announced_gets_unrecognized_name)
 	got = drain_peer(fd, b, sizeof(b), &eof);
 	cr_assert_eq(alert_of(b, got), ALERT_UNRECOGNIZED_NAME);
 	cr_assert_eq(token_count(pub.p_tokens), 0);
+	cr_assert_eq(clients("unknown_name"), 1);
+	cr_assert_eq(clients("no_sni"), 0);
 	close(fd);
 }
 
@@ -339,6 +389,7 @@ Test(public_machines, garbage_gets_decode_error)
 	run_until(NULL, 50);
 	got = drain_peer(fd, b, sizeof(b), &eof);
 	cr_assert_eq(alert_of(b, got), ALERT_DECODE_ERROR);
+	cr_assert_eq(clients("malformed"), 1);
 	close(fd);
 }
 
@@ -371,6 +422,7 @@ Test(public_machines, silent_client_is_closed_at_hello_timeout)
 	run_until(NULL, 50);            /* the close is submitted */
 	cr_assert_eq(drain_peer(fd, b, sizeof(b), &eof), 0);
 	cr_assert(eof);
+	cr_assert_eq(clients("hello_timeout"), 1);
 	close(fd);
 }
 
@@ -387,6 +439,8 @@ Test(public_machines, parked_client_is_closed_at_accept_timeout)
 	cr_assert_geq(now_mono_ms() - t0, 250);
 	cr_assert_eq(token_count(pub.p_tokens), 0, "the token is gone with it");
 	cr_assert_eq(pub.p_nconns, 0);
+	cr_assert_eq(clients("accept_timeout"), 1);
+	cr_assert_eq(sample("public_parked"), 0);
 	close(fd);
 }
 
@@ -406,6 +460,8 @@ Test(public_machines, failed_incoming_call_closes_the_parked_client)
 	run_until(NULL, 50);
 	got = drain_peer(fd, b, sizeof(b), &eof);
 	cr_assert_eq(alert_of(b, got), ALERT_INTERNAL_ERROR);
+	cr_assert_eq(clients("incoming_failed"), 1);
+	cr_assert_eq(sample("public_parked"), 0);
 	close(fd);
 }
 
@@ -429,6 +485,10 @@ Test(public_machines, matching_token_joins_the_pair_and_relays)
 	cr_assert_eq(token_count(pub.p_tokens), 0);
 	cr_assert_eq(pub.p_nconns, 2);
 	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert_eq(clients("joined"), 1);
+	cr_assert_eq(datas("accepted"), 1);
+	cr_assert_eq(datas("joined"), 1);
+	cr_assert_eq(sample("public_parked"), 0);
 	/* the peeked hello travels first, then both directions */
 	send_all(cfd, "ping", 4);
 	run_until(NULL, 100);
@@ -466,6 +526,9 @@ Test(public_machines, wrong_token_is_closed_and_the_client_stays_parked)
 	cr_assert_eq(pub.p_ndata, 0);
 	cr_assert(parked());
 	cr_assert_eq(token_count(pub.p_tokens), 1);
+	cr_assert_eq(datas("unknown_token"), 1);
+	cr_assert_eq(datas("joined"), 0);
+	cr_assert_eq(sample("public_parked"), 1);
 	close(dfd);
 	close(cfd);
 }
@@ -484,6 +547,7 @@ Test(public_machines, silent_data_connection_is_closed_at_token_timeout)
 	cr_assert_eq(drain_peer(dfd, b, sizeof(b), &eof), 0);
 	cr_assert(eof);
 	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert_eq(datas("token_timeout"), 1);
 	close(dfd);
 }
 
@@ -496,4 +560,77 @@ Test(public_machines, data_connection_closed_before_its_token_is_freed)
 	close(dfd);
 	cr_assert(run_until(no_data, 2000));
 	cr_assert_eq(pub.p_ndata, 0);
+	cr_assert_eq(datas("accepted"), 1);
+	cr_assert_eq(datas("closed"), 1);
+}
+
+/* --- refusals at accept, counted by result ---------------------------------- */
+
+Test(public_machines, over_tcp_rate_limits_is_refused_and_counted)
+{
+	static const struct rate_limit one = { .rl_window = 60, .rl_limit = 1 };
+	int a, b, eof;
+	unsigned char buf[8];
+
+	ratelimit_free(pub.p_limits);
+	cr_assert_not_null(pub.p_limits = ratelimit_new(&one, 1, &conf.pc_rate_prefixes, 64));
+	a = dial(tls_port);
+	cr_assert(run_until(one_client, 2000));
+	b = dial(tls_port);             /* the second one within the minute */
+	run_until(NULL, 200);
+	cr_assert_eq(drain_peer(b, buf, sizeof(buf), &eof), 0);
+	cr_assert(eof, "closed at accept");
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(clients("rate_limit"), 1);
+	close(a);
+	close(b);
+}
+
+Test(public_machines, over_max_connections_per_source_is_refused_and_counted)
+{
+	int a, b, eof;
+	unsigned char buf[8];
+
+	srccap_free(pub.p_sources);
+	cr_assert_not_null(pub.p_sources = srccap_new(1));
+	a = dial(tls_port);
+	cr_assert(run_until(one_client, 2000));
+	b = dial(tls_port);             /* while the first is held */
+	run_until(NULL, 200);
+	cr_assert_eq(drain_peer(b, buf, sizeof(buf), &eof), 0);
+	cr_assert(eof, "closed at accept");
+	cr_assert_eq(clients("accepted"), 1);
+	cr_assert_eq(clients("source_limit"), 1);
+	cr_assert_eq(clients("rate_limit"), 0);
+	close(a);
+	close(b);
+}
+
+static int
+accepted_twice(void)
+{
+	return pub.p_tls_listener.ll_accepted >= 2;
+}
+
+Test(public_machines, max_connections_pauses_the_tls_listener_and_says_so)
+{
+	int a, b;
+
+	conf.pc_max_connections = 1;
+	a = dial(tls_port);
+	cr_assert(run_until(one_client, 2000));
+	cr_assert_eq(sample("public_listener_pauses_total{listener=\"tls\"}"), 1);
+	cr_assert_eq(sample("public_listener_paused{listener=\"tls\"}"), 1);
+	b = dial(tls_port);             /* waits in the kernel's backlog */
+	run_until(NULL, 200);
+	cr_assert_eq(clients("accepted"), 1);
+	close(a);                       /* closed before hello: room for b */
+	cr_assert(run_until(accepted_twice, 2000), "the waiting one is accepted");
+	cr_assert_eq(clients("accepted"), 2);
+	/* a's end: its close, or its hello_timeout on a slow machine */
+	cr_assert_eq(clients("closed") + clients("hello_timeout"), 1);
+	/* b holds the only place: paused again */
+	cr_assert_eq(sample("public_listener_pauses_total{listener=\"tls\"}"), 2);
+	cr_assert_eq(sample("public_listener_paused{listener=\"tls\"}"), 1);
+	close(b);
 }

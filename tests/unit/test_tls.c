@@ -682,3 +682,61 @@ Test(tls, server_ctx_names_the_unreadable_file)
 	cr_assert_null(tls_server_ctx(&t, NULL, NULL, err, sizeof(err)));
 	cr_assert(strstr(err, "key_file") != NULL, "%s", err);
 }
+
+/* ---- tls_conf_digest: what a reload compares ------------------------------ */
+
+static void
+copy_file(const char *from, const char *to)
+{
+	char buf[8192];
+	FILE *in = fopen(from, "r"), *out = fopen(to, "w");
+	size_t n;
+
+	cr_assert_not_null(in, "%s", from);
+	cr_assert_not_null(out, "%s", to);
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		cr_assert_eq(fwrite(buf, 1, n, out), n);
+	fclose(in);
+	cr_assert_eq(fclose(out), 0);
+}
+
+Test(tls_digest, same_files_same_digest_and_a_changed_byte_changes_it)
+{
+	/* pki() returns one of 4 rotating buffers: keep copies */
+	char key[PATH_MAX], root[PATH_MAX], cert[PATH_MAX], *ca[] = { root, NULL };
+	struct tls_conf t = { .ca_files = ca, .cert_file = cert, .key_file = key,
+	    .verify_client = 1 };
+	unsigned char a[TLS_DIGEST_LEN], b[TLS_DIGEST_LEN];
+
+	snprintf(root, sizeof(root), "%s", pki("certs/root.crt"));
+	snprintf(cert, sizeof(cert), "%s", pki("certs/public-proxy-1.ga.crt"));
+	snprintf(key, sizeof(key), "%s", pki("certs/digest-test.key"));
+	copy_file(pki("certs/public-proxy-1.ga.key"), key);
+	cr_assert_eq(tls_conf_digest(&t, a), 0);
+	cr_assert_eq(tls_conf_digest(&t, b), 0);
+	cr_assert_eq(memcmp(a, b, sizeof(a)), 0, "the same files give the same digest");
+
+	/* another key in the same file (a rotation keeps the paths) */
+	copy_file(pki("certs/private-proxy-1.ga.key"), key);
+	cr_assert_eq(tls_conf_digest(&t, b), 0);
+	cr_assert_neq(memcmp(a, b, sizeof(a)), 0, "new file content, new digest");
+
+	/* the settings count too */
+	copy_file(pki("certs/public-proxy-1.ga.key"), key);
+	t.verify_client = 0;
+	cr_assert_eq(tls_conf_digest(&t, b), 0);
+	cr_assert_neq(memcmp(a, b, sizeof(a)), 0, "verify_client is part of it");
+	t.verify_client = 1;
+	cr_assert_eq(tls_conf_digest(&t, b), 0);
+	cr_assert_eq(memcmp(a, b, sizeof(a)), 0);
+	unlink(key);
+}
+
+Test(tls_digest, a_file_that_cannot_be_read_has_none)
+{
+	struct tls_conf t = { .cert_file = pki("certs/public-proxy-1.ga.crt"),
+	    .key_file = pki("certs/no-such.key"), .verify_client = 1 };
+	unsigned char d[TLS_DIGEST_LEN];
+
+	cr_assert_eq(tls_conf_digest(&t, d), -1);
+}

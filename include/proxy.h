@@ -95,13 +95,15 @@ void	 proxy_drained(struct proxy *px);
 void	 proxy_on_reload(struct proxy *px);
 
 /* The one per-connection summary line, key=value:
- * "<kind> <peer> sni=S operator=O duration=1.234s bytes_in=N bytes_out=N end=WHY"
+ * "<kind> <peer> sni=S operator=O via=V duration=1.234s bytes_in=N bytes_out=N end=WHY"
+ * (via: pool or dial, how the pair was joined; "-" when it was not)
  * (peer masked as addr_str_masked() does; NULL or empty strings as "-"). */
 struct proxy_summary {
 	const char		*ps_kind;	/* "client" */
 	const struct sockaddr	*ps_peer;
 	const char		*ps_sni;
 	const char		*ps_operator;
+	const char		*ps_via;	/* "pool", "dial" or NULL (not joined) */
 	double			 ps_duration;	/* seconds */
 	uint64_t		 ps_bytes_in;
 	uint64_t		 ps_bytes_out;

@@ -211,10 +211,11 @@ proxy_log_summary(const struct proxy_summary *s)
 {
 	char addr[64];
 
-	log_info("%s %s sni=%s operator=%s duration=%.3fs bytes_in=%llu bytes_out=%llu end=%s",
-	    s->ps_kind, addr_str_masked(s->ps_peer, addr, sizeof(addr)),
+	log_info("%s %s sni=%s operator=%s via=%s duration=%.3fs bytes_in=%llu bytes_out=%llu "
+	    "end=%s", s->ps_kind, addr_str_masked(s->ps_peer, addr, sizeof(addr)),
 	    s->ps_sni && s->ps_sni[0] ? s->ps_sni : "-",
-	    s->ps_operator && s->ps_operator[0] ? s->ps_operator : "-", s->ps_duration,
+	    s->ps_operator && s->ps_operator[0] ? s->ps_operator : "-",
+	    s->ps_via ? s->ps_via : "-", s->ps_duration,
 	    (unsigned long long)s->ps_bytes_in, (unsigned long long)s->ps_bytes_out,
 	    s->ps_end && s->ps_end[0] ? s->ps_end : "-");
 }

@@ -73,11 +73,22 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->d_timer);
 	if ((c = token_claim(p->p_tokens, d->d_token)) == NULL) {
-		dconn_close(d, &p->p_log_dtoken, "unknown or used token");
+		const char *why = NULL;
+
+		/* issue #16: a ticket makes it a pooled connection */
+		if (public_pool_redeem(p, d->d_fd, &d->d_peer, d->d_token, &why) == 0) {
+			d->d_fd = -1;   /* the pool's now */
+			TAILQ_REMOVE(&p->p_dconns, d, d_entry);
+			free(d);
+			return;
+		}
+		dconn_close(d, &p->p_log_dtoken, strcmp(why, "unknown ticket") == 0 ?
+		    "unknown or used token" : why);
 		return;
 	}
 	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
+	c->c_via = "dial";
 	public_admit(p, PE_PAIR_JOINED);
 	cfd = c->c_fd;
 	dfd = d->d_fd;

@@ -29,6 +29,7 @@
 #include "loop.h"
 #include "proxy_conf.h"
 #include "side.h"
+#include "ticket.h"
 #include "util.h"
 #include "public_int.h"
 
@@ -225,6 +226,7 @@ public_sweep(evutil_socket_t fd, short what, void *arg)
 
 	if ((n = announce_expire(p->p_announce, now_wall())) > 0)
 		log_info("%d expired announcement(s) dropped", n);
+	ticket_sweep(p->p_tickets, now_wall());         /* issue #16 */
 }
 
 static void
@@ -673,6 +675,8 @@ public_dispatch(struct public *p, struct jsonrpc_call *call)
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS, "_client missing");
 		return;
 	}
+	if (public_tickets_rpc(p, call, method, caller, params))
+		return;         /* issue #16: the pool's methods */
 	if (strcmp(method, "announceConnections") == 0)
 		rpc_announce(p, call, caller, params);
 	else if (strcmp(method, "withdrawConnections") == 0)

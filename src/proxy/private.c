@@ -64,9 +64,11 @@
 #include "jsonrpc.h"
 #include "log.h"
 #include "loop.h"
+#include "frame.h"
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "proxyproto.h"
+#include "private_pool.h"
 #include "relay.h"
 #include "reload.h"
 #include "side.h"
@@ -126,6 +128,7 @@ struct dial {
 	struct dial_side	 dl_int;	/* the internal server */
 	int			 dl_failed;	/* one side failed: no join */
 	int			 dl_joined;
+	int			 dl_pooled;	/* issue #16: dl_pub came from the pool */
 	uint8_t			 dl_token[PRIVATE_TOKEN_LEN];
 	size_t			 dl_pplen;	/* 0: proxy_protocol off */
 	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
@@ -153,6 +156,8 @@ struct private {
 	struct loop		*pv_loop;
 	struct relay		*pv_relay;
 	TAILQ_HEAD(, dial)	 pv_dials;
+
+	struct private_pool	*pv_pool;	/* issue #16: private_pool.h */
 };
 
 static void	private_announce(struct target *);
@@ -330,6 +335,7 @@ private_announce_reply(void *arg, struct json_object *result, struct json_object
 	tg->tg_accepted = 1;
 	tg->tg_failing = 0;
 	tg->tg_backoff = 0;
+	private_pool_announced(pv->pv_pool, tg->tg_proxy);     /* issue #16 */
 	if (tg->tg_again) {
 		tg->tg_again = 0;
 		private_announce(tg);
@@ -477,10 +483,10 @@ dial_done(const struct relay_report *rep, void *arg)
 	struct dial *d = arg;
 	struct private *pv = d->dl_pv;
 
-	log_info("connection %s via %s: %.3f s, %llu bytes in, %llu bytes out, %s%s",
+	log_info("connection %s via %s: %.3f s, %llu bytes in, %llu bytes out, %s%s via=%s",
 	    d->dl_domain, d->dl_endpoint, rep->duration, (unsigned long long)rep->bytes_ab,
 	    (unsigned long long)rep->bytes_ba, rep->reason_str,
-	    rep->spliced ? " (spliced)" : "");
+	    rep->spliced ? " (spliced)" : "", d->dl_pooled ? "pool" : "dial");
 	free(d);
 	atomic_fetch_sub(&pv->pv_nsockets, 2);
 	private_drained(pv);
@@ -636,7 +642,8 @@ dial_start(void *arg)
 	}
 	if (ms == 0)
 		ms = 1;
-	if (dial_socket(&d->dl_pub) < 0 || dial_socket(&d->dl_int) < 0) {
+	/* a pooled dl_pub is connected already (issue #16) */
+	if ((!d->dl_pooled && dial_socket(&d->dl_pub) < 0) || dial_socket(&d->dl_int) < 0) {
 		/* EMFILE and the like: the public proxy times the client out. */
 		log_warn("connection %s via %s: socket", d->dl_domain, d->dl_endpoint);
 		dial_free(d);
@@ -644,13 +651,73 @@ dial_start(void *arg)
 	}
 	loop_op_init(&d->dl_pub.ds_op, dial_pub_cb);
 	loop_op_init(&d->dl_int.ds_op, dial_int_cb);
-	loop_connect(pv->pv_loop, &d->dl_pub.ds_op, d->dl_pub.ds_fd,
-	    (struct sockaddr *)&d->dl_pub.ds_sa, d->dl_pub.ds_salen, ms);
+	if (!d->dl_pooled)
+		loop_connect(pv->pv_loop, &d->dl_pub.ds_op, d->dl_pub.ds_fd,
+		    (struct sockaddr *)&d->dl_pub.ds_sa, d->dl_pub.ds_salen, ms);
 	loop_connect(pv->pv_loop, &d->dl_int.ds_op, d->dl_int.ds_fd,
 	    (struct sockaddr *)&d->dl_int.ds_sa, d->dl_int.ds_salen, ms);
 }
 
 /* ---- JSON-RPC methods (side thread) -------------------------------------- */
+
+static const struct data_endpoint *private_data_endpoint(struct private *, const char *,
+    const char *);
+
+/* issue #16 (private_pool.h, pe_endpoint; side thread) */
+static const struct sockaddr_storage *
+private_pool_endpoint(struct private *pv, const char *proxy, const char *endpoint,
+    socklen_t *len)
+{
+	const struct data_endpoint *de = private_data_endpoint(pv, proxy, endpoint);
+
+	if (de == NULL)
+		return NULL;
+	*len = de->de_salen;
+	return &de->de_sa;
+}
+
+/* issue #16 (private_pool.h, pe_join; loop thread): a pooled connection
+ * read its start frame f: dial the internal server and join, as a
+ * dial-back does.  fd and one socket of pv_nsockets are ours. */
+static void
+private_pool_join(struct private *pv, int fd, const struct announcement *an,
+    const struct frame *f, const char *endpoint)
+{
+	struct proxyproto_info pi;
+	uint8_t pp[PROXYPROTO_WRITE_MAX];
+	ssize_t pplen = 0;
+	struct dial *d;
+
+	atomic_fetch_add(&pv->pv_nsockets, 1);  /* the internal side */
+	memset(&pi, 0, sizeof(pi));
+	pi.pi_src = f->fr_client;
+	pi.pi_dst = f->fr_local;
+	pi.pi_local = f->fr_client.ss_family != f->fr_local.ss_family;
+	if (an->an_proxy_protocol != PROXYPROTO_OFF) {
+		strlcpy(pi.pi_authority, f->fr_sni, sizeof(pi.pi_authority));
+		pplen = proxyproto_write(an->an_proxy_protocol, &pi, pp, sizeof(pp));
+	}
+	if (pplen < 0 || (d = calloc(1, sizeof(*d) + (size_t)pplen)) == NULL) {
+		log_warnx("connection %s via %s: %s", f->fr_sni, endpoint, pplen < 0 ?
+		    "cannot write the PROXY header" : "out of memory");
+		close(fd);
+		atomic_fetch_sub(&pv->pv_nsockets, 2);
+		private_drained(pv);
+		return;
+	}
+	d->dl_pv = pv;
+	d->dl_pooled = 1;
+	d->dl_pub.ds_fd = fd;
+	d->dl_pub.ds_state = DIAL_CONNECTED;
+	d->dl_int.ds_fd = -1;
+	memcpy(d->dl_pp, pp, (size_t)pplen);
+	d->dl_pplen = (size_t)pplen;
+	strlcpy(d->dl_domain, f->fr_sni, sizeof(d->dl_domain));
+	strlcpy(d->dl_endpoint, endpoint, sizeof(d->dl_endpoint));
+	memcpy(&d->dl_int.ds_sa, &pv->pv_int_sa, pv->pv_int_salen);
+	d->dl_int.ds_salen = pv->pv_int_salen;
+	dial_start(d);
+}
 
 /* 1 when an unexpired announcement is addressed to proxy. */
 static int
@@ -1242,6 +1309,13 @@ private_open(struct proxy *px)
 		log_warnx("%s", err);
 		return -1;
 	}
+	/* issue #16 */
+	if ((pv->pv_pool = private_pool_new(&(struct private_pool_env){
+	    .pe_pv = pv, .pe_conf = pv->pv_conf, .pe_ctl = &pv->pv_ctl,
+	    .pe_table = pv->pv_table, .pe_nsockets = &pv->pv_nsockets,
+	    .pe_stopping = &pv->pv_stopping, .pe_endpoint = private_pool_endpoint,
+	    .pe_join = private_pool_join, .pe_drained = private_drained })) == NULL)
+		fatalx("out of memory");
 	return 0;
 }
 
@@ -1252,6 +1326,7 @@ private_start(struct proxy *px)
 
 	pv->pv_loop = px->px_loop;
 	pv->pv_relay = px->px_relay;
+	private_pool_start(pv->pv_pool, pv->pv_loop);   /* issue #16 */
 	reload_init(&pv->pv_ctl, pv->pv_loop, pv->pv_conf, &(struct reload_role){ NULL });
 }
 
@@ -1276,6 +1351,7 @@ private_drain(struct proxy *px)
 	struct dial *d;
 
 	atomic_store(&pv->pv_stopping, 1);
+	private_pool_drain(pv->pv_pool);        /* issue #16: idle pooled ones first */
 	TAILQ_FOREACH(d, &pv->pv_dials, dl_entry) {
 		loop_cancel(pv->pv_loop, &d->dl_pub.ds_op);
 		loop_cancel(pv->pv_loop, &d->dl_int.ds_op);
@@ -1299,6 +1375,7 @@ private_side_stopped(struct proxy *px)
 
 	atomic_store(&pv->pv_stopping, 1);
 	private_targets_free(pv);
+	private_pool_side_stopped(pv->pv_pool); /* issue #16 */
 }
 
 static void
@@ -1311,6 +1388,7 @@ private_free(struct proxy *px)
 	if (pv->pv_table)
 		announce_table_free(pv->pv_table);
 	private_publics_free(pv);
+	private_pool_free(pv->pv_pool);         /* issue #16 */
 }
 
 static const struct proxy_hooks private_hooks = {

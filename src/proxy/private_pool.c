@@ -247,9 +247,19 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 		goto done;
 	k->k_fetching = 0;
 	if (error != NULL) {
+		struct json_object *jcode;
+		int code = json_object_object_get_ex(error, "code", &jcode) ?
+		    json_object_get_int(jcode) : 0;
+
+		/* a public proxy without the pool, or a directory that does
+		 * not grant the method: ask again only now and then */
+		if (code == JSONRPC_METHOD_NOT_FOUND || code == HP_ERR_FORBIDDEN ||
+		    code == HP_ERR_NOT_FOUND)
+			k->k_backoff = POOL_BACKOFF_MAX;
 		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
-		    "pool of %s: requestConnectionTickets failed: %s", k->k_proxy,
-		    json_object_to_json_string(error));
+		    "pool of %s: requestConnectionTickets failed: %s%s", k->k_proxy,
+		    json_object_to_json_string(error), k->k_backoff == POOL_BACKOFF_MAX ?
+		    "; asking again every 30 s, brokering by incomingConnection meanwhile" : "");
 		keeper_backoff(k);
 		goto done;
 	}

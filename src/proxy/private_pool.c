@@ -533,9 +533,11 @@ pool_conn_frame(struct pool_conn *c, const struct frame *f)
 	int fd = c->pc_fd;
 
 	if (announce_match(pp->pp_env.pe_table, f->fr_sni, c->pc_proxy, now_wall(), &an) < 0) {
-		log_warnx("pooled connection to %s (%s): start frame for %s, which is not "
-		    "announced to it: closed", c->pc_proxy, c->pc_epname, f->fr_sni);
-		pool_conn_end(c, POOL_END_CLOSED, 0);
+		log_limited(&pp->pp_log_conn, LOG_LVL_WARN, "pooled connection to %s (%s): start "
+		    "frame for %s, which is not announced to it: closed", c->pc_proxy,
+		    c->pc_epname, f->fr_sni);
+		/* a failure: a public proxy that keeps doing it must not make us spin */
+		pool_conn_end(c, POOL_END_FAILED, 0);
 		return;
 	}
 	log_debug("pooled connection to %s: start frame %016llx for %s", c->pc_proxy,

@@ -261,7 +261,7 @@ void	public_pool_start(struct public *p);
  * pooled connection (0: the pool owns fd now), else -1 with why set. */
 int	public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
 	    const uint8_t ticket[TOKEN_LEN], const char **why);
-/* A client of an announced name (c_operator set, HELLO): join it to an
+/* A client of an announced name (c_operator set, HELLO or PARKED): join it to an
  * idle pooled connection of its operator after writing the start frame.
  * 0: joined (the relay owns the client now); -1: none usable, go on with
  * incomingConnection. */

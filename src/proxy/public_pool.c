@@ -24,7 +24,10 @@
  * wake-up means it closed or broke the protocol.  TCP keepalive finds a
  * peer that vanished without a FIN.  A client takes the oldest idle
  * connection first (FIFO), checked with a MSG_PEEK recv (the poll's
- * completion may still be on its way) and by the frame's send. */
+ * completion may still be on its way) and by the frame's send.  A client
+ * that found its operator's pool empty is parked and brokered as before
+ * (incomingConnection); a pooled connection that arrives meanwhile takes
+ * the oldest such client at once (its dial-back then finds no token). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,6 +45,7 @@
 #include "proxy_conf.h"
 #include "relay.h"
 #include "ticket.h"
+#include "token.h"
 #include "util.h"
 #include "public_int.h"
 
@@ -178,6 +182,22 @@ pooled_poll_cb(struct loop_op *op, int res, unsigned flags)
 	pooled_leave(pd, TICKET_LEAVE_CLOSED, 0);
 }
 
+/* A pooled connection arrived for po: the oldest client of that operator
+ * still parked (waiting for its dial-back) takes it at once. */
+static void
+pool_serve_parked(struct public *p, struct pool_op *po)
+{
+	struct pconn *c;
+
+	if (token_count(p->p_tokens) == 0)
+		return;         /* nobody is parked: the usual case */
+	TAILQ_FOREACH(c, &p->p_pconns, c_entry)
+		if (c->c_state == PC_PARKED && strcmp(c->c_operator, po->po_name) == 0)
+			break;
+	if (c != NULL)
+		public_pool_take(p, c);
+}
+
 int
 public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
     const uint8_t ticket[TOKEN_LEN], const char **why)
@@ -215,6 +235,7 @@ public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer
 	loop_op_init(&pd->pd_poll, pooled_poll_cb);
 	loop_timer_arm(&pp->pp_timers, &pd->pd_timer);
 	loop_poll(p->p_loop, &pd->pd_poll, fd, POLLIN | POLLRDHUP, 0);
+	pool_serve_parked(p, po);
 	return 0;
 }
 
@@ -281,7 +302,12 @@ public_pool_take(struct public *p, struct pconn *c)
 		return -1;
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
-	loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
+	if (c->c_state == PC_PARKED) {
+		/* its incomingConnection's dial-back will find no token */
+		token_claim(p->p_tokens, c->c_token);
+		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
+	} else
+		loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
 	c->c_via = "pool";
 	public_admit(p, PE_POOL_JOINED);

@@ -85,6 +85,34 @@ burst() {
 check "a burst of 120 at 60 in parallel (pool of $POOL): every client served" burst
 echo "# $(cat "$E2E_RUN/b.summary" 2>/dev/null)"
 check "the pool is back to $POOL idle after the burst" wait_idle $POOL 10
+# The pool refills faster than curl starts clients: empty it for sure by
+# stopping the private proxy while 20 clients arrive.  8 take the pooled
+# connections (their frames wait in the socket), the 12 others are brokered
+# by incomingConnection, answered once the private proxy runs again.
+burst_beyond() {
+	local pid=${E2E_PID[private]} d0 d1 ok=0 i pids=()
+	wait_idle $POOL 10 || return 1
+	d0=$(grep -c 'via=dial' "$E2E_RUN/private.log")
+	kill -STOP "$pid"
+	for i in $(seq 1 20); do
+		c --max-time 15 "$URL/jsonrpc" >"$E2E_RUN/burst.$i" 2>&1 &
+		pids+=($!)
+	done
+	sleep 1.5
+	kill -CONT "$pid"
+	wait "${pids[@]}"	# only the clients: the five processes are children too
+	for i in $(seq 1 20); do
+		[ "$(cat "$E2E_RUN/burst.$i")" = '{"message": "success"}' ] && ok=$((ok + 1))
+	done
+	sleep 0.5
+	d1=$(grep -c 'via=dial' "$E2E_RUN/private.log")
+	echo "$ok of 20 served; $((d1 - d0)) dial-backs (incomingConnection)" | tee "$E2E_RUN/bb.summary"
+	[ "$ok" -eq 20 ] && [ $((d1 - d0)) -ge $((20 - POOL)) ]
+}
+check "20 clients while the pool cannot refill: every one served, the 12 beyond the pool by incomingConnection" \
+	burst_beyond
+echo "# $(cat "$E2E_RUN/bb.summary" 2>/dev/null)"
+check "the pool is back to $POOL idle" wait_idle $POOL 10
 
 # --- pooled connections killed from outside ---------------------------------
 killed() {

@@ -30,6 +30,26 @@ private:
 EOF
 H1=$R/public-proxy-hyper-1
 H2=$R/private-proxy-hyper-1
+
+# bad_setting ROLE NAME YAML KEY: the proxy refuses to start with exit 2 and
+# a message naming KEY.
+bad_setting() {
+	rm -rf "$T/bad"; mkdir -p "$T/bad"; cp -r "$R/$1-proxy-1" "$T/bad/"
+	printf '%s\n' "$3" >"$T/bad/$1-proxy-1/020_bad.yml"
+	PROXY_SETTINGS=$T/bad/$1-proxy-1 timeout 10 "$PROXY" run "$1" >"$T/bad.log" 2>&1
+	local rc=$? key=$4
+	check "$2 (exit 2)" eval '[ $rc = 2 ] && grep -q "$key" "$T/bad.log"'
+}
+bad_setting private "pool_size 300 is a settings error" 'private: {pool_size: 300}' pool_size
+bad_setting private "pool_batch 0 is a settings error" 'private: {pool_batch: 0}' pool_batch
+bad_setting private "public_proxies[].pool_size -1 is a settings error" \
+	"private: {public_proxies: [{name: public-proxy-1.ga, data_endpoints: [\"127.0.0.1:$DATA_PORT\"], pool_size: -1}]}" \
+	pool_size
+bad_setting public "max_pooled_per_operator 0 is a settings error" \
+	'public: {max_pooled_per_operator: 0}' max_pooled_per_operator
+bad_setting public "pool_idle_lifetime as a string is a settings error" \
+	'public: {pool_idle_lifetime: "soon"}' pool_idle_lifetime
+
 mkdir -p "$T/fk"
 echo hold >"$T/fk/mode"
 touch "$T/fk/pool"
@@ -96,7 +116,8 @@ echo frame-tls >"$T/fk/mode"
 check "after the bad frames, a good one is relayed again" wait_for 40 \
 	bash -c "[ \$(grep '\"mode\": \"frame-tls\"' $T/fk/data.jsonl | grep -c success) -gt $(grep '"mode": "frame-tls"' "$T/fk/data.jsonl" | grep -c success) ]"
 echo hold >"$T/fk/mode"
-rm -f "$T/fk/pool"
+check "pooled connections wait again (the stand-in holds them)" wait_for 20 \
+	bash -c "[ \$(ss -Htn state established '( dport = :$DATA_PORT )' | wc -l) -ge 1 ]"
 check "the private proxy exits 0 on SIGTERM" stop_bg private TERM
 check "its pooled connections were closed first" grep -q 'pooled connection(s) closed' "$PLOG"
 finish

@@ -281,7 +281,7 @@ public_pool_take(struct public *p, struct pconn *c)
 	uint8_t frame[FRAME_MAX];
 	ssize_t flen = -1;
 	int cfd, dfd;
-	char addr[64];
+	char addr[64], addr2[64];
 
 	if (p->p_pool == NULL || (po = pool_op_get(p->p_pool, c->c_operator, 0)) == NULL)
 		return -1;
@@ -300,6 +300,11 @@ public_pool_take(struct public *p, struct pconn *c)
 	}
 	if (pd == NULL)
 		return -1;
+	if (log_get_level() >= LOG_LVL_DEBUG)
+		log_debug("client %s: %s, pooled connection %s of %s, start frame %016llx",
+		    addr_str_masked((struct sockaddr *)&c->c_peer, addr, sizeof(addr)), c->c_sni,
+		    addr_str((struct sockaddr *)&pd->pd_peer, addr2, sizeof(addr2)), po->po_name,
+		    (unsigned long long)p->p_pool->pp_conn_id);
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
 	if (c->c_state == PC_PARKED) {

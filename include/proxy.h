@@ -95,18 +95,21 @@ void	 proxy_drained(struct proxy *px);
 void	 proxy_on_reload(struct proxy *px);
 
 /* The one per-connection summary line of both roles, key=value:
- * "<kind> <peer> sni=S operator=O [via=E] duration=1.234s bytes_in=N bytes_out=N end=WHY"
+ * "<kind> <peer> sni=S operator=O via=V [endpoint=E] duration=1.234s bytes_in=N bytes_out=N end=WHY"
  * (peer masked as addr_str_masked() does, "-" when unknown; NULL or empty
- * strings as "-"; via= only when ps_via is set).  The public proxy logs
+ * strings as "-"; via: pool or dial, how the pair was joined, "-" when it
+ * was not; endpoint= only when ps_endpoint is set).  The public proxy logs
  * "client <client> ..."; the private proxy the same client, as the public
- * proxy told it in incomingConnection, and via= the data endpoint it
- * dialed.  bytes_in went towards the backend, bytes_out came back. */
+ * proxy told it (incomingConnection or the start frame), and endpoint= the
+ * public proxy's data endpoint it used.  bytes_in went towards the backend,
+ * bytes_out came back. */
 struct proxy_summary {
 	const char		*ps_kind;	/* "client" */
 	const struct sockaddr	*ps_peer;	/* NULL or AF_UNSPEC: unknown */
 	const char		*ps_sni;
 	const char		*ps_operator;	/* the announcement's operator */
-	const struct sockaddr	*ps_via;	/* private: the data endpoint, or NULL */
+	const char		*ps_via;	/* "pool", "dial" or NULL (not joined) */
+	const struct sockaddr	*ps_endpoint;	/* private: the data endpoint, or NULL */
 	double			 ps_duration;	/* seconds */
 	uint64_t		 ps_bytes_in;
 	uint64_t		 ps_bytes_out;

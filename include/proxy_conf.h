@@ -9,6 +9,9 @@
 
 enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
 
+/* private.pool_size when the settings name none (issue #16; 0: off). */
+#define POOL_SIZE_DEFAULT		0
+
 struct rate_limit {
 	double rl_window;      /* 1, 60 or 3600 seconds */
 	long   rl_limit;       /* connections per window per source address */
@@ -23,6 +26,7 @@ struct rate_limit {
 struct public_proxy {
 	char  *pp_name;
 	char **pp_data_endpoints;      /* NULL-terminated, at least one */
+	long   pp_pool_size;           /* pooled data connections; -1: the section's pool_size */
 };
 
 /* rate_limit_prefixes: aggregate buckets of wider prefixes, as multiples
@@ -65,6 +69,9 @@ struct proxy_conf {
 	int     pc_ndata_rate_limits;
 	struct rate_prefixes pc_rate_prefixes;
 	long    pc_max_data_connections;       /* data connections waiting for a token */
+	double  pc_ticket_lifetime;     /* an unused pool ticket (issue #16) */
+	long    pc_max_pooled;          /* tickets + pooled connections per operator */
+	double  pc_pool_idle_lifetime;  /* a pooled connection unused this long is closed */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */
@@ -74,6 +81,9 @@ struct proxy_conf {
 	int     pc_nannouncements;
 	struct public_proxy *pc_public_proxies;
 	int     pc_npublic_proxies;
+	long    pc_pool_size;           /* pooled data connections per public proxy; 0: off */
+	long    pc_pool_batch;          /* tickets fetched per requestConnectionTickets */
+	double  pc_frame_timeout;       /* token_timeout: a start frame, from its first byte */
 
 	/* both */
 	double  pc_idle_timeout;       /* 0: never */

@@ -127,6 +127,11 @@ void	ticket_sweep(struct ticket_book *b, double now);
 /* op's counters; -1 for an operator the book has never seen. */
 int	ticket_stats(struct ticket_book *b, const char *op, struct ticket_stats *st);
 
+/* Call fn once per operator the book knows, with its counters, under the
+ * book's lock (fn must not call the book).  Returns how many. */
+int	ticket_foreach(struct ticket_book *b,
+	    void (*fn)(void *arg, const char *op, const struct ticket_stats *st), void *arg);
+
 /* Short English for log lines and JSON-RPC errors. */
 const char *ticket_why_str(enum ticket_why w);
 

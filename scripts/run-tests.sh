@@ -37,7 +37,8 @@ done
 # which the chain's "exits 0 on SIGTERM" checks catch).
 runs=()
 for s in tests/e2e/*.sh; do [ -x "$s" ] && runs+=("$s"); done
-[ -x build/asan/bin/proxy ] && runs+=("asan:tests/e2e/chain.sh" "asan:tests/e2e/proxyproto.sh")
+[ -x build/asan/bin/proxy ] && runs+=("asan:tests/e2e/chain.sh" "asan:tests/e2e/proxyproto.sh" \
+	"asan:tests/e2e/pool.sh")
 for r in "${runs[@]}"; do
 	s=${r#asan:}; name=$(basename "$s" .sh); envs=()
 	if [ "$r" != "$s" ]; then

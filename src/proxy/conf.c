@@ -208,6 +208,7 @@ conf_public_proxies(struct cfg *sec, struct proxy_conf *pc)
 		pc->pc_npublic_proxies = i + 1;
 		cfg_string(&c, "name", NULL, 1, &pp->pp_name);
 		cfg_strv(&c, "data_endpoints", 1, &pp->pp_data_endpoints);
+		cfg_int(&c, "pool_size", -1, 0, 256, &pp->pp_pool_size);
 		if (pp->pp_name != NULL && *pp->pp_name == '\0')
 			cfg_error(&c, "name", "must not be empty");
 		for (int j = 0; pp->pp_name != NULL && j < i; j++)
@@ -268,6 +269,11 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			conf_directory(&sec, pc);
 			cfg_int(&sec, "max_data_connections", 1024, 1, 1 << 24,
 			    &pc->pc_max_data_connections);
+			cfg_seconds(&sec, "ticket_lifetime", 60, 1, DAY, &pc->pc_ticket_lifetime);
+			cfg_int(&sec, "max_pooled_per_operator", 64, 1, 1 << 20,
+			    &pc->pc_max_pooled);
+			cfg_seconds(&sec, "pool_idle_lifetime", 60, 1, DAY,
+			    &pc->pc_pool_idle_lifetime);
 			conf_rate_limits(&sec, "tcp_rate_limits", NULL, &pc->pc_rate_limits,
 			    &pc->pc_nrate_limits);
 			conf_rate_limits(&sec, "data_rate_limits", &data_rate_default,
@@ -287,6 +293,9 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    &pc->pc_announce_interval);
 			conf_announcements(&sec, pc);
 			conf_public_proxies(&sec, pc);
+			cfg_int(&sec, "pool_size", POOL_SIZE_DEFAULT, 0, 256, &pc->pc_pool_size);
+			cfg_int(&sec, "pool_batch", 32, 1, 256, &pc->pc_pool_batch);
+			cfg_seconds(&sec, "token_timeout", 5, 0.001, DAY, &pc->pc_frame_timeout);
 		}
 		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
 		cfg_seconds(&sec, "stall_timeout", 60, 0, 365 * DAY, &pc->pc_stall_timeout);

@@ -22,6 +22,7 @@
 #include "datastore.h"
 #include "log.h"
 #include "loop.h"
+#include "private_pool.h"
 #include "proxy.h"
 #include "proxy_conf.h"
 #include "reload.h"
@@ -131,6 +132,13 @@ private_bind(struct proxy *px, char *err, size_t errlen)
 	return control_bind(&pv->pv_ctl, private_rpc, pv, err, errlen);
 }
 
+/* issue #16 (private_pool.h, pe_drained; loop thread) */
+static void
+private_pool_drained(struct private *pv)
+{
+	proxy_drained(&pv->pv_px);
+}
+
 static int
 private_open(struct proxy *px)
 {
@@ -151,6 +159,13 @@ private_open(struct proxy *px)
 		log_warnx("%s", err);
 		return -1;
 	}
+	/* issue #16 */
+	if ((pv->pv_pool = private_pool_new(&(struct private_pool_env){
+	    .pe_pv = pv, .pe_conf = pv->pv_conf, .pe_ctl = &pv->pv_ctl,
+	    .pe_table = pv->pv_table, .pe_nsockets = &pv->pv_nsockets,
+	    .pe_stopping = &pv->pv_stopping, .pe_endpoint = private_pool_endpoint,
+	    .pe_join = private_pool_join, .pe_drained = private_pool_drained })) == NULL)
+		fatalx("out of memory");
 	return 0;
 }
 
@@ -161,6 +176,7 @@ private_start(struct proxy *px)
 
 	pv->pv_loop = px->px_loop;
 	pv->pv_relay = px->px_relay;
+	private_pool_start(pv->pv_pool, pv->pv_loop);   /* issue #16 */
 	reload_init(&pv->pv_ctl, pv->pv_loop, pv->pv_conf, &(struct reload_role){ NULL });
 }
 
@@ -184,6 +200,7 @@ private_drain(struct proxy *px)
 	struct private *pv = px->px_role;
 
 	atomic_store(&pv->pv_stopping, 1);
+	private_pool_drain(pv->pv_pool);        /* issue #16: idle pooled ones first */
 	private_dials_cancel(pv);
 }
 
@@ -205,6 +222,7 @@ private_side_stopped(struct proxy *px)
 
 	atomic_store(&pv->pv_stopping, 1);
 	private_targets_free(pv);
+	private_pool_side_stopped(pv->pv_pool); /* issue #16 */
 }
 
 static void
@@ -216,6 +234,7 @@ private_free(struct proxy *px)
 	if (pv->pv_table)
 		announce_table_free(pv->pv_table);
 	private_publics_free(pv);
+	private_pool_free(pv->pv_pool);         /* issue #16 */
 }
 
 static const struct proxy_hooks private_hooks = {

@@ -21,6 +21,7 @@
 #include "control.h"
 #include "log.h"
 #include "metrics.h"
+#include "private_pool.h"
 #include "proxy_conf.h"
 #include "util.h"
 #include "private_int.h"
@@ -189,6 +190,7 @@ announce_reply(void *arg, struct json_object *result, struct json_object *error)
 	tg->tg_state = TG_IDLE;
 	tg->tg_accepted = 1;
 	tg->tg_backoff = 0;
+	private_pool_announced(pv->pv_pool, tg->tg_proxy);     /* issue #16 */
 	if (again)
 		target_pass(tg);
 	else

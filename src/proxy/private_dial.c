@@ -21,9 +21,12 @@
 
 #include "log.h"
 #include "loop.h"
+#include "announce.h"
+#include "frame.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "proxy_conf.h"
+#include "proxyproto.h"
 #include "relay.h"
 #include "util.h"
 #include "private_int.h"
@@ -114,7 +117,8 @@ dial_done(const struct relay_report *rep, void *arg)
 		.ps_peer = (struct sockaddr *)&d->dl_client,
 		.ps_sni = d->dl_domain,
 		.ps_operator = d->dl_operator,
-		.ps_via = (struct sockaddr *)&d->dl_pub.dn_sa,
+		.ps_via = d->dl_pooled ? "pool" : "dial",
+		.ps_endpoint = (struct sockaddr *)&d->dl_pub.dn_sa,
 		.ps_duration = (double)(loop_now_ms(d->dl_pv->pv_loop) - d->dl_start_ms) / 1000.0,
 		.ps_bytes_in = rep->bytes_ab,
 		.ps_bytes_out = rep->bytes_ba,
@@ -278,7 +282,8 @@ dial_start(void *arg)
 	}
 	if (ms == 0)
 		ms = 1;
-	if (dial_socket(&d->dl_pub) < 0 || dial_socket(&d->dl_int) < 0) {
+	/* a pooled dl_pub is connected already (issue #16) */
+	if ((!d->dl_pooled && dial_socket(&d->dl_pub) < 0) || dial_socket(&d->dl_int) < 0) {
 		/* EMFILE and the like: the public proxy times the client out. */
 		d->dl_err = errno ? errno : EMFILE;
 		log_warn("connection %s via %s: socket", d->dl_domain, d->dl_endpoint);
@@ -287,8 +292,9 @@ dial_start(void *arg)
 	}
 	loop_op_init(&d->dl_pub.dn_op, dial_pub_cb);
 	loop_op_init(&d->dl_int.dn_op, dial_int_cb);
-	loop_connect(pv->pv_loop, &d->dl_pub.dn_op, d->dl_pub.dn_fd,
-	    (struct sockaddr *)&d->dl_pub.dn_sa, d->dl_pub.dn_salen, ms);
+	if (!d->dl_pooled)
+		loop_connect(pv->pv_loop, &d->dl_pub.dn_op, d->dl_pub.dn_fd,
+		    (struct sockaddr *)&d->dl_pub.dn_sa, d->dl_pub.dn_salen, ms);
 	loop_connect(pv->pv_loop, &d->dl_int.dn_op, d->dl_int.dn_fd,
 	    (struct sockaddr *)&d->dl_int.dn_sa, d->dl_int.dn_salen, ms);
 }
@@ -302,4 +308,47 @@ private_dials_cancel(struct private *pv)
 		loop_cancel(pv->pv_loop, &d->dl_pub.dn_op);
 		loop_cancel(pv->pv_loop, &d->dl_int.dn_op);
 	}
+}
+
+void
+private_pool_join(struct private *pv, int fd, const struct announcement *an,
+    const struct frame *f, const char *endpoint)
+{
+	struct proxyproto_info pi;
+	uint8_t pp[PROXYPROTO_WRITE_MAX];
+	ssize_t pplen = 0;
+	struct dial *d;
+
+	atomic_fetch_add(&pv->pv_nsockets, 1);  /* the internal side */
+	memset(&pi, 0, sizeof(pi));
+	pi.pi_src = f->fr_client;
+	pi.pi_dst = f->fr_local;
+	pi.pi_local = f->fr_client.ss_family != f->fr_local.ss_family;
+	if (an->an_proxy_protocol != PROXYPROTO_OFF) {
+		strlcpy(pi.pi_authority, f->fr_sni, sizeof(pi.pi_authority));
+		pplen = proxyproto_write(an->an_proxy_protocol, &pi, pp, sizeof(pp));
+	}
+	if (pplen < 0 || (d = calloc(1, sizeof(*d) + (size_t)pplen)) == NULL) {
+		log_warnx("connection %s via %s: %s", f->fr_sni, endpoint, pplen < 0 ?
+		    "cannot write the PROXY header" : "out of memory");
+		close(fd);
+		atomic_fetch_sub(&pv->pv_nsockets, 2);
+		proxy_drained(&pv->pv_px);
+		return;
+	}
+	d->dl_pv = pv;
+	d->dl_state = DIAL_CONNECTING;
+	d->dl_pooled = 1;
+	d->dl_pub.dn_fd = fd;
+	d->dl_pub.dn_state = DN_CONNECTED;
+	d->dl_int.dn_fd = -1;
+	memcpy(d->dl_pp, pp, (size_t)pplen);
+	d->dl_pplen = (size_t)pplen;
+	strlcpy(d->dl_domain, f->fr_sni, sizeof(d->dl_domain));
+	strlcpy(d->dl_operator, an->an_operator, sizeof(d->dl_operator));
+	d->dl_client = f->fr_client;
+	strlcpy(d->dl_endpoint, endpoint, sizeof(d->dl_endpoint));
+	memcpy(&d->dl_int.dn_sa, &pv->pv_int_sa, pv->pv_int_salen);
+	d->dl_int.dn_salen = pv->pv_int_salen;
+	dial_start(d);
 }

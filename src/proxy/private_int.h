@@ -154,6 +154,7 @@ struct dial {
 	int			 dl_err;	/* errno of the first failure, 0: none */
 	struct dial_end	 dl_pub;	/* the public proxy's data endpoint */
 	struct dial_end	 dl_int;	/* the internal server */
+	int			 dl_pooled;	/* issue #16: dl_pub came from the pool */
 	uint8_t			 dl_token[TOKEN_LEN];
 	size_t			 dl_pplen;	/* 0: proxy_protocol off */
 	char			 dl_domain[ANNOUNCE_DOMAIN_MAX];
@@ -186,6 +187,8 @@ struct private {
 	struct loop		*pv_loop;
 	struct relay		*pv_relay;
 	TAILQ_HEAD(, dial)	 pv_dials;
+
+	struct private_pool	*pv_pool;	/* issue #16: private_pool.h */
 };
 
 /* private_announcer.c (side thread) */
@@ -212,8 +215,18 @@ struct dial *dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const 
 void	dial_start(void *arg);
 /* Stop: cancel every connect in flight (the jobs then free themselves). */
 void	private_dials_cancel(struct private *pv);
+/* issue #16 (private_pool.h, pe_join; loop thread): pooled connection fd
+ * read its start frame f for announcement an: dial the internal server and
+ * join, as a dial-back does.  fd and one socket of pv_nsockets are ours. */
+struct frame;
+void	private_pool_join(struct private *pv, int fd, const struct announcement *an,
+	    const struct frame *f, const char *endpoint);
 
 /* private_rpc.c (side thread) */
 void	private_rpc(void *arg, struct jsonrpc_call *call);
+/* issue #16 (private_pool.h, pe_endpoint; side thread): the address of
+ * data endpoint `endpoint` of public proxy `proxy`, or NULL. */
+const struct sockaddr_storage *private_pool_endpoint(struct private *pv, const char *proxy,
+	    const char *endpoint, socklen_t *len);
 
 #endif

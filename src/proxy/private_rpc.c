@@ -100,6 +100,18 @@ private_data_endpoint(struct private *pv, const char *proxy, const char *endpoin
 	return NULL;
 }
 
+const struct sockaddr_storage *
+private_pool_endpoint(struct private *pv, const char *proxy, const char *endpoint,
+    socklen_t *len)
+{
+	const struct data_endpoint *ep = private_data_endpoint(pv, proxy, endpoint);
+
+	if (ep == NULL)
+		return NULL;
+	*len = ep->ep_salen;
+	return &ep->ep_sa;
+}
+
 /* One IP literal and port of the "client" parameter into ss (v4-mapped
  * IPv6 becomes IPv4).  -1 with why when either is missing or malformed. */
 static int

@@ -217,13 +217,14 @@ proxy_log_summary(const struct proxy_summary *s)
 		strlcpy(addr, "-", sizeof(addr));
 	else
 		addr_str_masked(s->ps_peer, addr, sizeof(addr));
-	if (s->ps_via != NULL) {
-		strlcpy(via, " via=", sizeof(via));
-		addr_str(s->ps_via, via + 5, sizeof(via) - 5);
+	if (s->ps_endpoint != NULL) {
+		strlcpy(via, " endpoint=", sizeof(via));
+		addr_str(s->ps_endpoint, via + 10, sizeof(via) - 10);
 	}
-	log_info("%s %s sni=%s operator=%s%s duration=%.3fs bytes_in=%llu bytes_out=%llu end=%s",
-	    s->ps_kind, addr, s->ps_sni && s->ps_sni[0] ? s->ps_sni : "-",
-	    s->ps_operator && s->ps_operator[0] ? s->ps_operator : "-", via, s->ps_duration,
+	log_info("%s %s sni=%s operator=%s via=%s%s duration=%.3fs bytes_in=%llu "
+	    "bytes_out=%llu end=%s", s->ps_kind, addr, s->ps_sni && s->ps_sni[0] ? s->ps_sni : "-",
+	    s->ps_operator && s->ps_operator[0] ? s->ps_operator : "-",
+	    s->ps_via ? s->ps_via : "-", via, s->ps_duration,
 	    (unsigned long long)s->ps_bytes_in, (unsigned long long)s->ps_bytes_out,
 	    s->ps_end && s->ps_end[0] ? s->ps_end : "-");
 }

@@ -101,12 +101,24 @@ public_admit(struct public *p, enum public_event ev)
 	case PE_LISTENER_CLOSED:
 		p->p_nlisteners--;
 		break;
+	case PE_POOL_ADDED:             /* issue #16: out of the token budget, pooled */
+		p->p_ndata--;
+		p->p_npooled++;
+		break;
+	case PE_POOL_CLOSED:
+		p->p_npooled--;
+		break;
+	case PE_POOL_JOINED:            /* counted with its client now */
+		p->p_npooled--;
+		p->p_nconns++;
+		break;
 	}
 	if (p->p_px.px_state != PS_RUNNING) {
 		proxy_drained(&p->p_px);
 		return;         /* the listeners are closed */
 	}
-	if (ev == PE_DATA_ACCEPTED || ev == PE_DATA_CLOSED)
+	if (ev == PE_DATA_ACCEPTED || ev == PE_DATA_CLOSED || ev == PE_POOL_ADDED ||
+	    ev == PE_POOL_CLOSED)
 		return;         /* not counted in max_connections */
 	tls_full = p->p_nconns >= max;
 	data_full = p->p_nconns >= max + (long)token_count(p->p_tokens);
@@ -277,7 +289,7 @@ public_loop_init(struct public *p)
 	p->p_sources = srccap_new(pc->pc_max_per_source);
 	p->p_peekbuf = malloc((size_t)pc->pc_hello_max_bytes);
 	if (!p->p_tokens || !p->p_limits || !p->p_data_limits || !p->p_sources ||
-	    !p->p_peekbuf)
+	    !p->p_peekbuf || public_pool_init(p) < 0)
 		return -1;
 	return 0;
 }
@@ -294,6 +306,7 @@ public_timers_init(struct public *p)
 	    (uint64_t)(pc->pc_accept_timeout * 1000), pconn_park_expired, p);
 	loop_timer_list_init(p->p_loop, &p->p_token_timers,
 	    (uint64_t)(pc->pc_token_timeout * 1000), dconn_token_expired, p);
+	public_pool_start(p);
 }
 
 void
@@ -301,6 +314,7 @@ public_loop_free(struct public *p)
 {
 	public_clients_free(p);
 	public_data_free(p);
+	public_pool_free(p);
 	token_table_free(p->p_tokens);
 	ratelimit_free(p->p_limits);
 	srccap_free(p->p_sources);
@@ -394,6 +408,7 @@ public_drain(struct proxy *px)
 	loop_listener_stop(&p->p_data_listener, public_listener_closed);
 	public_clients_drain(p);
 	public_data_drain(p);
+	public_pool_drain(p);
 }
 
 /* Done once every socket is closed, the listening ones too, so no request
@@ -403,7 +418,7 @@ public_held(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
-	return p->p_nconns + p->p_ndata + p->p_nlisteners;
+	return p->p_nconns + p->p_ndata + p->p_npooled + p->p_nlisteners;
 }
 
 static void

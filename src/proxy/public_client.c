@@ -79,6 +79,7 @@ pconn_log(struct pconn *c, const char *how, uint64_t in, uint64_t out)
 		.ps_peer = (struct sockaddr *)&c->c_peer,
 		.ps_sni = c->c_sni,
 		.ps_operator = c->c_operator,
+		.ps_via = c->c_via,
 		.ps_duration = (double)(loop_now_ms(c->c_pub->p_loop) - c->c_start_ms) / 1000.0,
 		.ps_bytes_in = in,
 		.ps_bytes_out = out,
@@ -188,6 +189,8 @@ pconn_park(struct pconn *c)
 
 		setsockopt(c->c_fd, SOL_SOCKET, SO_PEEK_OFF, &none, sizeof(none));
 	}
+	if (public_pool_take(p, c) == 0)
+		return;         /* issue #16: joined to a pooled connection */
 	if ((in = calloc(1, sizeof(*in))) == NULL ||
 	    token_park(p->p_tokens, c, c->c_token) < 0) {
 		free(in);

@@ -82,10 +82,23 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->dc_timer);
 	if ((c = token_claim(p->p_tokens, d->dc_token)) == NULL) {
-		dconn_close(d, &p->p_log_dtoken, "unknown_token", "unknown or used token");
+		const char *why = NULL;
+
+		/* issue #16: a ticket makes it a pooled connection */
+		if (public_pool_redeem(p, d->dc_fd, &d->dc_peer, d->dc_token, &why) == 0) {
+			d->dc_fd = -1;   /* the pool's now */
+			TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
+			free(d);
+			return;
+		}
+		if (strcmp(why, "unknown ticket") == 0)
+			dconn_close(d, &p->p_log_dtoken, "unknown_token", "unknown or used token");
+		else
+			dconn_close(d, &p->p_log_dtoken, "ticket_refused", why);
 		return;
 	}
 	metric_inc(&m_data, "joined");
+	c->c_via = "dial";
 	pconn_joined(c);
 	cfd = c->c_fd;
 	dfd = d->dc_fd;

@@ -6,6 +6,8 @@
  *   public_data.c    loop thread: the data-connection token machine
  *   public_side.c    side thread: incomingConnection, the JSON-RPC methods,
  *                    their commits, the allowed_domains re-checks, sweeps
+ *   public_pool.c    loop thread: the warm pool of ticketed data connections
+ *   public_tickets.c side thread: requestConnectionTickets, getConnectionPools
  *
  * Threads: the main thread runs the io_uring loop and owns every socket,
  * the token table and the rate limiters; the side thread (control.h) runs
@@ -41,6 +43,8 @@ struct relay;
 struct relay_report;
 struct srccap;
 struct srccap_entry;
+struct public_pool;
+struct ticket_book;
 
 /* TLS alert descriptions (RFC 8446 6.2). */
 #define ALERT_DECODE_ERROR       50
@@ -94,6 +98,7 @@ struct pconn {
 	struct srccap_entry     *c_source;      /* counted toward its source's cap */
 	uint64_t                 c_start_ms;
 	uint8_t                  c_token[TOKEN_LEN];
+	const char              *c_via;          /* joined: "pool" or "dial" */
 	char                     c_sni[SNI_NAME_MAX];
 	char                     c_operator[ANNOUNCE_NAME_MAX];
 };
@@ -176,6 +181,9 @@ enum public_event {
 	PE_PAIR_JOINED,         /* a data socket joined its (unparked) client */
 	PE_PAIR_CLOSED,         /* the relay released both sockets of a pair */
 	PE_LISTENER_CLOSED,     /* at a stop: the kernel let go of a listener */
+	PE_POOL_ADDED,          /* a data socket's ticket redeemed: pooled, idle */
+	PE_POOL_CLOSED,         /* a pooled socket closed unused */
+	PE_POOL_JOINED,         /* a pooled socket joined a client */
 };
 
 struct public {
@@ -204,6 +212,9 @@ struct public {
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
 	long                     p_nconns;       /* client + joined data sockets held */
 	long                     p_ndata;        /* data sockets waiting for a token */
+	long                     p_npooled;      /* pooled data sockets, idle */
+	struct ticket_book      *p_tickets;      /* shared with the side thread (own lock) */
+	struct public_pool      *p_pool;         /* loop thread: the idle pooled connections */
 	int                      p_nlisteners;   /* not yet closed by the kernel */
 	struct log_limit         p_log_dfull, p_log_drate, p_log_dtoken, p_log_dclose;
 	int                      p_tls_paused, p_data_paused;
@@ -242,6 +253,30 @@ void	public_data_accept(struct loop_listener *l, int fd);
 void	dconn_token_expired(struct loop_timer *t, void *arg);
 void	public_data_drain(struct public *p);
 void	public_data_free(struct public *p);
+
+/* public_pool.c (loop thread, except public_pool_init: main, before the
+ * side thread runs) */
+/* The ticket book and the pool; -1 out of memory. */
+int	public_pool_init(struct public *p);
+/* With p_loop set: the idle-lifetime timers. */
+void	public_pool_start(struct public *p);
+/* A data connection wrote 32 bytes that are no token: a ticket makes it a
+ * pooled connection (0: the pool owns fd now), else -1 with why set. */
+int	public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t ticket[TOKEN_LEN], const char **why);
+/* A client of an announced name (c_operator set, HELLO or PARKED): join it to an
+ * idle pooled connection of its operator after writing the start frame.
+ * 0: joined (the relay owns the client now); -1: none usable, go on with
+ * incomingConnection. */
+int	public_pool_take(struct public *p, struct pconn *c);
+/* Stop: close every idle pooled connection. */
+void	public_pool_drain(struct public *p);
+/* The loop is gone: free what is left. */
+void	public_pool_free(struct public *p);
+
+/* public_tickets.c (side thread): the pool's methods, 1 when method was one. */
+int	public_tickets_rpc(struct public *p, struct jsonrpc_call *call, const char *method,
+	    const char *caller, struct json_object *params);
 
 /* public_side.c (side thread) */
 void	public_incoming_post(struct public *p, struct incoming *in);

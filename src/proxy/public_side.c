@@ -29,6 +29,8 @@
 #include "loop.h"
 #include "metrics.h"
 #include "proxy_conf.h"
+#include "side.h"
+#include "ticket.h"
 #include "util.h"
 #include "public_int.h"
 
@@ -223,6 +225,7 @@ public_sweep(evutil_socket_t fd, short what, void *arg)
 
 	if ((n = announce_expire(p->p_announce, now_wall())) > 0)
 		log_info("%d expired announcement(s) dropped", n);
+	ticket_sweep(p->p_tickets, now_wall());         /* issue #16 */
 }
 
 static void
@@ -669,6 +672,13 @@ static const struct control_method public_methods[] = {
 static void
 public_dispatch(struct public *p, struct jsonrpc_call *call)
 {
+	struct json_object *params = jsonrpc_call_params(call);
+	const char *caller = control_caller(params);
+
+	/* issue #16: the pool's methods */
+	if (caller != NULL &&
+	    public_tickets_rpc(p, call, jsonrpc_call_method(call), caller, params))
+		return;
 	control_dispatch(public_methods, p, call);
 }
 

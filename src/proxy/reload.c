@@ -104,7 +104,8 @@ reload_publicseq(const struct proxy_conf *o, const struct proxy_conf *n)
 	for (int i = 0; i < o->pc_npublic_proxies; i++)
 		if (!reload_streq(o->pc_public_proxies[i].pp_name, n->pc_public_proxies[i].pp_name) ||
 		    !reload_strveq(o->pc_public_proxies[i].pp_data_endpoints,
-		    n->pc_public_proxies[i].pp_data_endpoints))
+		    n->pc_public_proxies[i].pp_data_endpoints) ||
+		    o->pc_public_proxies[i].pp_pool_size != n->pc_public_proxies[i].pp_pool_size)
 			return 0;
 	return 1;
 }
@@ -157,11 +158,20 @@ reload_restart_key(const struct proxy_conf *o, const struct proxy_conf *n)
 		RESTART_IF(!reload_strveq(o->pc_dir_paths, n->pc_dir_paths),
 		    "directory.settings.path");
 		RESTART_IF(o->pc_dir_poll != n->pc_dir_poll, "directory.settings.poll_interval");
+		/* issue #16: read once into the ticket book and the pool's timers */
+		RESTART_IF(o->pc_ticket_lifetime != n->pc_ticket_lifetime, "ticket_lifetime");
+		RESTART_IF(o->pc_max_pooled != n->pc_max_pooled, "max_pooled_per_operator");
+		RESTART_IF(o->pc_pool_idle_lifetime != n->pc_pool_idle_lifetime,
+		    "pool_idle_lifetime");
 	} else {
 		RESTART_IF(!reload_streq(o->pc_internal_address, n->pc_internal_address),
 		    "internal_endpoint.address");
 		RESTART_IF(!reload_publicseq(o, n), "public_proxies");
 		RESTART_IF(!reload_announcementseq(o, n), "announcements");
+		/* issue #16: the keepers and their timers are made once */
+		RESTART_IF(o->pc_pool_size != n->pc_pool_size, "pool_size");
+		RESTART_IF(o->pc_pool_batch != n->pc_pool_batch, "pool_batch");
+		RESTART_IF(o->pc_frame_timeout != n->pc_frame_timeout, "token_timeout");
 	}
 	return NULL;
 #undef RESTART_IF

@@ -593,3 +593,19 @@ ticket_stats(struct ticket_book *b, const char *op, struct ticket_stats *st)
 	pthread_mutex_unlock(&b->tb_lock);
 	return rc;
 }
+
+int
+ticket_foreach(struct ticket_book *b,
+    void (*fn)(void *arg, const char *op, const struct ticket_stats *st), void *arg)
+{
+	struct ticket_op *o;
+	int n = 0;
+
+	pthread_mutex_lock(&b->tb_lock);
+	LIST_FOREACH(o, &b->tb_ops, to_link) {
+		fn(arg, o->to_name, &o->to_st);
+		n++;
+	}
+	pthread_mutex_unlock(&b->tb_lock);
+	return n;
+}

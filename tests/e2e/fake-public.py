@@ -8,6 +8,8 @@ JSON-RPC (HTTPS, mutual TLS, only the Hyper of public-proxy-1.ga) on RPC_PORT:
                        starting with "taken." gets item error 409; while
                        OUT_DIR/refuse exists the whole call fails (-32603)
   withdrawConnections  appended to OUT_DIR/calls.jsonl, result "ok"
+  requestConnectionTickets  while OUT_DIR/pool exists: count random tickets
+                       for 127.0.0.1:DATA_PORT, valid 60 s; else -32601
 Data listener (plain TCP) on DATA_PORT: reads the 32-byte token, then acts
 after OUT_DIR/mode (read per connection), one JSON line per connection in
 OUT_DIR/data.jsonl:
@@ -16,6 +18,13 @@ OUT_DIR/data.jsonl:
   hold       reads nothing more, closes after 3 s
   midstream  TLS GET /bytes/1000000000, touches OUT_DIR/streaming after 64 KiB,
              then reads until the stream ends and records how it ended
+  frame-tls  (a pooled connection, issue #16) writes a start frame for
+             test.internal-server.local, then TLS GET / as with tls
+  frame-badmagic, frame-unannounced, frame-partial, frame-badlength:
+             writes an HTTP request where the frame belongs / a frame for
+             other.internal-server.local / the first 10 bytes of a frame /
+             a head declaring a 400-byte body, then records the seconds until
+             the private proxy closes (eof_after)
 Every wait is bounded; the process exits after 300 s at the latest.
 """
 import base64
@@ -23,6 +32,7 @@ import json
 import os
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -59,6 +69,13 @@ class Rpc(BaseHTTPRequestHandler):
                     for c in params.get("connections", [])]
         elif method == "withdrawConnections":
             resp["result"] = "ok"
+        elif method == "requestConnectionTickets" and os.path.exists(os.path.join(out, "pool")):
+            n = int(params.get("count", 1))
+            resp["result"] = {
+                "tickets": [base64.b64encode(os.urandom(32)).decode() for _ in range(n)],
+                "data_endpoint": "127.0.0.1:%d" % data_port,
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60)),
+                "expires_in": 60}
         else:
             resp["error"] = {"code": -32601, "message": "method not found"}
         data = json.dumps(resp).encode()
@@ -95,6 +112,15 @@ def tls_client(s):
     return ctx.wrap_socket(s, server_hostname="test.internal-server.local")
 
 
+def frame(sni):
+    """A start frame (README "The start frame"): client 10.0.0.1:40000 to
+    192.0.2.7:443, connection id 1."""
+    body = (struct.pack(">Q", 1) + bytes([4]) + socket.inet_aton("10.0.0.1") + struct.pack(">H", 40000)
+            + bytes([4]) + socket.inet_aton("192.0.2.7") + struct.pack(">H", 443)
+            + bytes([len(sni)]) + sni.encode())
+    return b"HPSF" + bytes([1, 0]) + struct.pack(">H", len(body)) + body
+
+
 def data_conn(s):
     t0 = time.time()
     s.settimeout(5)
@@ -107,7 +133,23 @@ def data_conn(s):
         except OSError:
             mode = "tls"
         rec["mode"] = mode
-        if mode == "tls":
+        bad = {"frame-badmagic": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+               "frame-unannounced": frame("other.internal-server.local"),
+               "frame-partial": frame("test.internal-server.local")[:10],
+               "frame-badlength": b"HPSF" + bytes([1, 0]) + struct.pack(">H", 400)}
+        if mode == "frame-tls":
+            s.sendall(frame("test.internal-server.local"))
+            mode = "tls"
+        if mode in bad:
+            s.sendall(bad[mode])
+            s.settimeout(10)
+            try:
+                rest = s.recv(1)
+            except ConnectionResetError:
+                rest = b""
+            rec["eof_after"] = time.time() - t0
+            rec["rest"] = len(rest)
+        elif mode == "tls":
             t = tls_client(s)
             t.sendall(b"GET / HTTP/1.1\r\nHost: test.internal-server.local\r\nConnection: close\r\n\r\n")
             resp = b""

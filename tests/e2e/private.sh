@@ -152,7 +152,7 @@ check "incomingConnection answers ok at once" \
 check "the dial-back sends the token first, then relays TLS to the internal server" \
 	eval 'wait_for 5 data_line "$tok" && [ "$(js "$T/line.json" "j[\"body\"]")" = "{\"message\": \"success\"}" ]'
 check "one summary line per closed connection: sni, operator, endpoint, bytes, end" \
-	wait_for 3 grep -qE "client [^ ]+ sni=test.internal-server.local operator=[^ ]+ via=127.0.0.1:$DATA_PORT duration=[0-9.]+s bytes_in=[1-9][0-9]* bytes_out=[1-9][0-9]* end=eof$" \
+	wait_for 3 grep -qE "client [^ ]+ sni=test.internal-server.local operator=[^ ]+ via=dial endpoint=127.0.0.1:$DATA_PORT duration=[0-9.]+s bytes_in=[1-9][0-9]* bytes_out=[1-9][0-9]* end=eof$" \
 	"$T/private.log"
 
 bad_params() { # NAME PARAMS-JSON

@@ -390,3 +390,29 @@ Test(ticket, each_ticket_redeems_once_across_threads)
 	cr_assert_eq(stats(b, OP).ts_idle, NTICKETS);
 	ticket_book_free(b);
 }
+
+static void
+count_op(void *arg, const char *op, const struct ticket_stats *st)
+{
+	size_t *outstanding = arg;
+
+	if (strcmp(op, OP) == 0)
+		outstanding[0] += st->ts_outstanding;
+	else if (strcmp(op, OP2) == 0)
+		outstanding[1] += st->ts_outstanding;
+}
+
+Test(ticket, foreach_visits_every_operator_once)
+{
+	struct ticket_book *b = book(5, 10, 600);
+	uint8_t t[10][TICKET_LEN];
+	size_t seen[2] = { 0, 0 };
+
+	cr_assert_eq(ticket_foreach(b, count_op, seen), 0, "an empty book has no operator");
+	issue(b, OP, 3, T0, t, 3);
+	issue(b, OP2, 2, T0, t + 3, 2);
+	cr_assert_eq(ticket_foreach(b, count_op, seen), 2);
+	cr_assert_eq(seen[0], 3);
+	cr_assert_eq(seen[1], 2);
+	ticket_book_free(b);
+}

@@ -1,0 +1,146 @@
+/* public_tickets.c - the public proxy's pool methods (issue #16):
+ * requestConnectionTickets, getConnectionPools.
+ *
+ * Thread: the side thread only.  The ticket book (ticket.h) is shared with
+ * the loop thread, which redeems tickets and keeps the pooled connections
+ * (public_pool.c); the book has its own lock.
+ *
+ *   requestConnectionTickets {count}  -> {tickets: [base64 of 32 bytes],
+ *       data_endpoint, expires_at (RFC 3339), expires_in (seconds)}
+ *     for the operators that may announce (allowed_domains in their
+ *     directory entry, as announceConnections); count 1-256; fewer tickets
+ *     when max_pooled_per_operator leaves less room, error 429 when none.
+ *   getConnectionPools {}  -> [{operator, idle, outstanding, used, replaced,
+ *       dead, closed, expired}]: every operator's pool for the own operator
+ *       and admin_group, the caller's own one for anyone else. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "control.h"
+#include "jsonrpc.h"
+#include "log.h"
+#include "proxy_conf.h"
+#include "ticket.h"
+#include "util.h"
+#include "public_int.h"
+
+/* Refusals at the cap, at most about one line a second (side thread only). */
+static struct log_limit tickets_cap_log;
+
+static void
+rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	uint8_t (*t)[TICKET_LEN];
+	struct json_object *jc, *res, *list;
+	const char **allowed = NULL;
+	enum ticket_why w;
+	double now = now_wall(), expiry = 0;
+	size_t issued = 0;
+	int64_t count;
+	char b64[64], ts[32];
+
+	if (control_allowed_domains(params, p->p_conf->pc_name, &allowed) < 0) {
+		log_warnx("requestConnectionTickets refused to %s: not authorized", caller);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	free(allowed);
+	if (!json_object_object_get_ex(params, "count", &jc) ||
+	    !json_object_is_type(jc, json_type_int) ||
+	    (count = json_object_get_int64(jc)) < 1 || count > TICKET_BATCH_MAX) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "count: expected an integer of 1-%d", TICKET_BATCH_MAX);
+		return;
+	}
+	if ((t = calloc((size_t)count, TICKET_LEN)) == NULL) {
+		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	w = ticket_issue(p->p_tickets, caller, (size_t)count, now, t, &issued, &expiry);
+	if (w != TICKET_OK) {
+		free(t);
+		if (w == TICKET_CAP) {
+			log_limited(&tickets_cap_log, LOG_LVL_INFO,
+			    "requestConnectionTickets by %s: at max_pooled_per_operator (%ld)",
+			    caller, p->p_conf->pc_max_pooled);
+			jsonrpc_call_error(call, PUBLIC_ERR_TOO_MANY,
+			    "too many tickets and pooled connections: at most %ld per operator "
+			    "(max_pooled_per_operator)", p->p_conf->pc_max_pooled);
+		} else
+			jsonrpc_call_error(call, w == TICKET_INVALID ? JSONRPC_INVALID_PARAMS :
+			    JSONRPC_INTERNAL_ERROR, "%s", ticket_why_str(w));
+		return;
+	}
+	res = json_object_new_object();
+	list = json_object_new_array();
+	for (size_t i = 0; i < issued; i++) {
+		b64_encode(t[i], TICKET_LEN, b64);
+		json_object_array_add(list, json_object_new_string(b64));
+	}
+	explicit_bzero(t, (size_t)count * TICKET_LEN);
+	free(t);
+	json_object_object_add(res, "tickets", list);
+	json_object_object_add(res, "data_endpoint",
+	    json_object_new_string(p->p_conf->pc_data_endpoint));
+	json_object_object_add(res, "expires_at",
+	    json_object_new_string(rfc3339_format(expiry, ts, sizeof(ts))));
+	json_object_object_add(res, "expires_in", json_object_new_double(expiry - now));
+	log_debug("%zu ticket(s) issued to %s", issued, caller);
+	jsonrpc_call_reply(call, res);
+}
+
+struct pools_list {
+	struct json_object	*pl_res;
+	const char		*pl_only;	/* NULL: every operator */
+};
+
+static void
+pools_add(void *arg, const char *op, const struct ticket_stats *st)
+{
+	struct pools_list *pl = arg;
+	struct json_object *o;
+
+	if (pl->pl_only != NULL && strcmp(pl->pl_only, op) != 0)
+		return;
+	o = json_object_new_object();
+	json_object_object_add(o, "operator", json_object_new_string(op));
+	json_object_object_add(o, "idle", json_object_new_int64((int64_t)st->ts_idle));
+	json_object_object_add(o, "outstanding",
+	    json_object_new_int64((int64_t)st->ts_outstanding));
+	json_object_object_add(o, "used", json_object_new_int64((int64_t)st->ts_used));
+	json_object_object_add(o, "replaced", json_object_new_int64((int64_t)st->ts_replaced));
+	json_object_object_add(o, "dead", json_object_new_int64((int64_t)st->ts_dead));
+	json_object_object_add(o, "closed", json_object_new_int64((int64_t)st->ts_closed));
+	json_object_object_add(o, "expired", json_object_new_int64((int64_t)st->ts_expired));
+	json_object_array_add(pl->pl_res, o);
+}
+
+static void
+rpc_pools(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct pools_list pl;
+
+	pl.pl_res = json_object_new_array();
+	pl.pl_only = strcmp(caller, p->p_conf->pc_name) == 0 ||
+	    control_caller_in_group(params, p->p_conf->pc_admin_group) ? NULL : caller;
+	ticket_foreach(p->p_tickets, pools_add, &pl);
+	jsonrpc_call_reply(call, pl.pl_res);
+}
+
+int
+public_tickets_rpc(struct public *p, struct jsonrpc_call *call, const char *method,
+    const char *caller, struct json_object *params)
+{
+	if (strcmp(method, "requestConnectionTickets") == 0)
+		rpc_tickets(p, call, caller, params);
+	else if (strcmp(method, "getConnectionPools") == 0)
+		rpc_pools(p, call, caller, params);
+	else
+		return 0;
+	return 1;
+}

@@ -24,6 +24,7 @@
 #include "token.h"
 #include "util.h"
 #include "../../src/proxy/public_int.h"
+#include "loop_wait.h"
 
 static struct proxy_conf conf;
 static char conf_name[] = "public-test";
@@ -103,40 +104,10 @@ TestSuite(public_machines, .init = setup, .fini = teardown);
 
 /* --- running the loop until a condition holds ------------------------------ */
 
-struct waiter {
-	struct loop_op   w_op;
-	int            (*w_pred)(void);
-	uint64_t         w_deadline;
-	int              w_met;
-};
-
-static void
-waiter_cb(struct loop_op *op, int res, unsigned flags)
-{
-	struct waiter *w = LOOP_CONTAINER_OF(op, struct waiter, w_op);
-
-	if (w->w_pred != NULL && w->w_pred()) {
-		w->w_met = 1;
-		loop_stop(pub.p_loop);
-	} else if (now_mono_ms() >= w->w_deadline)
-		loop_stop(pub.p_loop);
-	else
-		loop_timeout(pub.p_loop, &w->w_op, 5);
-}
-
-/* Run the loop until pred() (NULL: for ms), at most ms.  1 when it held. */
 static int
 run_until(int (*pred)(void), unsigned ms)
 {
-	struct waiter w;
-
-	memset(&w, 0, sizeof(w));
-	loop_op_init(&w.w_op, waiter_cb);
-	w.w_pred = pred;
-	w.w_deadline = now_mono_ms() + ms;
-	loop_nop(pub.p_loop, &w.w_op);
-	cr_assert_eq(loop_run(pub.p_loop), 0);
-	return w.w_met;
+	return loop_run_until(pub.p_loop, pred, ms);
 }
 
 static int

@@ -31,7 +31,7 @@ CFLAGS_rel  := -O2 -g
 CFLAGS_asan := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 B       := build/$(V)
 CFLAGS  ?=
-ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude $(WARN) \
+ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude/common -Iinclude/hyper -Iinclude/proxy $(WARN) \
 	$(CFLAGS_$(V)) $(CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
 LDLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 LDFLAGS_asan := -fsanitize=address,undefined
@@ -133,10 +133,10 @@ run: all examples
 # "fuzz-sources:" comment line and runs on a copy of tests/fuzz/corpus/<name>/.
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude -g -O1 -fno-omit-frame-pointer \
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DHP_VERSION='"$(VERSION)"' -Iinclude/common -Iinclude/hyper -Iinclude/proxy -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(LIB_SRC) $(wildcard include/*.h)
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(LIB_SRC) $(wildcard include/*/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< \
 	    $$(sed -n 's/^.*fuzz-sources: //p' $<) $(LDLIBS)

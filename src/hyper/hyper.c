@@ -11,6 +11,7 @@
 
 #include "directory.h"
 #include "hyper.h"
+#include "route.h"
 #include "jsonrpc.h"
 #include "log.h"
 #include "metrics.h"

@@ -26,6 +26,7 @@
 
 #include "directory.h"
 #include "hyper.h"
+#include "route.h"
 #include "jsonrpc.h"
 #include "log.h"
 #include "metrics.h"

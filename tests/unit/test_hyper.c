@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "hyper.h"
+#include "route.h"
 
 #define TLS "{\"ca_certificate_files\": [\"/ca.crt\"], \"certificate_file\": \"/a.crt\", " \
 	"\"key_file\": \"/a.key\"}"

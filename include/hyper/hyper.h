@@ -81,11 +81,4 @@ void hyper_free(struct hyper *h);
 /* Is leaf bound to h's own name in h's current directory?  (arg: the hyper) */
 int  hyper_identity_local(void *arg, X509 *leaf);
 
-/* route.c: request handlers of the two ingress channels. */
-void route_local(void *arg, struct jsonrpc_call *call);
-void route_peer(void *arg, struct jsonrpc_call *call);
-/* Split "<operator>.<method>" at the last dot; 0 or -1 when malformed. */
-int  route_split(const char *full, char *op, size_t oplen, const char **method);
-void route_peers_free(struct hyper *h);
-
 #endif

@@ -111,15 +111,20 @@ threads_and_pipes_of_a_pid_are_reported() {
 		<<<"$out" || { echo "$out (threads now: $(ls /proc/"$server_pid"/task | wc -l))"; return 1; }
 }
 pipes_are_counted_once_with_their_size() {
-	local out pid
+	local out pid i
 	# A process holding one 1 MiB pipe (both ends) and one default pipe
 	# and nothing else (no inherited descriptor, stdio on /dev/null).
-	python3 -c 'import os, fcntl, time
+	# It says when both pipes are made (a file), so that a slow start under
+	# load is not sampled half-way.
+	rm -f "$E2E_RUN/pipes.ready"
+	python3 -c 'import os, sys, fcntl, time
 os.closerange(3, 4096)
 r, w = os.pipe(); fcntl.fcntl(w, 1031, 1 << 20)
-r2, w2 = os.pipe(); time.sleep(5)' </dev/null >/dev/null 2>&1 &
+r2, w2 = os.pipe(); open(sys.argv[1], "w").close(); time.sleep(10)' "$E2E_RUN/pipes.ready" \
+		</dev/null >/dev/null 2>&1 &
 	pid=$!
-	sleep 0.5
+	for i in $(seq 100); do [ -e "$E2E_RUN/pipes.ready" ] && break; sleep 0.1; done
+	[ -e "$E2E_RUN/pipes.ready" ] || { kill "$pid"; echo "the pipe holder did not start"; return 1; }
 	out=$(L --requests 1 --pids "$pid"); kill "$pid"; wait "$pid" 2>/dev/null
 	expect_eq "2,1088" "$(field 17,18 "$out")"
 }

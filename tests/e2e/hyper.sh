@@ -31,7 +31,7 @@ PKGS="json-c libevent libevent_openssl libevent_pthreads openssl yaml-0.1 libbsd
 # ---- setup ----------------------------------------------------------------
 HYPER=${HYPER_BIN:-bin/hyper}
 make -s bin/hyper build/rel/libhp.a >"$T/make.log" 2>&1 || { cat "$T/make.log"; echo "0 passed, 1 failed"; exit 1; }
-cc -std=gnu11 -D_GNU_SOURCE -Iinclude -o "$T/echo-service" tests/e2e/echo-service.c \
+cc -std=gnu11 -D_GNU_SOURCE -Iinclude/common -Iinclude/hyper -Iinclude/proxy -o "$T/echo-service" tests/e2e/echo-service.c \
 	build/rel/libhp.a $(pkg-config --cflags --libs $PKGS) -lpthread -lm ||
 	{ echo "0 passed, 1 failed"; exit 1; }
 scripts/make-certs.sh "$T" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }

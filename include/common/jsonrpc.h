@@ -26,6 +26,7 @@ struct json_object;
 #define HP_ERR_NOT_FOUND         404
 #define HP_ERR_CONFLICT          409
 #define HP_ERR_UNREACHABLE       502
+#define HP_ERR_UNAVAILABLE       503     /* a Hyper server that is stopping */
 #define HP_ERR_TIMEOUT           504
 
 /* A new event base for JSON-RPC traffic: epoll with a change list, so the

@@ -260,7 +260,7 @@ route_begin(struct hyper *h, struct jsonrpc_call *call, const char *via)
 	struct route_call *rc;
 
 	if (h->h_stopping) {
-		jsonrpc_call_error(call, 503, "server shutting down");
+		jsonrpc_call_error(call, HP_ERR_UNAVAILABLE, "server shutting down");
 		return NULL;
 	}
 	if ((rc = calloc(1, sizeof(*rc))) == NULL) {

@@ -117,6 +117,7 @@ struct pool_conn {
 	uint8_t			 pc_rbuf[FRAME_MAX];
 	size_t			 pc_got;	/* frame bytes read */
 	uint64_t		 pc_ready_ms;	/* when the ticket was written */
+	int			 pc_draining;	/* a stop cancelled its recv */
 	uint8_t			 pc_ticket[TICKET_LEN];
 	struct sockaddr_storage	 pc_sa;
 	socklen_t		 pc_salen;
@@ -561,6 +562,23 @@ pool_conn_recv_cb(struct loop_op *op, int res, unsigned flags)
 		pool_conn_free(c);
 		return;
 	}
+	if (c->pc_draining && res == -ECANCELED) {
+		char b;
+
+		/* A stop cancelled the recv: served only when the public proxy
+		 * has written its frame meanwhile (a client waits behind it). */
+		if (recv(c->pc_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
+			pool_conn_end(c, POOL_END_CLOSED, 0);
+			return;
+		}
+		if (c->pc_got == 0)
+			loop_timer_arm(&pp->pp_frame_timers, &c->pc_timer);
+		pool_conn_read(c);
+		return;
+	}
+	if (c->pc_draining && c->pc_got == 0 && res > 0)
+		log_info("pooled connection to %s: a start frame arrived during the stop: served",
+		    c->pc_proxy);
 	if (res <= 0) {
 		int quick = c->pc_got == 0 &&
 		    loop_now_ms(pp->pp_loop) - c->pc_ready_ms < POOL_QUICK_MS;
@@ -686,23 +704,19 @@ private_pool_start(struct private_pool *pp, struct loop *loop)
 	    (uint64_t)(pp->pp_env.pe_conf->pc_frame_timeout * 1000), pool_conn_frame_expired, pp);
 }
 
-/* 1 when c's public proxy has written to it: its start frame is in the
- * socket, or read in part, and a client waits behind it. */
-static int
-pool_conn_taken(struct pool_conn *c)
-{
-	char b;
-
-	if (c->pc_state != PCN_WAITING)
-		return 0;
-	return c->pc_got > 0 || recv(c->pc_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
-}
-
+/*
+ * Stop: the idle pooled connections go first, so that the public proxy
+ * drops them from its pool as their FIN arrives.  A WAITING connection's
+ * recv is cancelled, not its socket closed: the public proxy may have taken
+ * it already, and the recv may even have completed with the start frame
+ * (the completion not yet reaped).  pool_conn_recv_cb decides: the frame
+ * arrived, it is served as usual; nothing came, it is closed.
+ */
 void
 private_pool_drain(struct private_pool *pp)
 {
 	struct pool_conn *c, *next;
-	int n = 0, kept = 0;
+	int n = 0;
 
 	if (pp == NULL)
 		return;
@@ -710,21 +724,15 @@ private_pool_drain(struct private_pool *pp)
 		next = TAILQ_NEXT(c, pc_entry);
 		if (c->pc_state == PCN_CLOSING)
 			continue;
-		/* The public proxy took it before our FIN could tell it: its
-		 * frame is read and served as usual (bounded by token_timeout),
-		 * closing it would reset that client. */
-		if (pool_conn_taken(c)) {
-			if (c->pc_got == 0)
-				loop_timer_arm(&pp->pp_frame_timers, &c->pc_timer);
-			kept++;
-			continue;
-		}
-		pool_conn_end(c, POOL_END_CLOSED, 0);
 		n++;
+		if (c->pc_state == PCN_WAITING && c->pc_op.lo_busy) {
+			c->pc_draining = 1;
+			loop_cancel(pp->pp_loop, &c->pc_op);
+		} else
+			pool_conn_end(c, POOL_END_CLOSED, 0);
 	}
-	if (n > 0 || kept > 0)
-		log_info("%d pooled connection(s) closed, %d with a start frame already "
-		    "arrived kept for their client", n, kept);
+	if (n > 0)
+		log_info("%d pooled connection(s) closed", n);
 }
 
 void

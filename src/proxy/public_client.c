@@ -69,7 +69,7 @@ static const struct {
 	[PCE_ACCEPT_TIMEOUT]  = { "not claimed (accept_timeout)", "accept_timeout", 0 },
 	[PCE_INCOMING_FAILED] = { "incomingConnection failed", "incoming_failed",
 	    ALERT_INTERNAL_ERROR },
-	/* accept_timeout, the last try having failed (502, 504) */
+	/* accept_timeout, the last try having failed (502, 503, 504) */
 	[PCE_RETRIES_OVER]    = { "incomingConnection failed (retried until accept_timeout)",
 	    "incoming_failed", ALERT_INTERNAL_ERROR },
 	[PCE_SHUTDOWN]        = { "shutdown", "shutdown", 0 },

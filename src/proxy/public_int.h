@@ -80,10 +80,11 @@ struct ticket_book;
  *   PARKED   in the token table under a fresh token; the side thread calls
  *            <operator>.incomingConnection.  On p_park_timers: it fails only
  *            at accept_timeout or on a definite refusal (403, 404, -32602,
- *            the name no longer announced).  A transient failure (502, 504:
- *            the Hyper or the private proxy unreachable, a timeout) is
- *            tried again with the same token after 0.1 s, doubling up to
- *            incoming_retry_backoff (c_retry on p_retry_timers[c_tries - 1]);
+ *            the name no longer announced).  A transient failure (502, 503,
+ *            504: a Hyper or the private proxy unreachable or stopping, a
+ *            timeout) is tried again with the same token after 0.1 s,
+ *            doubling up to incoming_retry_backoff (c_retry on
+ *            p_retry_timers[c_tries - 1]);
  *            a late dial-back of an earlier try still finds the token.  A
  *            pooled connection of its operator that arrives meanwhile takes
  *            it at once (public_pool.c).
@@ -156,7 +157,7 @@ struct dconn {
 /* A call to incomingConnection in flight on the side thread. */
 struct incoming {
 	struct public           *in_pub;
-	int                      in_transient;   /* failed with 502/504: worth another try */
+	int                      in_transient;   /* failed with 502/503/504: worth another try */
 	uint8_t                  in_token[TOKEN_LEN];
 	char                     in_sni[SNI_NAME_MAX];
 	char                     in_operator[ANNOUNCE_NAME_MAX];

@@ -36,8 +36,9 @@
 
 /* --- incomingConnection through the Hyper (side thread) ------------------- */
 
-/* 502 (the Hyper, a peer or the private proxy unreachable, or stopping)
- * and 504 (no answer in time) may pass; anything else is a refusal. */
+/* 502 (the Hyper, a peer or the private proxy unreachable, or the private
+ * proxy stopping), 503 (a Hyper server stopping) and 504 (no answer in
+ * time) may pass; anything else is a refusal. */
 static int
 incoming_transient(struct json_object *error)
 {
@@ -47,7 +48,8 @@ incoming_transient(struct json_object *error)
 	if (!json_object_object_get_ex(error, "code", &jc))
 		return 0;
 	code = json_object_get_int(jc);
-	return code == HP_ERR_UNREACHABLE || code == HP_ERR_TIMEOUT;
+	return code == HP_ERR_UNREACHABLE || code == HP_ERR_UNAVAILABLE ||
+	    code == HP_ERR_TIMEOUT;
 }
 
 static void

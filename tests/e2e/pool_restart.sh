@@ -7,6 +7,7 @@
 # run must answer 400 of 400 with 200 {"message": "success"}: a client that
 # finds the pool empty waits parked while its incomingConnection is tried
 # again (502/504), and a pooled connection that arrives meanwhile takes it.
+# A public proxy stopped with clients parked serves them before it exits.
 # Then the same three runs with pool_size 0, for comparison only (numbers
 # printed, not checked; POOL_RESTART_COMPARE=0 skips them).
 set -u
@@ -56,6 +57,7 @@ load_start() { # OUT
 		'r=$(curl -sS --max-time 25 --cacert "$CA" --resolve "$RESOLVE" -w " %{http_code}" "$U"); echo "$r"' \
 		>"$1" 2>"$1.err" &
 	LOAD_PID=$!
+	E2E_PID[load]=$LOAD_PID         # stopped with the rest if the script ends early
 }
 
 # Stop NAME (SIGTERM, waited for: bounded by stop_bg), start it again and
@@ -77,9 +79,10 @@ under_load() { # NAME LABEL
 	sleep 0.3
 	kill -0 "$LOAD_PID" 2>/dev/null && running=yes || running=no
 	tk=$(since "$t0")
-	restart "$1" || { echo "$1 did not come back"; wait "$LOAD_PID"; return 1; }
+	restart "$1" || { echo "$1 did not come back"; stop_bg load; return 1; }
 	tr=$(since "$t0")
 	wait "$LOAD_PID"
+	unset "E2E_PID[load]"
 	ok=$(grep -c '^{"message": "success"} 200$' "$out")
 	echo "$2: $ok of $REQUESTS answered 200 {\"message\": \"success\"} in $(since "$t0") s;" \
 		"$1 stopped at ${tk} s (load still running: $running), back at ${tr} s;" \
@@ -126,6 +129,48 @@ summary private-hyper
 check "the pool is back to $POOL" wait_idle $POOL 15
 check "no client of the public proxy ended unjoined in the three runs" \
 	bash -c "! grep -E 'end=(incomingConnection failed|not claimed|shutdown)' '$E2E_RUN/public.log'"
+
+# --- the public proxy stops while clients wait --------------------------------------
+# The private proxy is frozen (SIGSTOP) while 20 clients arrive: 8 take the
+# pooled connections (their frames wait in the sockets), 12 are parked
+# behind incomingConnection.  Then SIGTERM to the public proxy: it stops
+# accepting, but keeps its parked clients and its data listener; after
+# SIGCONT every one of the 20 is served, and the public proxy exits 0.
+public_stop_keeps_parked() {
+	local priv=${E2E_PID[private]} ok=0 i pids=() rc
+	wait_idle $POOL 10 || return 1
+	kill -STOP "$priv"
+	for i in $(seq 1 20); do
+		c --max-time 15 "$URL/jsonrpc" >"$E2E_RUN/ps.$i" 2>&1 &
+		pids+=($!)
+	done
+	sleep 1.5
+	kill -TERM "${E2E_PID[public]}"
+	sleep 0.5
+	if (exec 3<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null; then
+		echo "the TLS listener still accepts"; kill -CONT "$priv"; return 1
+	fi
+	kill -CONT "$priv"
+	wait "${pids[@]}"
+	for i in $(seq 1 20); do
+		[ "$(cat "$E2E_RUN/ps.$i")" = '{"message": "success"}' ] && ok=$((ok + 1))
+	done
+	# it exits once the pairs are done (bounded: shutdown_timeout 10 s)
+	for i in $(seq 1 150); do
+		kill -0 "${E2E_PID[public]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	stop_bg public 0; rc=$?		# signal 0: only reap (KILL after 5 s more)
+	grep -E 'stopping|parked client' "$E2E_RUN/public.log"
+	echo "$ok of 20 served; the public proxy exited $rc" | tee "$E2E_RUN/summary.pubstop"
+	[ "$ok" -eq 20 ] && [ "$rc" = 0 ] && grep -q 'parked client(s)' "$E2E_RUN/public.log"
+}
+check "SIGTERM to the public proxy with 12 clients parked: all 20 served, then exit 0" \
+	public_stop_keeps_parked
+summary pubstop
+five_start public
+check "a new public proxy serves within 5 s" serves_within 5
+check "and gets its pool refilled" wait_idle $POOL 15
 
 # --- the same with pool_size 0, for comparison (not checked) ----------------------
 if [ "${POOL_RESTART_COMPARE:-1}" != 0 ]; then

@@ -437,7 +437,7 @@ Test(public_machines, failed_incoming_call_closes_the_parked_client)
 	close(fd);
 }
 
-/* incomingConnection of the parked client failed with a 502 or 504 (as the
+/* incomingConnection of the parked client failed with a 502, 503 or 504 (as the
  * side thread posts it). */
 static void
 fail_transient(void)

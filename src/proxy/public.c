@@ -442,11 +442,18 @@ public_drain(struct proxy *px)
 	struct public *p = px->px_role;
 
 	loop_listener_stop(&p->p_tls_listener, public_listener_closed);
-	if (public_clients_waiting(p))
-		log_info("stopping: %zu parked client(s) and those still sending their "
-		    "hello may be joined first", token_count(p->p_tokens));
-	else
+	if (!public_clients_waiting(p)) {
 		public_data_close(p);
+		return;
+	}
+	log_info("stopping: %zu parked client(s) and those still sending their hello may be "
+	    "joined first", token_count(p->p_tokens));
+	/* No more pauses while stopping (public_admit): their data
+	 * connections must get in; max_data_connections still bounds them. */
+	if (p->p_data_paused) {
+		public_listener_resume(&p->p_data_listener, "data");
+		p->p_data_paused = 0;
+	}
 }
 
 /* shutdown_timeout is over: the clients not joined yet go too. */

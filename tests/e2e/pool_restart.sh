@@ -45,6 +45,7 @@ wait_idle() { # N SECONDS
 	return 1
 }
 now() { date +%s.%N; }
+count_in_log() { grep -c -- "$1" "$E2E_RUN/public.log"; }   # lines of the public proxy's log
 since() { awk "BEGIN { printf \"%.2f\", $(now) - $1 }"; }
 
 # The load: REQUESTS of the seed's curl, PARALLEL at a time, each bounded by
@@ -73,7 +74,8 @@ restart() { # NAME
 # One run: the load, and NAME restarted 0.3 s into it.  Prints the numbers;
 # true when every request was answered 200 {"message": "success"}.
 under_load() { # NAME LABEL
-	local out=$E2E_RUN/load.$2 t0 tk tr ok running
+	local out=$E2E_RUN/load.$2 t0 tk tr ok running p0 d0 r0
+	p0=$(count_in_log 'via=pool '); d0=$(count_in_log 'via=dial '); r0=$(count_in_log 'trying again')
 	load_start "$out"
 	t0=$(now)
 	sleep 0.3
@@ -86,6 +88,8 @@ under_load() { # NAME LABEL
 	ok=$(grep -c '^{"message": "success"} 200$' "$out")
 	echo "$2: $ok of $REQUESTS answered 200 {\"message\": \"success\"} in $(since "$t0") s;" \
 		"$1 stopped at ${tk} s (load still running: $running), back at ${tr} s;" \
+		"via=pool $(($(count_in_log 'via=pool ') - p0)), via=dial $(($(count_in_log 'via=dial ') - d0)," \
+		"retry lines $(($(count_in_log 'trying again') - r0)));" \
 		"curl errors: $(sort "$out.err" | uniq -c | sort -rn | head -n 3 | tr -s ' \n' ' ')" |
 		tee "$E2E_RUN/summary.$2"
 	[ "$running" = yes ] && [ "$ok" -eq "$REQUESTS" ]

@@ -88,8 +88,8 @@ under_load() { # NAME LABEL
 	ok=$(grep -c '^{"message": "success"} 200$' "$out")
 	echo "$2: $ok of $REQUESTS answered 200 {\"message\": \"success\"} in $(since "$t0") s;" \
 		"$1 stopped at ${tk} s (load still running: $running), back at ${tr} s;" \
-		"via=pool $(($(count_in_log 'via=pool ') - p0)), via=dial $(($(count_in_log 'via=dial ') - d0)," \
-		"retry lines $(($(count_in_log 'trying again') - r0)));" \
+		"via=pool $(($(count_in_log 'via=pool ') - p0)) via=dial $(($(count_in_log 'via=dial ') - d0))" \
+		"retry log lines $(($(count_in_log 'trying again') - r0)) (at most about one a second);" \
 		"curl errors: $(sort "$out.err" | uniq -c | sort -rn | head -n 3 | tr -s ' \n' ' ')" |
 		tee "$E2E_RUN/summary.$2"
 	[ "$running" = yes ] && [ "$ok" -eq "$REQUESTS" ]

@@ -2,7 +2,11 @@
 # reload.sh - SIGHUP on the four processes of the chain: a reload with
 # nothing changed, a SIGHUP storm while clients run, a broken settings file,
 # a wrong value, a missing or broken key file (the process keeps serving and
-# says `file: key: reason`), a restart-only key refused, reload_interval.
+# says `file: key: reason`), a restart-only key refused, reload_interval; the
+# private proxy's static announcements: a name added is announced and served,
+# a name removed is withdrawn from the public proxy and refused there, a
+# changed proxy_protocol applies to the next connection, a broken
+# announcement keeps the old ones.
 # Certificate rotation under load: rotate.sh.
 set -u
 cd "$(dirname "$0")/../.."
@@ -135,4 +139,108 @@ interval() {
 		awk "BEGIN { exit !($t1 - $t0 >= 3) }"
 }
 check "public: reload_interval spaces the reloads" interval
+
+# --- the private proxy's static announcements ---------------------------------
+# A later file replaces the whole list (lists are not merged).
+NEW=new.internal-server.local
+ann_file=$S/private-proxy-1/zz_announcements.yml
+announcements() { # DOMAIN[=proxy_protocol]...
+	local d
+	{
+		echo "private:"
+		echo "  announcements:"
+		for d in "$@"; do
+			echo "    - domain: ${d%%=*}"
+			echo "      proxy: public-proxy-1.ga"
+			[[ $d == *=* ]] && echo "      proxy_protocol: ${d#*=}"
+		done
+	} >"$ann_file"
+}
+# The announcements the public proxy holds for private-proxy-1.ga.
+held() {
+	HYPER_SETTINGS=$S/private-proxy-hyper-1 timeout 10 "$BIN/hyper" call \
+		public-proxy-1.ga.getAnnouncements '{}' 2>&1
+}
+# A name through the chain: its answer, or curl's error.
+via() { # DOMAIN
+	curl -sS --max-time 5 --cacert "$CA" --resolve "$1:$TLS_PORT:127.0.0.1" \
+		"https://$1:$TLS_PORT/" 2>&1
+}
+reload_private() { # PATTERN: SIGHUP, then the reload line says PATTERN
+	local n
+	n=$(grep -c -e "reloaded settings" -e "reload failed" "$E2E_RUN/private.log")
+	kill -HUP "$(five_pid private)"
+	for ((i = 0; i < 100; i++)); do
+		[ "$(grep -c -e "reloaded settings" -e "reload failed" "$E2E_RUN/private.log")" -gt "$n" ] &&
+			break
+		sleep 0.1
+	done
+	grep -e "reloaded settings" -e "reload failed" "$E2E_RUN/private.log" | tail -n 1 |
+		tee /dev/stderr | grep -q -- "$1"
+}
+# within 5 s, CMD's output matches PATTERN (or, with !, does not)
+eventually() { # [!] PATTERN CMD...
+	local neg=0 pat i out
+	[ "$1" = "!" ] && { neg=1; shift; }
+	pat=$1; shift
+	for ((i = 0; i < 50; i++)); do
+		out=$("$@")
+		if [[ $out == *$pat* ]]; then [ $neg = 0 ] && return 0
+		else [ $neg = 1 ] && return 0; fi
+		sleep 0.1
+	done
+	echo "$out"; return 1
+}
+added() {
+	announcements "$HOST" "$NEW"
+	reload_private "reloaded settings: .*announcements" || return 1
+	logged private "announcement $NEW to public-proxy-1.ga: added by the settings" || return 1
+	eventually "\"$NEW\"" held || return 1
+	eventually '{"message": "success"}' via "$NEW" && serves_within 5
+}
+check "private: a static announcement added on SIGHUP is announced and served" added
+removed() {
+	announcements "$NEW"
+	reload_private "reloaded settings: .*announcements" || return 1
+	logged private "announcement $HOST to public-proxy-1.ga: removed from the settings, withdrawing it" ||
+		return 1
+	logged private "withdrew $HOST from public-proxy-1.ga" || return 1
+	eventually ! "\"$HOST\"" held || return 1
+	echo "$HOST now: $(via "$HOST")"
+	[[ $(via "$HOST") != *success* ]] || return 1
+	eventually '{"message": "success"}' via "$NEW"
+}
+check "private: a static announcement removed on SIGHUP is withdrawn, the other one still served" \
+	removed
+# The internal server expects no PROXY header: with proxy_protocol on, the
+# next connection to that name fails there; live settings apply at once.
+changed() {
+	announcements "$HOST" "$NEW=v2"
+	reload_private "reloaded settings: .*announcements" || return 1
+	logged private "announcement $NEW to public-proxy-1.ga: changed by the settings" || return 1
+	serves_within 5 || return 1
+	[[ $(via "$NEW") != *success* ]] || return 1
+	announcements "$HOST" "$NEW"
+	reload_private "reloaded settings: .*announcements" || return 1
+	eventually '{"message": "success"}' via "$NEW"
+}
+check "private: a changed proxy_protocol applies to the next connection" changed
+broken_announcement() {
+	printf 'private:\n  announcements:\n    - domain: "*.*.internal-server.local"\n      proxy: public-proxy-1.ga\n' \
+		>"$ann_file"
+	reload_private "reload failed, keeping the old settings: $ann_file: private.announcements\[0\].domain: not a valid DNS name" ||
+		return 1
+	serves_within 5 && eventually '{"message": "success"}' via "$NEW"
+}
+check "private: a broken announcement is refused with file and key, both names still served" \
+	broken_announcement
+restored() {
+	rm -f "$ann_file"
+	reload_private "reloaded settings: .*announcements" || return 1
+	eventually ! "\"$NEW\"" held || return 1
+	serves_within 5
+}
+check "private: back to the settings' one name" restored
+check "every process still runs" bash -c "kill -0 $(five_pid public) $(five_pid private) \
+$(five_pid public-hyper) $(five_pid private-hyper)"
 finish

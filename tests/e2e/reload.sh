@@ -2,7 +2,8 @@
 # reload.sh - SIGHUP on the four processes of the chain: a reload with
 # nothing changed, a SIGHUP storm while clients run, a broken settings file,
 # a wrong value, a missing or broken key file (the process keeps serving and
-# says `file: key: reason`), a restart-only key refused, reload_interval; the
+# says `file: key: reason`; the internal server: its variable, file and
+# reason), a restart-only key refused, reload_interval; the
 # private proxy's static announcements: a name added is announced and served,
 # a name removed is withdrawn from the public proxy and refused there, a
 # changed proxy_protocol applies to the next connection, a broken
@@ -19,6 +20,7 @@ certs=$E2E_RUN/certs
 mkdir -p "$certs"
 cp "$root"/settings/dev/certs/* "$certs/"
 sed -i "s#$root/settings/dev/certs#$certs#g" "$S"/*/*.yml
+FIVE_IS_CERT=$certs/internal-server.crt FIVE_IS_KEY=$certs/internal-server.key
 five_start_all
 check "the chain serves" serves_within 10
 
@@ -41,18 +43,20 @@ storm() {
 		--cacert "$CA" --resolve "$HOST:$TLS_PORT:127.0.0.1" "$URL/jsonrpc" >"$E2E_RUN/p.txt" &
 	pids=$!
 	for ((i = 0; i < 100; i++)); do
-		for n in public private public-hyper private-hyper; do kill -HUP "$(five_pid $n)"; done
+		for n in public private public-hyper private-hyper internal; do
+			kill -HUP "$(five_pid $n)"
+		done
 		sleep 0.01
 	done
 	wait $pids
-	for n in public private public-hyper private-hyper; do
+	for n in public private public-hyper private-hyper internal; do
 		kill -0 "$(five_pid $n)" || { echo "$n died"; return 1; }
 	done
 	ok=$(tr ' ' '\n' <"$E2E_RUN/p.txt" | grep -c '^200$')
 	echo "$ok of 200 answered 200"
 	[ "$ok" -eq 200 ]
 }
-check "a SIGHUP storm (100 per process in a second) during 200 requests: no failure, no crash" storm
+check "a SIGHUP storm (100 per process, the internal server's too, in a second) during 200 requests: no failure, no crash" storm
 
 broken() { # NAME ROLE-DIR
 	local f=$S/$2/zz_broken.yml
@@ -93,7 +97,10 @@ check "public: a missing key file is refused with the file and key naming it" mi
 # A key file whose content is broken (the settings unchanged): every TLS
 # block that reads it fails, the old contexts stay.
 broken_key() { # NAME PATTERN
-	local k=$certs/private-proxy-1.ga.key
+	broken_key_file private-proxy-1.ga.key "$@"
+}
+broken_key_file() { # KEY NAME PATTERN
+	local k=$certs/$1; shift
 	cp "$k" "$E2E_RUN/key.good"
 	echo "not a key" >"$k"
 	kill -HUP "$(five_pid $1)"
@@ -106,8 +113,10 @@ check "private-hyper: a broken key file keeps the old certificates and says whic
 	broken_key private-hyper "reload failed, keeping the old settings: $S/private-proxy-hyper-1/000_base.yml: channels\[0\].settings.tls: key_file $certs/private-proxy-1.ga.key: "
 check "private: a broken key file keeps the old certificates and says which" \
 	broken_key private "reload failed, keeping the old settings: $S/private-proxy-1/000_base.yml: private.jsonrpc_server.tls.key_file: key_file $certs/private-proxy-1.ga.key: "
+check "internal: a broken key file keeps the old certificate and says which" \
+	broken_key_file internal-server.key internal "reload failed, keeping the old certificate: IS_KEY_FILE: key $certs/internal-server.key: "
 check "every process still runs" bash -c "kill -0 $(five_pid public) $(five_pid private) \
-$(five_pid public-hyper) $(five_pid private-hyper)"
+$(five_pid public-hyper) $(five_pid private-hyper) $(five_pid internal)"
 
 restart_key() {
 	local f=$S/public-proxy-1/zz_restart.yml

@@ -7,7 +7,8 @@
  * state: public_int.h).
  *
  * Threads: main (the io_uring loop) for everything here, except
- * public_side_stopped, which runs once the side thread is joined. */
+ * public_side_stopped, which runs once the side thread is joined, and the
+ * pool metrics' collector (side thread, at a scrape). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "relay.h"
 #include "reload.h"
 #include "srccap.h"
+#include "ticket.h"
 #include "token.h"
 #include "util.h"
 #include "public_int.h"
@@ -216,6 +218,43 @@ public_fd_limit(struct proxy_conf *pc)
 }
 
 /* Bind one listener (not started yet); -1 with the reason in err. */
+/* --- pool metrics (issue #16; side thread, at a scrape) ------------------------ */
+
+/* Per operator, from the ticket book (its own lock), as getConnectionPools
+ * reports them. */
+METRIC_GAUGE(m_pooled, "public_pooled",
+    "Idle pooled data connections held now, by operator.", "operator")
+METRIC_GAUGE(m_pool_tickets, "public_pool_tickets",
+    "Tickets issued and not yet redeemed or expired, by operator.", "operator")
+METRIC_COUNTER(m_pool_leaves, "public_pool_leaves_total",
+    "Pooled data connections that left the pool, by operator and reason (used: "
+    "joined to a client; replaced: pool_idle_lifetime over; dead: found dead at use; "
+    "closed: by the peer or at a stop).", "operator", "reason")
+METRIC_COUNTER(m_pool_expired, "public_pool_tickets_expired_total",
+    "Issued tickets that expired unused, by operator.", "operator")
+
+static void
+public_pool_metric(void *arg, const char *op, const struct ticket_stats *st)
+{
+	(void)arg;
+	metric_set(&m_pooled, (int64_t)st->ts_idle, op);
+	metric_set(&m_pool_tickets, (int64_t)st->ts_outstanding, op);
+	metric_set(&m_pool_leaves, (int64_t)st->ts_used, op, "used");
+	metric_set(&m_pool_leaves, (int64_t)st->ts_replaced, op, "replaced");
+	metric_set(&m_pool_leaves, (int64_t)st->ts_dead, op, "dead");
+	metric_set(&m_pool_leaves, (int64_t)st->ts_closed, op, "closed");
+	metric_set(&m_pool_expired, (int64_t)st->ts_expired, op);
+}
+
+static void
+public_pool_collect(void *arg)
+{
+	struct public *p = arg;
+
+	if (p->p_tickets != NULL)
+		ticket_foreach(p->p_tickets, public_pool_metric, NULL);
+}
+
 static int
 public_bind(const struct proxy_conf *pc, const char *addr, const char *key, char *err,
     size_t errlen)
@@ -381,6 +420,8 @@ public_start(struct proxy *px)
 	public_listen(p, &p->p_data_listener, p->p_data_fd, pc->pc_data_bind, "data listener",
 	    public_data_accept);
 	p->p_tls_fd = p->p_data_fd = -1;        /* the listeners own them now */
+	/* before the side thread, which serves the scrapes, runs */
+	metrics_collector_add(public_pool_collect, p);
 	reload_init(&p->p_ctl, p->p_loop, pc, &(struct reload_role){
 	    .rr_hello_timers = &p->p_hello_timers, .rr_park_timers = &p->p_park_timers,
 	    .rr_token_timers = &p->p_token_timers, .rr_limits = &p->p_limits,
@@ -426,6 +467,7 @@ public_side_stopped(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
+	metrics_collector_remove(public_pool_collect, p);
 	if (p->p_relay != NULL) {
 		struct relay_stats st;
 

@@ -3,7 +3,10 @@
 # that have one: a bounded load (the seed's curl, a download, connections
 # with an unknown SNI, without SNI, closed at once, not TLS), every process
 # scraped before and after, `promtool check metrics`, and the counters moved
-# by exactly what the load caused (bytes: at least); a non-GET request, an
+# by exactly what the load caused (bytes: at least), the private proxy's
+# incomingConnection results by reason (refusals made with `hyper call`);
+# with the pool on, the public proxy's pool gauges per operator match
+# getConnectionPools and each pooled client counts once; a non-GET request, an
 # unknown path and a request that never finishes are answered or closed and
 # the processes stay up; a metrics address in use exits 1, a malformed one 2.
 set -u
@@ -99,6 +102,30 @@ assert s.recv(100)[:1] == b'\x15'	# a TLS alert record
 }
 check "clients with an unknown name, without SNI, silent or not speaking TLS are refused" refused
 
+# incomingConnection refused by the private proxy, called as the public
+# proxy's operator through both Hyper servers: a name not announced, a token
+# that is not 32 bytes, an endpoint that is not the public proxy's data port,
+# a missing parameter.  R calls in all.
+pub_call() { timeout 20 env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call "$@"; }
+TOK=$(head -c 32 /dev/urandom | base64 -w0)
+EP=localhost:$DATA_PORT
+R=4
+incoming_refused() {
+	local out
+	out=$(pub_call private-proxy-1.ga.incomingConnection \
+		"{\"domain\": \"nothere.internal-server.local\", \"token\": \"$TOK\", \"endpoint\": \"$EP\"}" 2>&1)
+	echo "$out"; [[ $out == *404* ]] || return 1
+	out=$(pub_call private-proxy-1.ga.incomingConnection \
+		"{\"domain\": \"$HOST\", \"token\": \"c2hvcnQ=\", \"endpoint\": \"$EP\"}" 2>&1)
+	echo "$out"; [[ $out == *-32602* ]] || return 1
+	out=$(pub_call private-proxy-1.ga.incomingConnection \
+		"{\"domain\": \"$HOST\", \"token\": \"$TOK\", \"endpoint\": \"localhost:1\"}" 2>&1)
+	echo "$out"; [[ $out == *-32602* ]] || return 1
+	out=$(pub_call private-proxy-1.ga.incomingConnection "{\"domain\": \"$HOST\"}" 2>&1)
+	echo "$out"; [[ $out == *-32602* ]]
+}
+check "private: incomingConnection refusals answer with their codes" incoming_refused
+
 # The relays report a pair when both of its sides have closed, the public
 # proxy a client that closes first when it sees the EOF: wait until every
 # pair has ended and every accepted client has its result (no refusal at
@@ -191,15 +218,29 @@ check "public: one incomingConnection call per joined client" delta public \
 check "private: its JSON-RPC server answered each incomingConnection" delta private \
 	jsonrpc_server_calls_total $JOINED method=incomingConnection outcome=ok
 check "private: the server's latency histogram counts each" delta private \
-	jsonrpc_server_call_duration_seconds_count $JOINED method=incomingConnection
-check "public-hyper: local route calls, exactly" delta public-hyper route_calls_total $JOINED \
-	via=local method=incomingConnection
+	jsonrpc_server_call_duration_seconds_count $((JOINED + R)) method=incomingConnection
+check "public-hyper: local route calls, exactly" delta public-hyper route_calls_total \
+	$((JOINED + R)) via=local method=incomingConnection
 check "public-hyper: outcomes per code, exactly" delta public-hyper route_outcomes_total $JOINED \
 	via=local code=ok
+check "public-hyper: the refusals' outcomes per code" delta public-hyper route_outcomes_total \
+	$((R - 1)) via=local code=-32602
 check "public-hyper: the duration histogram counts every call" \
-	delta public-hyper route_duration_seconds_count $JOINED via=local
-check "private-hyper: peer route calls, exactly" delta private-hyper route_calls_total $JOINED \
-	via=peer method=incomingConnection
+	delta public-hyper route_duration_seconds_count $((JOINED + R)) via=local
+check "private-hyper: peer route calls, exactly" delta private-hyper route_calls_total \
+	$((JOINED + R)) via=peer method=incomingConnection
+check "private: incomingConnection accepted, exactly" delta private private_incoming_total \
+	$JOINED result=ok
+check "private: incomingConnection refused: not announced" delta private private_incoming_total \
+	1 result=not_announced
+check "private: incomingConnection refused: bad token" delta private private_incoming_total \
+	1 result=bad_token
+check "private: incomingConnection refused: bad endpoint" delta private private_incoming_total \
+	1 result=bad_endpoint
+check "private: incomingConnection refused: missing parameters" delta private \
+	private_incoming_total 1 result=bad_params
+check "private: no other incomingConnection result" delta private private_incoming_total \
+	$((JOINED + R))
 
 moved() { # NAME METRIC MIN [k=v]...
 	local n=$1 m=$2 min=$3 a b; shift 3
@@ -252,6 +293,60 @@ done
 check "every process is still up" bash -c "kill -0 ${E2E_PID[public]} ${E2E_PID[private]} \
 ${E2E_PID[public-hyper]} ${E2E_PID[private-hyper]}"
 check "the chain still serves" serves_within 5
+
+# --- the pool (issue #16) ---------------------------------------------------
+# The private proxy again with pool_size 2: the public proxy's pool gauges
+# agree with getConnectionPools, and P clients, each sent once the pool is
+# full again, each take a pooled connection: used moves by exactly P.
+stop_bg private
+printf 'private:\n  pool_size: 2\n  pool_batch: 4\n' >"$S/private-proxy-1/950_pool.yml"
+five_start private
+OP='operator=private-proxy-1.ga'
+pooled_now() { # -> the public proxy's public_pooled gauge for the operator
+	scrape public "$E2E_RUN/public.pool" && mval "$E2E_RUN/public.pool" hyper_relay_public_pooled $OP
+}
+pool_full() { # within 10 s
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ "$(pooled_now)" = 2 ] && return 0
+		sleep 0.1
+	done
+	echo "public_pooled: $(pooled_now)"; return 1
+}
+check "public: public_pooled reaches pool_size (2) for the operator" pool_full
+pool_agrees() {
+	local got want
+	for ((i = 0; i < 20; i++)); do
+		want=$(pub_call public-proxy-1.ga.getConnectionPools '{}' |
+			jq -r '.[] | select(.operator == "private-proxy-1.ga") | "\(.idle) \(.outstanding) \(.used)"')
+		scrape public "$E2E_RUN/public.pool" || return 1
+		got="$(mval "$E2E_RUN/public.pool" hyper_relay_public_pooled $OP) $(mval "$E2E_RUN/public.pool" hyper_relay_public_pool_tickets $OP) $(mval "$E2E_RUN/public.pool" hyper_relay_public_pool_leaves_total $OP reason=used)"
+		echo "getConnectionPools: $want, scrape: $got"
+		[ "$got" = "$want" ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
+check "public: the pool metrics agree with getConnectionPools (idle, outstanding, used)" pool_agrees
+P=5
+pooled_clients() {
+	local i
+	for ((i = 0; i < P; i++)); do
+		pool_full >/dev/null || { echo "pool not full before client $i"; return 1; }
+		[ "$(c "$URL/jsonrpc")" = '{"message": "success"}' ] || return 1
+	done
+	pool_full
+}
+scrape public "$E2E_RUN/public.before"
+check "$P clients through the pool succeed" pooled_clients
+scrape public "$E2E_RUN/public.after"
+check "public: public_pool_leaves_total{reason=used} moved by exactly $P" \
+	delta public public_pool_leaves_total $P $OP reason=used
+check "public: no pooled connection left otherwise" delta public public_pool_leaves_total $P $OP
+check "public: no incomingConnection for a pooled client" delta public \
+	jsonrpc_client_calls_total 0 method=private-proxy-1.ga.incomingConnection
+check "public: the scrape with the pool passes promtool check metrics" \
+	bash -c "promtool check metrics <'$E2E_RUN/public.after'"
 
 # --- start-up errors ---------------------------------------------------------
 stop_bg public-hyper

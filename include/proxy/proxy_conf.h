@@ -96,6 +96,11 @@ struct proxy_conf {
 	int     pc_max_data_connections_set;
 	int     pc_reuse_port;         /* SO_REUSEPORT on every listener (hand-over) */
 	char   *pc_datastore_file;
+	int     pc_datastore_redis;    /* datastore.type redis (public only) */
+	char   *pc_redis_address;      /* datastore.settings.address */
+	char   *pc_redis_prefix;       /* datastore.settings.key_prefix */
+	char   *pc_redis_password;     /* datastore.settings.password; NULL: none */
+	double  pc_redis_timeout;      /* datastore.settings.timeout */
 	long    pc_splice_threshold;   /* bytes before a direction moves to splice; -1 never */
 	long    pc_pipe_size;
 	long    pc_max_pipes;

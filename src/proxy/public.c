@@ -394,9 +394,23 @@ public_open(struct proxy *px)
 		log_errorx("out of memory");
 		return -1;
 	}
+	if (pc->pc_datastore_redis) {
+		struct datastore_redis_conf rc = {
+			.rc_address = pc->pc_redis_address,
+			.rc_prefix = pc->pc_redis_prefix,
+			.rc_password = pc->pc_redis_password,
+			.rc_timeout = pc->pc_redis_timeout,
+		};
+
+		/* loaded by its thread once the side thread runs */
+		if ((p->p_store = datastore_open_redis(&rc, p->p_announce, err,
+		    sizeof(err))) == NULL) {
+			log_errorx("public.datastore.settings: %s", err);
+			return -1;
+		}
 	/* no filename: memory only (datastore.h) */
-	if ((p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce, now_wall(),
-	    err, sizeof(err))) == NULL) {
+	} else if ((p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce,
+	    now_wall(), err, sizeof(err))) == NULL) {
 		log_errorx("public.datastore.settings.filename: %s", err);
 		return -1;
 	}

@@ -53,6 +53,8 @@ struct ticket_book;
 
 /* Item error: over max_announcements_per_operator. */
 #define PUBLIC_ERR_TOO_MANY      429
+/* Call error: the redis datastore is down or slow; nothing was stored. */
+#define PUBLIC_ERR_UNAVAILABLE   503
 
 /* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
 #define PUBLIC_FD_RESERVE        64
@@ -157,7 +159,9 @@ struct commit {
 	int                      cm_announce;    /* else a withdrawal */
 	struct json_object      *cm_conns;       /* announce: the items (borrowed from the call) */
 	struct json_object      *cm_result;      /* announce: one entry per item */
-	unsigned char           *cm_staged;      /* announce: item i staged */
+	int                     *cm_staged;      /* announce: item i staged: 1 + its
+						  * op in the batch, -1 nothing to
+						  * write, 0 not staged */
 	int                      cm_n;
 	int                      cm_removed;     /* withdrawal: entries withdrawn */
 	char                     cm_caller[ANNOUNCE_NAME_MAX];

@@ -170,6 +170,11 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 	    n->pc_rpc_client_tls.server_name), "jsonrpc_client.tls.server_name");
 	RESTART_IF(!reload_streq(o->pc_datastore_file, n->pc_datastore_file),
 	    "datastore.settings.filename");
+	RESTART_IF(o->pc_datastore_redis != n->pc_datastore_redis, "datastore.type");
+	RESTART_IF(!reload_streq(o->pc_redis_address, n->pc_redis_address) ||
+	    !reload_streq(o->pc_redis_prefix, n->pc_redis_prefix) ||
+	    !reload_streq(o->pc_redis_password, n->pc_redis_password) ||
+	    o->pc_redis_timeout != n->pc_redis_timeout, "datastore.settings");
 	RESTART_IF(o->pc_relay_buffers != n->pc_relay_buffers, "relay_buffers");
 	RESTART_IF(o->pc_relay_buffer_size != n->pc_relay_buffer_size, "relay_buffer_size");
 	RESTART_IF(o->pc_splice_threshold != n->pc_splice_threshold, "splice_threshold");

@@ -117,10 +117,12 @@ check "the Hyper servers back: the keeper fetches batches again" \
 minted_redeemed() {
 	local m
 	m=$(pool_field minted)
-	echo "minted ${m:-none} (getConnectionPools)"
+	echo "minted ${m:-none} (getConnectionPools); $(grep -o 'answers again.*' "$VLOG" | head -n 1)" |
+		tee "$E2E_RUN/minted.summary"
 	[ "${m:-0}" -gt $((POOL + 2 * BATCH)) ]
 }
 check "getConnectionPools counts the minted tickets redeemed during the outage" minted_redeemed
+echo "# $(cat "$E2E_RUN/minted.summary" 2>/dev/null)"
 check "the pool is back to $POOL idle" wait_idle $POOL 10
 # One client at a time: each replacement comes from the stash, which the
 # batches keep filled; minting is only the fallback.

@@ -70,6 +70,7 @@ struct proxy_conf {
 	struct rate_prefixes pc_rate_prefixes;
 	long    pc_max_data_connections;       /* data connections waiting for a token */
 	double  pc_ticket_lifetime;     /* an unused pool ticket (issue #16) */
+	double  pc_ticket_key_lifetime; /* a minting key; 0: no keys handed out */
 	long    pc_max_pooled;          /* tickets + pooled connections per operator */
 	double  pc_pool_idle_lifetime;  /* a pooled connection unused this long is closed */
 

@@ -299,6 +299,12 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_int(&sec, "max_data_connections", 1024, 1, 1 << 24,
 			    &pc->pc_max_data_connections);
 			cfg_seconds(&sec, "ticket_lifetime", 60, 1, DAY, &pc->pc_ticket_lifetime);
+			/* a keeper asks for a new key at half its lifetime */
+			cfg_seconds(&sec, "ticket_key_lifetime", 600, 0, DAY,
+			    &pc->pc_ticket_key_lifetime);
+			if (pc->pc_ticket_key_lifetime > 0 && pc->pc_ticket_key_lifetime < 10)
+				cfg_error(&sec, "ticket_key_lifetime",
+				    "must be 0 (no keys) or between 10 and 86400");
 			cfg_int(&sec, "max_pooled_per_operator", 64, 1, 1 << 20,
 			    &pc->pc_max_pooled);
 			cfg_seconds(&sec, "pool_idle_lifetime", 60, 1, DAY,

@@ -17,6 +17,7 @@
 #include "proxy_conf.h"
 #include "ratelimit.h"
 #include "relay.h"
+#include "ticket.h"
 #include "token.h"
 #include "util.h"
 #include "public_int.h"
@@ -82,19 +83,20 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->dc_timer);
 	if ((c = token_claim(p->p_tokens, d->dc_token)) == NULL) {
-		const char *why = NULL;
+		char why[TICKET_OP_MAX + 96];
+		int rc;
 
-		/* issue #16: a ticket makes it a pooled connection */
-		if (public_pool_redeem(p, d->dc_fd, &d->dc_peer, d->dc_token, &why) == 0) {
+		/* issue #16: a ticket, issued or minted, makes it a pooled
+		 * connection; a refusal is logged with its reason (at most
+		 * about once a second, like an unknown token) */
+		if ((rc = public_pool_redeem(p, d->dc_fd, &d->dc_peer, d->dc_token, why,
+		    sizeof(why))) == 0) {
 			d->dc_fd = -1;   /* the pool's now */
 			TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
 			free(d);
 			return;
 		}
-		if (strcmp(why, "unknown ticket") == 0)
-			dconn_close(d, &p->p_log_dtoken, "unknown_token", "unknown or used token");
-		else
-			dconn_close(d, &p->p_log_dtoken, "ticket_refused", why);
+		dconn_close(d, &p->p_log_dtoken, rc == -1 ? "unknown_token" : "ticket_refused", why);
 		return;
 	}
 	metric_inc(&m_data, "joined");

@@ -264,10 +264,12 @@ void	public_data_free(struct public *p);
 int	public_pool_init(struct public *p);
 /* With p_loop set: the idle-lifetime timers. */
 void	public_pool_start(struct public *p);
-/* A data connection wrote 32 bytes that are no token: a ticket makes it a
- * pooled connection (0: the pool owns fd now), else -1 with why set. */
+/* A data connection wrote 32 bytes that are no token: a valid ticket,
+ * issued or minted, makes it a pooled connection (0: the pool owns fd now).
+ * -1: no ticket either; -2: a ticket refused (used, expired, bad MAC,
+ * replayed, over the cap...).  why: the words for the log line. */
 int	public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
-	    const uint8_t ticket[TOKEN_LEN], const char **why);
+	    const uint8_t ticket[TOKEN_LEN], char *why, size_t whylen);
 /* A client of an announced name (c_operator set, HELLO or PARKED): join it to an
  * idle pooled connection of its operator after writing the start frame.
  * 0: joined (the relay owns the client now); -1: none usable, go on with

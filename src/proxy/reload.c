@@ -204,6 +204,8 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 		RESTART_IF(o->pc_dir_poll != n->pc_dir_poll, "directory.settings.poll_interval");
 		/* issue #16: read once into the ticket book and the pool's timers */
 		RESTART_IF(o->pc_ticket_lifetime != n->pc_ticket_lifetime, "ticket_lifetime");
+		RESTART_IF(o->pc_ticket_key_lifetime != n->pc_ticket_key_lifetime,
+		    "ticket_key_lifetime");
 		RESTART_IF(o->pc_max_pooled != n->pc_max_pooled, "max_pooled_per_operator");
 		RESTART_IF(o->pc_pool_idle_lifetime != n->pc_pool_idle_lifetime,
 		    "pool_idle_lifetime");

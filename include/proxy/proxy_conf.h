@@ -72,6 +72,8 @@ struct proxy_conf {
 	double  pc_ticket_lifetime;     /* an unused pool ticket (issue #16) */
 	long    pc_max_pooled;          /* tickets + pooled connections per operator */
 	double  pc_pool_idle_lifetime;  /* a pooled connection unused this long is closed */
+	double  pc_incoming_retry;      /* incoming_retry_backoff: longest wait between two
+					 * tries of incomingConnection; 0: no retry */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */

@@ -77,6 +77,8 @@ proxy_drain_timeout(struct loop_op *op, int res, unsigned flags)
 		log_warnx("stop: %ld socket(s) still open after shutdown_timeout; closing them",
 		    px->px_hooks->ph_held(px));
 		px->px_state = PS_FORCED;
+		if (px->px_hooks->ph_force)
+			px->px_hooks->ph_force(px);
 		relay_close_all(px->px_relay);
 		loop_timeout(px->px_loop, &px->px_drainop, px->px_hooks->ph_forced_ms);
 		return;

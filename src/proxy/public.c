@@ -47,6 +47,8 @@ METRIC_COUNTER(m_pauses, "public_listener_pauses_total",
 METRIC_GAUGE(m_paused, "public_listener_paused", "1 while the listener is paused.",
     "listener")
 
+static void public_data_close_posted(void *);
+
 static void
 public_listener_pause(struct loop_listener *l, const char *which)
 {
@@ -69,8 +71,11 @@ public_listener_resume(struct loop_listener *l, const char *which)
  * counted here, see dconn_admit).  The data listener pauses only past it by
  * the number of parked clients: each of them still needs its data
  * connection, and a full proxy that refused those would hold its parked
- * clients until accept_timeout.  While stopping, the listeners are closed:
- * the drain ends when nothing is held any more.
+ * clients until accept_timeout.  While stopping, the TLS listener is
+ * closed; the data listener and the pool stay while a client accepted
+ * before the stop may still need a data connection (HELLO or PARKED), then
+ * close too (public_data_close): the drain ends when nothing is held any
+ * more.
  */
 void
 public_admit(struct public *p, enum public_event ev)
@@ -116,8 +121,13 @@ public_admit(struct public *p, enum public_event ev)
 		break;
 	}
 	if (p->p_px.px_state != PS_RUNNING) {
+		/* Not from here: the caller may be in the middle of a data
+		 * connection or a pooled one that the close would free. */
+		if (!p->p_data_closing && !p->p_data_close_posted && !public_clients_waiting(p) &&
+		    loop_post(p->p_loop, public_data_close_posted, p) == 0)
+			p->p_data_close_posted = 1;
 		proxy_drained(&p->p_px);
-		return;         /* the listeners are closed */
+		return;         /* the listeners are closed or closing */
 	}
 	if (ev == PE_DATA_ACCEPTED || ev == PE_DATA_CLOSED || ev == PE_POOL_ADDED ||
 	    ev == PE_POOL_CLOSED)
@@ -145,6 +155,30 @@ static void
 public_listener_closed(struct loop_listener *l)
 {
 	public_admit(l->ll_arg, PE_LISTENER_CLOSED);
+}
+
+/* Stopping, and no client waits for a data connection any more: the data
+ * listener, the data connections still without a token and the idle pooled
+ * connections go.  Once. */
+static void
+public_data_close(struct public *p)
+{
+	if (p->p_data_closing)
+		return;
+	p->p_data_closing = 1;
+	loop_listener_stop(&p->p_data_listener, public_listener_closed);
+	public_data_drain(p);
+	public_pool_drain(p);
+}
+
+static void
+public_data_close_posted(void *arg)
+{
+	struct public *p = arg;
+
+	p->p_data_close_posted = 0;
+	if (!public_clients_waiting(p))
+		public_data_close(p);
 }
 
 /* A dual-stack listener ([::]) reports IPv4 clients as ::ffff:a.b.c.d:
@@ -345,6 +379,7 @@ public_timers_init(struct public *p)
 	    (uint64_t)(pc->pc_accept_timeout * 1000), pconn_park_expired, p);
 	loop_timer_list_init(p->p_loop, &p->p_token_timers,
 	    (uint64_t)(pc->pc_token_timeout * 1000), dconn_token_expired, p);
+	pconn_retry_timers_init(p);
 	public_pool_start(p);
 }
 
@@ -452,18 +487,31 @@ public_started(struct proxy *px)
 	    loop_mode(p->p_loop));
 }
 
-/* SIGTERM: stop accepting, close every connection not yet joined, let the
- * joined pairs finish (the skeleton bounds it by shutdown_timeout). */
+/* SIGTERM: stop accepting clients; those accepted already (HELLO, PARKED)
+ * are served or time out as usual, so the data listener and the pool stay
+ * while any of them waits (public_admit); the joined pairs may finish.
+ * The skeleton bounds it all by shutdown_timeout. */
 static void
 public_drain(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
 	loop_listener_stop(&p->p_tls_listener, public_listener_closed);
-	loop_listener_stop(&p->p_data_listener, public_listener_closed);
+	if (public_clients_waiting(p))
+		log_info("stopping: %zu parked client(s) and those still sending their "
+		    "hello may be joined first", token_count(p->p_tokens));
+	else
+		public_data_close(p);
+}
+
+/* shutdown_timeout is over: the clients not joined yet go too. */
+static void
+public_force(struct proxy *px)
+{
+	struct public *p = px->px_role;
+
 	public_clients_drain(p);
-	public_data_drain(p);
-	public_pool_drain(p);
+	public_data_close(p);
 }
 
 /* Done once every socket is closed, the listening ones too, so no request
@@ -515,6 +563,7 @@ static const struct proxy_hooks public_hooks = {
 	.ph_start = public_start,
 	.ph_started = public_started,
 	.ph_drain = public_drain,
+	.ph_force = public_force,
 	.ph_held = public_held,
 	.ph_side_stopped = public_side_stopped,
 	.ph_free = public_free,

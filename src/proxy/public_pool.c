@@ -307,11 +307,9 @@ public_pool_take(struct public *p, struct pconn *c)
 		    (unsigned long long)p->p_pool->pp_conn_id);
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
-	if (c->c_state == PC_PARKED) {
-		/* its incomingConnection's dial-back will find no token */
-		token_claim(p->p_tokens, c->c_token);
-		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
-	} else
+	if (c->c_state == PC_PARKED)
+		pconn_unpark(c);	/* its dial-back will find no token */
+	else
 		loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
 	c->c_via = "pool";

@@ -207,6 +207,9 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 		RESTART_IF(o->pc_max_pooled != n->pc_max_pooled, "max_pooled_per_operator");
 		RESTART_IF(o->pc_pool_idle_lifetime != n->pc_pool_idle_lifetime,
 		    "pool_idle_lifetime");
+		/* the retry timer lists are made at start (public_client.c) */
+		RESTART_IF(o->pc_incoming_retry != n->pc_incoming_retry,
+		    "incoming_retry_backoff");
 	} else {
 		RESTART_IF(!reload_streq(o->pc_internal_address, n->pc_internal_address),
 		    "internal_endpoint.address");

@@ -402,6 +402,33 @@ public_loop_free(struct public *p)
 
 /* --- the skeleton's hooks -------------------------------------------------- */
 
+/*
+ * With reuse_port, a stop closes listeners that may still hold connections
+ * the kernel queued (accepted, or still in the handshake).  Only
+ * net.ipv4.tcp_migrate_req (Linux 5.14, per network namespace) moves them
+ * to another listener of the group, the successor's; without it they are
+ * reset.  Said once at start; the proxy never changes a system setting.
+ */
+static void
+public_migrate_check(void)
+{
+	FILE *f;
+	int v = -1;
+
+	if ((f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r")) != NULL) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	if (v == 0)
+		log_warnx("reuse_port: net.ipv4.tcp_migrate_req is 0: connections queued on "
+		    "this proxy's listeners when it stops are reset instead of moved to its "
+		    "successor (set it to 1 for a hand-over that loses nothing; see README)");
+	else if (v < 0)
+		log_warnx("reuse_port: cannot read net.ipv4.tcp_migrate_req (Linux 5.14): "
+		    "connections queued on this proxy's listeners when it stops are reset");
+}
+
 static int
 public_bind_all(struct proxy *px, char *err, size_t errlen)
 {
@@ -414,6 +441,9 @@ public_bind_all(struct proxy *px, char *err, size_t errlen)
 	    errlen)) < 0 ||
 	    control_bind(&p->p_ctl, public_rpc, p, err, errlen) < 0)
 		return -1;
+	if (pc->pc_reuse_port)
+		public_migrate_check();
+	public_handover_bind(p);
 	return 0;
 }
 
@@ -469,6 +499,7 @@ public_start(struct proxy *px)
 	public_listen(p, &p->p_data_listener, p->p_data_fd, pc->pc_data_bind, "data listener",
 	    public_data_accept);
 	p->p_tls_fd = p->p_data_fd = -1;        /* the listeners own them now */
+	public_handover_start(p);
 	/* before the side thread, which serves the scrapes, runs */
 	metrics_collector_add(public_pool_collect, p);
 	reload_init(&p->p_ctl, p->p_loop, pc, &(struct reload_role){
@@ -487,9 +518,29 @@ public_started(struct proxy *px)
 	    loop_mode(p->p_loop));
 }
 
+/* Side thread: with reuse_port, a stopping proxy closes its JSON-RPC
+ * server (listener and connections), so that its Hyper's next call reaches
+ * the successor on the same port: announcements and tickets from now on
+ * are the successor's.  Its calls to incomingConnection go on. */
+static void
+public_rpc_close(void *arg)
+{
+	struct public *p = arg;
+
+	if (p->p_ctl.ct_server == NULL)
+		return;
+	jsonrpc_server_free(p->p_ctl.ct_server);
+	p->p_ctl.ct_server = NULL;
+	log_info("stopping: JSON-RPC server closed (reuse_port: the calls go to the "
+	    "successor)");
+}
+
 /* SIGTERM: stop accepting clients; those accepted already (HELLO, PARKED)
  * are served or time out as usual, so the data listener and the pool stay
  * while any of them waits (public_admit); the joined pairs may finish.
+ * With reuse_port the JSON-RPC server closes too (public_rpc_close); the
+ * hand-over link stays until the exit, so that dial-backs for either
+ * instance that reach the other one are passed on.
  * The skeleton bounds it all by shutdown_timeout. */
 static void
 public_drain(struct proxy *px)
@@ -497,6 +548,9 @@ public_drain(struct proxy *px)
 	struct public *p = px->px_role;
 
 	loop_listener_stop(&p->p_tls_listener, public_listener_closed);
+	/* A hand-over: the successor's JSON-RPC server takes the calls. */
+	if (p->p_conf->pc_reuse_port)
+		control_post(&p->p_ctl, public_rpc_close, p);
 	if (public_clients_waiting(p))
 		log_info("stopping: %zu parked client(s) and those still sending their "
 		    "hello may be joined first", token_count(p->p_tokens));
@@ -546,6 +600,7 @@ public_free(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
+	public_handover_close(p);
 	if (p->p_watch)
 		directory_watch_free(p->p_watch);
 	if (p->p_tls_fd >= 0)
@@ -579,6 +634,7 @@ public_run(struct proxy_conf *pc)
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
 	p->p_tls_fd = p->p_data_fd = -1;
+	p->p_handover.ho_fd = p->p_handover.ho_listen_fd = -1;
 	p->p_on_parked = public_incoming_post;
 	TAILQ_INIT(&p->p_pconns);
 	TAILQ_INIT(&p->p_dconns);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "announce.h"
 #include "control.h"
@@ -138,7 +139,11 @@ struct pconn {
  *            consumed).  Unauthenticated: its own budget
  *            (max_data_connections, plus one per parked client) and rate
  *            limit (data_rate_limits), not counted in max_connections; its
- *            refusals and failures are logged through a log_limit.
+ *            refusals and failures are logged through a log_limit.  32 bytes
+ *            that are neither a token nor a ticket here are passed to the
+ *            other instance of a hand-over when one is linked
+ *            (public_handover.c); one that came from there starts here with
+ *            its bytes read and is never passed back.
  *   CLOSING  waits for the final completion of its recv, then freed.
  */
 enum dconn_state { DC_TOKEN, DC_CLOSING };
@@ -152,6 +157,7 @@ struct dconn {
 	struct loop_op           dc_recv;
 	struct loop_timer        dc_timer;
 	size_t                   dc_got;
+	int                      dc_adopted;     /* came over the hand-over link */
 	uint8_t                  dc_token[TOKEN_LEN];
 };
 
@@ -212,6 +218,21 @@ enum public_event {
 	PE_POOL_JOINED,         /* a pooled socket joined a client */
 };
 
+/*
+ * The hand-over link (public_handover.c): with reuse_port, the one unix
+ * connection to the other instance on the same ports, over which a data
+ * connection whose token or ticket is not ours is passed on.
+ */
+struct handover {
+	int                      ho_on;          /* reuse_port and a handover_socket */
+	int                      ho_listen_fd;   /* we hold the name: listening; -1 */
+	int                      ho_fd;          /* the link; -1 */
+	int                      ho_closed;      /* torn down: callbacks do nothing */
+	pid_t                    ho_peer_pid;
+	unsigned long            ho_sent, ho_received;
+	struct loop_op           ho_listen_op, ho_link_op, ho_retry_op;
+};
+
 struct public {
 	struct proxy_conf       *p_conf;
 	struct proxy             p_px;           /* the skeleton (state, signals) */
@@ -253,6 +274,7 @@ struct public {
 	TAILQ_HEAD(, pconn)      p_pconns;       /* every client until freed */
 	TAILQ_HEAD(, dconn)      p_dconns;       /* every data connection until joined or freed */
 	int                      p_tls_fd, p_data_fd;    /* bound, not yet listening */
+	struct handover          p_handover;     /* loop thread */
 };
 
 /* public.c */
@@ -292,6 +314,26 @@ void	public_data_accept(struct loop_listener *l, int fd);
 void	dconn_token_expired(struct loop_timer *t, void *arg);
 void	public_data_drain(struct public *p);
 void	public_data_free(struct public *p);
+/* A data connection passed over the hand-over link with the 32 bytes the
+ * other instance read from it: joined, pooled or closed here, never passed
+ * back.  Takes fd. */
+void	public_data_adopt(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t token[TOKEN_LEN]);
+
+/* public_handover.c (loop thread; public_handover_bind on the main thread
+ * before the loop runs) */
+/* With reuse_port: hold the handover_socket name, or link to its holder. */
+void	public_handover_bind(struct public *p);
+/* The loop runs: wait for a successor, the link's messages, or retry. */
+void	public_handover_start(struct public *p);
+/* Pass fd (its 32 bytes read) to the other instance: 0 and fd is closed
+ * here; -1 (no link, or the link is full) and fd is still the caller's. */
+int	public_handover_forward(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t token[TOKEN_LEN]);
+/* 1 while linked to another instance. */
+int	public_handover_linked(const struct public *p);
+/* The loop is gone: close the link and the name. */
+void	public_handover_close(struct public *p);
 
 /* public_pool.c (loop thread, except public_pool_init: main, before the
  * side thread runs) */

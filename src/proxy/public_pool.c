@@ -209,6 +209,14 @@ public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer
 	struct pooled *pd;
 	int one = 1, idle = POOL_KEEPIDLE, intvl = POOL_KEEPINTVL, cnt = POOL_KEEPCNT;
 
+	/* Stopping with nobody left to serve: it would only wait idle and hold
+	 * up the exit.  Refused before the book, so nothing is consumed; the
+	 * close makes its keeper dial a new one (to the successor). */
+	if (p->p_px.px_state != PS_RUNNING &&
+	    (p->p_data_closing || !public_clients_waiting(p))) {
+		*why = "stopping";
+		return -1;
+	}
 	if ((w = ticket_redeem(p->p_tickets, ticket, now_wall(), op)) != TICKET_OK) {
 		*why = ticket_why_str(w);
 		return -1;

@@ -5,7 +5,7 @@
 # per-namespace sysctl) is set without touching the host.  The public proxy
 # has reuse_port: true.  While 400 requests of the seed's curl run 25 at a
 # time, a second `proxy run public` with the same settings starts, and once
-# it is ready the first one gets SIGTERM: 400 of 400 must be answered 200
+# it is ready (and 1 s of both serving) the first one gets SIGTERM: 400 of 400 must be answered 200
 # {"message": "success"}.  Done with pool_size 8 and with pool_size 0, each
 # time handing over to a fresh instance.  Also: the old process exits 0
 # after its connections finish, a slow 24 MiB download running through it
@@ -160,6 +160,9 @@ handover_under_load() { # LABEL
 	start_public "$new"
 	wait_log "$new" 'public proxy .* ready' 10 || { wait "$LOAD_PID"; return 1; }
 	tr=$(since "$t0")
+	# both instances serve for a moment: dial-backs and pooled connections
+	# reach either one, and must be passed over the link
+	sleep "${HANDOVER_OVERLAP:-1}"
 	kill -0 "$LOAD_PID" 2>/dev/null && running=yes || running=no
 	OLD_PID=${E2E_PID[$old]}
 	kill -TERM "$OLD_PID"

@@ -8,6 +8,8 @@
  *                    their commits, the allowed_domains re-checks, sweeps
  *   public_pool.c    loop thread: the warm pool of ticketed data connections
  *   public_tickets.c side thread: requestConnectionTickets, getConnectionPools
+ *   public_handover.c loop thread: the link to the other instance of a
+ *                    hand-over (reuse_port), data connections passed over it
  *
  * Threads: the main thread runs the io_uring loop and owns every socket,
  * the token table and the rate limiters; the side thread (control.h) runs

@@ -158,7 +158,7 @@ handover_under_load() { # LABEL
 	t0=$(now)
 	sleep 0.3
 	start_public "$new"
-	wait_log "$new" 'public proxy .* ready' 10 || { wait "$LOAD_PID"; return 1; }
+	wait_log "$new" 'public proxy .* ready' "${HANDOVER_READY_WAIT:-30}" || { wait "$LOAD_PID"; return 1; }
 	tr=$(since "$t0")
 	# both instances serve for a moment: dial-backs and pooled connections
 	# reach either one, and must be passed over the link

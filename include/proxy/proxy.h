@@ -15,9 +15,10 @@
  *      └──loop failure─────────────────────────────────────────────────────────────────────┘
  *   SIGHUP in any state: proxy_on_reload(), the process goes on.
  *
- *   DRAINING  ph_drain() has stopped accepting and dropped what is not
- *             relaying yet; the relays may finish for shutdown_timeout.
- *   FORCED    relay_close_all(): the relays' reports bring ph_held() to 0;
+ *   DRAINING  ph_drain() has stopped accepting new work; what was accepted
+ *             before (relays, and what a role lets finish: parked clients,
+ *             dial-backs in flight) may finish for shutdown_timeout.
+ *   FORCED    ph_force() and relay_close_all(): the reports bring ph_held() to 0;
  *             ph_forced_ms bounds the wait (public 1000 ms, private 2000 ms,
  *             as before the skeleton).
  */
@@ -51,7 +52,9 @@ enum proxy_state {
  *   ph_start         the loop and the relay exist (px_loop, px_relay): timer
  *                    lists, listeners
  *   ph_started       the side thread runs: post its first work, log "ready"
- *   ph_drain         first signal: stop accepting, drop what is not relaying
+ *   ph_drain         first signal: stop accepting, drop what cannot finish
+ *   ph_force         shutdown_timeout over: end what ph_drain let finish and
+ *                    is not relaying (the relays are closed right after)
  *   ph_held          sockets (and listeners) still held; the drain ends at 0
  *   ph_side_stopped  the side thread is joined, control_stop comes next: free
  *                    what lives on the side thread
@@ -63,6 +66,7 @@ struct proxy_hooks {
 	void	(*ph_start)(struct proxy *px);
 	void	(*ph_started)(struct proxy *px);
 	void	(*ph_drain)(struct proxy *px);
+	void	(*ph_force)(struct proxy *px);
 	long	(*ph_held)(struct proxy *px);
 	void	(*ph_side_stopped)(struct proxy *px);
 	void	(*ph_free)(struct proxy *px);

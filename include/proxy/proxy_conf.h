@@ -12,6 +12,10 @@ enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
 /* private.pool_size when the settings name none (issue #16; 0: off). */
 #define POOL_SIZE_DEFAULT		0
 
+/* public.handover_socket: an abstract unix socket name, at most this long
+ * (sun_path less its leading NUL). */
+#define HANDOVER_NAME_MAX		107
+
 struct rate_limit {
 	double rl_window;      /* 1, 60 or 3600 seconds */
 	long   rl_limit;       /* connections per window per source address */
@@ -73,6 +77,8 @@ struct proxy_conf {
 	double  pc_ticket_key_lifetime; /* a minting key; 0: no keys handed out */
 	long    pc_max_pooled;          /* tickets + pooled connections per operator */
 	double  pc_pool_idle_lifetime;  /* a pooled connection unused this long is closed */
+	double  pc_incoming_retry;      /* incoming_retry_backoff: longest wait between two
+					 * tries of incomingConnection; 0: no retry */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */
@@ -96,6 +102,8 @@ struct proxy_conf {
 	int     pc_max_connections_set;  /* given in the settings (not the default) */
 	int     pc_max_data_connections_set;
 	int     pc_reuse_port;         /* SO_REUSEPORT on every listener (hand-over) */
+	char   *pc_handover_socket;    /* public, with reuse_port: abstract unix name of
+	                                * the link between two instances (hand-over) */
 	char   *pc_datastore_file;
 	int     pc_datastore_redis;    /* datastore.type redis (public only) */
 	char   *pc_redis_address;      /* datastore.settings.address */

@@ -23,6 +23,9 @@ int    token_park(struct token_table *t, void *value, uint8_t token[TOKEN_LEN]);
  * used).  Constant-time comparison of the candidate.  Both a data
  * connection's claim and the owner's own cancel (timeout, failed call). */
 void  *token_claim(struct token_table *t, const uint8_t token[TOKEN_LEN]);
+/* The value parked under token, left parked, or NULL.  Constant-time
+ * comparison, as for token_claim. */
+void  *token_lookup(const struct token_table *t, const uint8_t token[TOKEN_LEN]);
 size_t token_count(const struct token_table *t);
 
 #endif

@@ -309,6 +309,8 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    &pc->pc_max_pooled);
 			cfg_seconds(&sec, "pool_idle_lifetime", 60, 1, DAY,
 			    &pc->pc_pool_idle_lifetime);
+			cfg_seconds(&sec, "incoming_retry_backoff", 1, 0, 60,
+			    &pc->pc_incoming_retry);
 			conf_rate_limits(&sec, "tcp_rate_limits", NULL, &pc->pc_rate_limits,
 			    &pc->pc_nrate_limits);
 			conf_rate_limits(&sec, "data_rate_limits", &data_rate_default,
@@ -351,6 +353,19 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    v != NULL;
 		}
 		cfg_bool(&sec, "reuse_port", 0, &pc->pc_reuse_port);
+		if (role == PROXY_PUBLIC) {
+			char def[HANDOVER_NAME_MAX + 1];
+
+			/* one group of listeners per data address and namespace
+			 * (truncated: a long address still gives a valid name) */
+			snprintf(def, sizeof(def), "hyper-relay-public:%s",
+			    pc->pc_data_bind ? pc->pc_data_bind : "");
+			cfg_string(&sec, "handover_socket", def, 0, &pc->pc_handover_socket);
+			if (pc->pc_handover_socket != NULL &&
+			    strlen(pc->pc_handover_socket) > HANDOVER_NAME_MAX)
+				cfg_error(&sec, "handover_socket", "longer than %d bytes",
+				    HANDOVER_NAME_MAX);
+		}
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
 		cfg_int(&sec, "pipe_size", 1 << 20, 4096, 1 << 30, &pc->pc_pipe_size);
 		cfg_int(&sec, "max_pipes", 1024, 0, 1 << 20, &pc->pc_max_pipes);
@@ -382,6 +397,7 @@ proxy_conf_free(struct proxy_conf *pc)
 	free(pc->pc_name);
 	free(pc->pc_tls_bind);
 	free(pc->pc_data_bind);
+	free(pc->pc_handover_socket);
 	free(pc->pc_data_endpoint);
 	free(pc->pc_rate_limits);
 	free(pc->pc_data_rate_limits);

@@ -200,8 +200,11 @@ private_started(struct proxy *px)
 	control_post(&pv->pv_ctl, private_announce_start, pv);
 }
 
-/* Stop: no more RPC (the side thread stops right after), no new dial jobs,
- * the relays may finish. */
+/* Stop: the idle pooled connections first (their public proxy drops them
+ * from its pool as their FIN arrives), then no more RPC (incomingConnection
+ * answers 502 "shutting down" until the side thread stops right after, so
+ * the public proxy tries again and its client waits); the dial jobs already
+ * posted (each answered "ok") and the relays may finish. */
 static void
 private_drain(struct proxy *px)
 {
@@ -209,7 +212,13 @@ private_drain(struct proxy *px)
 
 	atomic_store(&pv->pv_stopping, 1);
 	private_pool_drain(pv->pv_pool);        /* issue #16: idle pooled ones first */
-	private_dials_cancel(pv);
+}
+
+/* shutdown_timeout is over: the dial jobs still connecting go too. */
+static void
+private_force(struct proxy *px)
+{
+	private_dials_cancel(px->px_role);
 }
 
 static long
@@ -251,6 +260,7 @@ static const struct proxy_hooks private_hooks = {
 	.ph_start = private_start,
 	.ph_started = private_started,
 	.ph_drain = private_drain,
+	.ph_force = private_force,
 	.ph_held = private_held,
 	.ph_side_stopped = private_side_stopped,
 	.ph_free = private_free,

@@ -81,6 +81,14 @@ dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const char *domain,
 	return d;
 }
 
+/* A stop lets the jobs in flight finish (the public proxy was told "ok",
+ * its client waits for this dial-back); only a forced stop ends them. */
+static int
+dial_forced(const struct private *pv)
+{
+	return pv->pv_px.px_state == PS_FORCED || pv->pv_px.px_state == PS_STOPPED;
+}
+
 /* The job's two sockets are released (closed, or by the relay). */
 static void
 dial_release(struct private *pv)
@@ -146,7 +154,7 @@ dial_check(struct dial *d)
 
 	if (d->dl_pub.dn_op.lo_busy || d->dl_int.dn_op.lo_busy)
 		return;
-	if (d->dl_state == DIAL_FAILING || atomic_load(&pv->pv_stopping)) {
+	if (d->dl_state == DIAL_FAILING || dial_forced(pv)) {
 		dial_free(d);
 		return;
 	}
@@ -276,7 +284,7 @@ dial_start(void *arg)
 
 	TAILQ_INSERT_TAIL(&pv->pv_dials, d, dl_entry);
 	d->dl_start_ms = loop_now_ms(pv->pv_loop);
-	if (atomic_load(&pv->pv_stopping)) {
+	if (dial_forced(pv)) {
 		dial_free(d);
 		return;
 	}

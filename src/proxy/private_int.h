@@ -111,7 +111,7 @@ struct target {
  *
  *   (posted) ──> CONNECTING ──both ends connected──> JOINED ──relay report──> (freed)
  *                   │
- *                   └─an end failed, or a stop ──> FAILING ──no connect in flight──> (freed)
+ *                   └─an end failed, or a forced stop ──> FAILING ──no connect in flight──> (freed)
  *
  *   CONNECTING  both connects in flight or done.  The public end writes the
  *               token as soon as it is connected; the internal end, when the
@@ -226,7 +226,8 @@ struct dial *dial_new(struct private *pv, const uint8_t token[TOKEN_LEN], const 
 /* loop_post()ed by the side thread: start both connects.  The two sockets
  * were reserved in pv_nsockets; the job releases them. */
 void	dial_start(void *arg);
-/* Stop: cancel every connect in flight (the jobs then free themselves). */
+/* Forced stop (shutdown_timeout over): cancel every connect in flight (the
+ * jobs then free themselves).  A plain stop lets them finish and join. */
 void	private_dials_cancel(struct private *pv);
 /* issue #16 (private_pool.h, pe_join; loop thread): pooled connection fd
  * read its start frame f for announcement an: dial the internal server and

@@ -859,23 +859,45 @@ private_pool_start(struct private_pool *pp, struct loop *loop)
 	    (uint64_t)(pp->pp_env.pe_conf->pc_frame_timeout * 1000), pool_conn_frame_expired, pp);
 }
 
+/* 1 when c's public proxy has written to it: its start frame is in the
+ * socket, or read in part, and a client waits behind it. */
+static int
+pool_conn_taken(struct pool_conn *c)
+{
+	char b;
+
+	if (c->pc_state != PCN_WAITING)
+		return 0;
+	return c->pc_got > 0 || recv(c->pc_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void
 private_pool_drain(struct private_pool *pp)
 {
 	struct pool_conn *c, *next;
-	int n = 0;
+	int n = 0, kept = 0;
 
 	if (pp == NULL)
 		return;
 	for (c = TAILQ_FIRST(&pp->pp_conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, pc_entry);
-		if (c->pc_state != PCN_CLOSING) {
-			pool_conn_end(c, POOL_END_CLOSED, 0);
-			n++;
+		if (c->pc_state == PCN_CLOSING)
+			continue;
+		/* The public proxy took it before our FIN could tell it: its
+		 * frame is read and served as usual (bounded by token_timeout),
+		 * closing it would reset that client. */
+		if (pool_conn_taken(c)) {
+			if (c->pc_got == 0)
+				loop_timer_arm(&pp->pp_frame_timers, &c->pc_timer);
+			kept++;
+			continue;
 		}
+		pool_conn_end(c, POOL_END_CLOSED, 0);
+		n++;
 	}
-	if (n > 0)
-		log_info("%d pooled connection(s) closed", n);
+	if (n > 0 || kept > 0)
+		log_info("%d pooled connection(s) closed, %d with a start frame already "
+		    "arrived kept for their client", n, kept);
 }
 
 void

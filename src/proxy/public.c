@@ -47,6 +47,8 @@ METRIC_COUNTER(m_pauses, "public_listener_pauses_total",
 METRIC_GAUGE(m_paused, "public_listener_paused", "1 while the listener is paused.",
     "listener")
 
+static void public_data_close_posted(void *);
+
 static void
 public_listener_pause(struct loop_listener *l, const char *which)
 {
@@ -69,8 +71,11 @@ public_listener_resume(struct loop_listener *l, const char *which)
  * counted here, see dconn_admit).  The data listener pauses only past it by
  * the number of parked clients: each of them still needs its data
  * connection, and a full proxy that refused those would hold its parked
- * clients until accept_timeout.  While stopping, the listeners are closed:
- * the drain ends when nothing is held any more.
+ * clients until accept_timeout.  While stopping, the TLS listener is
+ * closed; the data listener and the pool stay while a client accepted
+ * before the stop may still need a data connection (HELLO or PARKED), then
+ * close too (public_data_close): the drain ends when nothing is held any
+ * more.
  */
 void
 public_admit(struct public *p, enum public_event ev)
@@ -116,8 +121,13 @@ public_admit(struct public *p, enum public_event ev)
 		break;
 	}
 	if (p->p_px.px_state != PS_RUNNING) {
+		/* Not from here: the caller may be in the middle of a data
+		 * connection or a pooled one that the close would free. */
+		if (!p->p_data_closing && !p->p_data_close_posted && !public_clients_waiting(p) &&
+		    loop_post(p->p_loop, public_data_close_posted, p) == 0)
+			p->p_data_close_posted = 1;
 		proxy_drained(&p->p_px);
-		return;         /* the listeners are closed */
+		return;         /* the listeners are closed or closing */
 	}
 	if (ev == PE_DATA_ACCEPTED || ev == PE_DATA_CLOSED || ev == PE_POOL_ADDED ||
 	    ev == PE_POOL_CLOSED)
@@ -145,6 +155,30 @@ static void
 public_listener_closed(struct loop_listener *l)
 {
 	public_admit(l->ll_arg, PE_LISTENER_CLOSED);
+}
+
+/* Stopping, and no client waits for a data connection any more: the data
+ * listener, the data connections still without a token and the idle pooled
+ * connections go.  Once. */
+static void
+public_data_close(struct public *p)
+{
+	if (p->p_data_closing)
+		return;
+	p->p_data_closing = 1;
+	loop_listener_stop(&p->p_data_listener, public_listener_closed);
+	public_data_drain(p);
+	public_pool_drain(p);
+}
+
+static void
+public_data_close_posted(void *arg)
+{
+	struct public *p = arg;
+
+	p->p_data_close_posted = 0;
+	if (!public_clients_waiting(p))
+		public_data_close(p);
 }
 
 /* A dual-stack listener ([::]) reports IPv4 clients as ::ffff:a.b.c.d:
@@ -345,6 +379,7 @@ public_timers_init(struct public *p)
 	    (uint64_t)(pc->pc_accept_timeout * 1000), pconn_park_expired, p);
 	loop_timer_list_init(p->p_loop, &p->p_token_timers,
 	    (uint64_t)(pc->pc_token_timeout * 1000), dconn_token_expired, p);
+	pconn_retry_timers_init(p);
 	public_pool_start(p);
 }
 
@@ -367,6 +402,33 @@ public_loop_free(struct public *p)
 
 /* --- the skeleton's hooks -------------------------------------------------- */
 
+/*
+ * With reuse_port, a stop closes listeners that may still hold connections
+ * the kernel queued (accepted, or still in the handshake).  Only
+ * net.ipv4.tcp_migrate_req (Linux 5.14, per network namespace) moves them
+ * to another listener of the group, the successor's; without it they are
+ * reset.  Said once at start; the proxy never changes a system setting.
+ */
+static void
+public_migrate_check(void)
+{
+	FILE *f;
+	int v = -1;
+
+	if ((f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r")) != NULL) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	if (v == 0)
+		log_warnx("reuse_port: net.ipv4.tcp_migrate_req is 0: connections queued on "
+		    "this proxy's listeners when it stops are reset instead of moved to its "
+		    "successor (set it to 1 for a hand-over that loses nothing; see README)");
+	else if (v < 0)
+		log_warnx("reuse_port: cannot read net.ipv4.tcp_migrate_req (Linux 5.14): "
+		    "connections queued on this proxy's listeners when it stops are reset");
+}
+
 static int
 public_bind_all(struct proxy *px, char *err, size_t errlen)
 {
@@ -379,6 +441,9 @@ public_bind_all(struct proxy *px, char *err, size_t errlen)
 	    errlen)) < 0 ||
 	    control_bind(&p->p_ctl, public_rpc, p, err, errlen) < 0)
 		return -1;
+	if (pc->pc_reuse_port)
+		public_migrate_check();
+	public_handover_bind(p);
 	return 0;
 }
 
@@ -434,6 +499,7 @@ public_start(struct proxy *px)
 	public_listen(p, &p->p_data_listener, p->p_data_fd, pc->pc_data_bind, "data listener",
 	    public_data_accept);
 	p->p_tls_fd = p->p_data_fd = -1;        /* the listeners own them now */
+	public_handover_start(p);
 	/* before the side thread, which serves the scrapes, runs */
 	metrics_collector_add(public_pool_collect, p);
 	reload_init(&p->p_ctl, p->p_loop, pc, &(struct reload_role){
@@ -452,18 +518,54 @@ public_started(struct proxy *px)
 	    loop_mode(p->p_loop));
 }
 
-/* SIGTERM: stop accepting, close every connection not yet joined, let the
- * joined pairs finish (the skeleton bounds it by shutdown_timeout). */
+/* Side thread: with reuse_port, a stopping proxy closes its JSON-RPC
+ * server (listener and connections), so that its Hyper's next call reaches
+ * the successor on the same port: announcements and tickets from now on
+ * are the successor's.  Its calls to incomingConnection go on. */
+static void
+public_rpc_close(void *arg)
+{
+	struct public *p = arg;
+
+	if (p->p_ctl.ct_server == NULL)
+		return;
+	jsonrpc_server_free(p->p_ctl.ct_server);
+	p->p_ctl.ct_server = NULL;
+	log_info("stopping: JSON-RPC server closed (reuse_port: the calls go to the "
+	    "successor)");
+}
+
+/* SIGTERM: stop accepting clients; those accepted already (HELLO, PARKED)
+ * are served or time out as usual, so the data listener and the pool stay
+ * while any of them waits (public_admit); the joined pairs may finish.
+ * With reuse_port the JSON-RPC server closes too (public_rpc_close); the
+ * hand-over link stays until the exit, so that dial-backs for either
+ * instance that reach the other one are passed on.
+ * The skeleton bounds it all by shutdown_timeout. */
 static void
 public_drain(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
 	loop_listener_stop(&p->p_tls_listener, public_listener_closed);
-	loop_listener_stop(&p->p_data_listener, public_listener_closed);
+	/* A hand-over: the successor's JSON-RPC server takes the calls. */
+	if (p->p_conf->pc_reuse_port)
+		control_post(&p->p_ctl, public_rpc_close, p);
+	if (public_clients_waiting(p))
+		log_info("stopping: %zu parked client(s) and those still sending their "
+		    "hello may be joined first", token_count(p->p_tokens));
+	else
+		public_data_close(p);
+}
+
+/* shutdown_timeout is over: the clients not joined yet go too. */
+static void
+public_force(struct proxy *px)
+{
+	struct public *p = px->px_role;
+
 	public_clients_drain(p);
-	public_data_drain(p);
-	public_pool_drain(p);
+	public_data_close(p);
 }
 
 /* Done once every socket is closed, the listening ones too, so no request
@@ -498,6 +600,7 @@ public_free(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
+	public_handover_close(p);
 	if (p->p_watch)
 		directory_watch_free(p->p_watch);
 	if (p->p_tls_fd >= 0)
@@ -515,6 +618,7 @@ static const struct proxy_hooks public_hooks = {
 	.ph_start = public_start,
 	.ph_started = public_started,
 	.ph_drain = public_drain,
+	.ph_force = public_force,
 	.ph_held = public_held,
 	.ph_side_stopped = public_side_stopped,
 	.ph_free = public_free,
@@ -530,6 +634,7 @@ public_run(struct proxy_conf *pc)
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
 	p->p_tls_fd = p->p_data_fd = -1;
+	p->p_handover.ho_fd = p->p_handover.ho_listen_fd = -1;
 	p->p_on_parked = public_incoming_post;
 	TAILQ_INIT(&p->p_pconns);
 	TAILQ_INIT(&p->p_dconns);

@@ -3,7 +3,8 @@
  *
  * Thread: the io_uring loop (main thread) only.  The call to
  * incomingConnection is handed to the side thread (p_on_parked); a failed
- * call comes back through loop_post (incoming_failed).
+ * call comes back through loop_post (incoming_failed), and a transient
+ * failure is tried again from here after a short backoff (issue #16).
  *
  * Closing with a poll in flight cancels it first and frees on the final
  * completion (io_uring still holds the file until then). */
@@ -46,7 +47,7 @@ METRIC_GAUGE(m_parked, "public_parked", "Client connections parked now, waiting 
 enum pconn_end {
 	PCE_CLOSED, PCE_ERROR, PCE_POLL_ERROR, PCE_INCOMPLETE, PCE_NO_SNI, PCE_BAD_NAME, PCE_MALFORMED,
 	PCE_TOO_LARGE, PCE_HELLO_TIMEOUT, PCE_UNKNOWN_NAME, PCE_TOKEN_FULL,
-	PCE_ACCEPT_TIMEOUT, PCE_INCOMING_FAILED, PCE_SHUTDOWN,
+	PCE_ACCEPT_TIMEOUT, PCE_INCOMING_FAILED, PCE_RETRIES_OVER, PCE_SHUTDOWN,
 };
 
 static const struct {
@@ -68,6 +69,9 @@ static const struct {
 	[PCE_ACCEPT_TIMEOUT]  = { "not claimed (accept_timeout)", "accept_timeout", 0 },
 	[PCE_INCOMING_FAILED] = { "incomingConnection failed", "incoming_failed",
 	    ALERT_INTERNAL_ERROR },
+	/* accept_timeout, the last try having failed (502, 504) */
+	[PCE_RETRIES_OVER]    = { "incomingConnection failed (retried until accept_timeout)",
+	    "incoming_failed", ALERT_INTERNAL_ERROR },
 	[PCE_SHUTDOWN]        = { "shutdown", "shutdown", 0 },
 };
 
@@ -110,28 +114,59 @@ pconn_free(struct pconn *c)
 	pconn_destroy(c);
 }
 
+/* The timer list of the wait before try tries + 1 of incomingConnection. */
+static struct loop_timer_list *
+pconn_retry_list(struct public *p, unsigned tries)
+{
+	return &p->p_retry_timers[tries < PUBLIC_RETRY_STEPS ? tries - 1 : PUBLIC_RETRY_STEPS - 1];
+}
+
+/* A pending retry goes (its call was not placed). */
+static void
+pconn_retry_cancel(struct pconn *c)
+{
+	if (c->c_retry.t_armed)
+		loop_timer_disarm(pconn_retry_list(c->c_pub, c->c_tries), &c->c_retry);
+	free(c->c_incoming);
+	c->c_incoming = NULL;
+}
+
+void
+pconn_unpark(struct pconn *c)
+{
+	struct public *p = c->c_pub;
+
+	/* a data connection claimed it already; a pooled one did not */
+	token_claim(p->p_tokens, c->c_token);
+	loop_timer_disarm(&p->p_park_timers, &c->c_timer);
+	pconn_retry_cancel(c);
+	metric_dec(&m_parked);
+}
+
 /* End a connection that never reached the relay (with the alert its end
  * calls for). */
 static void
 pconn_close(struct pconn *c, enum pconn_end end)
 {
 	struct public *p = c->c_pub;
-	int alert = pconn_ends[end].e_alert;
+	int alert;
 
 	switch (c->c_state) {
 	case PC_HELLO:
 		loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
 		break;
 	case PC_PARKED:
-		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
-		token_claim(p->p_tokens, c->c_token);
-		metric_dec(&m_parked);
+		/* the tries so far failed, not only the time ran out */
+		if (end == PCE_ACCEPT_TIMEOUT && c->c_tries > 0)
+			end = PCE_RETRIES_OVER;
+		pconn_unpark(c);
 		break;
 	case PC_JOINED:         /* the relay's */
 	case PC_CLOSING:
 		return;
 	}
 	c->c_state = PC_CLOSING;
+	alert = pconn_ends[end].e_alert;
 	if (alert) {
 		/* Fatal alert record; seven bytes always fit the empty send
 		 * buffer of a fresh socket, and a short write is harmless. */
@@ -164,6 +199,56 @@ void
 pconn_park_expired(struct loop_timer *t, void *arg)
 {
 	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), PCE_ACCEPT_TIMEOUT);
+}
+
+/* The wait after a transient failure is over: try incomingConnection again
+ * with the same token, unless the name went away meanwhile or a pooled
+ * connection of its operator is idle now. */
+static void
+pconn_retry_expired(struct loop_timer *t, void *arg)
+{
+	struct pconn *c = LOOP_CONTAINER_OF(t, struct pconn, c_retry);
+	struct public *p = c->c_pub;
+	struct incoming *in = c->c_incoming;
+	struct announcement a;
+
+	c->c_incoming = NULL;
+	if (announce_match(p->p_announce, c->c_sni, NULL, now_wall(), &a) < 0) {
+		free(in);
+		pconn_close(c, PCE_UNKNOWN_NAME);
+		return;
+	}
+	/* another operator holds the name now (the old one's had expired) */
+	if (strcmp(a.an_operator, c->c_operator) != 0) {
+		snprintf(c->c_operator, sizeof(c->c_operator), "%s", a.an_operator);
+		snprintf(in->in_operator, sizeof(in->in_operator), "%s", a.an_operator);
+	}
+	if (public_pool_take(p, c) == 0) {
+		free(in);
+		return;
+	}
+	if (log_get_level() >= LOG_LVL_DEBUG) {
+		char addr[64];
+
+		log_debug("client %s: %s: incomingConnection, try %u",
+		    addr_str_masked((struct sockaddr *)&c->c_peer, addr, sizeof(addr)), c->c_sni,
+		    c->c_tries + 1);
+	}
+	in->in_transient = 0;
+	p->p_on_parked(p, in);
+}
+
+void
+pconn_retry_timers_init(struct public *p)
+{
+	uint64_t max = (uint64_t)(p->p_conf->pc_incoming_retry * 1000);
+
+	for (int i = 0; i < PUBLIC_RETRY_STEPS; i++) {
+		uint64_t ms = (uint64_t)PUBLIC_RETRY_FIRST_MS << i;
+
+		loop_timer_list_init(p->p_loop, &p->p_retry_timers[i],
+		    ms < max || max == 0 ? ms : max, pconn_retry_expired, p);
+	}
 }
 
 static void
@@ -390,9 +475,8 @@ public_tls_accept(struct loop_listener *l, int fd)
 void
 pconn_joined(struct pconn *c)
 {
-	loop_timer_disarm(&c->c_pub->p_park_timers, &c->c_timer);
+	pconn_unpark(c);
 	c->c_state = PC_JOINED;
-	metric_dec(&m_parked);
 	metric_inc(&m_clients, "joined");
 	public_admit(c->c_pub, PE_PAIR_JOINED);
 }
@@ -413,15 +497,36 @@ void
 incoming_failed(void *arg)
 {
 	struct incoming *in = arg;
-	struct pconn *c = token_claim(in->in_pub->p_tokens, in->in_token);
+	struct public *p = in->in_pub;
+	struct pconn *c = token_lookup(p->p_tokens, in->in_token);
 
-	/* Still parked: nobody will come for it, close now, not at accept_timeout. */
-	if (c != NULL)
+	/* Joined meanwhile (a pooled connection, a late dial-back) or gone. */
+	if (c == NULL || c->c_state != PC_PARKED) {
+		free(in);
+		return;
+	}
+	c->c_tries++;
+	/* A definite refusal: nobody will come for it, close now, not at
+	 * accept_timeout. */
+	if (!in->in_transient || p->p_conf->pc_incoming_retry <= 0) {
+		free(in);
 		pconn_close(c, PCE_INCOMING_FAILED);
-	free(in);
+		return;
+	}
+	/* Transient: the same call again after the backoff, while the
+	 * client stays parked (accept_timeout still bounds it). */
+	c->c_incoming = in;
+	loop_timer_arm(pconn_retry_list(p, c->c_tries), &c->c_retry);
 }
 
 /* --- stop ------------------------------------------------------------------ */
+
+int
+public_clients_waiting(struct public *p)
+{
+	/* every HELLO client has its hello timer armed, every PARKED one its token */
+	return !TAILQ_EMPTY(&p->p_hello_timers.tl_head) || token_count(p->p_tokens) > 0;
+}
 
 void
 public_clients_drain(struct public *p)
@@ -446,6 +551,7 @@ public_clients_free(struct public *p)
 	while ((c = TAILQ_FIRST(&p->p_pconns)) != NULL) {
 		if (c->c_fd >= 0)
 			close(c->c_fd);
+		free(c->c_incoming);
 		pconn_destroy(c);
 	}
 }

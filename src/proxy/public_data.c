@@ -96,7 +96,20 @@ dconn_join(struct dconn *d)
 			free(d);
 			return;
 		}
-		dconn_close(d, &p->p_log_dtoken, rc == -1 ? "unknown_token" : "ticket_refused", why);
+		/* Not ours, or we are stopping with nobody left to serve: the
+		 * other instance of a hand-over may know it. */
+		if ((rc == -1 || rc == -3) && !d->dc_adopted &&
+		    public_handover_forward(p, d->dc_fd, &d->dc_peer, d->dc_token) == 0) {
+			/* the other instance's token or ticket (hand-over) */
+			metric_inc(&m_data, "handed_over");
+			d->dc_fd = -1;
+			TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
+			free(d);
+			public_admit(p, PE_DATA_CLOSED);
+			return;
+		}
+		dconn_close(d, &p->p_log_dtoken, rc == -1 ? "unknown_token" :
+		    rc == -3 ? "shutdown" : "ticket_refused", why);
 		return;
 	}
 	metric_inc(&m_data, "joined");
@@ -207,6 +220,38 @@ public_data_accept(struct loop_listener *l, int fd)
 	public_admit(p, PE_DATA_ACCEPTED);
 	loop_timer_arm(&p->p_token_timers, &d->dc_timer);
 	loop_recv(p->p_loop, &d->dc_recv, fd, d->dc_token, TOKEN_LEN, -1);
+}
+
+void
+public_data_adopt(struct public *p, int fd, const struct sockaddr_storage *peer,
+    const uint8_t token[TOKEN_LEN])
+{
+	struct dconn *d;
+
+	if (p->p_data_closing) {
+		/* stopped taking data connections: its private proxy dials again */
+		log_debug("data connection from the hand-over link closed: stopping");
+		metric_inc(&m_data, "shutdown");
+		close(fd);
+		return;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		metric_inc(&m_data, "out_of_memory");
+		close(fd);
+		return;
+	}
+	d->dc_pub = p;
+	TAILQ_INSERT_TAIL(&p->p_dconns, d, dc_entry);
+	d->dc_fd = fd;
+	d->dc_peer = *peer;
+	d->dc_state = DC_TOKEN;
+	d->dc_adopted = 1;
+	d->dc_got = TOKEN_LEN;
+	memcpy(d->dc_token, token, TOKEN_LEN);
+	loop_op_init(&d->dc_recv, dconn_recv_cb);
+	metric_inc(&m_data, "accepted");
+	public_admit(p, PE_DATA_ACCEPTED);
+	dconn_join(d);
 }
 
 /* --- stop ------------------------------------------------------------------ */

@@ -8,6 +8,8 @@
  *                    their commits, the allowed_domains re-checks, sweeps
  *   public_pool.c    loop thread: the warm pool of ticketed data connections
  *   public_tickets.c side thread: requestConnectionTickets, getConnectionPools
+ *   public_handover.c loop thread: the link to the other instance of a
+ *                    hand-over (reuse_port), data connections passed over it
  *
  * Threads: the main thread runs the io_uring loop and owns every socket,
  * the token table and the rate limiters; the side thread (control.h) runs
@@ -22,6 +24,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "announce.h"
 #include "control.h"
@@ -59,13 +62,19 @@ struct ticket_book;
 /* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
 #define PUBLIC_FD_RESERVE        64
 
+/* Retries of incomingConnection: the first after PUBLIC_RETRY_FIRST_MS,
+ * doubling, each step one timer list, capped by incoming_retry_backoff. */
+#define PUBLIC_RETRY_FIRST_MS    100
+#define PUBLIC_RETRY_STEPS       10
+
 /*
  * A client connection (public_client.c):
  *
- *   accept ──> HELLO ──SNI announced, token parked──> PARKED ──token claimed──> JOINED ──relay report──> (freed)
- *                │                                      │
+ *   accept ──> HELLO ──SNI announced, token parked──> PARKED ──token claimed, or a pooled──> JOINED ──relay report──> (freed)
+ *                │                                      │  ^    connection taken
+ *                │                                      │  └─transient failure: retried
  *                └─no/bad SNI, garbage, hello_timeout,  └─accept_timeout, incomingConnection
- *                  peer closed, shutdown ──> CLOSING       failed, shutdown ──> CLOSING ──> (freed)
+ *                  peer closed, forced stop ──> CLOSING    refused, forced stop ──> CLOSING ──> (freed)
  *
  *   HELLO    a one-shot POLLIN waits for bytes, then the stream's prefix is
  *            peeked (MSG_PEEK: the bytes stay in the socket and later travel
@@ -74,7 +83,19 @@ struct ticket_book;
  *            record, so the wake-ups are bounded by the number of records.
  *            Bounded by hello_timeout and hello_max_bytes.  On p_hello_timers.
  *   PARKED   in the token table under a fresh token; the side thread calls
- *            <operator>.incomingConnection.  On p_park_timers.
+ *            <operator>.incomingConnection.  On p_park_timers: it fails only
+ *            at accept_timeout or on a definite refusal (403, 404, -32602,
+ *            the name no longer announced).  A transient failure (502, 504:
+ *            the Hyper or the private proxy unreachable, a timeout) is
+ *            tried again with the same token after 0.1 s, doubling up to
+ *            incoming_retry_backoff (c_retry on p_retry_timers[c_tries - 1]);
+ *            a late dial-back of an earlier try still finds the token.  A
+ *            pooled connection of its operator that arrives meanwhile takes
+ *            it at once (public_pool.c).
+ *   A stop (public_drain) keeps HELLO and PARKED clients: they are joined or
+ *   time out as usual; the data listener and the pool stay open while any
+ *   of them is left (public_admit).  A forced stop (shutdown_timeout over)
+ *   closes them.
  *   JOINED   the relay owns both sockets (c_fd is -1); its report ends it
  *            with the summary line.
  *   CLOSING  closed (alert sent when due, line logged); waits for the final
@@ -100,6 +121,9 @@ struct pconn {
 	struct srccap_entry     *c_source;      /* counted toward its source's cap */
 	uint64_t                 c_start_ms;
 	uint8_t                  c_token[TOKEN_LEN];
+	struct loop_timer        c_retry;       /* PARKED: the next try of incomingConnection */
+	struct incoming         *c_incoming;     /* its call, kept while c_retry is armed */
+	unsigned                 c_tries;        /* tries of incomingConnection that failed */
 	const char              *c_via;          /* joined: "pool" or "dial" */
 	char                     c_sni[SNI_NAME_MAX];
 	char                     c_operator[ANNOUNCE_NAME_MAX];
@@ -117,7 +141,11 @@ struct pconn {
  *            consumed).  Unauthenticated: its own budget
  *            (max_data_connections, plus one per parked client) and rate
  *            limit (data_rate_limits), not counted in max_connections; its
- *            refusals and failures are logged through a log_limit.
+ *            refusals and failures are logged through a log_limit.  32 bytes
+ *            that are neither a token nor a ticket here are passed to the
+ *            other instance of a hand-over when one is linked
+ *            (public_handover.c); one that came from there starts here with
+ *            its bytes read and is never passed back.
  *   CLOSING  waits for the final completion of its recv, then freed.
  */
 enum dconn_state { DC_TOKEN, DC_CLOSING };
@@ -131,12 +159,14 @@ struct dconn {
 	struct loop_op           dc_recv;
 	struct loop_timer        dc_timer;
 	size_t                   dc_got;
+	int                      dc_adopted;     /* came over the hand-over link */
 	uint8_t                  dc_token[TOKEN_LEN];
 };
 
 /* A call to incomingConnection in flight on the side thread. */
 struct incoming {
 	struct public           *in_pub;
+	int                      in_transient;   /* failed with 502/504: worth another try */
 	uint8_t                  in_token[TOKEN_LEN];
 	char                     in_sni[SNI_NAME_MAX];
 	char                     in_operator[ANNOUNCE_NAME_MAX];
@@ -190,6 +220,21 @@ enum public_event {
 	PE_POOL_JOINED,         /* a pooled socket joined a client */
 };
 
+/*
+ * The hand-over link (public_handover.c): with reuse_port, the one unix
+ * connection to the other instance on the same ports, over which a data
+ * connection whose token or ticket is not ours is passed on.
+ */
+struct handover {
+	int                      ho_on;          /* reuse_port and a handover_socket */
+	int                      ho_listen_fd;   /* we hold the name: listening; -1 */
+	int                      ho_fd;          /* the link; -1 */
+	int                      ho_closed;      /* torn down: callbacks do nothing */
+	pid_t                    ho_peer_pid;
+	unsigned long            ho_sent, ho_received;
+	struct loop_op           ho_listen_op, ho_link_op, ho_retry_op;
+};
+
 struct public {
 	struct proxy_conf       *p_conf;
 	struct proxy             p_px;           /* the skeleton (state, signals) */
@@ -214,6 +259,9 @@ struct public {
 	struct ratelimit        *p_data_limits;  /* data_rate_limits */
 	struct loop_listener     p_tls_listener, p_data_listener;
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
+	struct loop_timer_list   p_retry_timers[PUBLIC_RETRY_STEPS];
+	int                      p_data_closing; /* stopping: data listener and pool closed */
+	int                      p_data_close_posted;    /* public_data_close_posted queued */
 	long                     p_nconns;       /* client + joined data sockets held */
 	long                     p_ndata;        /* data sockets waiting for a token */
 	long                     p_npooled;      /* pooled data sockets, idle */
@@ -221,12 +269,14 @@ struct public {
 	struct public_pool      *p_pool;         /* loop thread: the idle pooled connections */
 	int                      p_nlisteners;   /* not yet closed by the kernel */
 	struct log_limit         p_log_dfull, p_log_drate, p_log_dtoken, p_log_dclose;
+	struct log_limit         p_log_retry;    /* side thread: transient failures */
 	int                      p_tls_paused, p_data_paused;
 	double                   p_full_logged;  /* last "max_connections" line */
 	unsigned char           *p_peekbuf;      /* hello_max_bytes */
 	TAILQ_HEAD(, pconn)      p_pconns;       /* every client until freed */
 	TAILQ_HEAD(, dconn)      p_dconns;       /* every data connection until joined or freed */
 	int                      p_tls_fd, p_data_fd;    /* bound, not yet listening */
+	struct handover          p_handover;     /* loop thread */
 };
 
 /* public.c */
@@ -241,14 +291,23 @@ void	public_loop_free(struct public *p);
 void	public_tls_accept(struct loop_listener *l, int fd);
 void	pconn_hello_expired(struct loop_timer *t, void *arg);
 void	pconn_park_expired(struct loop_timer *t, void *arg);
+/* With p_loop set: the timer lists of the retries (incoming_retry_backoff). */
+void	pconn_retry_timers_init(struct public *p);
 /* The parked client c is claimed by its data connection: JOINED (the
  * caller hands both sockets to the relay next). */
 void	pconn_joined(struct pconn *c);
-/* The parked client of token closes: incomingConnection failed (posted). */
+/* c leaves PARKED for a pooled connection: its token, timers and pending
+ * retry go (the caller makes it JOINED). */
+void	pconn_unpark(struct pconn *c);
+/* incomingConnection failed (posted by the side thread): a client still
+ * parked is tried again (in_transient) or closed. */
 void	incoming_failed(void *arg);
 void	public_relay_done(const struct relay_report *rep, void *arg);
-/* Stop: close every client not joined (HELLO, PARKED), from p_pconns. */
+/* Forced stop: close every client not joined (HELLO, PARKED), from p_pconns. */
 void	public_clients_drain(struct public *p);
+/* Stopping: 1 while a client may still need a data connection (HELLO or
+ * PARKED). */
+int	public_clients_waiting(struct public *p);
 /* The loop is gone: free what is left, closing its socket. */
 void	public_clients_free(struct public *p);
 
@@ -257,6 +316,26 @@ void	public_data_accept(struct loop_listener *l, int fd);
 void	dconn_token_expired(struct loop_timer *t, void *arg);
 void	public_data_drain(struct public *p);
 void	public_data_free(struct public *p);
+/* A data connection passed over the hand-over link with the 32 bytes the
+ * other instance read from it: joined, pooled or closed here, never passed
+ * back.  Takes fd. */
+void	public_data_adopt(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t token[TOKEN_LEN]);
+
+/* public_handover.c (loop thread; public_handover_bind on the main thread
+ * before the loop runs) */
+/* With reuse_port: hold the handover_socket name, or link to its holder. */
+void	public_handover_bind(struct public *p);
+/* The loop runs: wait for a successor, the link's messages, or retry. */
+void	public_handover_start(struct public *p);
+/* Pass fd (its 32 bytes read) to the other instance: 0 and fd is closed
+ * here; -1 (no link, or the link is full) and fd is still the caller's. */
+int	public_handover_forward(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t token[TOKEN_LEN]);
+/* 1 while linked to another instance. */
+int	public_handover_linked(const struct public *p);
+/* The loop is gone: close the link and the name. */
+void	public_handover_close(struct public *p);
 
 /* public_pool.c (loop thread, except public_pool_init: main, before the
  * side thread runs) */
@@ -267,7 +346,8 @@ void	public_pool_start(struct public *p);
 /* A data connection wrote 32 bytes that are no token: a valid ticket,
  * issued or minted, makes it a pooled connection (0: the pool owns fd now).
  * -1: no ticket either; -2: a ticket refused (used, expired, bad MAC,
- * replayed, over the cap...).  why: the words for the log line. */
+ * replayed, over the cap...); -3: not redeemed because the proxy is
+ * stopping with no client waiting.  why: the words for the log line. */
 int	public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
 	    const uint8_t ticket[TOKEN_LEN], char *why, size_t whylen);
 /* A client of an announced name (c_operator set, HELLO or PARKED): join it to an

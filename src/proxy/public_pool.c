@@ -209,6 +209,14 @@ public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer
 	struct pooled *pd;
 	int one = 1, idle = POOL_KEEPIDLE, intvl = POOL_KEEPINTVL, cnt = POOL_KEEPCNT;
 
+	/* Stopping with nobody left to serve: it would only wait idle and hold
+	 * up the exit.  Refused before the book, so nothing is consumed; the
+	 * close makes its keeper dial a new one (to the successor). */
+	if (p->p_px.px_state != PS_RUNNING &&
+	    (p->p_data_closing || !public_clients_waiting(p))) {
+		snprintf(why, whylen, "ticket not redeemed: stopping");
+		return -3;
+	}
 	/* Nothing is consumed unless it is TICKET_OK (ticket.h). */
 	if ((w = ticket_redeem(p->p_tickets, ticket, now_wall(), op)) != TICKET_OK) {
 		if (w == TICKET_UNKNOWN) {
@@ -313,11 +321,9 @@ public_pool_take(struct public *p, struct pconn *c)
 		    (unsigned long long)p->p_pool->pp_conn_id);
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
-	if (c->c_state == PC_PARKED) {
-		/* its incomingConnection's dial-back will find no token */
-		token_claim(p->p_tokens, c->c_token);
-		loop_timer_disarm(&p->p_park_timers, &c->c_timer);
-	} else
+	if (c->c_state == PC_PARKED)
+		pconn_unpark(c);	/* its dial-back will find no token */
+	else
 		loop_timer_disarm(&p->p_hello_timers, &c->c_timer);
 	c->c_state = PC_JOINED;
 	c->c_via = "pool";

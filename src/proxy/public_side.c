@@ -36,17 +36,40 @@
 
 /* --- incomingConnection through the Hyper (side thread) ------------------- */
 
+/* 502 (the Hyper, a peer or the private proxy unreachable, or stopping)
+ * and 504 (no answer in time) may pass; anything else is a refusal. */
+static int
+incoming_transient(struct json_object *error)
+{
+	struct json_object *jc;
+	int code;
+
+	if (!json_object_object_get_ex(error, "code", &jc))
+		return 0;
+	code = json_object_get_int(jc);
+	return code == HP_ERR_UNREACHABLE || code == HP_ERR_TIMEOUT;
+}
+
 static void
 incoming_reply(void *arg, struct json_object *result, struct json_object *error)
 {
 	struct incoming *in = arg;
+	struct public *p = in->in_pub;
 
 	if (error == NULL) {
 		free(in);
 		return;
 	}
-	log_warnx("%s.incomingConnection for %s failed: %s", in->in_operator, in->in_sni,
-	    json_object_to_json_string(error));
+	in->in_transient = incoming_transient(error);
+	/* A restart of the chain makes many of these, each retried (the
+	 * client waits, public_client.c): a limited line for them. */
+	if (in->in_transient && p->p_conf->pc_incoming_retry > 0)
+		log_limited(&p->p_log_retry, LOG_LVL_INFO,
+		    "%s.incomingConnection for %s failed: %s; trying again while the client "
+		    "waits", in->in_operator, in->in_sni, json_object_to_json_string(error));
+	else
+		log_warnx("%s.incomingConnection for %s failed: %s", in->in_operator, in->in_sni,
+		    json_object_to_json_string(error));
 	/* Out of memory: the client is closed at accept_timeout instead. */
 	if (loop_post(in->in_pub->p_loop, incoming_failed, in) < 0)
 		free(in);

@@ -160,6 +160,8 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 #define RESTART_IF(cond, key)	do { if (cond) return (key); } while (0)
 	RESTART_IF(!reload_streq(o->pc_name, n->pc_name), "name");
 	RESTART_IF(o->pc_reuse_port != n->pc_reuse_port, "reuse_port");
+	RESTART_IF(!reload_streq(o->pc_handover_socket, n->pc_handover_socket),
+	    "handover_socket");
 	RESTART_IF(!reload_streq(o->pc_rpc_server_bind, n->pc_rpc_server_bind),
 	    "jsonrpc_server.bind_address");
 	RESTART_IF(!reload_streq(o->pc_rpc_server_path, n->pc_rpc_server_path),
@@ -209,6 +211,9 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 		RESTART_IF(o->pc_max_pooled != n->pc_max_pooled, "max_pooled_per_operator");
 		RESTART_IF(o->pc_pool_idle_lifetime != n->pc_pool_idle_lifetime,
 		    "pool_idle_lifetime");
+		/* the retry timer lists are made at start (public_client.c) */
+		RESTART_IF(o->pc_incoming_retry != n->pc_incoming_retry,
+		    "incoming_retry_backoff");
 	} else {
 		RESTART_IF(!reload_streq(o->pc_internal_address, n->pc_internal_address),
 		    "internal_endpoint.address");

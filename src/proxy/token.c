@@ -189,6 +189,14 @@ token_claim(struct token_table *t, const uint8_t token[TOKEN_LEN])
 	return v;
 }
 
+void *
+token_lookup(const struct token_table *t, const uint8_t token[TOKEN_LEN])
+{
+	struct token_entry *e = token_find(t, token);
+
+	return e != NULL ? e->te_value : NULL;
+}
+
 size_t
 token_count(const struct token_table *t)
 {

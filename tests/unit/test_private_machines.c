@@ -305,11 +305,45 @@ Test(dial_job, public_endpoint_down_the_internal_end_is_closed)
 	cr_assert(metric_line("hyper_relay_private_dials_total{outcome=\"refused\"} 1"));
 }
 
-Test(dial_job, a_job_posted_while_stopping_is_dropped_without_a_connect)
+/* A stop's drain: proxy_drained() asks ph_held(); say "still held", so the
+ * test's own loop runs on. */
+static long
+held_always(struct proxy *px)
+{
+	return 1;
+}
+
+static const struct proxy_hooks stop_hooks = { .ph_held = held_always };
+
+Test(dial_job, a_job_posted_while_draining_still_dials_back_and_joins)
+{
+	uint8_t got[TOKEN_LEN];
+	int pub, in;
+
+	/* SIGTERM: its incomingConnection was answered "ok", the client waits */
+	atomic_store(&pv.pv_stopping, 1);
+	pv.pv_px.px_hooks = &stop_hooks;
+	pv.pv_px.px_state = PS_DRAINING;
+	dial_post(NULL, 0);
+	cr_assert(run_until(no_dial, 2000), "the job was not joined");
+	cr_assert_eq(atomic_load(&pv.pv_nsockets), 2, "the relay holds both sockets");
+	pub = accept_one(pub_lfd);
+	in = accept_one(int_lfd);
+	read_exactly(pub, got, sizeof(got));
+	cr_assert_arr_eq(got, tok, sizeof(tok));
+	close(pub);
+	close(in);
+	cr_assert(run_until(released, 2000), "the sockets were not released");
+	cr_assert(metric_line("hyper_relay_private_dials_total{outcome=\"ok\"} 1"));
+}
+
+Test(dial_job, a_job_posted_at_a_forced_stop_is_dropped_without_a_connect)
 {
 	struct pollfd pfd = { .fd = pub_lfd, .events = POLLIN };
 
 	atomic_store(&pv.pv_stopping, 1);
+	pv.pv_px.px_hooks = &stop_hooks;
+	pv.pv_px.px_state = PS_FORCED;
 	dial_post(NULL, 0);
 	cr_assert(run_until(released, 2000));
 	cr_assert_eq(poll(&pfd, 1, 100), 0, "a connect was made while stopping");

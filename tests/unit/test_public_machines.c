@@ -88,6 +88,7 @@ setup(void)
 	    (uint64_t)(conf.pc_accept_timeout * 1000), pconn_park_expired, &pub);
 	loop_timer_list_init(pub.p_loop, &pub.p_token_timers,
 	    (uint64_t)(conf.pc_token_timeout * 1000), dconn_token_expired, &pub);
+	pconn_retry_timers_init(&pub);
 	tls_port = listen_on(&pub.p_tls_listener, public_tls_accept);
 	data_port = listen_on(&pub.p_data_listener, public_data_accept);
 	public_pool_start(&pub);
@@ -439,6 +440,123 @@ Test(public_machines, failed_incoming_call_closes_the_parked_client)
 	cr_assert_eq(alert_of(b, got), ALERT_INTERNAL_ERROR);
 	cr_assert_eq(clients("incoming_failed"), 1);
 	cr_assert_eq(sample("public_parked"), 0);
+	close(fd);
+}
+
+/* incomingConnection of the parked client failed with a 502 or 504 (as the
+ * side thread posts it). */
+static void
+fail_transient(void)
+{
+	struct incoming *in = calloc(1, sizeof(*in));
+
+	cr_assert_not_null(in);
+	in->in_pub = &pub;
+	in->in_transient = 1;
+	memcpy(in->in_token, told, TOKEN_LEN);
+	cr_assert_eq(loop_post(pub.p_loop, incoming_failed, in), 0);
+}
+
+static int
+told_twice(void)
+{
+	return ntold == 2;
+}
+
+Test(public_machines, transient_failure_is_tried_again_with_the_same_token)
+{
+	unsigned char b[512], first[TOKEN_LEN];
+	int fd = dial(tls_port);
+	uint64_t t0;
+
+	conf.pc_incoming_retry = 1;     /* the lists of the setup: 100 ms, 200 ms, ... */
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	memcpy(first, told, TOKEN_LEN);
+	t0 = now_mono_ms();
+	fail_transient();
+	cr_assert(run_until(told_twice, 1000), "no second try");
+	cr_assert_geq(now_mono_ms() - t0, PUBLIC_RETRY_FIRST_MS - 10, "no backoff");
+	cr_assert_arr_eq(told, first, TOKEN_LEN, "the token changed");
+	cr_assert_eq(TAILQ_FIRST(&pub.p_pconns)->c_state, PC_PARKED, "the client waits");
+	cr_assert_eq(token_count(pub.p_tokens), 1);
+	cr_assert_eq(sample("public_parked"), 1);
+	close(fd);
+}
+
+Test(public_machines, transient_failures_until_accept_timeout_end_with_internal_error)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	conf.pc_incoming_retry = 1;     /* the lists of the setup: 100 ms, 200 ms, ... */
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	fail_transient();
+	cr_assert(run_until(told_twice, 1000));
+	fail_transient();
+	cr_assert(run_until(no_client, 2000), "not closed at accept_timeout");
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_INTERNAL_ERROR);
+	cr_assert_eq(clients("incoming_failed"), 1);
+	cr_assert_eq(clients("accept_timeout"), 0);
+	cr_assert_eq(sample("public_parked"), 0);
+	cr_assert_eq(token_count(pub.p_tokens), 0);
+	close(fd);
+}
+
+Test(public_machines, transient_failure_without_retries_closes_at_once)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	/* incoming_retry_backoff 0 (the setup's): as before issue #16 */
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	fail_transient();
+	cr_assert(run_until(no_client, 300));
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_INTERNAL_ERROR);
+	cr_assert_eq(ntold, 1);
+	close(fd);
+}
+
+Test(public_machines, a_name_withdrawn_before_the_retry_ends_the_client)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port), eof;
+	ssize_t got;
+
+	conf.pc_incoming_retry = 1;     /* the lists of the setup: 100 ms, 200 ms, ... */
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	fail_transient();
+	cr_assert_eq(announce_remove(pub.p_announce, "app.example.com", NULL, "op1"), 1);
+	cr_assert(run_until(no_client, 1000));
+	got = drain_peer(fd, b, sizeof(b), &eof);
+	cr_assert_eq(alert_of(b, got), ALERT_UNRECOGNIZED_NAME);
+	cr_assert_eq(ntold, 1, "not tried again");
+	close(fd);
+}
+
+Test(public_machines, a_late_failure_of_a_joined_client_changes_nothing)
+{
+	unsigned char b[512];
+	int fd = dial(tls_port), dfd;
+
+	conf.pc_incoming_retry = 1;     /* the lists of the setup: 100 ms, 200 ms, ... */
+	send_all(fd, b, hello("app.example.com", b));
+	cr_assert(run_until(parked, 2000));
+	dfd = dial(data_port);
+	send_all(dfd, told, TOKEN_LEN);
+	cr_assert(run_until(joined, 2000));
+	fail_transient();       /* an earlier try's answer, arriving late */
+	run_until(NULL, 300);
+	cr_assert_eq(ntold, 1);
+	cr_assert_eq(TAILQ_FIRST(&pub.p_pconns)->c_state, PC_JOINED);
+	close(dfd);
 	close(fd);
 }
 

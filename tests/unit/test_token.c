@@ -103,3 +103,20 @@ Test(token, null_value_is_refused)
 	cr_assert_eq(token_count(t), 0);
 	token_table_free(t);
 }
+
+Test(token, lookup_finds_the_value_and_leaves_it_parked)
+{
+	struct token_table *t = token_table_new(10);
+	uint8_t tok[TOKEN_LEN], other[TOKEN_LEN];
+
+	cr_assert_eq(token_park(t, &vals[0], tok), 0);
+	cr_assert_eq(token_lookup(t, tok), &vals[0]);
+	cr_assert_eq(token_lookup(t, tok), &vals[0], "a lookup uses nothing up");
+	cr_assert_eq(token_count(t), 1);
+	memcpy(other, tok, TOKEN_LEN);
+	other[0] ^= 1;
+	cr_assert_null(token_lookup(t, other));
+	cr_assert_eq(token_claim(t, tok), &vals[0]);
+	cr_assert_null(token_lookup(t, tok), "claimed: gone");
+	token_table_free(t);
+}

@@ -9,8 +9,9 @@
 
 enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
 
-/* private.pool_size when the settings name none (issue #16; 0: off). */
-#define POOL_SIZE_DEFAULT		0
+/* private.pool_size when the settings name none (issue #16; 0: off, every
+ * connection brokered by incomingConnection). */
+#define POOL_SIZE_DEFAULT		8
 
 struct rate_limit {
 	double rl_window;      /* 1, 60 or 3600 seconds */

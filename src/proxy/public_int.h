@@ -240,6 +240,9 @@ void	pconn_park_expired(struct loop_timer *t, void *arg);
 /* The parked client c is claimed by its data connection: JOINED (the
  * caller hands both sockets to the relay next). */
 void	pconn_joined(struct pconn *c);
+/* The metrics of a client that took a pooled connection (parked: it had
+ * been parked). */
+void	pconn_count_pooled(int parked);
 /* The parked client of token closes: incomingConnection failed (posted). */
 void	incoming_failed(void *arg);
 void	public_relay_done(const struct relay_report *rep, void *arg);

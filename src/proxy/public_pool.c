@@ -307,6 +307,7 @@ public_pool_take(struct public *p, struct pconn *c)
 		    (unsigned long long)p->p_pool->pp_conn_id);
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
+	pconn_count_pooled(c->c_state == PC_PARKED);
 	if (c->c_state == PC_PARKED) {
 		/* its incomingConnection's dial-back will find no token */
 		token_claim(p->p_tokens, c->c_token);

@@ -874,7 +874,12 @@ data_budget() {
 	echo "$n log lines for 33 refused data connections"
 	[ "$n" -ge 1 ] && [ "$n" -le 6 ] && grep -q 'data connection .* refused (27 more like it not logged)' "$PLOG"
 }
+# The TLS client needs a dial-back through the flooded data port (the
+# budget keeps one per parked client), and a refilling pool would add data
+# connections of its own to the count: the brokered path.
+check "the private proxy restarted with pool_size 0 (the brokered path)" private_pool 0
 check "max_data_connections 8: of 40 idle data connections (more than max_connections 16) the 32 extra are closed at once, a TLS client is still served, at most 6 log lines" data_budget
+check "the private proxy restarted with its default pool" private_pool ""
 data_rate() {
 	printf 'public:\n  data_rate_limits: [{type: second, limit: 5}]\n' >"$S/public-proxy-1/950_mode.yml"
 	restart_public || return 1

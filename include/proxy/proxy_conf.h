@@ -9,8 +9,9 @@
 
 enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
 
-/* private.pool_size when the settings name none (issue #16; 0: off). */
-#define POOL_SIZE_DEFAULT		0
+/* private.pool_size when the settings name none (issue #16; 0: off, every
+ * connection brokered by incomingConnection). */
+#define POOL_SIZE_DEFAULT		8
 
 /* public.handover_socket: an abstract unix socket name, at most this long
  * (sun_path less its leading NUL). */

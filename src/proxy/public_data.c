@@ -22,11 +22,12 @@
 #include "util.h"
 #include "public_int.h"
 
-/* "accepted" at accept, then exactly one of "joined", a refusal at accept
- * or the result of dconn_close. */
+/* "accepted" at accept, then exactly one of "joined" (a token), "pooled"
+ * (a ticket: an idle pooled connection now), a refusal at accept or the
+ * result of dconn_close. */
 METRIC_COUNTER(m_data, "public_data_connections_total",
     "Data connections of the public proxy: accepted, refused at accept, ended "
-    "before their token (by reason) and joined.", "result")
+    "before their token (by reason), joined (a token) and pooled (a ticket).", "result")
 
 static void
 dconn_free(struct dconn *d)
@@ -91,6 +92,7 @@ dconn_join(struct dconn *d)
 		 * about once a second, like an unknown token) */
 		if ((rc = public_pool_redeem(p, d->dc_fd, &d->dc_peer, d->dc_token, why,
 		    sizeof(why))) == 0) {
+			metric_inc(&m_data, "pooled");
 			d->dc_fd = -1;   /* the pool's now */
 			TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
 			free(d);

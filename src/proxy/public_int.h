@@ -299,6 +299,9 @@ void	pconn_joined(struct pconn *c);
 /* c leaves PARKED for a pooled connection: its token, timers and pending
  * retry go (the caller makes it JOINED). */
 void	pconn_unpark(struct pconn *c);
+/* A client that took a pooled connection counts as joined (pconn_unpark
+ * has taken it off the parked gauge when it was parked). */
+void	pconn_count_pooled(void);
 /* incomingConnection failed (posted by the side thread): a client still
  * parked is tried again (in_transient) or closed. */
 void	incoming_failed(void *arg);

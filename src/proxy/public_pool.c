@@ -321,6 +321,7 @@ public_pool_take(struct public *p, struct pconn *c)
 		    (unsigned long long)p->p_pool->pp_conn_id);
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
+	pconn_count_pooled();
 	if (c->c_state == PC_PARKED)
 		pconn_unpark(c);	/* its dial-back will find no token */
 	else

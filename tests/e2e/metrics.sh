@@ -9,6 +9,10 @@
 # getConnectionPools and each pooled client counts once; a non-GET request, an
 # unknown path and a request that never finishes are answered or closed and
 # the processes stay up; a metrics address in use exits 1, a malformed one 2.
+# The exact counts of incomingConnection calls, Hyper routes and dial-backs
+# are those of the brokered path: the first load runs with pool_size 0; the
+# same load then runs again with the default pool (pool_size 8), where each
+# client is joined either from the pool (via=pool) or by a dial-back.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -24,6 +28,7 @@ printf 'public:\n  metrics: "127.0.0.1:%s"\n  metrics_timeout: 1\n' "${MPORT[pub
 	>"$S/public-proxy-1/900_metrics.yml"
 printf 'private:\n  metrics: "127.0.0.1:%s"\n' "${MPORT[private]}" \
 	>"$S/private-proxy-1/900_metrics.yml"
+printf 'private:\n  pool_size: 0\n' >"$S/private-proxy-1/900_pool.yml"
 printf 'metrics: "127.0.0.1:%s"\nmetrics_timeout: 1\n' "${MPORT[public-hyper]}" \
 	>"$S/public-proxy-hyper-1/900_metrics.yml"
 printf 'metrics: "127.0.0.1:%s"\n' "${MPORT[private-hyper]}" \
@@ -293,6 +298,62 @@ done
 check "every process is still up" bash -c "kill -0 ${E2E_PID[public]} ${E2E_PID[private]} \
 ${E2E_PID[public-hyper]} ${E2E_PID[private-hyper]}"
 check "the chain still serves" serves_within 5
+
+# --- the same load with the pool (the default) --------------------------------
+pool_idle() {
+	HYPER_SETTINGS=$S/public-proxy-hyper-1 timeout 10 "$BIN/hyper" call \
+		public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
+		jq -r '.[] | select(.operator == "private-proxy-1.ga") | .idle'
+}
+wait_pool_idle() { # N SECONDS
+	local deadline=$((SECONDS + $2)) got
+	while [ $SECONDS -lt "$deadline" ]; do
+		got=$(pool_idle)
+		[ "${got:-0}" -ge "$1" ] && { echo "pool: $got idle"; return 0; }
+		sleep 0.2
+	done
+	echo "pool: ${got:-none} idle after $2 s (wanted $1)"
+	return 1
+}
+count_via() { grep -c "client .* via=$1 " "$E2E_RUN/public.log"; }
+rm -f "$S/private-proxy-1/900_pool.yml"
+pooled_restart() {
+	stop_bg private || return 1
+	five_start private
+	wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 5 && wait_port 127.0.0.1 "${MPORT[private]}" 5 &&
+		serves_within 10 && wait_pool_idle 8 10 && settled
+}
+check "the private proxy restarted with its default pool: 8 idle pooled connections" pooled_restart
+for n in "${!MPORT[@]}"; do
+	scrape "$n" "$E2E_RUN/$n.before"
+done
+POOLED0=$(count_via pool)
+check "pooled: the same load of the seed's curl and a 2 MB download succeed" load
+# Every used pooled connection is replaced, one for one, before the scrape.
+settled_and_full() { settled && wait_pool_idle 8 10; }
+check "pooled: every pair has ended and the pool is full again" settled_and_full
+for n in "${!MPORT[@]}"; do
+	scrape "$n" "$E2E_RUN/$n.after"
+done
+POOLED=$(( $(count_via pool) - POOLED0 ))
+echo "# pooled: $POOLED of $JOINED clients via=pool"
+check "pooled: connections joined, exactly (a client from the pool counts as joined)" \
+	delta public public_connections_total $JOINED result=joined
+check "pooled: nobody parked after the load" \
+	bash -c "grep -q '^hyper_relay_public_parked 0\$' '$E2E_RUN/public.after'"
+check "pooled: at least one client came from the pool" test "$POOLED" -ge 1
+check "pooled: every other client was brokered: incomingConnection calls = joined - via=pool" \
+	delta public jsonrpc_client_calls_total $((JOINED - POOLED)) \
+	method=private-proxy-1.ga.incomingConnection outcome=ok
+check "pooled: data connections with a token joined = the brokered clients" \
+	delta public public_data_connections_total $((JOINED - POOLED)) result=joined
+check "pooled: data connections with a ticket (result pooled) = the pooled connections used, each replaced" \
+	delta public public_data_connections_total $POOLED result=pooled
+for n in public private; do
+	check "pooled, $n: relay_pairs_total: one per joined client" delta $n relay_pairs_total $JOINED
+done
+check "pooled, private: private_dials_total{outcome=ok}: one per client, pooled or brokered" \
+	delta private private_dials_total $JOINED outcome=ok
 
 # --- the pool (issue #16) ---------------------------------------------------
 # The private proxy again with pool_size 2: the public proxy's pool gauges

@@ -10,7 +10,7 @@ VERSION := 0.1.0
 # Debian packages the build, the tests and the demo need.
 DEB_PACKAGES := gcc make pkg-config openssl curl jq parallel procps psmisc iproute2 python3 \
 	liburing-dev libjson-c-dev libbsd-dev libcriterion-dev libevent-dev \
-	libyaml-dev libssl-dev clang libclang-rt-14-dev prometheus
+	libyaml-dev libssl-dev libhiredis-dev clang libclang-rt-14-dev prometheus redis-server
 
 # Debian packages only `make deb` needs; it installs them itself, so that the
 # build and the tests do not wait for them (a removed package whose
@@ -24,7 +24,7 @@ DEB_MAINT     := $(shell sed -n 's/^Maintainer: //p' debian/control 2>/dev/null)
 DEB_TMP       := debian/hyper-relay debian/.debhelper debian/changelog debian/files \
 	debian/debhelper-build-stamp debian/*.substvars debian/*.debhelper debian/*.debhelper.log
 
-PKGS    := liburing json-c libbsd libevent libevent_openssl libevent_pthreads yaml-0.1 openssl
+PKGS    := liburing json-c libbsd libevent libevent_openssl libevent_pthreads yaml-0.1 openssl hiredis
 WARN    := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
 	-Wcast-qual -Wpointer-arith -Wformat=2 -Wundef -Wwrite-strings -Wno-unused-parameter
 CFLAGS_rel  := -O2 -g

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh - the relay benchmarks (`make bench`, `make bench-quick`).
 #
-#   bench/run.sh [--quick] [--reps N] [--setups "direct hop chain haproxy sniproxy"]
+#   bench/run.sh [--quick] [--reps N]
+#                [--setups "direct hop chain chain-dial haproxy sniproxy"]
 #                [--scenarios "rate latency bulk handshake stress memory profile"]
 #                [--base GIT-REF]
 #
@@ -9,8 +10,13 @@
 #   direct    client -> internal-server
 #   hop       client -> one relay hop (bench/hop.c: the proxies' relay engine
 #             alone) -> internal-server
-#   chain     client -> public proxy -> private proxy -> internal-server, brokered
-#             by two Hyper servers (bin/proxy, bin/hyper; skipped when they fail)
+#   chain     client -> public proxy -> private proxy -> internal-server, with
+#             the default settings: pooled data connections (pool_size 8), a
+#             Hyper call only for tickets and for the clients the pool cannot
+#             take (bin/proxy, bin/hyper; skipped when they fail)
+#   chain-dial  the same with pool_size 0: every connection brokered by
+#             incomingConnection through the two Hyper servers and a
+#             dial-back (processes named *-dial)
 #   haproxy   client -> HAProxy (mode tcp, SNI routing) -> HAProxy (tcp) -> internal-server
 #   sniproxy  client -> sniproxy (SNI routing) -> internal-server (first hop only)
 #   chain-base  the chain with bin/proxy and bin/hyper built from GIT-REF
@@ -26,8 +32,8 @@
 #              threads and io-wq workers, pipes held
 #   profile    perf record -g / perf trace -s of the chain during rate c25
 #              (bench/results/<date>.perf.txt; not in --quick)
-# --quick: shorter runs (see below), setups "direct hop chain haproxy" unless
-# --setups names others, memory measured once; under 3 minutes.
+# --quick: shorter runs (see below), setups "direct chain chain-dial haproxy"
+# unless --setups names others, memory measured once; about 3 minutes.
 # Setups alternate (A B A B ...) within each scenario; every figure is the
 # median of the repetitions with min-max, and its ratio to direct.
 # Output: bench/results/<date>.csv (one measurement a row), <date>.png
@@ -60,14 +66,15 @@ while [ $# -gt 0 ]; do
 	--setups) SETUPS=${2:?}; shift ;;
 	--scenarios) SCENARIOS=${2:?}; shift ;;
 	--base) BASE_REF=${2:?}; shift ;;
-	-h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,39p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
 done
 
-# Quick: no sniproxy unless asked for (--setups), memory measured once.
-[ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct hop chain haproxy" || SETUPS="direct hop chain haproxy sniproxy"; }
+# Quick: no hop or sniproxy unless asked for (--setups), memory measured once.
+[ -n "$SETUPS" ] || { [ $QUICK = 1 ] && SETUPS="direct chain chain-dial haproxy" ||
+	SETUPS="direct hop chain chain-dial haproxy sniproxy"; }
 [ -n "$BASE_REF" ] && [[ " $SETUPS " != *" chain-base "* ]] && SETUPS+=" chain-base"
 MEM_REPS=$REPS
 [ $QUICK = 1 ] && MEM_REPS=1
@@ -285,8 +292,9 @@ setup_sniproxy() {
 # The five processes of the seed on free ports: settings/dev copied with its
 # ports rewritten and its certificate and data paths made absolute.
 #   chain_start SETUP BINDIR [YAML]: processes named ROLE (setup chain) or
-#   ROLE-VARIANT (setup chain-VARIANT); YAML is added to the public and
-#   private proxies' settings.
+#   ROLE-VARIANT (setup chain-VARIANT); YAML, a settings document with
+#   public: and/or private: sections, is added to both proxies' settings
+#   (each reads its own section).
 chain_start() {
 	local s=$1 bin=$2 yaml=${3:-} dir=$RUN/$1 port new role sfx=""
 	[ "$s" = chain ] || sfx=-${s#chain-}
@@ -312,8 +320,8 @@ chain_start() {
 	# The memory scenario holds thousands of connections from 127.0.0.1.
 	printf 'public:\n  max_connections_per_source: 0\n' >"$dir/roles/public-proxy-1/900_bench.yml"
 	if [ -n "$yaml" ]; then
-		printf 'public:\n%s\n' "$yaml" >"$dir/roles/public-proxy-1/910_variant.yml"
-		printf 'private:\n%s\n' "$yaml" >"$dir/roles/private-proxy-1/910_variant.yml"
+		printf '%s\n' "$yaml" >"$dir/roles/public-proxy-1/910_variant.yml"
+		printf '%s\n' "$yaml" >"$dir/roles/private-proxy-1/910_variant.yml"
 	fi
 	start_proc "public-hyper$sfx" env HYPER_SETTINGS="$dir/roles/public-proxy-hyper-1" \
 		"$bin/hyper" server run
@@ -336,8 +344,11 @@ chain_start() {
 	# Ready once the announcement went through: a request succeeds end to end.
 	local i
 	for ((i = 0; i < 40; i++)); do
-		"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --requests 1 \
-			--timeout 2 --duration 3 --quiet >/dev/null 2>&1 && return 0
+		if "$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --requests 1 \
+			--timeout 2 --duration 3 --quiet >/dev/null 2>&1; then
+			chain_wait_pool "$s" "$bin"
+			return 0
+		fi
 		sleep 0.5
 	done
 	echo "$s: no request went through within 20 s; logs:"
@@ -345,7 +356,26 @@ chain_start() {
 	stop_setup "$s"
 	return 1
 }
+
+# Wait (at most 10 s) until the public proxy of SETUP holds its full pool
+# (getConnectionPools through its Hyper), so that measuring starts warm; a
+# pool that stays empty (pool_size 0, a base without the pool) ends it at
+# once.  Says what it saw.
+chain_wait_pool() { # SETUP BINDIR
+	local s=$1 bin=$2 i idle="" want=8
+	grep -qs 'pool_size: 0' "$RUN/$s/roles/private-proxy-1/910_variant.yml" && return 0
+	for ((i = 0; i < 50; i++)); do
+		idle=$(HYPER_SETTINGS="$RUN/$s/roles/public-proxy-hyper-1" timeout 5 \
+			"$bin/hyper" call --timeout 3 public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
+			jq -r '.[] | select(.operator == "private-proxy-1.ga") | .idle' 2>/dev/null)
+		[ -n "$idle" ] || { [ $i -ge 5 ] && break; }
+		[ "${idle:-0}" -ge "$want" ] && break
+		sleep 0.2
+	done
+	echo "$s: ${idle:-no} idle pooled connection(s) at the start"
+}
 setup_chain() { chain_start chain "$ROOT/bin"; }
+setup_chain-dial() { chain_start chain-dial "$ROOT/bin" $'private:\n  pool_size: 0'; }
 setup_chain-base() { chain_start chain-base "$RUN/base/bin"; }
 
 # bin/proxy and bin/hyper of BASE_REF, built in $RUN/base from `git archive`.
@@ -375,8 +405,9 @@ record() { # SCENARIO VARIANT SETUP REP METRIC VALUE
 # LG line: requests,errors,aborted,seconds,rps,p50,p90,p99,max,mbps,bytes,
 #          then cpu_us_per_req,fds_per_conn,vmhwm_kb per pid.
 lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
-	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 j n f cpu np=0
+	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 j n f cpu np=0 via0 via1
 	shift 4
+	via0=$(via_counts "$s")
 	out=$("$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --csv --quiet \
 		--pids "$(pids_of "$s")" "$@" 2>"$RUN/lg.err")
 	if [ -z "$out" ]; then
@@ -417,11 +448,30 @@ lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
 		record "$sc" "$va" "$s" "$rep" "pipe_kb.$n" "${f[j + 3]:--1}"
 		j=$((j + 4))
 	done
+	via1=$(via_counts "$s")
+	if [ -n "$via1" ]; then
+		# Share of this run's client connections the pool took (the rest
+		# were brokered by incomingConnection).
+		record "$sc" "$va" "$s" "$rep" via_pool_pct "$(awk -v a="$via0" -v b="$via1" 'BEGIN {
+			split(a, x, " "); split(b, y, " "); p = y[1] - x[1]; d = y[2] - x[2]
+			printf "%.1f", p + d ? 100 * p / (p + d) : 0 }')"
+	fi
 	PROGRESS=$((PROGRESS + 1))
 	log "  [$PROGRESS] $sc $va $s #$rep: ${f[0]} ok, ${f[1]} errors, ${f[4]} req/s, p50 ${f[5]} ms, p99 ${f[7]} ms$([ "${f[10]}" != 0 ] && echo ", ${f[9]} MB/s")"
 	LAST_LG=("${f[@]}")
 }
 PROGRESS=0
+
+# "POOLED DIALED": client connections the public proxy of a chain setup has
+# logged so far with via=pool and via=dial; nothing for other setups.
+via_counts() { # SETUP
+	local s=$1 sfx="" f
+	[[ $s == chain* ]] || return 0
+	[ "$s" = chain ] || sfx=-${s#chain-}
+	f=$RUN/log/public-proxy$sfx.log
+	[ -f "$f" ] || return 0
+	echo "$(grep -c ' via=pool ' "$f") $(grep -c ' via=dial ' "$f")"
+}
 
 # ---------------------------------------------------------------- scenarios
 each_rep() { # FUNCTION ARGS...: for rep: for setup (A B A B ...)
@@ -564,33 +614,43 @@ summarize() {
 	mem_conns = int(sys.argv[3])
 	CHAIN4 = ("public-proxy", "public-hyper", "private-hyper", "private-proxy")
 	PROXIES = ("public-proxy", "private-proxy")
+	# CPU per connection summed over processes, per repetition: the four
+	# chain processes, the two Hyper servers alone, HAProxy's two hops.
+	SUMS = (("chain4", CHAIN4), ("hypers2", ("public-hyper", "private-hyper")),
+	        ("haproxy1+2", ("haproxy1", "haproxy2")))
 	vals = collections.OrderedDict()
 	setups = []
-	chain4 = collections.OrderedDict()
+	sums = collections.OrderedDict()
 	for r in rows:
 	    key = (r["scenario"], r["variant"], r["metric"])
 	    vals.setdefault(key, collections.OrderedDict()).setdefault(r["setup"], []).append(float(r["value"]))
 	    if r["setup"] not in setups:
 	        setups.append(r["setup"])
-	    # CPU of the four chain processes per brokered connection, per repetition.
 	    me = r["metric"]
+	    if not me.startswith("cpu_us_req."):
+	        continue
 	    # (Setup chain-X names its processes ROLE-X.)
 	    st = r["setup"]
-	    sfx = "" if st == "chain" else "-" + st[6:]
-	    if st.startswith("chain") and me.startswith("cpu_us_req.") and \
-	            me[11:].endswith(sfx) and me[11:len(me) - len(sfx)] in CHAIN4:
-	        k = (r["scenario"], r["variant"], r["rep"], st)
-	        chain4[k] = chain4.get(k, 0.0) + float(r["value"])
-	c4 = collections.OrderedDict()
-	for (sc, va, rep, st), v in chain4.items():
-	    c4.setdefault((sc, va, "cpu_us_req.chain4"), collections.OrderedDict()).setdefault(st, []).append(v)
-	# The sum goes after the last row of its scenario and variant.
+	    sfx = "-" + st[6:] if st.startswith("chain-") else ""
+	    proc = me[11:]
+	    if sfx and not proc.endswith(sfx):
+	        continue
+	    proc = proc[:len(proc) - len(sfx)]
+	    for name, procs in SUMS:
+	        if proc in procs:
+	            k = (r["scenario"], r["variant"], "cpu_us_req." + name, r["rep"], st)
+	            sums[k] = sums.get(k, 0.0) + float(r["value"])
+	sv = collections.OrderedDict()
+	for (sc, va, me, rep, st), v in sums.items():
+	    sv.setdefault((sc, va, me), collections.OrderedDict()).setdefault(st, []).append(v)
+	# The sums go after the last row of their scenario and variant.
 	keys, ordered = list(vals), collections.OrderedDict()
 	for i, k in enumerate(keys):
 	    ordered[k] = vals[k]
 	    if i + 1 == len(keys) or keys[i + 1][:2] != k[:2]:
-	        if k[:2] + ("cpu_us_req.chain4",) in c4:
-	            ordered[k[:2] + ("cpu_us_req.chain4",)] = c4[k[:2] + ("cpu_us_req.chain4",)]
+	        for name, _ in SUMS:
+	            if k[:2] + ("cpu_us_req." + name,) in sv:
+	                ordered[k[:2] + ("cpu_us_req." + name,)] = sv[k[:2] + ("cpu_us_req." + name,)]
 	vals = ordered
 	med = {}
 	for (sc, va, me), per in vals.items():
@@ -606,13 +666,13 @@ summarize() {
 	        targets.append((label, cond, "no data", "n/a", mark, tag))
 	    else:
 	        targets.append((label, cond, value, "met" if ok else "NOT met", mark, tag))
-	def ratio_target(label, key, other, want, setup="chain"):
+	def ratio_target(label, key, other, want, setup="chain", tag=None):
 	    c, o = m(*key, setup), m(*key, other)
 	    if c is None or not o:
 	        target(label, None, False, ">= %.2fx %s" % (want, other))
 	        return
 	    target(label, "%.2fx (%s vs %s)" % (c / o, fmt(c), fmt(o)), c / o >= want,
-	           ">= %.2fx %s" % (want, other), [key + (setup,)], " vs " + other)
+	           ">= %.2fx %s" % (want, other), [key + (setup,)], tag or " vs " + other)
 	def fmt(x):
 	    return "%.0f" % x if abs(x) >= 1000 else "%.4g" % x
 	ratio_target("rate c25 req/s vs direct", ("rate", "c25", "req_s"), "direct", 0.85)
@@ -648,6 +708,27 @@ summarize() {
 	    target("public proxy CPU (both threads) per brokered connection (%s c25)" % sc,
 	           None if v is None else "%.0f us" % v, v is not None and v < 150, "< 150 us",
 	           [(sc, "c25", "cpu_us_req.public-proxy", "chain")])
+	# Issue #16 (the warm pool): the pooled chain against HAProxy and direct.
+	for sc in ("rate", "handshake"):
+	    c, h = m(sc, "c25", "cpu_us_req.chain4", "chain"), m(sc, "c25", "cpu_us_req.haproxy1+2", "haproxy")
+	    target("#16: CPU of the 4 chain processes vs HAProxy's 2 (%s c25)" % sc,
+	           None if c is None or h is None else "%.0f vs %.0f us" % (c, h),
+	           c is not None and h is not None and c <= h, "<= haproxy1+2",
+	           [(sc, "c25", "cpu_us_req.chain4", "chain")], " vs haproxy")
+	    v = m(sc, "c25", "cpu_us_req.hypers2", "chain")
+	    target("#16: CPU of the 2 Hyper servers per connection (%s c25)" % sc,
+	           None if v is None else "%.1f us" % v, v is not None and v <= 10, "<= 10 us",
+	           [(sc, "c25", "cpu_us_req.hypers2", "chain")])
+	ratio_target("#16: rate c25 req/s vs haproxy", ("rate", "c25", "req_s"), "haproxy", 1.2,
+	             tag=" vs haproxy (#16)")
+	ratio_target("#16: rate c25 req/s vs direct", ("rate", "c25", "req_s"), "direct", 0.8,
+	             tag=" vs direct (#16)")
+	for me, lim in (("p50_ms", 0.35), ("p99_ms", 1.0)):
+	    c, d = m("latency", "c1", me, "chain"), m("latency", "c1", me, "direct")
+	    target("#16: added latency c1 %s (chain - direct)" % me[:3],
+	           None if c is None or d is None else "%+.2f ms" % (c - d),
+	           c is not None and d is not None and c - d <= lim, "<= %g ms" % lim,
+	           [("latency", "c1", me, "chain")], " (#16)")
 	memva = next((va for (sc, va, me) in vals if sc == "memory"), None)
 	for p in PROXIES:
 	    v = m("memory", memva, "kb_conn." + p, "chain")

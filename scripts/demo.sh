@@ -97,4 +97,9 @@ summary=$(awk -v n="$N" -v ok="$ok" -v t0="$start_t" -v t1="$end_t" -v p50="$(pc
 [ "$ok" -eq "$N" ]
 rc=$?
 echo "$summary"
+# How the public proxy joined the clients: a pooled data connection (the
+# default, pool_size 8) or brokered by incomingConnection.
+sleep 0.3
+echo "public proxy: $(grep -c ' via=pool ' "$run/public-proxy.log") connections via=pool," \
+	"$(grep -c ' via=dial ' "$run/public-proxy.log") via=dial"
 exit $rc

@@ -38,7 +38,8 @@ done
 runs=()
 for s in tests/e2e/*.sh; do [ -x "$s" ] && runs+=("$s"); done
 [ -x build/asan/bin/proxy ] && runs+=("asan:tests/e2e/chain.sh" "asan:tests/e2e/proxyproto.sh" \
-	"asan:tests/e2e/pool.sh")
+	"asan:tests/e2e/pool.sh" "asan:tests/e2e/redis.sh" "asan:tests/e2e/pool_mint.sh" \
+	"asan:tests/e2e/handover.sh")
 for r in "${runs[@]}"; do
 	s=${r#asan:}; name=$(basename "$s" .sh); envs=()
 	if [ "$r" != "$s" ]; then

@@ -31,8 +31,10 @@
  *
  * Threads: IS_THREADS event loops (default: one per CPU), each with its own
  * evhttp and its own listening socket bound with SO_REUSEPORT, so the kernel
- * spreads connections.  The main thread only waits for SIGINT/SIGTERM, then
- * breaks every loop and exits 0.
+ * spreads connections.  The main thread only waits for signals: SIGHUP
+ * reads IS_CERT_FILE and IS_KEY_FILE again (new connections get the new
+ * certificate, live ones keep theirs; a file that fails keeps the old one,
+ * with a warning naming it), SIGINT/SIGTERM break every loop and exit 0.
  *
  * Environment: IS_BIND_ADDRESS (0.0.0.0:8888), IS_CERT_FILE
  * (settings/dev/certs/internal-server.crt of the repository the executable
@@ -90,6 +92,7 @@
 
 #include "log.h"
 #include "proxyproto.h"
+#include "tls.h"
 #include "util.h"
 
 #define IS_PERIOD	251			/* /bytes pattern period */
@@ -144,7 +147,8 @@ struct is_stream {
 };
 
 static struct is_conf	 conf;
-static SSL_CTX		*is_ssl_ctx;
+static SSL_CTX		*is_ssl_ctx;	/* swapped at SIGHUP, under is_ctx_lock */
+static pthread_mutex_t	 is_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static int		 is_pp_index = -1;	/* SSL ex_data of struct is_pp */
 static uint8_t		 is_pattern[IS_CHUNK + IS_PERIOD];
 
@@ -169,6 +173,7 @@ usage(FILE *f)
 	    "  IS_PROXY_PROTOCOL v2|v1|off: PROXY header required first (off)\n"
 	    "  IS_PROXY_PROTOCOL_TIMEOUT   seconds to wait for it (5)\n"
 	    "  IS_PROXY_PROTOCOL_MAX_BYTES largest v2 header accepted (536)\n"
+	    "signals: SIGHUP re-reads IS_CERT_FILE and IS_KEY_FILE, SIGINT/SIGTERM stop\n"
 	    "exit status: 0 clean stop, 1 runtime failure, 2 usage or configuration error\n");
 }
 
@@ -446,41 +451,83 @@ pp_client(struct evhttp_request *req)
 	return pp->pp_client;
 }
 
+/*
+ * A server context from IS_CERT_FILE and IS_KEY_FILE: at start, and again
+ * at each SIGHUP (is_reload).  NULL with the variable, the file and the
+ * reason in err.
+ */
 static SSL_CTX *
-tls_load(void)
+tls_build(char *err, size_t errlen)
 {
 	SSL_CTX *ctx;
 	FILE *f;
 
 	/* Check readability first so the one-line reason names the file. */
-	if ((f = fopen(conf.ic_cert, "r")) == NULL)
-		conf_fail("certificate %s: %s", conf.ic_cert, strerror(errno));
+	if ((f = fopen(conf.ic_cert, "r")) == NULL) {
+		snprintf(err, errlen, "IS_CERT_FILE: certificate %s: %s", conf.ic_cert,
+		    strerror(errno));
+		return NULL;
+	}
 	fclose(f);
-	if ((f = fopen(conf.ic_key, "r")) == NULL)
-		conf_fail("key %s: %s", conf.ic_key, strerror(errno));
+	if ((f = fopen(conf.ic_key, "r")) == NULL) {
+		snprintf(err, errlen, "IS_KEY_FILE: key %s: %s", conf.ic_key, strerror(errno));
+		return NULL;
+	}
 	fclose(f);
 
-	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
-		conf_fail("SSL_CTX_new: %s", ssl_errstr());
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		snprintf(err, errlen, "SSL_CTX_new: %s", ssl_errstr());
+		return NULL;
+	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	/* Session tickets stay on (OpenSSL default); the cache serves TLS 1.2 ids. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"internal-server", 15);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	if (conf.ic_pp != PROXYPROTO_OFF) {
-		is_pp_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, pp_ex_free);
-		if (is_pp_index < 0)
-			conf_fail("SSL_get_ex_new_index: %s", ssl_errstr());
+	if (conf.ic_pp != PROXYPROTO_OFF)
 		SSL_CTX_set_info_callback(ctx, pp_info_cb);
-	}
 	if (SSL_CTX_use_certificate_chain_file(ctx, conf.ic_cert) != 1)
-		conf_fail("certificate %s: %s", conf.ic_cert, ssl_errstr());
-	if (SSL_CTX_use_PrivateKey_file(ctx, conf.ic_key, SSL_FILETYPE_PEM) != 1)
-		conf_fail("key %s: %s", conf.ic_key, ssl_errstr());
-	if (SSL_CTX_check_private_key(ctx) != 1)
-		conf_fail("key %s does not match certificate %s", conf.ic_key, conf.ic_cert);
-	return ctx;
+		snprintf(err, errlen, "IS_CERT_FILE: certificate %s: %s", conf.ic_cert,
+		    ssl_errstr());
+	else if (SSL_CTX_use_PrivateKey_file(ctx, conf.ic_key, SSL_FILETYPE_PEM) != 1)
+		snprintf(err, errlen, "IS_KEY_FILE: key %s: %s", conf.ic_key, ssl_errstr());
+	else if (SSL_CTX_check_private_key(ctx) != 1)
+		snprintf(err, errlen, "IS_KEY_FILE: key %s does not match certificate %s",
+		    conf.ic_key, conf.ic_cert);
+	else
+		return ctx;
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/*
+ * Main thread, at SIGHUP: read the certificate and key files again.  New
+ * connections get the new context; live ones keep theirs (each SSL holds a
+ * reference to the context it was made from).  A file that cannot be read
+ * or does not match keeps the old context.
+ */
+static void
+is_reload(void)
+{
+	SSL_CTX *ctx, *old;
+	char err[1024], fp_old[65], fp_new[65];
+
+	if ((ctx = tls_build(err, sizeof(err))) == NULL) {
+		log_warnx("reload failed, keeping the old certificate: %s", err);
+		return;
+	}
+	tls_ctx_fingerprint(ctx, fp_new);
+	pthread_mutex_lock(&is_ctx_lock);
+	old = is_ssl_ctx;
+	is_ssl_ctx = ctx;
+	pthread_mutex_unlock(&is_ctx_lock);
+	tls_ctx_fingerprint(old, fp_old);
+	SSL_CTX_free(old);
+	if (strcmp(fp_old, fp_new) == 0)
+		log_info("reloaded certificate: unchanged (%s)", conf.ic_cert);
+	else
+		log_info("reloaded certificate: %s, leaf SHA-256 %s", conf.ic_cert, fp_new);
 }
 
 static void
@@ -717,7 +764,12 @@ tls_bevcb(struct event_base *base, void *arg)
 	struct bufferevent *bev;
 	SSL *ssl;
 
-	if ((ssl = SSL_new(is_ssl_ctx)) == NULL) {
+	/* The lock only spans SSL_new, which takes its own reference to the
+	 * context: a reload may free the old one right after. */
+	pthread_mutex_lock(&is_ctx_lock);
+	ssl = SSL_new(is_ssl_ctx);
+	pthread_mutex_unlock(&is_ctx_lock);
+	if (ssl == NULL) {
 		log_warnx("SSL_new: %s", ssl_errstr());
 		return NULL;
 	}
@@ -849,16 +901,26 @@ main(int argc, char *argv[])
 		conf_fail("unknown argument %s (see --help)", argv[i]);
 	}
 	conf_load();
-	is_ssl_ctx = tls_load();
+	if (conf.ic_pp != PROXYPROTO_OFF &&
+	    (is_pp_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, pp_ex_free)) < 0)
+		conf_fail("SSL_get_ex_new_index: %s", ssl_errstr());
+	{
+		char err[1024];
+
+		if ((is_ssl_ctx = tls_build(err, sizeof(err))) == NULL)
+			conf_fail("%s", err);
+	}
 	for (size_t i = 0; i < sizeof(is_pattern); i++)
 		is_pattern[i] = (uint8_t)(i % IS_PERIOD);
 
 	/* Writing to a peer that vanished must give EPIPE, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
-	/* Block the stop signals in every thread; main waits for them below. */
+	/* Block the stop and reload signals in every thread; main waits for
+	 * them below. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (evthread_use_pthreads() != 0)
 		fatalx("evthread_use_pthreads failed");
@@ -882,8 +944,15 @@ main(int argc, char *argv[])
 			fatal("pthread_create");
 	log_info("listening on %s (%ld threads, TLS 1.2-1.3)", hostport, conf.ic_threads);
 
-	while (sigwait(&set, &sig) != 0)
-		;
+	/* SIGHUPs that arrive during a reload are pending once: a storm costs
+	 * a reload at a time, never a queue of them. */
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig != SIGHUP)
+			break;
+		is_reload();
+	}
 	log_info("stopping on %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	for (long i = 0; i < conf.ic_threads; i++)
 		event_base_loopbreak(workers[i].w_base);

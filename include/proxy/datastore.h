@@ -1,6 +1,7 @@
-/* datastore.h - durable announcements: the `file` datastore (SPEC 4.4).
+/* datastore.h - durable announcements: the `file` datastore (SPEC 4.4)
+ * and the `redis` one (several public proxies on one Redis).
  *
- * One JSON object per line, appended (one write and one fdatasync per
+ * file: one JSON object per line, appended (one write and one fdatasync per
  * batch of changes) before a call returns success:
  *   {"domain": d, "operator": o, "proxy"?: p, "expires_at"?: RFC 3339}
  *   {"withdraw": d, "operator": o, "proxy"?: p}
@@ -12,7 +13,23 @@
  * that changes nothing writes no line, and the file is compacted again
  * while running when it grows past twice its live entries.
  * Used from one thread (the JSON-RPC side), apart from the flush thread of
- * datastore_commit_async(); the table it feeds is thread-safe. */
+ * datastore_commit_async(); the table it feeds is thread-safe.
+ *
+ * redis (public proxy only; datastore_redis.c): each announcement is a key
+ * "<prefix>a:<domain>" holding the same JSON line, expiring with it (SET
+ * PXAT).  A commit is one EVALSHA of a Lua script that checks the owner
+ * of each key and sets, deletes and PUBLISHes on "<prefix>changes"
+ * atomically, so two public proxies on one Redis never both accept one
+ * domain for two operators (DATASTORE_TAKEN).  A thread of the store's
+ * own talks to Redis (connect and command timeout: the `timeout`
+ * setting); it SUBSCRIBEs on a second connection and posts every change
+ * to the owner's thread (datastore_start), which applies it to the table:
+ * the table is a copy of Redis, and the loop thread reads only the table.
+ * On each (re)connect the whole table is reloaded (SCAN); a Redis that
+ * lost its data (its "<prefix>epoch" key changed) first gets the table
+ * written back.  Redis down: the table stays as it is, commits fail at
+ * once with DATASTORE_UNAVAILABLE, the thread reconnects with backoff
+ * (0.1 s doubling to 5 s) and logs once per outage. */
 #ifndef HP_DATASTORE_H
 #define HP_DATASTORE_H
 
@@ -23,7 +40,25 @@
 #define DATASTORE_LINE_MAX	4096	/* longer lines are skipped as garbage */
 #define DATASTORE_COMPACT_SLACK	64	/* lines over 2 x entries before compacting */
 
+/* Results besides 0 and -1. */
+#define DATASTORE_UNAVAILABLE	(-2)	/* commit: Redis is down or slow; nothing stored */
+#define DATASTORE_TAKEN		409	/* datastore_op_result: held by another operator */
+
+/* Settings of the redis store (public.datastore.settings). */
+#define DATASTORE_REDIS_ADDRESS		"127.0.0.1:6379"
+#define DATASTORE_REDIS_PREFIX		"hyper-relay:"
+#define DATASTORE_REDIS_TIMEOUT		1.0	/* seconds: connect and each command */
+struct datastore_redis_conf {
+	const char	*rc_address;	/* host:port or [v6]:port */
+	const char	*rc_prefix;	/* of every key and of the channel */
+	const char	*rc_password;	/* AUTH; NULL: none */
+	double		 rc_timeout;
+};
+
 struct datastore;
+
+typedef void (*datastore_post_fn)(void *ctx, void (*fn)(void *), void *arg);
+typedef void (*datastore_done_fn)(void *arg, int rc, const char *err);
 
 /* Open (creating missing folders and the file), replay into t, compact.
  * now is the wall clock.  NULL with a reason in err.  filename NULL: memory
@@ -31,11 +66,19 @@ struct datastore;
  * roles call the datastore whether or not the settings name a file). */
 struct datastore *datastore_open(const char *filename, struct announce_table *t,
 	    double now, char *err, size_t errlen);
+/* A redis store feeding t (empty until the first load).  Nothing is
+ * dialed before datastore_start().  NULL with a reason in err. */
+struct datastore *datastore_open_redis(const struct datastore_redis_conf *rc,
+	    struct announce_table *t, char *err, size_t errlen);
+/* Owner thread, once its loop runs: redis starts its thread, which posts
+ * (post(ctx, fn, arg): fn(arg) must run on the owner's thread) the changes
+ * it reads from Redis; file and memory only: nothing. */
+void	datastore_start(struct datastore *ds, datastore_post_fn post, void *ctx);
 void	datastore_close(struct datastore *ds);
 /* Batches: stage changes, then commit them with one write and one
  * fdatasync; the table changes only after the commit succeeded.
  * Stage a (add or replace): 0 staged, 1 nothing to do (the table already
- * holds exactly a: no line), -1 out of memory. */
+ * holds exactly a: no line; redis: always staged), -1 out of memory. */
 int	datastore_stage_announce(struct datastore *ds, const struct announcement *a);
 /* Stage the withdrawal of domain by op (proxy NULL: every proxy): 1 staged,
  * 0 nothing to withdraw (no line), -1 out of memory. */
@@ -44,18 +87,24 @@ int	datastore_stage_withdraw(struct datastore *ds, const char *domain,
 /* Write the staged lines, fdatasync once, then apply them to the table;
  * compacts the file when it holds more than 2 x entries + slack lines.
  * 0 (also when nothing is staged), or -1 + err: nothing was stored and
- * the batch is dropped. */
+ * the batch is dropped.  redis: the batch runs in Redis, the caller waits
+ * (at most the command timeout); DATASTORE_UNAVAILABLE + err ("datastore
+ * unavailable: why") when Redis is down or did not answer in time. */
 int	datastore_commit(struct datastore *ds, double now, char *err, size_t errlen);
 /* The same without blocking: the write and the fdatasync run on a thread
  * of the datastore's own (started at the first call), then post(ctx, fn,
  * arg) must run fn(arg) on the caller's thread, which applies the batch to
- * the table and calls done(arg, 0 or -1, err).  Until then the datastore is
+ * the table and calls done(arg, 0, -1 or DATASTORE_UNAVAILABLE, err).
+ * Until then the datastore is
  * busy: staging, commits, filters and compactions fail (-1).  Returns 1
  * started, 0 nothing staged (done is not called), -1 busy or no thread. */
-typedef void (*datastore_post_fn)(void *ctx, void (*fn)(void *), void *arg);
-typedef void (*datastore_done_fn)(void *arg, int rc, const char *err);
 int	datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
 	    datastore_done_fn done, void *arg);
+/* Ops staged so far in this batch: the index the next staged op gets. */
+size_t	datastore_staged(const struct datastore *ds);
+/* After a commit, until the next staging: 0, or DATASTORE_TAKEN when
+ * Redis refused op i of the batch (another operator holds the domain). */
+int	datastore_op_result(const struct datastore *ds, size_t i);
 /* 1 while an asynchronous commit is in flight. */
 int	datastore_busy(const struct datastore *ds);
 /* Entries the last commit's withdrawals removed. */

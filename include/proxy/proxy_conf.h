@@ -9,8 +9,13 @@
 
 enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
 
-/* private.pool_size when the settings name none (issue #16; 0: off). */
-#define POOL_SIZE_DEFAULT		0
+/* private.pool_size when the settings name none (issue #16; 0: off, every
+ * connection brokered by incomingConnection). */
+#define POOL_SIZE_DEFAULT		8
+
+/* public.handover_socket: an abstract unix socket name, at most this long
+ * (sun_path less its leading NUL). */
+#define HANDOVER_NAME_MAX		107
 
 struct rate_limit {
 	double rl_window;      /* 1, 60 or 3600 seconds */
@@ -70,6 +75,7 @@ struct proxy_conf {
 	struct rate_prefixes pc_rate_prefixes;
 	long    pc_max_data_connections;       /* data connections waiting for a token */
 	double  pc_ticket_lifetime;     /* an unused pool ticket (issue #16) */
+	double  pc_ticket_key_lifetime; /* a minting key; 0: no keys handed out */
 	long    pc_max_pooled;          /* tickets + pooled connections per operator */
 	double  pc_pool_idle_lifetime;  /* a pooled connection unused this long is closed */
 	double  pc_incoming_retry;      /* incoming_retry_backoff: longest wait between two
@@ -97,7 +103,14 @@ struct proxy_conf {
 	int     pc_max_connections_set;  /* given in the settings (not the default) */
 	int     pc_max_data_connections_set;
 	int     pc_reuse_port;         /* SO_REUSEPORT on every listener (hand-over) */
+	char   *pc_handover_socket;    /* public, with reuse_port: abstract unix name of
+	                                * the link between two instances (hand-over) */
 	char   *pc_datastore_file;
+	int     pc_datastore_redis;    /* datastore.type redis (public only) */
+	char   *pc_redis_address;      /* datastore.settings.address */
+	char   *pc_redis_prefix;       /* datastore.settings.key_prefix */
+	char   *pc_redis_password;     /* datastore.settings.password; NULL: none */
+	double  pc_redis_timeout;      /* datastore.settings.timeout */
 	long    pc_splice_threshold;   /* bytes before a direction moves to splice; -1 never */
 	long    pc_pipe_size;
 	long    pc_max_pipes;

@@ -8,9 +8,10 @@
  *      reload with the key named;
  *   3. build the new TLS contexts (control_reload);
  *   4. apply: side-thread values now (admin_group, announcement limits,
- *      announce_interval, JSON-RPC client timeouts), loop-thread values
- *      (hello/accept/token/connect/shutdown timeouts, rate limits) in a
- *      closure posted to the loop.
+ *      announce_interval, JSON-RPC client timeouts, and through the role's
+ *      rr_announcements hook the private proxy's static announcements),
+ *      loop-thread values (hello/accept/token/connect/shutdown timeouts,
+ *      rate limits) in a closure posted to the loop.
  * Any failure in 1-3 keeps the old settings and logs
  * "reload failed, keeping the old settings: FILE: KEY: REASON"; success logs
  * "reloaded settings: " and what changed.  New settings apply to connections
@@ -38,6 +39,12 @@ struct reload_role {
 	struct loop_timer_list	*rr_token_timers;	/* token_timeout */
 	struct ratelimit	**rr_limits;		/* tcp_rate_limits */
 	struct ratelimit	**rr_data_limits;	/* data_rate_limits */
+	/* Side thread, once a reload can no longer fail: the static
+	 * announcements differ between o (as last applied) and n (as read
+	 * now).  NULL: a change of `announcements` needs a restart. */
+	void			(*rr_announcements)(void *arg, const struct proxy_conf *o,
+				    const struct proxy_conf *n);
+	void			*rr_arg;
 };
 
 /* Before control_run() (the side thread is not running yet).  pc is the

@@ -1,6 +1,8 @@
 /* ticket.h - the public proxy's ticket book: who may open a pooled data
  * connection (issue #16; README "Pooled data connections: the building
- * blocks").  Not wired into the roles yet.
+ * blocks").  The public proxy issues tickets and hands out keys
+ * (public_tickets.c) and redeems them (public_pool.c); the private proxy's
+ * keepers mint with the keys (private_pool.c).
  *
  * A pooled data connection writes 32 bytes first, where a token goes
  * today; the public proxy tells a token, an issued ticket and a minted
@@ -31,6 +33,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+struct json_object;
 
 #define TICKET_LEN		32	/* == TOKEN_LEN */
 #define TICKET_KEY_ID_LEN	8
@@ -85,6 +89,9 @@ struct ticket_stats {
 	uint64_t ts_dead;		/* found dead at use time */
 	uint64_t ts_closed;		/* closed by the peer or at shutdown */
 	uint64_t ts_expired;		/* issued tickets that expired unused */
+	uint64_t ts_minted;		/* minted tickets redeemed */
+	uint64_t ts_keys;		/* minting keys handed out */
+	uint32_t ts_key_expiry;		/* the newest key's expiry (epoch seconds); 0: none */
 };
 
 struct ticket_book;
@@ -113,7 +120,8 @@ int	ticket_mint(struct ticket_key *key, double now, double lifetime,
 
 /* Redeem the 32 bytes a data connection wrote: on TICKET_OK the connection
  * is pooled for the operator, whose name is copied to op.  Nothing changes
- * on any other answer. */
+ * on any other answer; op then names the operator the ticket claims to be
+ * of (an issued ticket's, a known key's), or is "" (TICKET_UNKNOWN). */
 enum ticket_why ticket_redeem(struct ticket_book *b, const uint8_t t[TICKET_LEN], double now,
 	    char op[TICKET_OP_MAX + 1]);
 
@@ -131,6 +139,22 @@ int	ticket_stats(struct ticket_book *b, const char *op, struct ticket_stats *st)
  * book's lock (fn must not call the book).  Returns how many. */
 int	ticket_foreach(struct ticket_book *b,
 	    void (*fn)(void *arg, const char *op, const struct ticket_stats *st), void *arg);
+
+/* The key as the member "key" of requestConnectionTickets' answer (README
+ * "Pooled data connections"): {"id": base64 of 8 bytes, "secret": base64 of
+ * 32 bytes, "expiry": epoch seconds (integer, the one in every ticket),
+ * "expires_at": RFC 3339, "expires_in": seconds from now, "ticket_lifetime":
+ * the longest a minted ticket may live}.  NULL when out of memory. */
+struct json_object *ticket_key_json(const struct ticket_key *key, double now,
+	    double ticket_lifetime);
+
+/* Private side: that member into key (tk_op = op, tk_nonce 0), the
+ * ticket_lifetime into *ticket_lifetime, and the public proxy's wall clock
+ * minus ours (from expiry and expires_in, received at our now) into *skew.
+ * expires_at is not read.  0, or -1 with the reason in err. */
+int	ticket_key_parse(struct json_object *o, const char *op, double now,
+	    struct ticket_key *key, double *ticket_lifetime, double *skew,
+	    char *err, size_t errlen);
 
 /* Short English for log lines and JSON-RPC errors. */
 const char *ticket_why_str(enum ticket_why w);

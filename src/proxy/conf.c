@@ -7,6 +7,7 @@
 #include <json-c/json.h>
 
 #include "announce.h"
+#include "datastore.h"
 #include "metrics.h"
 #include "proxy_conf.h"
 #include "proxyproto.h"
@@ -66,6 +67,8 @@ conf_directory(struct cfg *sec, struct proxy_conf *pc)
 	return cfg_done(&d);
 }
 
+static int conf_hostport_ok(const char *hp);
+
 static int
 conf_datastore(struct cfg *sec, struct proxy_conf *pc)
 {
@@ -77,11 +80,37 @@ conf_datastore(struct cfg *sec, struct proxy_conf *pc)
 	if (ds.obj == NULL)
 		return 0;        /* in memory only */
 	cfg_string(&ds, "type", "file", 0, &type);
-	if (type && strcmp(type, "file") != 0)
-		cfg_error(&ds, "type", "only \"file\" is supported");
+	if (type && strcmp(type, "redis") == 0)
+		pc->pc_datastore_redis = 1;
+	else if (type && strcmp(type, "file") != 0)
+		cfg_error(&ds, "type", "unknown datastore type '%s' (expected file or redis)",
+		    type);
 	free(type);
-	if (cfg_section(&ds, "settings", 1, &st) == 0) {
-		cfg_string(&st, "filename", NULL, 1, &pc->pc_datastore_file);
+	if (pc->pc_datastore_redis && pc->pc_role != PROXY_PUBLIC)
+		cfg_error(&ds, "type", "redis is for the public proxy only");
+	if (!pc->pc_datastore_redis) {
+		if (cfg_section(&ds, "settings", 1, &st) == 0) {
+			cfg_string(&st, "filename", NULL, 1, &pc->pc_datastore_file);
+			cfg_done(&st);
+		}
+		return cfg_done(&ds);
+	}
+	/* every key has a default: settings may be left out */
+	if (cfg_section(&ds, "settings", 0, &st) == 0) {
+		int tls = 0;
+
+		cfg_string(&st, "address", DATASTORE_REDIS_ADDRESS, 0, &pc->pc_redis_address);
+		cfg_string(&st, "key_prefix", DATASTORE_REDIS_PREFIX, 0, &pc->pc_redis_prefix);
+		cfg_string(&st, "password", NULL, 0, &pc->pc_redis_password);
+		cfg_seconds(&st, "timeout", DATASTORE_REDIS_TIMEOUT, 0.01, 60,
+		    &pc->pc_redis_timeout);
+		cfg_bool(&st, "tls", 0, &tls);
+		if (tls)
+			cfg_error(&st, "tls", "TLS to Redis is not supported yet (use a "
+			    "loopback or private link, or a TLS tunnel such as stunnel)");
+		if (pc->pc_redis_address != NULL && !conf_hostport_ok(pc->pc_redis_address))
+			cfg_error(&st, "address", "%s: expected host:port",
+			    pc->pc_redis_address);
 		cfg_done(&st);
 	}
 	return cfg_done(&ds);
@@ -270,6 +299,12 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			cfg_int(&sec, "max_data_connections", 1024, 1, 1 << 24,
 			    &pc->pc_max_data_connections);
 			cfg_seconds(&sec, "ticket_lifetime", 60, 1, DAY, &pc->pc_ticket_lifetime);
+			/* a keeper asks for a new key at half its lifetime */
+			cfg_seconds(&sec, "ticket_key_lifetime", 600, 0, DAY,
+			    &pc->pc_ticket_key_lifetime);
+			if (pc->pc_ticket_key_lifetime > 0 && pc->pc_ticket_key_lifetime < 10)
+				cfg_error(&sec, "ticket_key_lifetime",
+				    "must be 0 (no keys) or between 10 and 86400");
 			cfg_int(&sec, "max_pooled_per_operator", 64, 1, 1 << 20,
 			    &pc->pc_max_pooled);
 			cfg_seconds(&sec, "pool_idle_lifetime", 60, 1, DAY,
@@ -318,6 +353,19 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    v != NULL;
 		}
 		cfg_bool(&sec, "reuse_port", 0, &pc->pc_reuse_port);
+		if (role == PROXY_PUBLIC) {
+			char def[HANDOVER_NAME_MAX + 1];
+
+			/* one group of listeners per data address and namespace
+			 * (truncated: a long address still gives a valid name) */
+			snprintf(def, sizeof(def), "hyper-relay-public:%s",
+			    pc->pc_data_bind ? pc->pc_data_bind : "");
+			cfg_string(&sec, "handover_socket", def, 0, &pc->pc_handover_socket);
+			if (pc->pc_handover_socket != NULL &&
+			    strlen(pc->pc_handover_socket) > HANDOVER_NAME_MAX)
+				cfg_error(&sec, "handover_socket", "longer than %d bytes",
+				    HANDOVER_NAME_MAX);
+		}
 		cfg_int(&sec, "splice_threshold", 256 * 1024, -1, 1L << 40, &pc->pc_splice_threshold);
 		cfg_int(&sec, "pipe_size", 1 << 20, 4096, 1 << 30, &pc->pc_pipe_size);
 		cfg_int(&sec, "max_pipes", 1024, 0, 1 << 20, &pc->pc_max_pipes);
@@ -349,6 +397,7 @@ proxy_conf_free(struct proxy_conf *pc)
 	free(pc->pc_name);
 	free(pc->pc_tls_bind);
 	free(pc->pc_data_bind);
+	free(pc->pc_handover_socket);
 	free(pc->pc_data_endpoint);
 	free(pc->pc_rate_limits);
 	free(pc->pc_data_rate_limits);
@@ -364,6 +413,9 @@ proxy_conf_free(struct proxy_conf *pc)
 	}
 	free(pc->pc_public_proxies);
 	free(pc->pc_datastore_file);
+	free(pc->pc_redis_address);
+	free(pc->pc_redis_prefix);
+	free(pc->pc_redis_password);
 	free(pc->pc_admin_group);
 	cfg_strv_free(pc->pc_dir_paths);
 	free(pc->pc_log_level);

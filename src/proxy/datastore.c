@@ -1,4 +1,5 @@
-/* datastore.c - append-only JSON-lines file of announcements (SPEC 4.4).
+/* datastore.c - append-only JSON-lines file of announcements (SPEC 4.4);
+ * the batches of both stores (the Redis one: datastore_redis.c).
  *
  * Life of the file: open -> read whole -> replay into the table -> drop
  * expired entries -> write the table to "<file>.XXXXXX" in the same folder,
@@ -30,48 +31,10 @@
 
 #include "announce.h"
 #include "datastore.h"
+#include "datastore_int.h"
 #include "log.h"
 #include "proxyproto.h"
 #include "util.h"
-
-/* A change staged for the next datastore_commit(). */
-struct ds_op {
-	int			 op_withdraw;
-	int			 op_any_proxy;	/* withdrawal from every proxy */
-	struct announcement	 op_an;		/* domain, operator, proxy, expiry */
-};
-
-struct datastore {
-	char			*ds_path;	/* NULL: memory only */
-	int			 ds_fd;		/* -1: memory only */
-	struct announce_table	*ds_table;
-	size_t			 ds_lines;	/* lines in the file */
-	char			*ds_buf;	/* staged lines */
-	size_t			 ds_buflen, ds_bufcap;
-	struct ds_op		*ds_ops;	/* staged changes, in order */
-	size_t			 ds_nops, ds_opcap;
-	int			 ds_removed;	/* entries the last commit removed */
-
-	/* datastore_commit_async(): the flush runs on a thread of its own */
-	int			 ds_inflight;	/* staged batch handed to the thread */
-	datastore_post_fn	 ds_post;	/* runs ds_async_done on the owner thread */
-	void			*ds_post_ctx;
-	datastore_done_fn	 ds_done;
-	void			*ds_done_arg;
-	pthread_t		 ds_thread;
-	pthread_mutex_t		 ds_lock;
-	pthread_cond_t		 ds_cond;
-	int			 ds_started;	/* ds_thread runs */
-	int			 ds_job;	/* under ds_lock: a flush to do */
-	int			 ds_stop;	/* under ds_lock */
-	int			 ds_errno;	/* result of the last flush */
-};
-
-enum ds_line {
-	DS_ADD,		/* an announcement */
-	DS_WITHDRAW,	/* a withdrawal; a.an_proxy "" with any_proxy means every proxy */
-	DS_BAD
-};
 
 static const char *
 ds_str(struct json_object *o, const char *key)
@@ -84,7 +47,7 @@ ds_str(struct json_object *o, const char *key)
 }
 
 /* Parse one line (without its newline) into a. */
-static enum ds_line
+enum ds_line
 ds_parse_line(const char *line, size_t len, struct announcement *a, int *any_proxy,
     const char **why)
 {
@@ -215,7 +178,7 @@ next:
 
 /* One line for a (withdraw == NULL) or a withdrawal, with its newline;
  * malloc'ed. */
-static char *
+char *
 ds_format(const struct announcement *a, const char *withdraw, const char *op,
     const char *proxy)
 {
@@ -481,6 +444,8 @@ datastore_close(struct datastore *ds)
 {
 	if (ds == NULL)
 		return;
+	if (ds->ds_redis != NULL)
+		ds_redis_close(ds);
 	if (ds->ds_started) {
 		/* a flush in progress finishes first; its completion is posted
 		 * but, the owner's loop being stopped, never runs */
@@ -579,9 +544,12 @@ datastore_stage_announce(struct datastore *ds, const struct announcement *a)
 
 	if (ds->ds_inflight)
 		return -1;	/* the staged batch is being written */
+	ds->ds_ndone = 0;
 	/* the same announcement again: nothing to write (staged ones are
-	 * not in the table yet, so a repeat within one batch is written) */
-	if (announce_find(ds->ds_table, a->an_domain, a->an_proxy, NULL, &cur) == 0 &&
+	 * not in the table yet, so a repeat within one batch is written).
+	 * Redis is always told: its key may be gone while the table, a copy,
+	 * still holds the entry, and the call renews the key's expiry. */
+	if (ds->ds_redis == NULL && announce_find(ds->ds_table, a->an_domain, a->an_proxy, NULL, &cur) == 0 &&
 	    strcmp(cur.an_operator, a->an_operator) == 0 &&
 	    cur.an_expires_at == a->an_expires_at)
 		return 1;
@@ -598,6 +566,7 @@ datastore_stage_withdraw(struct datastore *ds, const char *domain, const char *p
 
 	if (ds->ds_inflight)
 		return -1;	/* the staged batch is being written */
+	ds->ds_ndone = 0;
 	if (announce_find(ds->ds_table, domain, proxy, op, NULL) == -1)
 		return 0;	/* nothing to withdraw: nothing to write */
 	/* already staged in this batch */
@@ -655,8 +624,10 @@ ds_flush(struct datastore *ds)
 	return 0;
 }
 
-/* The batch is durable: apply it to the table, compact when due. */
-static int
+/* The batch is durable: apply it to the table, compact when due.  In
+ * Redis an op may have been refused (op_result): the table keeps what it
+ * had. */
+int
 ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
 {
 	char cerr[256];
@@ -667,6 +638,8 @@ ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
 	for (size_t i = 0; i < ds->ds_nops; i++) {
 		struct ds_op *o = &ds->ds_ops[i];
 
+		if (o->op_result != 0)
+			continue;
 		if (o->op_withdraw)
 			ds->ds_removed += (n = announce_remove(ds->ds_table,
 			    o->op_an.an_domain, o->op_any_proxy ? NULL : o->op_an.an_proxy,
@@ -678,6 +651,7 @@ ds_apply(struct datastore *ds, double now, char *err, size_t errlen)
 			rc = -1;
 		}
 	}
+	ds->ds_ndone = ds->ds_nops;	/* their op_result stays readable */
 	datastore_abort(ds);
 	if (ds->ds_path != NULL &&
 	    ds->ds_lines > 2 * announce_count(ds->ds_table) + DATASTORE_COMPACT_SLACK) {
@@ -702,6 +676,13 @@ datastore_commit(struct datastore *ds, double now, char *err, size_t errlen)
 	}
 	if (ds->ds_nops == 0)
 		return 0;
+	if (ds->ds_redis != NULL) {
+		if ((e = ds_redis_commit(ds, 0, err, errlen)) != 0) {
+			datastore_abort(ds);
+			return e;
+		}
+		return ds_apply(ds, now, err, errlen);
+	}
 	if ((e = ds_flush(ds)) != 0) {
 		snprintf(err, errlen, "%s: append: %s", ds->ds_path, strerror(e));
 		datastore_abort(ds);
@@ -743,20 +724,31 @@ ds_async_done(void *arg)
 {
 	struct datastore *ds = arg;
 	char err[256] = "";
-	int e, rc;
+	int e;
 
 	pthread_mutex_lock(&ds->ds_lock);
 	e = ds->ds_errno;
 	pthread_mutex_unlock(&ds->ds_lock);
+	if (e != 0)
+		snprintf(err, sizeof(err), "%s: append: %s", ds->ds_path, strerror(e));
+	ds_async_finish(ds, e != 0 ? -1 : 0, err);
+}
+
+void
+ds_async_finish(struct datastore *ds, int rc, const char *err)
+{
+	char aerr[256];
+
 	ds->ds_inflight = 0;
 	ds->ds_removed = 0;
-	if (e != 0) {
-		snprintf(err, sizeof(err), "%s: append: %s", ds->ds_path, strerror(e));
+	if (rc != 0) {
 		datastore_abort(ds);
-		rc = -1;
-	} else
-		rc = ds_apply(ds, now_wall(), err, sizeof(err));
-	ds->ds_done(ds->ds_done_arg, rc, err);
+		ds->ds_done(ds->ds_done_arg, rc, err);
+		return;
+	}
+	aerr[0] = '\0';
+	rc = ds_apply(ds, now_wall(), aerr, sizeof(aerr));
+	ds->ds_done(ds->ds_done_arg, rc, aerr);
 }
 
 int
@@ -767,6 +759,17 @@ datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
 		return -1;
 	if (ds->ds_nops == 0)
 		return 0;
+	if (ds->ds_redis != NULL) {
+		char err[256];
+
+		ds->ds_inflight = 1;
+		ds->ds_done = done;
+		ds->ds_done_arg = arg;
+		if (ds_redis_commit(ds, 1, err, sizeof(err)) == 1)
+			return 1;
+		ds->ds_inflight = 0;	/* not started: datastore_commit() says why */
+		return -1;
+	}
 	if (ds->ds_path == NULL)
 		return -1;	/* memory only: no thread, datastore_commit() at once */
 	if (!ds->ds_started) {
@@ -788,6 +791,25 @@ datastore_commit_async(struct datastore *ds, datastore_post_fn post, void *ctx,
 	pthread_cond_signal(&ds->ds_cond);
 	pthread_mutex_unlock(&ds->ds_lock);
 	return 1;
+}
+
+void
+datastore_start(struct datastore *ds, datastore_post_fn post, void *ctx)
+{
+	if (ds->ds_redis != NULL)
+		ds_redis_start(ds, post, ctx);
+}
+
+size_t
+datastore_staged(const struct datastore *ds)
+{
+	return ds->ds_nops;
+}
+
+int
+datastore_op_result(const struct datastore *ds, size_t i)
+{
+	return i < ds->ds_ndone ? ds->ds_ops[i].op_result : 0;
 }
 
 int
@@ -832,7 +854,7 @@ datastore_filter(struct datastore *ds, const char *op, announce_keep_fn keep, vo
 		dropped++;
 	}
 	free(v);
-	if (datastore_commit(ds, now, err, errlen) == -1)
+	if (datastore_commit(ds, now, err, errlen) < 0)
 		return -1;
 	return dropped;
 }
@@ -847,7 +869,7 @@ datastore_announce(struct datastore *ds, const struct announcement *a, char *err
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	return datastore_commit(ds, now_wall(), err, errlen);
+	return datastore_commit(ds, now_wall(), err, errlen) < 0 ? -1 : 0;
 }
 
 int
@@ -862,7 +884,7 @@ datastore_withdraw(struct datastore *ds, const char *domain, const char *proxy,
 	}
 	if (n == 0)
 		return 0;
-	if (datastore_commit(ds, now_wall(), err, errlen) == -1)
+	if (datastore_commit(ds, now_wall(), err, errlen) < 0)
 		return -1;
 	return ds->ds_removed;	/* with proxy NULL, every proxy's entry */
 }

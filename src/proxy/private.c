@@ -31,6 +31,31 @@
 
 /* ---- start ---------------------------------------------------------------- */
 
+/* One static announcement of the settings into a; -1 (logged) when it
+ * cannot be served.  At start and at a reload (private_static_reload). */
+int
+private_static_make(struct private *pv, const struct static_announcement *sa,
+    struct announcement *a)
+{
+	const char *name = pv->pv_conf->pc_name;
+
+	if (strcmp(sa->sa_proxy, name) == 0) {
+		log_warnx("announcement %s: proxy is this proxy's own name; skipped",
+		    sa->sa_domain);
+		return -1;
+	}
+	if (announce_make(a, sa->sa_domain, name, sa->sa_proxy, sa->sa_expires_at) < 0) {
+		log_warnx("announcement %s to %s: invalid; skipped", sa->sa_domain,
+		    sa->sa_proxy);
+		return -1;
+	}
+	a->an_proxy_protocol = sa->sa_proxy_protocol;
+	if (sa->sa_expires_at != 0 && sa->sa_expires_at <= now_wall())
+		log_warnx("announcement %s to %s: expired already", sa->sa_domain,
+		    sa->sa_proxy);
+	return 0;
+}
+
 /* Static announcements from the settings, after the stored ones, so the
  * settings win for the same (domain, proxy). */
 static void
@@ -38,29 +63,11 @@ private_load_static(struct private *pv)
 {
 	struct proxy_conf *pc = pv->pv_conf;
 	struct announcement a;
-	double now = now_wall();
 
-	for (int i = 0; i < pc->pc_nannouncements; i++) {
-		struct static_announcement *sa = &pc->pc_announcements[i];
-
-		if (strcmp(sa->sa_proxy, pc->pc_name) == 0) {
-			log_warnx("announcement %s: proxy is this proxy's own name; skipped",
-			    sa->sa_domain);
-			continue;
-		}
-		if (announce_make(&a, sa->sa_domain, pc->pc_name, sa->sa_proxy,
-		    sa->sa_expires_at) < 0) {
-			log_warnx("announcement %s to %s: invalid; skipped", sa->sa_domain,
-			    sa->sa_proxy);
-			continue;
-		}
-		a.an_proxy_protocol = sa->sa_proxy_protocol;
-		if (sa->sa_expires_at != 0 && sa->sa_expires_at <= now)
-			log_warnx("announcement %s to %s: expired already", sa->sa_domain,
-			    sa->sa_proxy);
-		if (announce_put(pv->pv_table, &a) < 0)
+	for (int i = 0; i < pc->pc_nannouncements; i++)
+		if (private_static_make(pv, &pc->pc_announcements[i], &a) == 0 &&
+		    announce_put(pv->pv_table, &a) < 0)
 			fatalx("out of memory");
-	}
 }
 
 /*
@@ -177,7 +184,8 @@ private_start(struct proxy *px)
 	pv->pv_loop = px->px_loop;
 	pv->pv_relay = px->px_relay;
 	private_pool_start(pv->pv_pool, pv->pv_loop);   /* issue #16 */
-	reload_init(&pv->pv_ctl, pv->pv_loop, pv->pv_conf, &(struct reload_role){ NULL });
+	reload_init(&pv->pv_ctl, pv->pv_loop, pv->pv_conf, &(struct reload_role){
+	    .rr_announcements = private_static_reload, .rr_arg = pv });
 }
 
 static void

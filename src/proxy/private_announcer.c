@@ -19,6 +19,7 @@
 
 #include "announce.h"
 #include "control.h"
+#include "datastore.h"
 #include "log.h"
 #include "metrics.h"
 #include "private_pool.h"
@@ -320,6 +321,77 @@ private_withdraw_send(struct private *pv, const char *proxy, const char *domain)
 	json_object_object_add(p, "domains", domains);
 	control_call(&pv->pv_ctl, wc->wc_proxy, "withdrawConnections", p, withdraw_reply, wc);
 	json_object_put(p);
+}
+
+/* ---- static announcements at a reload ------------------------------------ */
+
+/* The entry of pc's static announcements for (domain, proxy) that the
+ * table holds: the last one (a later entry replaces an earlier one), or
+ * NULL.  The settings normalized the domains. */
+static const struct static_announcement *
+static_find(const struct proxy_conf *pc, const char *domain, const char *proxy)
+{
+	for (int i = pc->pc_nannouncements - 1; i >= 0; i--)
+		if (strcmp(pc->pc_announcements[i].sa_domain, domain) == 0 &&
+		    strcmp(pc->pc_announcements[i].sa_proxy, proxy) == 0)
+			return &pc->pc_announcements[i];
+	return NULL;
+}
+
+void
+private_static_reload(void *arg, const struct proxy_conf *o, const struct proxy_conf *n)
+{
+	struct private *pv = arg;
+	const char *name = pv->pv_conf->pc_name;
+	const struct static_announcement *sa, *was;
+	struct announcement a;
+	char err[256];
+
+	if (atomic_load(&pv->pv_stopping))
+		return;
+	/* Removed: in o, not in n.  Only this proxy's own entry leaves; an
+	 * announceConnection of another operator for the same name stays. */
+	for (int i = 0; i < o->pc_nannouncements; i++) {
+		sa = &o->pc_announcements[i];
+		if (static_find(o, sa->sa_domain, sa->sa_proxy) != sa ||
+		    static_find(n, sa->sa_domain, sa->sa_proxy) != NULL ||
+		    announce_find(pv->pv_table, sa->sa_domain, sa->sa_proxy, name, NULL) < 0)
+			continue;
+		/* Durably: a compaction may have written it to the file. */
+		if (datastore_withdraw(pv->pv_store, sa->sa_domain, sa->sa_proxy, name, err,
+		    sizeof(err)) < 0) {
+			log_warnx("announcement %s to %s: removed from the settings, but kept: "
+			    "datastore: %s", sa->sa_domain, sa->sa_proxy, err);
+			continue;
+		}
+		log_info("announcement %s to %s: removed from the settings, withdrawing it",
+		    sa->sa_domain, sa->sa_proxy);
+		private_withdraw_send(pv, sa->sa_proxy, sa->sa_domain);
+	}
+	/* Added, or changed (expires_at, proxy_protocol): into the table, where
+	 * the next incomingConnection or start frame reads it; announced at
+	 * once unless only proxy_protocol changed (the public proxy does not
+	 * know it). */
+	for (int i = 0; i < n->pc_nannouncements; i++) {
+		sa = &n->pc_announcements[i];
+		if (static_find(n, sa->sa_domain, sa->sa_proxy) != sa)
+			continue;
+		was = static_find(o, sa->sa_domain, sa->sa_proxy);
+		if (was != NULL && was->sa_expires_at == sa->sa_expires_at &&
+		    was->sa_proxy_protocol == sa->sa_proxy_protocol)
+			continue;
+		if (private_static_make(pv, sa, &a) < 0)
+			continue;
+		if (announce_put(pv->pv_table, &a) < 0) {
+			log_warnx("announcement %s to %s: out of memory; not added",
+			    sa->sa_domain, sa->sa_proxy);
+			continue;
+		}
+		log_info("announcement %s to %s: %s by the settings", sa->sa_domain,
+		    sa->sa_proxy, was == NULL ? "added" : "changed");
+		if (was == NULL || was->sa_expires_at != sa->sa_expires_at)
+			private_target_kick(pv, sa->sa_proxy);
+	}
 }
 
 void

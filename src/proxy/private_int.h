@@ -191,6 +191,13 @@ struct private {
 	struct private_pool	*pv_pool;	/* issue #16: private_pool.h */
 };
 
+/* private.c */
+struct static_announcement;
+/* One static announcement of the settings into a (operator: this proxy);
+ * -1, logged, when it cannot be served (proxy is this proxy's own name). */
+int	private_static_make(struct private *pv, const struct static_announcement *sa,
+	    struct announcement *a);
+
 /* private_announcer.c (side thread) */
 /* First closure on the side thread: one target per proxy, announce all. */
 void	private_announce_start(void *arg);
@@ -200,6 +207,12 @@ void	private_target_kick(struct private *pv, const char *proxy);
 /* Tell proxy that domain is withdrawn (withdrawConnections); its answer
  * feeds the target's machine. */
 void	private_withdraw_send(struct private *pv, const char *proxy, const char *domain);
+/* reload.h's rr_announcements (side thread): the static announcements of
+ * the settings changed from o to n.  Added or changed ones go into the table
+ * and are announced at once; removed ones leave the table (and the
+ * datastore) and are withdrawn from their public proxy. */
+void	private_static_reload(void *arg, const struct proxy_conf *o,
+	    const struct proxy_conf *n);
 /* The side thread is joined: free the targets and their timers. */
 void	private_targets_free(struct private *pv);
 

@@ -8,15 +8,24 @@
  *     <proxy>.requestConnectionTickets through the Hyper; a new batch is
  *     fetched once fewer than half a batch is left, so the Hyper sees one
  *     call per many connections;
+ *   - holds the newest minting key of that proxy (ticket.h), asked for
+ *     ("key": true) with a batch when it has none, and again, alone if no
+ *     batch is due, once half its lifetime is over (k_fetch_timer);
  *   - keeps k_live (connections handed to the loop and not yet reported
  *     back) at pool_size: each one that ends (used for a client, closed by
  *     the public proxy at the end of its idle lifetime, failed) is
- *     replaced by the next ticket, one for one;
- *   - after a failure (connect refused or timed out, the public proxy
- *     closing within a second of the ticket, a bad start frame, a failed
- *     fetch) it waits (1 s doubling to 30 s) before the next dial or fetch;
- *     a closing within a second also drops the stash (the public proxy
- *     probably restarted and forgot its tickets).
+ *     replaced by the next ticket, one for one: an issued one from the
+ *     stash, or, when the stash is empty (a burst, or the Hyper away so
+ *     that fetches fail), one minted with the key, so that refill goes on
+ *     without the Hyper.  A key that expires within POOL_KEY_MARGIN or has
+ *     used up its nonces is dropped;
+ *   - after a failed dial (connect refused or timed out, the public proxy
+ *     closing within a second of the ticket, a bad start frame) it waits
+ *     (1 s doubling to 30 s) before the next dial; a closing within a
+ *     second also drops the stash, and the key when the ticket was minted
+ *     with it (the public proxy probably restarted and forgot both);
+ *   - after a failed fetch it waits likewise before the next fetch
+ *     (k_fetch_timer), minting meanwhile if it has a key.
  *
  * Pooled connection (loop thread, struct pool_conn):
  *
@@ -60,6 +69,7 @@
 #define POOL_BACKOFF_MAX	30.0
 #define POOL_QUICK_MS		1000	/* closed this soon after its ticket: refused */
 #define POOL_TICKET_MARGIN	2.0	/* seconds: a ticket this close to expiry is not used */
+#define POOL_KEY_MARGIN		5.0	/* seconds: a key this close to expiry is dropped */
 #define POOL_FRAME_LIMIT	512	/* bytes a start frame may take (FRAME_MAX is less) */
 #define POOL_KEEPIDLE		15	/* TCP keepalive: seconds idle before the first probe */
 #define POOL_KEEPINTVL		5
@@ -81,9 +91,19 @@ struct keeper {
 	struct pool_ticket	*k_tickets;	/* the stash, k_first..k_nt */
 	size_t			 k_first, k_nt, k_cap;
 	int			 k_fetching;	/* requestConnectionTickets in flight */
-	int			 k_waiting;	/* backoff timer armed */
-	double			 k_backoff;	/* 0: not failing */
-	struct event		*k_timer;
+	int			 k_waiting;	/* dial backoff timer armed */
+	double			 k_backoff;	/* dials; 0: not failing */
+	struct event		*k_timer;	/* dial backoff */
+	int			 k_fetch_waiting;	/* fetch backoff timer armed */
+	double			 k_fetch_backoff;	/* fetches; 0: not failing */
+	struct event		*k_fetch_timer;	/* fetch backoff, else the key's refresh */
+	int			 k_haskey;
+	struct ticket_key	 k_key;		/* the newest minting key (tk_op: our name) */
+	double			 k_key_skew;	/* the public proxy's wall clock minus ours */
+	double			 k_key_life;	/* its ticket_lifetime: a minted ticket's */
+	double			 k_key_refresh;	/* monotonic: ask for the next key from then */
+	uint64_t		 k_minted;	/* minted since the last batch fetched */
+	int			 k_mint_said;	/* "minting" logged since the last batch */
 	struct sockaddr_storage	 k_ep;		/* the data endpoint, from the last batch */
 	socklen_t		 k_eplen;
 	char			 k_epname[64];
@@ -119,6 +139,8 @@ struct pool_conn {
 	uint64_t		 pc_ready_ms;	/* when the ticket was written */
 	int			 pc_draining;	/* a stop cancelled its recv */
 	uint8_t			 pc_ticket[TICKET_LEN];
+	int			 pc_minted;	/* pc_ticket was minted (its first bytes: the key id) */
+	uint8_t			 pc_key_id[TICKET_KEY_ID_LEN];
 	struct sockaddr_storage	 pc_sa;
 	socklen_t		 pc_salen;
 	char			 pc_proxy[ANNOUNCE_NAME_MAX];
@@ -130,6 +152,8 @@ struct pool_report {
 	struct private_pool	*pr_pp;
 	enum pool_end		 pr_end;
 	char			 pr_proxy[ANNOUNCE_NAME_MAX];
+	int			 pr_minted;	/* its ticket was minted with key pr_key_id */
+	uint8_t			 pr_key_id[TICKET_KEY_ID_LEN];
 };
 
 struct private_pool {
@@ -185,7 +209,70 @@ keeper_timer_cb(evutil_socket_t fd, short what, void *arg)
 	keeper_fill(k);
 }
 
-/* A failure: wait before the next dial or fetch. */
+static void
+keeper_fetch_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keeper *k = arg;
+
+	k->k_fetch_waiting = 0;
+	keeper_fill(k);
+}
+
+/* A failed fetch: wait before the next one (dials go on). */
+static void
+keeper_fetch_backoff(struct keeper *k)
+{
+	struct timeval tv;
+
+	k->k_fetch_backoff = k->k_fetch_backoff == 0 ? POOL_BACKOFF_MIN :
+	    k->k_fetch_backoff * 2;
+	if (k->k_fetch_backoff > POOL_BACKOFF_MAX)
+		k->k_fetch_backoff = POOL_BACKOFF_MAX;
+	tv = tv_seconds(k->k_fetch_backoff);
+	evtimer_add(k->k_fetch_timer, &tv);
+	k->k_fetch_waiting = 1;
+}
+
+static void
+keeper_drop_key(struct keeper *k, const char *why)
+{
+	if (!k->k_haskey)
+		return;
+	log_info("pool of %s: minting key dropped: %s", k->k_proxy, why);
+	explicit_bzero(k->k_key.tk_secret, sizeof(k->k_key.tk_secret));
+	memset(&k->k_key, 0, sizeof(k->k_key));
+	k->k_haskey = 0;
+}
+
+/* A key from a fetch's answer: the newest replaces the one held. */
+static void
+keeper_take_key(struct keeper *k, struct json_object *jkey)
+{
+	struct private_pool *pp = k->k_pp;
+	struct ticket_key key;
+	double life, skew, now = now_wall(), in;
+	char err[128];
+
+	if (ticket_key_parse(jkey, pp->pp_env.pe_conf->pc_name, now, &key, &life, &skew, err,
+	    sizeof(err)) < 0) {
+		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
+		    "pool of %s: requestConnectionTickets: %s: key ignored", k->k_proxy, err);
+		return;
+	}
+	in = (double)key.tk_expiry - (now + skew);
+	explicit_bzero(k->k_key.tk_secret, sizeof(k->k_key.tk_secret));
+	k->k_key = key;
+	explicit_bzero(&key, sizeof(key));
+	k->k_haskey = 1;
+	k->k_key_skew = skew;
+	k->k_key_life = life;
+	/* the next one at half its lifetime: the rest covers an outage */
+	k->k_key_refresh = now_mono() + in / 2;
+	log_debug("pool of %s: minting key, expires in %.0f s (clock difference %.1f s)",
+	    k->k_proxy, in, skew);
+}
+
+/* A failed dial: wait before the next one. */
 static void
 keeper_backoff(struct keeper *k)
 {
@@ -229,6 +316,7 @@ keeper_drop_all(struct keeper *k)
 struct fetch_call {
 	struct private_pool	*fc_pp;
 	char			 fc_proxy[ANNOUNCE_NAME_MAX];
+	int			 fc_count;	/* tickets asked for (0: only a key) */
 };
 
 static void
@@ -236,7 +324,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 {
 	struct fetch_call *fc = arg;
 	struct private_pool *pp = fc->fc_pp;
-	struct json_object *jt, *je, *jx;
+	struct json_object *jt, *je, *jx, *jkey;
 	const struct sockaddr_storage *sa;
 	struct keeper *k;
 	socklen_t salen = 0;
@@ -256,12 +344,14 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 		 * not grant the method: ask again only now and then */
 		if (code == JSONRPC_METHOD_NOT_FOUND || code == HP_ERR_FORBIDDEN ||
 		    code == HP_ERR_NOT_FOUND)
-			k->k_backoff = POOL_BACKOFF_MAX;
+			k->k_fetch_backoff = POOL_BACKOFF_MAX;
 		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
-		    "pool of %s: requestConnectionTickets failed: %s%s", k->k_proxy,
-		    json_object_to_json_string(error), k->k_backoff == POOL_BACKOFF_MAX ?
-		    "; asking again every 30 s, brokering by incomingConnection meanwhile" : "");
-		keeper_backoff(k);
+		    "pool of %s: requestConnectionTickets failed: %s%s%s", k->k_proxy,
+		    json_object_to_json_string(error), k->k_fetch_backoff == POOL_BACKOFF_MAX ?
+		    "; asking again every 30 s" : "", k->k_haskey ?
+		    "; minting tickets with the key meanwhile" :
+		    "; brokering by incomingConnection once the stash is empty");
+		keeper_fetch_backoff(k);
 		goto done;
 	}
 	if (!json_object_object_get_ex(result, "tickets", &jt) ||
@@ -272,7 +362,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 	    !(json_object_is_type(jx, json_type_double) || json_object_is_type(jx, json_type_int))) {
 		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
 		    "pool of %s: requestConnectionTickets: malformed result", k->k_proxy);
-		keeper_backoff(k);
+		keeper_fetch_backoff(k);
 		goto done;
 	}
 	/* Only an address of its data_endpoints setting is dialed. */
@@ -281,7 +371,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
 		    "pool of %s: data endpoint %.64s is not one of its data_endpoints", k->k_proxy,
 		    json_object_get_string(je));
-		keeper_backoff(k);
+		keeper_fetch_backoff(k);
 		goto done;
 	}
 	memcpy(&k->k_ep, sa, salen);
@@ -300,7 +390,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 		struct pool_ticket *t = realloc(k->k_tickets, (k->k_nt + n) * sizeof(*t));
 
 		if (t == NULL) {
-			keeper_backoff(k);
+			keeper_fetch_backoff(k);
 			goto done;
 		}
 		k->k_tickets = t;
@@ -317,19 +407,31 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 		k->k_nt++;
 		added++;
 	}
+	if (json_object_object_get_ex(result, "key", &jkey))
+		keeper_take_key(k, jkey);
 	log_debug("pool of %s: %zu ticket(s) fetched, data endpoint %s", k->k_proxy, added,
 	    k->k_epname);
-	if (added == 0) {
-		keeper_backoff(k);
+	if (added == 0 && fc->fc_count > 0) {
+		keeper_fetch_backoff(k);
 		goto done;
 	}
+	if (k->k_fetch_backoff > 0)
+		log_info("pool of %s: requestConnectionTickets answers again: %zu ticket(s); "
+		    "%llu minted meanwhile", k->k_proxy, added, (unsigned long long)k->k_minted);
+	else if (k->k_minted > 0)
+		log_debug("pool of %s: %llu ticket(s) minted since the last batch", k->k_proxy,
+		    (unsigned long long)k->k_minted);
+	k->k_fetch_backoff = 0;
+	k->k_minted = 0;
+	k->k_mint_said = 0;
 	keeper_fill(k);
 done:
 	free(fc);
 }
 
+/* Ask for count tickets (0: none) and, when want_key, a new key. */
 static void
-keeper_fetch(struct keeper *k)
+keeper_fetch(struct keeper *k, int count, int want_key)
 {
 	struct private_pool *pp = k->k_pp;
 	struct json_object *params;
@@ -338,11 +440,13 @@ keeper_fetch(struct keeper *k)
 	if ((fc = calloc(1, sizeof(*fc))) == NULL)
 		return;
 	fc->fc_pp = pp;
+	fc->fc_count = count;
 	strlcpy(fc->fc_proxy, k->k_proxy, sizeof(fc->fc_proxy));
 	k->k_fetching = 1;
 	params = json_object_new_object();
-	json_object_object_add(params, "count",
-	    json_object_new_int((int)pp->pp_env.pe_conf->pc_pool_batch));
+	json_object_object_add(params, "count", json_object_new_int(count));
+	if (want_key)
+		json_object_object_add(params, "key", json_object_new_boolean(1));
 	control_call(pp->pp_env.pe_ctl, k->k_proxy, "requestConnectionTickets", params,
 	    keeper_fetch_reply, fc);
 	json_object_put(params);
@@ -350,19 +454,60 @@ keeper_fetch(struct keeper *k)
 
 static void pool_conn_start(void *arg);
 
-/* Dial while the pool is short and tickets are left; fetch when the stash
- * runs low. */
+/* The next ticket for c: the stash's oldest, else one minted with the key.
+ * 0, or -1 when there is none. */
+static int
+keeper_ticket(struct keeper *k, struct pool_conn *c)
+{
+	double now;
+
+	if (keeper_stash(k) > 0) {
+		memcpy(c->pc_ticket, k->k_tickets[k->k_first].pt_bytes, TICKET_LEN);
+		explicit_bzero(&k->k_tickets[k->k_first], sizeof(k->k_tickets[0]));
+		k->k_first++;
+		return 0;
+	}
+	if (!k->k_haskey)
+		return -1;
+	/* the public proxy's clock, as well as we know it */
+	now = now_wall() + k->k_key_skew;
+	if ((double)k->k_key.tk_expiry - now < POOL_KEY_MARGIN) {
+		keeper_drop_key(k, "expired");
+		return -1;
+	}
+	if (ticket_mint(&k->k_key, now, k->k_key_life, c->pc_ticket) < 0) {
+		keeper_drop_key(k, "nonces used up");
+		return -1;
+	}
+	c->pc_minted = 1;
+	memcpy(c->pc_key_id, k->k_key.tk_id, TICKET_KEY_ID_LEN);
+	if (++k->k_minted == 1)
+		log_debug("pool of %s: stash empty, minting", k->k_proxy);
+	if (k->k_fetch_backoff > 0 && !k->k_mint_said) {
+		k->k_mint_said = 1;
+		log_info("pool of %s: no issued ticket left and requestConnectionTickets failing: "
+		    "minting tickets with the key (expires in %.0f s)", k->k_proxy,
+		    (double)k->k_key.tk_expiry - now);
+	}
+	return 0;
+}
+
+/* Dial while the pool is short and tickets are left (issued or minted);
+ * fetch when the stash runs low or the key is due for renewal. */
 static void
 keeper_fill(struct keeper *k)
 {
 	struct private_pool *pp = k->k_pp;
 	long max = pp->pp_env.pe_conf->pc_max_connections;
+	int batch = (int)pp->pp_env.pe_conf->pc_pool_batch, low, key_due;
 	struct pool_conn *c;
+	struct timeval tv;
 
-	if (pool_stopping(pp) || k->k_waiting)
+	if (pool_stopping(pp))
 		return;
 	keeper_drop_expired(k);
-	while (k->k_live < k->k_size && keeper_stash(k) > 0) {
+	while (!k->k_waiting && k->k_eplen > 0 && k->k_live < k->k_size &&
+	    (keeper_stash(k) > 0 || k->k_haskey)) {
 		/* one socket each (a dial-back reserves two) */
 		if (atomic_fetch_add(pp->pp_env.pe_nsockets, 1) + 1 > max) {
 			atomic_fetch_sub(pp->pp_env.pe_nsockets, 1);
@@ -374,22 +519,35 @@ keeper_fill(struct keeper *k)
 		}
 		c->pc_pp = pp;
 		c->pc_fd = -1;
-		memcpy(c->pc_ticket, k->k_tickets[k->k_first].pt_bytes, TICKET_LEN);
-		explicit_bzero(&k->k_tickets[k->k_first], sizeof(k->k_tickets[0]));
-		k->k_first++;
+		if (keeper_ticket(k, c) < 0) {
+			atomic_fetch_sub(pp->pp_env.pe_nsockets, 1);
+			free(c);
+			break;
+		}
 		memcpy(&c->pc_sa, &k->k_ep, k->k_eplen);
 		c->pc_salen = k->k_eplen;
 		strlcpy(c->pc_proxy, k->k_proxy, sizeof(c->pc_proxy));
 		strlcpy(c->pc_epname, k->k_epname, sizeof(c->pc_epname));
 		if (loop_post(pp->pp_loop, pool_conn_start, c) < 0) {
 			atomic_fetch_sub(pp->pp_env.pe_nsockets, 1);
+			explicit_bzero(c, sizeof(*c));
 			free(c);
 			break;
 		}
 		k->k_live++;
 	}
-	if (keeper_stash(k) * 2 < (size_t)pp->pp_env.pe_conf->pc_pool_batch && !k->k_fetching)
-		keeper_fetch(k);
+	if (k->k_fetching || k->k_fetch_waiting)
+		return;
+	low = keeper_stash(k) * 2 < (size_t)batch;
+	/* only a proxy that gave a key before is asked for one alone */
+	key_due = k->k_haskey && now_mono() >= k->k_key_refresh;
+	if (low || key_due)
+		keeper_fetch(k, low ? batch : 0, !k->k_haskey || key_due);
+	else if (k->k_haskey) {
+		/* nothing due: wake up when the key is */
+		tv = tv_seconds(k->k_key_refresh - now_mono());
+		evtimer_add(k->k_fetch_timer, &tv);
+	}
 }
 
 /* A pooled connection ended (posted by the loop thread). */
@@ -415,6 +573,9 @@ keeper_report(void *arg)
 		break;
 	case POOL_END_REFUSED:
 		keeper_drop_all(k);
+		if (r->pr_minted && k->k_haskey &&
+		    memcmp(r->pr_key_id, k->k_key.tk_id, TICKET_KEY_ID_LEN) == 0)
+			keeper_drop_key(k, "a ticket minted with it was refused");
 		/* FALLTHROUGH */
 	case POOL_END_FAILED:
 		if (!k->k_waiting)
@@ -445,6 +606,12 @@ private_pool_announced(struct private_pool *pp, const char *proxy)
 			free(k);
 			return;
 		}
+		if ((k->k_fetch_timer = evtimer_new(side_base(pp->pp_env.pe_ctl->ct_side),
+		    keeper_fetch_timer_cb, k)) == NULL) {
+			event_free(k->k_timer);
+			free(k);
+			return;
+		}
 		LIST_INSERT_HEAD(&pp->pp_keepers, k, k_link);
 		log_info("pool of %s: keeping %ld data connection(s)", proxy, size);
 	}
@@ -452,6 +619,10 @@ private_pool_announced(struct private_pool *pp, const char *proxy)
 	if (k->k_waiting && k->k_backoff > POOL_BACKOFF_MIN) {
 		evtimer_del(k->k_timer);
 		k->k_waiting = 0;
+	}
+	if (k->k_fetch_waiting && k->k_fetch_backoff > POOL_BACKOFF_MIN) {
+		evtimer_del(k->k_fetch_timer);
+		k->k_fetch_waiting = 0;
 	}
 	keeper_fill(k);
 }
@@ -480,6 +651,8 @@ pool_conn_report(struct pool_conn *c, enum pool_end end)
 	r->pr_pp = pp;
 	r->pr_end = end;
 	strlcpy(r->pr_proxy, c->pc_proxy, sizeof(r->pr_proxy));
+	r->pr_minted = c->pc_minted;
+	memcpy(r->pr_key_id, c->pc_key_id, TICKET_KEY_ID_LEN);
 	side_post(pp->pp_env.pe_ctl->ct_side, keeper_report, r);
 }
 
@@ -745,7 +918,9 @@ private_pool_side_stopped(struct private_pool *pp)
 	while ((k = LIST_FIRST(&pp->pp_keepers)) != NULL) {
 		LIST_REMOVE(k, k_link);
 		event_free(k->k_timer);
+		event_free(k->k_fetch_timer);
 		keeper_drop_all(k);
+		explicit_bzero(&k->k_key, sizeof(k->k_key));
 		free(k->k_tickets);
 		free(k);
 	}

@@ -32,6 +32,7 @@
 #include "jsonrpc.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "proxy_conf.h"
 #include "proxyproto.h"
 #include "util.h"
@@ -200,13 +201,26 @@ rpc_client_param(struct json_object *params, struct proxyproto_info *pi, const c
 	return 0;
 }
 
-/* Refuse one incomingConnection: one warning, one error reply. */
+/*
+ * Every incomingConnection answered, by result: ok (the dial job is
+ * posted), or the refusal: bad_params (domain, token or endpoint missing),
+ * unknown_caller (nothing is announced to the caller: 403), bad_domain,
+ * not_announced (404), bad_token, bad_endpoint (not one of the caller's
+ * data_endpoints), bad_client (the client parameter), limit
+ * (max_connections), error (the PROXY header cannot be written, out of
+ * memory, the loop unreachable), stopping.
+ */
+METRIC_COUNTER(m_incoming, "private_incoming_total",
+    "incomingConnection calls answered, by result (ok, or why it was refused).", "result")
+
+/* Refuse one incomingConnection: one warning, one error reply, one count. */
 static void
 rpc_incoming_refuse(struct jsonrpc_call *call, const char *domain, const char *caller,
-    int code, const char *msg, const char *why)
+    const char *result, int code, const char *msg, const char *why)
 {
 	log_warnx("incomingConnection for %s from %s refused: %s", domain ? domain : "?",
 	    caller ? caller : "?", why);
+	metric_inc(&m_incoming, result);
 	jsonrpc_call_error(call, code, "%s", msg);
 }
 
@@ -230,43 +244,44 @@ rpc_incoming(void *arg, struct jsonrpc_call *call, const char *caller,
 	token = param_string(params, "token");
 	endpoint = param_string(params, "endpoint");
 	if (domain == NULL || token == NULL || endpoint == NULL) {
-		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
+		rpc_incoming_refuse(call, domain, caller, "bad_params", JSONRPC_INVALID_PARAMS,
 		    "domain, token and endpoint must be strings", "missing parameters");
 		return;
 	}
 	/* Only the public proxies this proxy announces to may hand it a connection. */
 	if (!private_announces_to(pv, caller)) {
-		rpc_incoming_refuse(call, domain, caller, HP_ERR_FORBIDDEN,
+		rpc_incoming_refuse(call, domain, caller, "unknown_caller", HP_ERR_FORBIDDEN,
 		    "not a public proxy of this private proxy", "nothing is announced to it");
 		return;
 	}
 	/* the client's name: concrete, never a pattern */
 	if (announce_check_domain(domain, dom) < 0 || dom[0] == '*') {
-		rpc_incoming_refuse(call, domain, caller, JSONRPC_INVALID_PARAMS,
+		rpc_incoming_refuse(call, domain, caller, "bad_domain", JSONRPC_INVALID_PARAMS,
 		    "invalid domain", "invalid domain");
 		return;
 	}
 	/* the exact announcement, else the wildcard one of its parent */
 	if (announce_match(pv->pv_table, dom, caller, now_wall(), &an) < 0) {
-		rpc_incoming_refuse(call, dom, caller, HP_ERR_NOT_FOUND, ANNOUNCE_MSG_NO_MATCH,
-		    "the domain is not announced to it");
+		rpc_incoming_refuse(call, dom, caller, "not_announced", HP_ERR_NOT_FOUND,
+		    ANNOUNCE_MSG_NO_MATCH, "the domain is not announced to it");
 		return;
 	}
 	/* b64_decode refuses anything that does not fit tok: exactly 32 bytes. */
 	if (b64_decode(token, tok, sizeof(tok)) != TOKEN_LEN) {
-		rpc_incoming_refuse(call, dom, caller, JSONRPC_INVALID_PARAMS,
+		rpc_incoming_refuse(call, dom, caller, "bad_token", JSONRPC_INVALID_PARAMS,
 		    "token must be base64 of 32 bytes", "token is not base64 of 32 bytes");
 		return;
 	}
 	if ((de = private_data_endpoint(pv, caller, endpoint)) == NULL) {
 		snprintf(why, sizeof(why), "endpoint %.64s is not one of its data_endpoints",
 		    endpoint);
-		rpc_incoming_refuse(call, dom, caller, JSONRPC_INVALID_PARAMS,
+		rpc_incoming_refuse(call, dom, caller, "bad_endpoint", JSONRPC_INVALID_PARAMS,
 		    "endpoint is not a data endpoint of this public proxy", why);
 		return;
 	}
 	if (rpc_client_param(params, &pi, &cwhy) < 0) {
-		rpc_incoming_refuse(call, dom, caller, JSONRPC_INVALID_PARAMS, cwhy, cwhy);
+		rpc_incoming_refuse(call, dom, caller, "bad_client", JSONRPC_INVALID_PARAMS, cwhy,
+		    cwhy);
 		return;
 	}
 	if (an.an_proxy_protocol != PROXYPROTO_OFF) {
@@ -278,7 +293,7 @@ rpc_incoming(void *arg, struct jsonrpc_call *call, const char *caller,
 	if (an.an_proxy_protocol != PROXYPROTO_OFF &&
 	    (pplen = proxyproto_write(an.an_proxy_protocol, &pi, pp, sizeof(pp))) < 0) {
 		explicit_bzero(tok, sizeof(tok));
-		rpc_incoming_refuse(call, dom, caller, JSONRPC_INTERNAL_ERROR,
+		rpc_incoming_refuse(call, dom, caller, "error", JSONRPC_INTERNAL_ERROR,
 		    "cannot write the PROXY header", "cannot write the PROXY header");
 		return;
 	}
@@ -286,16 +301,17 @@ rpc_incoming(void *arg, struct jsonrpc_call *call, const char *caller,
 	    (size_t)pplen);
 	explicit_bzero(tok, sizeof(tok));
 	if (d == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		rpc_incoming_refuse(call, dom, caller, "error", JSONRPC_INTERNAL_ERROR,
+		    "out of memory", "out of memory");
 		return;
 	}
 	/* Refuse with an error reply, so the public proxy drops the client now. */
 	if (atomic_fetch_add(&pv->pv_nsockets, 2) + 2 > limit) {
 		atomic_fetch_sub(&pv->pv_nsockets, 2);
 		free(d);
-		log_warnx("connection %s from %s refused: max_connections (%ld) reached", dom,
-		    caller, limit);
-		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "too many connections");
+		snprintf(why, sizeof(why), "max_connections (%ld) reached", limit);
+		rpc_incoming_refuse(call, dom, caller, "limit", HP_ERR_UNREACHABLE,
+		    "too many connections", why);
 		return;
 	}
 	/* Logged before the post: from then on d belongs to the loop thread,
@@ -304,9 +320,11 @@ rpc_incoming(void *arg, struct jsonrpc_call *call, const char *caller,
 	if (loop_post(pv->pv_loop, dial_start, d) < 0) {
 		atomic_fetch_sub(&pv->pv_nsockets, 2);
 		free(d);
-		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+		rpc_incoming_refuse(call, dom, caller, "error", JSONRPC_INTERNAL_ERROR,
+		    "out of memory", "the loop cannot be reached");
 		return;
 	}
+	metric_inc(&m_incoming, "ok");
 	jsonrpc_call_reply(call, private_ok());
 }
 
@@ -456,8 +474,10 @@ private_rpc(void *arg, struct jsonrpc_call *call)
 {
 	struct private *pv = arg;
 
-	if (atomic_load(&pv->pv_stopping))
+	if (atomic_load(&pv->pv_stopping)) {
+		if (strcmp(jsonrpc_call_method(call), "incomingConnection") == 0)
+			metric_inc(&m_incoming, "stopping");
 		jsonrpc_call_error(call, HP_ERR_UNREACHABLE, "shutting down");
-	else
+	} else
 		control_dispatch(private_methods, pv, call);
 }

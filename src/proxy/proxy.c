@@ -9,7 +9,11 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <bsd/string.h>
@@ -23,6 +27,38 @@
 #include "reload.h"
 #include "side.h"
 #include "util.h"
+
+/*
+ * systemd's readiness protocol (Type=notify), without libsystemd: one
+ * datagram to $NOTIFY_SOCKET ("@name" is abstract).  READY=1 once every
+ * listener is up, so that `systemctl start` of a successor returns only when
+ * it serves (the hand-over, README); STOPPING=1 at a stop.  Nothing when the
+ * variable is unset; a failure is logged at debug level only.
+ */
+static void
+proxy_notify(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun;
+	socklen_t len;
+	size_t n;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    (n = strlen(path)) >= sizeof(sun.sun_path))
+		return;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, n);
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0';
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '/'));
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return;
+	if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
+		log_debug("NOTIFY_SOCKET %s: %s", path, strerror(errno));
+	close(fd);
+}
 
 void
 proxy_on_reload(struct proxy *px)
@@ -55,6 +91,7 @@ proxy_signal(struct loop_op *op, int res, unsigned flags)
 		}
 		if (px->px_state == PS_RUNNING) {
 			log_info("%s: stopping", strsignal((int)si.ssi_signo));
+			proxy_notify("STOPPING=1");
 			px->px_state = PS_DRAINING;
 		} else {
 			log_info("%s again: stopping at once", strsignal((int)si.ssi_signo));
@@ -187,6 +224,7 @@ proxy_run(struct proxy *px, struct proxy_conf *pc, struct control *ctl,
 	}
 	if (h->ph_started)
 		h->ph_started(px);
+	proxy_notify("READY=1");
 
 	rc = loop_run(px->px_loop) < 0 ? 1 : 0;
 	if (rc != 0)

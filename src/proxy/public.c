@@ -7,7 +7,8 @@
  * state: public_int.h).
  *
  * Threads: main (the io_uring loop) for everything here, except
- * public_side_stopped, which runs once the side thread is joined. */
+ * public_side_stopped, which runs once the side thread is joined, and the
+ * pool metrics' collector (side thread, at a scrape). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "relay.h"
 #include "reload.h"
 #include "srccap.h"
+#include "ticket.h"
 #include "token.h"
 #include "util.h"
 #include "public_int.h"
@@ -250,6 +252,43 @@ public_fd_limit(struct proxy_conf *pc)
 }
 
 /* Bind one listener (not started yet); -1 with the reason in err. */
+/* --- pool metrics (issue #16; side thread, at a scrape) ------------------------ */
+
+/* Per operator, from the ticket book (its own lock), as getConnectionPools
+ * reports them. */
+METRIC_GAUGE(m_pooled, "public_pooled",
+    "Idle pooled data connections held now, by operator.", "operator")
+METRIC_GAUGE(m_pool_tickets, "public_pool_tickets",
+    "Tickets issued and not yet redeemed or expired, by operator.", "operator")
+METRIC_COUNTER(m_pool_leaves, "public_pool_leaves_total",
+    "Pooled data connections that left the pool, by operator and reason (used: "
+    "joined to a client; replaced: pool_idle_lifetime over; dead: found dead at use; "
+    "closed: by the peer or at a stop).", "operator", "reason")
+METRIC_COUNTER(m_pool_expired, "public_pool_tickets_expired_total",
+    "Issued tickets that expired unused, by operator.", "operator")
+
+static void
+public_pool_metric(void *arg, const char *op, const struct ticket_stats *st)
+{
+	(void)arg;
+	metric_set(&m_pooled, (int64_t)st->ts_idle, op);
+	metric_set(&m_pool_tickets, (int64_t)st->ts_outstanding, op);
+	metric_set(&m_pool_leaves, (int64_t)st->ts_used, op, "used");
+	metric_set(&m_pool_leaves, (int64_t)st->ts_replaced, op, "replaced");
+	metric_set(&m_pool_leaves, (int64_t)st->ts_dead, op, "dead");
+	metric_set(&m_pool_leaves, (int64_t)st->ts_closed, op, "closed");
+	metric_set(&m_pool_expired, (int64_t)st->ts_expired, op);
+}
+
+static void
+public_pool_collect(void *arg)
+{
+	struct public *p = arg;
+
+	if (p->p_tickets != NULL)
+		ticket_foreach(p->p_tickets, public_pool_metric, NULL);
+}
+
 static int
 public_bind(const struct proxy_conf *pc, const char *addr, const char *key, char *err,
     size_t errlen)
@@ -363,6 +402,33 @@ public_loop_free(struct public *p)
 
 /* --- the skeleton's hooks -------------------------------------------------- */
 
+/*
+ * With reuse_port, a stop closes listeners that may still hold connections
+ * the kernel queued (accepted, or still in the handshake).  Only
+ * net.ipv4.tcp_migrate_req (Linux 5.14, per network namespace) moves them
+ * to another listener of the group, the successor's; without it they are
+ * reset.  Said once at start; the proxy never changes a system setting.
+ */
+static void
+public_migrate_check(void)
+{
+	FILE *f;
+	int v = -1;
+
+	if ((f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r")) != NULL) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	if (v == 0)
+		log_warnx("reuse_port: net.ipv4.tcp_migrate_req is 0: connections queued on "
+		    "this proxy's listeners when it stops are reset instead of moved to its "
+		    "successor (set it to 1 for a hand-over that loses nothing; see README)");
+	else if (v < 0)
+		log_warnx("reuse_port: cannot read net.ipv4.tcp_migrate_req (Linux 5.14): "
+		    "connections queued on this proxy's listeners when it stops are reset");
+}
+
 static int
 public_bind_all(struct proxy *px, char *err, size_t errlen)
 {
@@ -375,6 +441,9 @@ public_bind_all(struct proxy *px, char *err, size_t errlen)
 	    errlen)) < 0 ||
 	    control_bind(&p->p_ctl, public_rpc, p, err, errlen) < 0)
 		return -1;
+	if (pc->pc_reuse_port)
+		public_migrate_check();
+	public_handover_bind(p);
 	return 0;
 }
 
@@ -390,9 +459,23 @@ public_open(struct proxy *px)
 		log_errorx("out of memory");
 		return -1;
 	}
+	if (pc->pc_datastore_redis) {
+		struct datastore_redis_conf rc = {
+			.rc_address = pc->pc_redis_address,
+			.rc_prefix = pc->pc_redis_prefix,
+			.rc_password = pc->pc_redis_password,
+			.rc_timeout = pc->pc_redis_timeout,
+		};
+
+		/* loaded by its thread once the side thread runs */
+		if ((p->p_store = datastore_open_redis(&rc, p->p_announce, err,
+		    sizeof(err))) == NULL) {
+			log_errorx("public.datastore.settings: %s", err);
+			return -1;
+		}
 	/* no filename: memory only (datastore.h) */
-	if ((p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce, now_wall(),
-	    err, sizeof(err))) == NULL) {
+	} else if ((p->p_store = datastore_open(pc->pc_datastore_file, p->p_announce,
+	    now_wall(), err, sizeof(err))) == NULL) {
 		log_errorx("public.datastore.settings.filename: %s", err);
 		return -1;
 	}
@@ -416,6 +499,9 @@ public_start(struct proxy *px)
 	public_listen(p, &p->p_data_listener, p->p_data_fd, pc->pc_data_bind, "data listener",
 	    public_data_accept);
 	p->p_tls_fd = p->p_data_fd = -1;        /* the listeners own them now */
+	public_handover_start(p);
+	/* before the side thread, which serves the scrapes, runs */
+	metrics_collector_add(public_pool_collect, p);
 	reload_init(&p->p_ctl, p->p_loop, pc, &(struct reload_role){
 	    .rr_hello_timers = &p->p_hello_timers, .rr_park_timers = &p->p_park_timers,
 	    .rr_token_timers = &p->p_token_timers, .rr_limits = &p->p_limits,
@@ -432,9 +518,29 @@ public_started(struct proxy *px)
 	    loop_mode(p->p_loop));
 }
 
+/* Side thread: with reuse_port, a stopping proxy closes its JSON-RPC
+ * server (listener and connections), so that its Hyper's next call reaches
+ * the successor on the same port: announcements and tickets from now on
+ * are the successor's.  Its calls to incomingConnection go on. */
+static void
+public_rpc_close(void *arg)
+{
+	struct public *p = arg;
+
+	if (p->p_ctl.ct_server == NULL)
+		return;
+	jsonrpc_server_free(p->p_ctl.ct_server);
+	p->p_ctl.ct_server = NULL;
+	log_info("stopping: JSON-RPC server closed (reuse_port: the calls go to the "
+	    "successor)");
+}
+
 /* SIGTERM: stop accepting clients; those accepted already (HELLO, PARKED)
  * are served or time out as usual, so the data listener and the pool stay
  * while any of them waits (public_admit); the joined pairs may finish.
+ * With reuse_port the JSON-RPC server closes too (public_rpc_close); the
+ * hand-over link stays until the exit, so that dial-backs for either
+ * instance that reach the other one are passed on.
  * The skeleton bounds it all by shutdown_timeout. */
 static void
 public_drain(struct proxy *px)
@@ -442,6 +548,9 @@ public_drain(struct proxy *px)
 	struct public *p = px->px_role;
 
 	loop_listener_stop(&p->p_tls_listener, public_listener_closed);
+	/* A hand-over: the successor's JSON-RPC server takes the calls. */
+	if (p->p_conf->pc_reuse_port)
+		control_post(&p->p_ctl, public_rpc_close, p);
 	if (!public_clients_waiting(p)) {
 		public_data_close(p);
 		return;
@@ -481,6 +590,7 @@ public_side_stopped(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
+	metrics_collector_remove(public_pool_collect, p);
 	if (p->p_relay != NULL) {
 		struct relay_stats st;
 
@@ -497,6 +607,7 @@ public_free(struct proxy *px)
 {
 	struct public *p = px->px_role;
 
+	public_handover_close(p);
 	if (p->p_watch)
 		directory_watch_free(p->p_watch);
 	if (p->p_tls_fd >= 0)
@@ -530,6 +641,7 @@ public_run(struct proxy_conf *pc)
 	memset(p, 0, sizeof(*p));
 	p->p_conf = pc;
 	p->p_tls_fd = p->p_data_fd = -1;
+	p->p_handover.ho_fd = p->p_handover.ho_listen_fd = -1;
 	p->p_on_parked = public_incoming_post;
 	TAILQ_INIT(&p->p_pconns);
 	TAILQ_INIT(&p->p_dconns);

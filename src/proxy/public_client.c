@@ -472,6 +472,14 @@ public_tls_accept(struct loop_listener *l, int fd)
 
 /* --- joined pairs ---------------------------------------------------------- */
 
+/* Loop thread: the metrics of a client that took a pooled connection
+ * (public_pool_take); parked: it had been parked. */
+void
+pconn_count_pooled(void)
+{
+	metric_inc(&m_clients, "joined");
+}
+
 void
 pconn_joined(struct pconn *c)
 {

@@ -17,15 +17,17 @@
 #include "proxy_conf.h"
 #include "ratelimit.h"
 #include "relay.h"
+#include "ticket.h"
 #include "token.h"
 #include "util.h"
 #include "public_int.h"
 
-/* "accepted" at accept, then exactly one of "joined", a refusal at accept
- * or the result of dconn_close. */
+/* "accepted" at accept, then exactly one of "joined" (a token), "pooled"
+ * (a ticket: an idle pooled connection now), a refusal at accept or the
+ * result of dconn_close. */
 METRIC_COUNTER(m_data, "public_data_connections_total",
     "Data connections of the public proxy: accepted, refused at accept, ended "
-    "before their token (by reason) and joined.", "result")
+    "before their token (by reason), joined (a token) and pooled (a ticket).", "result")
 
 static void
 dconn_free(struct dconn *d)
@@ -82,19 +84,34 @@ dconn_join(struct dconn *d)
 
 	loop_timer_disarm(&p->p_token_timers, &d->dc_timer);
 	if ((c = token_claim(p->p_tokens, d->dc_token)) == NULL) {
-		const char *why = NULL;
+		char why[TICKET_OP_MAX + 96];
+		int rc;
 
-		/* issue #16: a ticket makes it a pooled connection */
-		if (public_pool_redeem(p, d->dc_fd, &d->dc_peer, d->dc_token, &why) == 0) {
+		/* issue #16: a ticket, issued or minted, makes it a pooled
+		 * connection; a refusal is logged with its reason (at most
+		 * about once a second, like an unknown token) */
+		if ((rc = public_pool_redeem(p, d->dc_fd, &d->dc_peer, d->dc_token, why,
+		    sizeof(why))) == 0) {
+			metric_inc(&m_data, "pooled");
 			d->dc_fd = -1;   /* the pool's now */
 			TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
 			free(d);
 			return;
 		}
-		if (strcmp(why, "unknown ticket") == 0)
-			dconn_close(d, &p->p_log_dtoken, "unknown_token", "unknown or used token");
-		else
-			dconn_close(d, &p->p_log_dtoken, "ticket_refused", why);
+		/* Not ours, or we are stopping with nobody left to serve: the
+		 * other instance of a hand-over may know it. */
+		if ((rc == -1 || rc == -3) && !d->dc_adopted &&
+		    public_handover_forward(p, d->dc_fd, &d->dc_peer, d->dc_token) == 0) {
+			/* the other instance's token or ticket (hand-over) */
+			metric_inc(&m_data, "handed_over");
+			d->dc_fd = -1;
+			TAILQ_REMOVE(&p->p_dconns, d, dc_entry);
+			free(d);
+			public_admit(p, PE_DATA_CLOSED);
+			return;
+		}
+		dconn_close(d, &p->p_log_dtoken, rc == -1 ? "unknown_token" :
+		    rc == -3 ? "shutdown" : "ticket_refused", why);
 		return;
 	}
 	metric_inc(&m_data, "joined");
@@ -205,6 +222,38 @@ public_data_accept(struct loop_listener *l, int fd)
 	public_admit(p, PE_DATA_ACCEPTED);
 	loop_timer_arm(&p->p_token_timers, &d->dc_timer);
 	loop_recv(p->p_loop, &d->dc_recv, fd, d->dc_token, TOKEN_LEN, -1);
+}
+
+void
+public_data_adopt(struct public *p, int fd, const struct sockaddr_storage *peer,
+    const uint8_t token[TOKEN_LEN])
+{
+	struct dconn *d;
+
+	if (p->p_data_closing) {
+		/* stopped taking data connections: its private proxy dials again */
+		log_debug("data connection from the hand-over link closed: stopping");
+		metric_inc(&m_data, "shutdown");
+		close(fd);
+		return;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		metric_inc(&m_data, "out_of_memory");
+		close(fd);
+		return;
+	}
+	d->dc_pub = p;
+	TAILQ_INSERT_TAIL(&p->p_dconns, d, dc_entry);
+	d->dc_fd = fd;
+	d->dc_peer = *peer;
+	d->dc_state = DC_TOKEN;
+	d->dc_adopted = 1;
+	d->dc_got = TOKEN_LEN;
+	memcpy(d->dc_token, token, TOKEN_LEN);
+	loop_op_init(&d->dc_recv, dconn_recv_cb);
+	metric_inc(&m_data, "accepted");
+	public_admit(p, PE_DATA_ACCEPTED);
+	dconn_join(d);
 }
 
 /* --- stop ------------------------------------------------------------------ */

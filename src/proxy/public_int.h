@@ -8,6 +8,8 @@
  *                    their commits, the allowed_domains re-checks, sweeps
  *   public_pool.c    loop thread: the warm pool of ticketed data connections
  *   public_tickets.c side thread: requestConnectionTickets, getConnectionPools
+ *   public_handover.c loop thread: the link to the other instance of a
+ *                    hand-over (reuse_port), data connections passed over it
  *
  * Threads: the main thread runs the io_uring loop and owns every socket,
  * the token table and the rate limiters; the side thread (control.h) runs
@@ -22,6 +24,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "announce.h"
 #include "control.h"
@@ -53,6 +56,8 @@ struct ticket_book;
 
 /* Item error: over max_announcements_per_operator. */
 #define PUBLIC_ERR_TOO_MANY      429
+/* Call error: the redis datastore is down or slow; nothing was stored. */
+#define PUBLIC_ERR_UNAVAILABLE   503
 
 /* Descriptors kept out of max_connections (listeners, ring, RPC, logs). */
 #define PUBLIC_FD_RESERVE        64
@@ -137,7 +142,11 @@ struct pconn {
  *            consumed).  Unauthenticated: its own budget
  *            (max_data_connections, plus one per parked client) and rate
  *            limit (data_rate_limits), not counted in max_connections; its
- *            refusals and failures are logged through a log_limit.
+ *            refusals and failures are logged through a log_limit.  32 bytes
+ *            that are neither a token nor a ticket here are passed to the
+ *            other instance of a hand-over when one is linked
+ *            (public_handover.c); one that came from there starts here with
+ *            its bytes read and is never passed back.
  *   CLOSING  waits for the final completion of its recv, then freed.
  */
 enum dconn_state { DC_TOKEN, DC_CLOSING };
@@ -151,6 +160,7 @@ struct dconn {
 	struct loop_op           dc_recv;
 	struct loop_timer        dc_timer;
 	size_t                   dc_got;
+	int                      dc_adopted;     /* came over the hand-over link */
 	uint8_t                  dc_token[TOKEN_LEN];
 };
 
@@ -180,7 +190,9 @@ struct commit {
 	int                      cm_announce;    /* else a withdrawal */
 	struct json_object      *cm_conns;       /* announce: the items (borrowed from the call) */
 	struct json_object      *cm_result;      /* announce: one entry per item */
-	unsigned char           *cm_staged;      /* announce: item i staged */
+	int                     *cm_staged;      /* announce: item i staged: 1 + its
+						  * op in the batch, -1 nothing to
+						  * write, 0 not staged */
 	int                      cm_n;
 	int                      cm_removed;     /* withdrawal: entries withdrawn */
 	char                     cm_caller[ANNOUNCE_NAME_MAX];
@@ -207,6 +219,21 @@ enum public_event {
 	PE_POOL_ADDED,          /* a data socket's ticket redeemed: pooled, idle */
 	PE_POOL_CLOSED,         /* a pooled socket closed unused */
 	PE_POOL_JOINED,         /* a pooled socket joined a client */
+};
+
+/*
+ * The hand-over link (public_handover.c): with reuse_port, the one unix
+ * connection to the other instance on the same ports, over which a data
+ * connection whose token or ticket is not ours is passed on.
+ */
+struct handover {
+	int                      ho_on;          /* reuse_port and a handover_socket */
+	int                      ho_listen_fd;   /* we hold the name: listening; -1 */
+	int                      ho_fd;          /* the link; -1 */
+	int                      ho_closed;      /* torn down: callbacks do nothing */
+	pid_t                    ho_peer_pid;
+	unsigned long            ho_sent, ho_received;
+	struct loop_op           ho_listen_op, ho_link_op, ho_retry_op;
 };
 
 struct public {
@@ -250,6 +277,7 @@ struct public {
 	TAILQ_HEAD(, pconn)      p_pconns;       /* every client until freed */
 	TAILQ_HEAD(, dconn)      p_dconns;       /* every data connection until joined or freed */
 	int                      p_tls_fd, p_data_fd;    /* bound, not yet listening */
+	struct handover          p_handover;     /* loop thread */
 };
 
 /* public.c */
@@ -272,6 +300,9 @@ void	pconn_joined(struct pconn *c);
 /* c leaves PARKED for a pooled connection: its token, timers and pending
  * retry go (the caller makes it JOINED). */
 void	pconn_unpark(struct pconn *c);
+/* A client that took a pooled connection counts as joined (pconn_unpark
+ * has taken it off the parked gauge when it was parked). */
+void	pconn_count_pooled(void);
 /* incomingConnection failed (posted by the side thread): a client still
  * parked is tried again (in_transient) or closed. */
 void	incoming_failed(void *arg);
@@ -289,6 +320,26 @@ void	public_data_accept(struct loop_listener *l, int fd);
 void	dconn_token_expired(struct loop_timer *t, void *arg);
 void	public_data_drain(struct public *p);
 void	public_data_free(struct public *p);
+/* A data connection passed over the hand-over link with the 32 bytes the
+ * other instance read from it: joined, pooled or closed here, never passed
+ * back.  Takes fd. */
+void	public_data_adopt(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t token[TOKEN_LEN]);
+
+/* public_handover.c (loop thread; public_handover_bind on the main thread
+ * before the loop runs) */
+/* With reuse_port: hold the handover_socket name, or link to its holder. */
+void	public_handover_bind(struct public *p);
+/* The loop runs: wait for a successor, the link's messages, or retry. */
+void	public_handover_start(struct public *p);
+/* Pass fd (its 32 bytes read) to the other instance: 0 and fd is closed
+ * here; -1 (no link, or the link is full) and fd is still the caller's. */
+int	public_handover_forward(struct public *p, int fd, const struct sockaddr_storage *peer,
+	    const uint8_t token[TOKEN_LEN]);
+/* 1 while linked to another instance. */
+int	public_handover_linked(const struct public *p);
+/* The loop is gone: close the link and the name. */
+void	public_handover_close(struct public *p);
 
 /* public_pool.c (loop thread, except public_pool_init: main, before the
  * side thread runs) */
@@ -296,10 +347,13 @@ void	public_data_free(struct public *p);
 int	public_pool_init(struct public *p);
 /* With p_loop set: the idle-lifetime timers. */
 void	public_pool_start(struct public *p);
-/* A data connection wrote 32 bytes that are no token: a ticket makes it a
- * pooled connection (0: the pool owns fd now), else -1 with why set. */
+/* A data connection wrote 32 bytes that are no token: a valid ticket,
+ * issued or minted, makes it a pooled connection (0: the pool owns fd now).
+ * -1: no ticket either; -2: a ticket refused (used, expired, bad MAC,
+ * replayed, over the cap...); -3: not redeemed because the proxy is
+ * stopping with no client waiting.  why: the words for the log line. */
 int	public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
-	    const uint8_t ticket[TOKEN_LEN], const char **why);
+	    const uint8_t ticket[TOKEN_LEN], char *why, size_t whylen);
 /* A client of an announced name (c_operator set, HELLO or PARKED): join it to an
  * idle pooled connection of its operator after writing the start frame.
  * 0: joined (the relay owns the client now); -1: none usable, go on with

@@ -200,7 +200,7 @@ pool_serve_parked(struct public *p, struct pool_op *po)
 
 int
 public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer,
-    const uint8_t ticket[TOKEN_LEN], const char **why)
+    const uint8_t ticket[TOKEN_LEN], char *why, size_t whylen)
 {
 	struct public_pool *pp = p->p_pool;
 	char op[TICKET_OP_MAX + 1];
@@ -209,14 +209,28 @@ public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer
 	struct pooled *pd;
 	int one = 1, idle = POOL_KEEPIDLE, intvl = POOL_KEEPINTVL, cnt = POOL_KEEPCNT;
 
+	/* Stopping with nobody left to serve: it would only wait idle and hold
+	 * up the exit.  Refused before the book, so nothing is consumed; the
+	 * close makes its keeper dial a new one (to the successor). */
+	if (p->p_px.px_state != PS_RUNNING &&
+	    (p->p_data_closing || !public_clients_waiting(p))) {
+		snprintf(why, whylen, "ticket not redeemed: stopping");
+		return -3;
+	}
+	/* Nothing is consumed unless it is TICKET_OK (ticket.h). */
 	if ((w = ticket_redeem(p->p_tickets, ticket, now_wall(), op)) != TICKET_OK) {
-		*why = ticket_why_str(w);
-		return -1;
+		if (w == TICKET_UNKNOWN) {
+			snprintf(why, whylen, "unknown or used token");
+			return -1;
+		}
+		snprintf(why, whylen, "ticket refused: %s%s%s", ticket_why_str(w),
+		    op[0] != '\0' ? ", operator " : "", op);
+		return -2;
 	}
 	if ((po = pool_op_get(pp, op, 1)) == NULL || (pd = calloc(1, sizeof(*pd))) == NULL) {
 		ticket_pool_leave(p->p_tickets, op, TICKET_LEAVE_CLOSED);
-		*why = "out of memory";
-		return -1;
+		snprintf(why, whylen, "ticket of %s: out of memory", op);
+		return -2;
 	}
 	/* Idle for up to pool_idle_lifetime: keepalive finds a vanished peer. */
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
@@ -307,6 +321,7 @@ public_pool_take(struct public *p, struct pconn *c)
 		    (unsigned long long)p->p_pool->pp_conn_id);
 	dfd = pd->pd_fd;
 	pooled_leave(pd, TICKET_LEAVE_USED, 1);
+	pconn_count_pooled();
 	if (c->c_state == PC_PARKED)
 		pconn_unpark(c);	/* its dial-back will find no token */
 	else
@@ -336,6 +351,7 @@ public_pool_init(struct public *p)
 	struct ticket_limits tl = {
 		.tl_cap = (size_t)p->p_conf->pc_max_pooled,
 		.tl_lifetime = p->p_conf->pc_ticket_lifetime,
+		.tl_key_lifetime = p->p_conf->pc_ticket_key_lifetime,	/* 0: the book's 600 s, unused */
 	};
 
 	if ((p->p_pool = calloc(1, sizeof(*p->p_pool))) == NULL ||

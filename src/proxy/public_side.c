@@ -295,6 +295,8 @@ public_metrics_collect(void *arg)
 			metric_set_at(&m_announcements, i, counts[i]);
 }
 
+static void public_side_post(void *ctx, void (*fn)(void *), void *arg);
+
 void
 public_side_timers(void *arg)
 {
@@ -303,6 +305,8 @@ public_side_timers(void *arg)
 	struct timeval tv;
 
 	metrics_collector_add(public_metrics_collect, p);
+	/* redis: its thread connects and loads the table from now on */
+	datastore_start(p->p_store, public_side_post, p);
 	tv = tv_seconds(p->p_conf->pc_sweep_interval);
 	if ((p->p_sweep = event_new(base, -1, EV_PERSIST, public_sweep, p)) == NULL ||
 	    event_add(p->p_sweep, &tv) == -1)
@@ -322,7 +326,8 @@ commit_new(struct public *p, struct jsonrpc_call *call, const char *caller, int 
 	struct commit *cm;
 
 	if ((cm = calloc(1, sizeof(*cm))) == NULL ||
-	    (announce && (cm->cm_staged = calloc((size_t)n + 1, 1)) == NULL)) {
+	    (announce && (cm->cm_staged = calloc((size_t)n + 1,
+	    sizeof(*cm->cm_staged))) == NULL)) {
 		free(cm);
 		return NULL;
 	}
@@ -350,6 +355,14 @@ commit_reply(struct commit *cm, int rc, const char *err)
 	struct json_object *res;
 	char domain[ANNOUNCE_DOMAIN_MAX];
 
+	if (rc == DATASTORE_UNAVAILABLE) {
+		/* redis: the whole call fails, so that the caller retries it */
+		log_warnx("%s by %s refused: %s", cm->cm_announce ? "announcements" :
+		    "withdrawal", cm->cm_caller, err);
+		jsonrpc_call_error(cm->cm_call, PUBLIC_ERR_UNAVAILABLE, "%s", err);
+		commit_free(cm);
+		return;
+	}
 	if (!cm->cm_announce) {
 		if (rc < 0) {
 			/* the caller gets no path or errno of ours, the log does */
@@ -374,6 +387,13 @@ commit_reply(struct commit *cm, int rc, const char *err)
 		if (rc < 0) {
 			json_object_array_put_idx(cm->cm_result, (size_t)i,
 			    item_error(JSONRPC_INTERNAL_ERROR, "not stored"));
+			continue;
+		}
+		/* redis: another public proxy gave it to another operator */
+		if (cm->cm_staged[i] > 0 && datastore_op_result(cm->cm_pub->p_store,
+		    (size_t)cm->cm_staged[i] - 1) == DATASTORE_TAKEN) {
+			json_object_array_put_idx(cm->cm_result, (size_t)i,
+			    item_error(HP_ERR_CONFLICT, ANNOUNCE_MSG_TAKEN));
 			continue;
 		}
 		if (json_object_object_get_ex(json_object_array_get_idx(cm->cm_conns,
@@ -494,6 +514,7 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 		struct announcement a, cur;
 		const char *why = NULL;
 		double exp = 0;
+		size_t op;
 		int rc;
 
 		if ((rc = announce_item_domain(item, allowed, (size_t)nallowed, domain,
@@ -525,14 +546,15 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 			    "invalid announcement"));
 			continue;
 		}
-		if (datastore_stage_announce(p->p_store, &a) < 0) {
+		op = datastore_staged(p->p_store);
+		if ((rc = datastore_stage_announce(p->p_store, &a)) < 0) {
 			log_warnx("announcement of %s by %s not stored: out of memory",
 			    domain, caller);
 			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
 			    "not stored"));
 			continue;
 		}
-		cm->cm_staged[i] = 1;
+		cm->cm_staged[i] = rc == 0 ? (int)op + 1 : -1;
 		json_object_array_add(result, NULL);
 	}
 	free(allowed);

@@ -5,13 +5,17 @@
  * the loop thread, which redeems tickets and keeps the pooled connections
  * (public_pool.c); the book has its own lock.
  *
- *   requestConnectionTickets {count}  -> {tickets: [base64 of 32 bytes],
- *       data_endpoint, expires_at (RFC 3339), expires_in (seconds)}
+ *   requestConnectionTickets {count, key?}  -> {tickets: [base64 of 32 bytes],
+ *       data_endpoint, expires_at (RFC 3339), expires_in (seconds), key?}
  *     for the operators that may announce (allowed_domains in their
- *     directory entry, as announceConnections); count 1-256; fewer tickets
- *     when max_pooled_per_operator leaves less room, error 429 when none.
+ *     directory entry, as announceConnections); count 1-256 (0 too with
+ *     "key": true); fewer tickets when max_pooled_per_operator leaves less
+ *     room, error 429 when none.  "key": true asks for a new minting key
+ *     (ticket.h), answered as the member "key" (ticket_key_json) unless
+ *     ticket_key_lifetime is 0.  The secret travels only in this answer,
+ *     over the mutually authenticated Hyper path, and is never logged.
  *   getConnectionPools {}  -> [{operator, idle, outstanding, used, replaced,
- *       dead, closed, expired}]: every operator's pool for the own operator
+ *       dead, closed, expired, minted, keys, key_expires_at?}]: every operator's pool for the own operator
  *       and admin_group, the caller's own one for anyone else. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +38,15 @@ static void
 rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
 {
-	uint8_t (*t)[TICKET_LEN];
-	struct json_object *jc, *res, *list;
+	uint8_t (*t)[TICKET_LEN] = NULL;
+	struct json_object *jc, *jk, *res, *list, *jkey = NULL;
 	const char **allowed = NULL;
+	struct ticket_key key;
 	enum ticket_why w;
-	double now = now_wall(), expiry = 0;
+	double now = now_wall(), expiry = now + p->p_conf->pc_ticket_lifetime;
 	size_t issued = 0;
 	int64_t count;
+	int want_key = 0;
 	char b64[64], ts[32];
 
 	if (control_allowed_domains(params, p->p_conf->pc_name, &allowed) < 0) {
@@ -49,31 +55,53 @@ rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
 		return;
 	}
 	free(allowed);
+	if (json_object_object_get_ex(params, "key", &jk)) {
+		if (!json_object_is_type(jk, json_type_boolean)) {
+			jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+			    "key: expected a boolean");
+			return;
+		}
+		want_key = json_object_get_boolean(jk);
+	}
 	if (!json_object_object_get_ex(params, "count", &jc) ||
 	    !json_object_is_type(jc, json_type_int) ||
-	    (count = json_object_get_int64(jc)) < 1 || count > TICKET_BATCH_MAX) {
+	    (count = json_object_get_int64(jc)) < (want_key ? 0 : 1) ||
+	    count > TICKET_BATCH_MAX) {
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
-		    "count: expected an integer of 1-%d", TICKET_BATCH_MAX);
+		    "count: expected an integer of 1-%d (0 with \"key\": true)", TICKET_BATCH_MAX);
 		return;
 	}
-	if ((t = calloc((size_t)count, TICKET_LEN)) == NULL) {
-		jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
-		return;
+	if (count > 0) {
+		if ((t = calloc((size_t)count, TICKET_LEN)) == NULL) {
+			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
+			return;
+		}
+		w = ticket_issue(p->p_tickets, caller, (size_t)count, now, t, &issued, &expiry);
+		if (w != TICKET_OK) {
+			free(t);
+			if (w == TICKET_CAP) {
+				log_limited(&tickets_cap_log, LOG_LVL_INFO,
+				    "requestConnectionTickets by %s: at max_pooled_per_operator (%ld)",
+				    caller, p->p_conf->pc_max_pooled);
+				jsonrpc_call_error(call, PUBLIC_ERR_TOO_MANY,
+				    "too many tickets and pooled connections: at most %ld per "
+				    "operator (max_pooled_per_operator)", p->p_conf->pc_max_pooled);
+			} else
+				jsonrpc_call_error(call, w == TICKET_INVALID ?
+				    JSONRPC_INVALID_PARAMS : JSONRPC_INTERNAL_ERROR, "%s",
+				    ticket_why_str(w));
+			return;
+		}
 	}
-	w = ticket_issue(p->p_tickets, caller, (size_t)count, now, t, &issued, &expiry);
-	if (w != TICKET_OK) {
-		free(t);
-		if (w == TICKET_CAP) {
-			log_limited(&tickets_cap_log, LOG_LVL_INFO,
-			    "requestConnectionTickets by %s: at max_pooled_per_operator (%ld)",
-			    caller, p->p_conf->pc_max_pooled);
-			jsonrpc_call_error(call, PUBLIC_ERR_TOO_MANY,
-			    "too many tickets and pooled connections: at most %ld per operator "
-			    "(max_pooled_per_operator)", p->p_conf->pc_max_pooled);
-		} else
-			jsonrpc_call_error(call, w == TICKET_INVALID ? JSONRPC_INVALID_PARAMS :
-			    JSONRPC_INTERNAL_ERROR, "%s", ticket_why_str(w));
-		return;
+	/* ticket_key_lifetime 0: no keys, the answer simply has none */
+	if (want_key && p->p_conf->pc_ticket_key_lifetime > 0) {
+		if ((w = ticket_key(p->p_tickets, caller, now, &key)) != TICKET_OK) {
+			log_warnx("requestConnectionTickets by %s: no key: %s", caller,
+			    ticket_why_str(w));
+		} else {
+			jkey = ticket_key_json(&key, now, p->p_conf->pc_ticket_lifetime);
+			explicit_bzero(&key, sizeof(key));
+		}
 	}
 	res = json_object_new_object();
 	list = json_object_new_array();
@@ -81,15 +109,20 @@ rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
 		b64_encode(t[i], TICKET_LEN, b64);
 		json_object_array_add(list, json_object_new_string(b64));
 	}
-	explicit_bzero(t, (size_t)count * TICKET_LEN);
-	free(t);
+	if (t != NULL) {
+		explicit_bzero(t, (size_t)count * TICKET_LEN);
+		free(t);
+	}
 	json_object_object_add(res, "tickets", list);
 	json_object_object_add(res, "data_endpoint",
 	    json_object_new_string(p->p_conf->pc_data_endpoint));
 	json_object_object_add(res, "expires_at",
 	    json_object_new_string(rfc3339_format(expiry, ts, sizeof(ts))));
 	json_object_object_add(res, "expires_in", json_object_new_double(expiry - now));
-	log_debug("%zu ticket(s) issued to %s", issued, caller);
+	if (jkey != NULL)
+		json_object_object_add(res, "key", jkey);
+	log_debug("%zu ticket(s)%s issued to %s", issued, jkey != NULL ? " and a key" : "",
+	    caller);
 	jsonrpc_call_reply(call, res);
 }
 
@@ -116,6 +149,14 @@ pools_add(void *arg, const char *op, const struct ticket_stats *st)
 	json_object_object_add(o, "dead", json_object_new_int64((int64_t)st->ts_dead));
 	json_object_object_add(o, "closed", json_object_new_int64((int64_t)st->ts_closed));
 	json_object_object_add(o, "expired", json_object_new_int64((int64_t)st->ts_expired));
+	json_object_object_add(o, "minted", json_object_new_int64((int64_t)st->ts_minted));
+	json_object_object_add(o, "keys", json_object_new_int64((int64_t)st->ts_keys));
+	if (st->ts_key_expiry > 0) {
+		char ts[32];
+
+		json_object_object_add(o, "key_expires_at", json_object_new_string(
+		    rfc3339_format(st->ts_key_expiry, ts, sizeof(ts))));
+	}
 	json_object_array_add(pl->pl_res, o);
 }
 

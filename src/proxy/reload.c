@@ -110,17 +110,58 @@ reload_publicseq(const struct proxy_conf *o, const struct proxy_conf *n)
 	return 1;
 }
 
+static void
+reload_announcements_free(struct static_announcement *a, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(a[i].sa_domain);
+		free(a[i].sa_proxy);
+	}
+	free(a);
+}
+
+/* A copy of n's static announcements for the live settings; NULL with
+ * *count 0 when there are none, NULL with *count > 0 when out of memory
+ * (then the live settings keep the list they had: only private.c reads it,
+ * at start). */
+static struct static_announcement *
+reload_announcements_dup(const struct proxy_conf *n, int *count)
+{
+	struct static_announcement *c;
+
+	*count = n->pc_nannouncements;
+	if (*count == 0)
+		return NULL;
+	if ((c = calloc((size_t)*count, sizeof(*c))) == NULL)
+		return NULL;
+	for (int i = 0; i < *count; i++) {
+		c[i] = n->pc_announcements[i];
+		c[i].sa_domain = c[i].sa_domain != NULL ? strdup(c[i].sa_domain) : NULL;
+		c[i].sa_proxy = c[i].sa_proxy != NULL ? strdup(c[i].sa_proxy) : NULL;
+		if ((n->pc_announcements[i].sa_domain != NULL && c[i].sa_domain == NULL) ||
+		    (n->pc_announcements[i].sa_proxy != NULL && c[i].sa_proxy == NULL)) {
+			reload_announcements_free(c, i + 1);
+			return NULL;
+		}
+	}
+	return c;
+}
+
 /*
  * The first key (below the role's section) whose change needs a restart, or
- * NULL.  These are bound to a socket, sized or opened at start, or (static
- * announcements, public_proxies) state the role builds once.
+ * NULL.  These are bound to a socket, sized or opened at start, or
+ * (public_proxies; static announcements when the role has no hook for
+ * them) state the role builds once.
  */
 static const char *
-reload_restart_key(const struct proxy_conf *o, const struct proxy_conf *n)
+reload_restart_key(const struct reload *r, const struct proxy_conf *o,
+    const struct proxy_conf *n)
 {
 #define RESTART_IF(cond, key)	do { if (cond) return (key); } while (0)
 	RESTART_IF(!reload_streq(o->pc_name, n->pc_name), "name");
 	RESTART_IF(o->pc_reuse_port != n->pc_reuse_port, "reuse_port");
+	RESTART_IF(!reload_streq(o->pc_handover_socket, n->pc_handover_socket),
+	    "handover_socket");
 	RESTART_IF(!reload_streq(o->pc_rpc_server_bind, n->pc_rpc_server_bind),
 	    "jsonrpc_server.bind_address");
 	RESTART_IF(!reload_streq(o->pc_rpc_server_path, n->pc_rpc_server_path),
@@ -131,6 +172,11 @@ reload_restart_key(const struct proxy_conf *o, const struct proxy_conf *n)
 	    n->pc_rpc_client_tls.server_name), "jsonrpc_client.tls.server_name");
 	RESTART_IF(!reload_streq(o->pc_datastore_file, n->pc_datastore_file),
 	    "datastore.settings.filename");
+	RESTART_IF(o->pc_datastore_redis != n->pc_datastore_redis, "datastore.type");
+	RESTART_IF(!reload_streq(o->pc_redis_address, n->pc_redis_address) ||
+	    !reload_streq(o->pc_redis_prefix, n->pc_redis_prefix) ||
+	    !reload_streq(o->pc_redis_password, n->pc_redis_password) ||
+	    o->pc_redis_timeout != n->pc_redis_timeout, "datastore.settings");
 	RESTART_IF(o->pc_relay_buffers != n->pc_relay_buffers, "relay_buffers");
 	RESTART_IF(o->pc_relay_buffer_size != n->pc_relay_buffer_size, "relay_buffer_size");
 	RESTART_IF(o->pc_splice_threshold != n->pc_splice_threshold, "splice_threshold");
@@ -160,6 +206,8 @@ reload_restart_key(const struct proxy_conf *o, const struct proxy_conf *n)
 		RESTART_IF(o->pc_dir_poll != n->pc_dir_poll, "directory.settings.poll_interval");
 		/* issue #16: read once into the ticket book and the pool's timers */
 		RESTART_IF(o->pc_ticket_lifetime != n->pc_ticket_lifetime, "ticket_lifetime");
+		RESTART_IF(o->pc_ticket_key_lifetime != n->pc_ticket_key_lifetime,
+		    "ticket_key_lifetime");
 		RESTART_IF(o->pc_max_pooled != n->pc_max_pooled, "max_pooled_per_operator");
 		RESTART_IF(o->pc_pool_idle_lifetime != n->pc_pool_idle_lifetime,
 		    "pool_idle_lifetime");
@@ -170,12 +218,13 @@ reload_restart_key(const struct proxy_conf *o, const struct proxy_conf *n)
 		RESTART_IF(!reload_streq(o->pc_internal_address, n->pc_internal_address),
 		    "internal_endpoint.address");
 		RESTART_IF(!reload_publicseq(o, n), "public_proxies");
-		RESTART_IF(!reload_announcementseq(o, n), "announcements");
 		/* issue #16: the keepers and their timers are made once */
 		RESTART_IF(o->pc_pool_size != n->pc_pool_size, "pool_size");
 		RESTART_IF(o->pc_pool_batch != n->pc_pool_batch, "pool_batch");
 		RESTART_IF(o->pc_frame_timeout != n->pc_frame_timeout, "token_timeout");
 	}
+	RESTART_IF(r->r_role.rr_announcements == NULL && !reload_announcementseq(o, n),
+	    "announcements");
 	return NULL;
 #undef RESTART_IF
 }
@@ -293,7 +342,9 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 	struct reload *r = arg;
 	struct proxy_conf *pc = r->r_pc, *o = &r->r_file, nc;
 	struct reload_post *rp;
+	struct static_announcement *anns;
 	const char *key;
+	int nanns;
 	char err[1024], why[512], changed[512], fp_old[2][65], fp_new[2][65], *s;
 	int lvl;
 
@@ -303,7 +354,7 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 		log_warnx("reload failed, keeping the old settings: %s", err);
 		return;
 	}
-	if ((key = reload_restart_key(o, &nc)) != NULL) {
+	if ((key = reload_restart_key(r, o, &nc)) != NULL) {
 		reload_error(r, key, "cannot change without a restart", err, sizeof(err));
 		goto fail;
 	}
@@ -350,6 +401,17 @@ reload_run(evutil_socket_t fd, short ev, void *arg)
 	if (o->pc_reload_interval != nc.pc_reload_interval)
 		reload_changed(changed, sizeof(changed), "reload_interval");
 	pc->pc_reload_interval = nc.pc_reload_interval;
+	if (!reload_announcementseq(o, &nc) && r->r_role.rr_announcements != NULL) {
+		/* The role diffs the two lists against its table; the live
+		 * settings then hold the new list. */
+		r->r_role.rr_announcements(r->r_role.rr_arg, o, &nc);
+		reload_changed(changed, sizeof(changed), "announcements");
+		if ((anns = reload_announcements_dup(&nc, &nanns)) != NULL || nanns == 0) {
+			reload_announcements_free(pc->pc_announcements, pc->pc_nannouncements);
+			pc->pc_announcements = anns;
+			pc->pc_nannouncements = nanns;
+		}
+	}
 	if (!reload_streq(o->pc_log_level, nc.pc_log_level)) {
 		reload_changed(changed, sizeof(changed), "log_level");
 		if (r->r_own_level && (lvl = log_level_parse(nc.pc_log_level)) >= 0)

@@ -14,9 +14,12 @@
 
 #include <bsd/stdlib.h>
 #include <bsd/string.h>
+#include <json-c/json.h>
+#include <math.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -363,6 +366,8 @@ ticket_key(struct ticket_book *b, const char *op, double now, struct ticket_key 
 	arc4random_buf(slot->tke_secret, sizeof(slot->tke_secret));
 	slot->tke_expiry = (uint32_t)(now + b->tb_limits.tl_key_lifetime);
 	slot->tke_live = 1;
+	o->to_st.ts_keys++;
+	o->to_st.ts_key_expiry = slot->tke_expiry;
 
 	memset(key, 0, sizeof(*key));
 	memcpy(key->tk_id, slot->tke_id, TICKET_KEY_ID_LEN);
@@ -484,6 +489,7 @@ ticket_redeem_minted(struct ticket_book *b, const uint8_t t[TICKET_LEN], double 
 	if (tb_insert(&b->tb_replay, rk, *op, expiry) == NULL)
 		return TICKET_NOMEM;
 	(*op)->to_st.ts_idle++;
+	(*op)->to_st.ts_minted++;
 	return TICKET_OK;
 }
 
@@ -495,12 +501,15 @@ ticket_redeem(struct ticket_book *b, const uint8_t t[TICKET_LEN], double now,
 	struct ticket_op *o = NULL;
 	struct tb_entry *e;
 
+	op[0] = '\0';
 	pthread_mutex_lock(&b->tb_lock);
 	if ((e = tb_find(&b->tb_tickets, t)) == NULL)
 		w = ticket_redeem_minted(b, t, now, &o);
-	else if (e->te_used)
+	else if (e->te_used) {
+		o = e->te_op;
 		w = TICKET_USED;
-	else if (e->te_expiry <= now) {
+	} else if (e->te_expiry <= now) {
+		o = e->te_op;
 		e->te_op->to_st.ts_outstanding--;
 		e->te_op->to_st.ts_expired++;
 		tb_remove(&b->tb_tickets, e);
@@ -513,7 +522,8 @@ ticket_redeem(struct ticket_book *b, const uint8_t t[TICKET_LEN], double now,
 		o->to_st.ts_idle++;
 		w = TICKET_OK;
 	}
-	if (w == TICKET_OK)
+	/* on a refusal too: the operator the ticket claims to be of */
+	if (o != NULL)
 		strlcpy(op, o->to_name, TICKET_OP_MAX + 1);
 	pthread_mutex_unlock(&b->tb_lock);
 	return w;
@@ -608,4 +618,113 @@ ticket_foreach(struct ticket_book *b,
 	}
 	pthread_mutex_unlock(&b->tb_lock);
 	return n;
+}
+
+/* ---- the key as JSON ------------------------------------------------------- */
+
+struct json_object *
+ticket_key_json(const struct ticket_key *key, double now, double ticket_lifetime)
+{
+	struct json_object *o;
+	char b64[64], ts[32];
+
+	if ((o = json_object_new_object()) == NULL)
+		return NULL;
+	b64_encode(key->tk_id, TICKET_KEY_ID_LEN, b64);
+	json_object_object_add(o, "id", json_object_new_string(b64));
+	b64_encode(key->tk_secret, TICKET_SECRET_LEN, b64);
+	json_object_object_add(o, "secret", json_object_new_string(b64));
+	explicit_bzero(b64, sizeof(b64));
+	json_object_object_add(o, "expiry", json_object_new_int64(key->tk_expiry));
+	json_object_object_add(o, "expires_at",
+	    json_object_new_string(rfc3339_format(key->tk_expiry, ts, sizeof(ts))));
+	json_object_object_add(o, "expires_in",
+	    json_object_new_double((double)key->tk_expiry - now));
+	json_object_object_add(o, "ticket_lifetime", json_object_new_double(ticket_lifetime));
+	return o;
+}
+
+/* A number member of o (an integer or a double) into *v; 0, or -1. */
+static int
+ticket_json_number(struct json_object *o, const char *name, double *v)
+{
+	struct json_object *j;
+
+	if (!json_object_object_get_ex(o, name, &j) ||
+	    !(json_object_is_type(j, json_type_int) || json_object_is_type(j, json_type_double)))
+		return -1;
+	*v = json_object_get_double(j);
+	return isfinite(*v) ? 0 : -1;
+}
+
+/* A base64 member of o of exactly len bytes into out; 0, or -1. */
+static int
+ticket_json_bytes(struct json_object *o, const char *name, uint8_t *out, size_t len)
+{
+	struct json_object *j;
+	uint8_t buf[TICKET_SECRET_LEN + 3];
+	int n;
+
+	if (!json_object_object_get_ex(o, name, &j) || !json_object_is_type(j, json_type_string) ||
+	    json_object_get_string_len(j) > 4 * (int)((sizeof(buf) + 2) / 3))
+		return -1;
+	n = b64_decode(json_object_get_string(j), buf, sizeof(buf));
+	if (n != (int)len) {
+		explicit_bzero(buf, sizeof(buf));
+		return -1;
+	}
+	memcpy(out, buf, len);
+	explicit_bzero(buf, sizeof(buf));
+	return 0;
+}
+
+int
+ticket_key_parse(struct json_object *o, const char *op, double now, struct ticket_key *key,
+    double *ticket_lifetime, double *skew, char *err, size_t errlen)
+{
+	struct json_object *j;
+	double in, life;
+	int64_t expiry;
+
+	memset(key, 0, sizeof(*key));
+	if (!ticket_op_valid(op)) {
+		snprintf(err, errlen, "bad operator name");
+		return -1;
+	}
+	if (o == NULL || !json_object_is_type(o, json_type_object)) {
+		snprintf(err, errlen, "key: expected an object");
+		return -1;
+	}
+	if (ticket_json_bytes(o, "id", key->tk_id, TICKET_KEY_ID_LEN) < 0) {
+		snprintf(err, errlen, "key.id: expected base64 of %d bytes", TICKET_KEY_ID_LEN);
+		goto bad;
+	}
+	if (ticket_json_bytes(o, "secret", key->tk_secret, TICKET_SECRET_LEN) < 0) {
+		snprintf(err, errlen, "key.secret: expected base64 of %d bytes",
+		    TICKET_SECRET_LEN);
+		goto bad;
+	}
+	if (!json_object_object_get_ex(o, "expiry", &j) || !json_object_is_type(j, json_type_int) ||
+	    (expiry = json_object_get_int64(j)) < 1 || expiry > (int64_t)UINT32_MAX) {
+		snprintf(err, errlen, "key.expiry: expected an integer of seconds since the epoch");
+		goto bad;
+	}
+	if (ticket_json_number(o, "expires_in", &in) < 0 || !(in > 0) || in > 366 * 86400.0) {
+		snprintf(err, errlen, "key.expires_in: expected a number of seconds above 0");
+		goto bad;
+	}
+	if (ticket_json_number(o, "ticket_lifetime", &life) < 0 || !(life >= 1) ||
+	    life > 86400) {
+		snprintf(err, errlen, "key.ticket_lifetime: expected 1-86400 seconds");
+		goto bad;
+	}
+	key->tk_expiry = (uint32_t)expiry;
+	key->tk_nonce = 0;
+	strlcpy(key->tk_op, op, sizeof(key->tk_op));
+	*ticket_lifetime = life;
+	*skew = (double)expiry - (now + in);
+	return 0;
+ bad:
+	explicit_bzero(key, sizeof(*key));
+	return -1;
 }

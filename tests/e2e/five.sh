@@ -12,6 +12,8 @@
 #   c ARGS...             curl through the chain (to $URL's host via $TLS_PORT)
 #   serves_within S       the seed's request succeeds within S seconds
 #   FIVE_NAMES            the five names, in a stable order
+#   FIVE_IS_CERT, FIVE_IS_KEY  the internal server's certificate and key
+#                         (default: settings/dev/certs/internal-server.*)
 #
 # Every wait is bounded.
 
@@ -36,8 +38,8 @@ five_start() { # NAME
 	internal)
 		start_bg internal $pre env IS_BIND_ADDRESS=${FIVE_INTERNAL_ADDR:-127.0.0.1:$INTERNAL_PORT} \
 			IS_THREADS=${IS_THREADS:-2} \
-			IS_CERT_FILE="$root/settings/dev/certs/internal-server.crt" \
-			IS_KEY_FILE="$root/settings/dev/certs/internal-server.key" \
+			IS_CERT_FILE="${FIVE_IS_CERT:-$root/settings/dev/certs/internal-server.crt}" \
+			IS_KEY_FILE="${FIVE_IS_KEY:-$root/settings/dev/certs/internal-server.key}" \
 			$FIVE_WRAP "$BIN/internal-server" ;;
 	public)
 		start_bg public $pre env PROXY_SETTINGS=$S/public-proxy-1 $FIVE_WRAP "$BIN/proxy" run public ;;

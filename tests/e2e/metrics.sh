@@ -3,9 +3,16 @@
 # that have one: a bounded load (the seed's curl, a download, connections
 # with an unknown SNI, without SNI, closed at once, not TLS), every process
 # scraped before and after, `promtool check metrics`, and the counters moved
-# by exactly what the load caused (bytes: at least); a non-GET request, an
+# by exactly what the load caused (bytes: at least), the private proxy's
+# incomingConnection results by reason (refusals made with `hyper call`);
+# with the pool on, the public proxy's pool gauges per operator match
+# getConnectionPools and each pooled client counts once; a non-GET request, an
 # unknown path and a request that never finishes are answered or closed and
 # the processes stay up; a metrics address in use exits 1, a malformed one 2.
+# The exact counts of incomingConnection calls, Hyper routes and dial-backs
+# are those of the brokered path: the first load runs with pool_size 0; the
+# same load then runs again with the default pool (pool_size 8), where each
+# client is joined either from the pool (via=pool) or by a dial-back.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -21,6 +28,7 @@ printf 'public:\n  metrics: "127.0.0.1:%s"\n  metrics_timeout: 1\n' "${MPORT[pub
 	>"$S/public-proxy-1/900_metrics.yml"
 printf 'private:\n  metrics: "127.0.0.1:%s"\n' "${MPORT[private]}" \
 	>"$S/private-proxy-1/900_metrics.yml"
+printf 'private:\n  pool_size: 0\n' >"$S/private-proxy-1/900_pool.yml"
 printf 'metrics: "127.0.0.1:%s"\nmetrics_timeout: 1\n' "${MPORT[public-hyper]}" \
 	>"$S/public-proxy-hyper-1/900_metrics.yml"
 printf 'metrics: "127.0.0.1:%s"\n' "${MPORT[private-hyper]}" \
@@ -98,6 +106,30 @@ assert s.recv(100)[:1] == b'\x15'	# a TLS alert record
 	done
 }
 check "clients with an unknown name, without SNI, silent or not speaking TLS are refused" refused
+
+# incomingConnection refused by the private proxy, called as the public
+# proxy's operator through both Hyper servers: a name not announced, a token
+# that is not 32 bytes, an endpoint that is not the public proxy's data port,
+# a missing parameter.  R calls in all.
+pub_call() { timeout 20 env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call "$@"; }
+TOK=$(head -c 32 /dev/urandom | base64 -w0)
+EP=localhost:$DATA_PORT
+R=4
+incoming_refused() {
+	local out
+	out=$(pub_call private-proxy-1.ga.incomingConnection \
+		"{\"domain\": \"nothere.internal-server.local\", \"token\": \"$TOK\", \"endpoint\": \"$EP\"}" 2>&1)
+	echo "$out"; [[ $out == *404* ]] || return 1
+	out=$(pub_call private-proxy-1.ga.incomingConnection \
+		"{\"domain\": \"$HOST\", \"token\": \"c2hvcnQ=\", \"endpoint\": \"$EP\"}" 2>&1)
+	echo "$out"; [[ $out == *-32602* ]] || return 1
+	out=$(pub_call private-proxy-1.ga.incomingConnection \
+		"{\"domain\": \"$HOST\", \"token\": \"$TOK\", \"endpoint\": \"localhost:1\"}" 2>&1)
+	echo "$out"; [[ $out == *-32602* ]] || return 1
+	out=$(pub_call private-proxy-1.ga.incomingConnection "{\"domain\": \"$HOST\"}" 2>&1)
+	echo "$out"; [[ $out == *-32602* ]]
+}
+check "private: incomingConnection refusals answer with their codes" incoming_refused
 
 # The relays report a pair when both of its sides have closed, the public
 # proxy a client that closes first when it sees the EOF: wait until every
@@ -191,15 +223,29 @@ check "public: one incomingConnection call per joined client" delta public \
 check "private: its JSON-RPC server answered each incomingConnection" delta private \
 	jsonrpc_server_calls_total $JOINED method=incomingConnection outcome=ok
 check "private: the server's latency histogram counts each" delta private \
-	jsonrpc_server_call_duration_seconds_count $JOINED method=incomingConnection
-check "public-hyper: local route calls, exactly" delta public-hyper route_calls_total $JOINED \
-	via=local method=incomingConnection
+	jsonrpc_server_call_duration_seconds_count $((JOINED + R)) method=incomingConnection
+check "public-hyper: local route calls, exactly" delta public-hyper route_calls_total \
+	$((JOINED + R)) via=local method=incomingConnection
 check "public-hyper: outcomes per code, exactly" delta public-hyper route_outcomes_total $JOINED \
 	via=local code=ok
+check "public-hyper: the refusals' outcomes per code" delta public-hyper route_outcomes_total \
+	$((R - 1)) via=local code=-32602
 check "public-hyper: the duration histogram counts every call" \
-	delta public-hyper route_duration_seconds_count $JOINED via=local
-check "private-hyper: peer route calls, exactly" delta private-hyper route_calls_total $JOINED \
-	via=peer method=incomingConnection
+	delta public-hyper route_duration_seconds_count $((JOINED + R)) via=local
+check "private-hyper: peer route calls, exactly" delta private-hyper route_calls_total \
+	$((JOINED + R)) via=peer method=incomingConnection
+check "private: incomingConnection accepted, exactly" delta private private_incoming_total \
+	$JOINED result=ok
+check "private: incomingConnection refused: not announced" delta private private_incoming_total \
+	1 result=not_announced
+check "private: incomingConnection refused: bad token" delta private private_incoming_total \
+	1 result=bad_token
+check "private: incomingConnection refused: bad endpoint" delta private private_incoming_total \
+	1 result=bad_endpoint
+check "private: incomingConnection refused: missing parameters" delta private \
+	private_incoming_total 1 result=bad_params
+check "private: no other incomingConnection result" delta private private_incoming_total \
+	$((JOINED + R))
 
 moved() { # NAME METRIC MIN [k=v]...
 	local n=$1 m=$2 min=$3 a b; shift 3
@@ -252,6 +298,116 @@ done
 check "every process is still up" bash -c "kill -0 ${E2E_PID[public]} ${E2E_PID[private]} \
 ${E2E_PID[public-hyper]} ${E2E_PID[private-hyper]}"
 check "the chain still serves" serves_within 5
+
+# --- the same load with the pool (the default) --------------------------------
+pool_idle() {
+	HYPER_SETTINGS=$S/public-proxy-hyper-1 timeout 10 "$BIN/hyper" call \
+		public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
+		jq -r '.[] | select(.operator == "private-proxy-1.ga") | .idle'
+}
+wait_pool_idle() { # N SECONDS
+	local deadline=$((SECONDS + $2)) got
+	while [ $SECONDS -lt "$deadline" ]; do
+		got=$(pool_idle)
+		[ "${got:-0}" -ge "$1" ] && { echo "pool: $got idle"; return 0; }
+		sleep 0.2
+	done
+	echo "pool: ${got:-none} idle after $2 s (wanted $1)"
+	return 1
+}
+count_via() { grep -c "client .* via=$1 " "$E2E_RUN/public.log"; }
+rm -f "$S/private-proxy-1/900_pool.yml"
+pooled_restart() {
+	stop_bg private || return 1
+	five_start private
+	wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 5 && wait_port 127.0.0.1 "${MPORT[private]}" 5 &&
+		serves_within 10 && wait_pool_idle 8 10 && settled
+}
+check "the private proxy restarted with its default pool: 8 idle pooled connections" pooled_restart
+for n in "${!MPORT[@]}"; do
+	scrape "$n" "$E2E_RUN/$n.before"
+done
+POOLED0=$(count_via pool)
+check "pooled: the same load of the seed's curl and a 2 MB download succeed" load
+# Every used pooled connection is replaced, one for one, before the scrape.
+settled_and_full() { settled && wait_pool_idle 8 10; }
+check "pooled: every pair has ended and the pool is full again" settled_and_full
+for n in "${!MPORT[@]}"; do
+	scrape "$n" "$E2E_RUN/$n.after"
+done
+POOLED=$(( $(count_via pool) - POOLED0 ))
+echo "# pooled: $POOLED of $JOINED clients via=pool"
+check "pooled: connections joined, exactly (a client from the pool counts as joined)" \
+	delta public public_connections_total $JOINED result=joined
+check "pooled: nobody parked after the load" \
+	bash -c "grep -q '^hyper_relay_public_parked 0\$' '$E2E_RUN/public.after'"
+check "pooled: at least one client came from the pool" test "$POOLED" -ge 1
+check "pooled: every other client was brokered: incomingConnection calls = joined - via=pool" \
+	delta public jsonrpc_client_calls_total $((JOINED - POOLED)) \
+	method=private-proxy-1.ga.incomingConnection outcome=ok
+check "pooled: data connections with a token joined = the brokered clients" \
+	delta public public_data_connections_total $((JOINED - POOLED)) result=joined
+check "pooled: data connections with a ticket (result pooled) = the pooled connections used, each replaced" \
+	delta public public_data_connections_total $POOLED result=pooled
+for n in public private; do
+	check "pooled, $n: relay_pairs_total: one per joined client" delta $n relay_pairs_total $JOINED
+done
+check "pooled, private: private_dials_total{outcome=ok}: one per client, pooled or brokered" \
+	delta private private_dials_total $JOINED outcome=ok
+
+# --- the pool (issue #16) ---------------------------------------------------
+# The private proxy again with pool_size 2: the public proxy's pool gauges
+# agree with getConnectionPools, and P clients, each sent once the pool is
+# full again, each take a pooled connection: used moves by exactly P.
+stop_bg private
+printf 'private:\n  pool_size: 2\n  pool_batch: 4\n' >"$S/private-proxy-1/950_pool.yml"
+five_start private
+OP='operator=private-proxy-1.ga'
+pooled_now() { # -> the public proxy's public_pooled gauge for the operator
+	scrape public "$E2E_RUN/public.pool" && mval "$E2E_RUN/public.pool" hyper_relay_public_pooled $OP
+}
+pool_full() { # within 10 s
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ "$(pooled_now)" = 2 ] && return 0
+		sleep 0.1
+	done
+	echo "public_pooled: $(pooled_now)"; return 1
+}
+check "public: public_pooled reaches pool_size (2) for the operator" pool_full
+pool_agrees() {
+	local got want
+	for ((i = 0; i < 20; i++)); do
+		want=$(pub_call public-proxy-1.ga.getConnectionPools '{}' |
+			jq -r '.[] | select(.operator == "private-proxy-1.ga") | "\(.idle) \(.outstanding) \(.used)"')
+		scrape public "$E2E_RUN/public.pool" || return 1
+		got="$(mval "$E2E_RUN/public.pool" hyper_relay_public_pooled $OP) $(mval "$E2E_RUN/public.pool" hyper_relay_public_pool_tickets $OP) $(mval "$E2E_RUN/public.pool" hyper_relay_public_pool_leaves_total $OP reason=used)"
+		echo "getConnectionPools: $want, scrape: $got"
+		[ "$got" = "$want" ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
+check "public: the pool metrics agree with getConnectionPools (idle, outstanding, used)" pool_agrees
+P=5
+pooled_clients() {
+	local i
+	for ((i = 0; i < P; i++)); do
+		pool_full >/dev/null || { echo "pool not full before client $i"; return 1; }
+		[ "$(c "$URL/jsonrpc")" = '{"message": "success"}' ] || return 1
+	done
+	pool_full
+}
+scrape public "$E2E_RUN/public.before"
+check "$P clients through the pool succeed" pooled_clients
+scrape public "$E2E_RUN/public.after"
+check "public: public_pool_leaves_total{reason=used} moved by exactly $P" \
+	delta public public_pool_leaves_total $P $OP reason=used
+check "public: no pooled connection left otherwise" delta public public_pool_leaves_total $P $OP
+check "public: no incomingConnection for a pooled client" delta public \
+	jsonrpc_client_calls_total 0 method=private-proxy-1.ga.incomingConnection
+check "public: the scrape with the pool passes promtool check metrics" \
+	bash -c "promtool check metrics <'$E2E_RUN/public.after'"
 
 # --- start-up errors ---------------------------------------------------------
 stop_bg public-hyper

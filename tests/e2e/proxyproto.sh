@@ -2,7 +2,8 @@
 # proxyproto.sh - the PROXY protocol from the private proxy to the internal
 # server, through the whole chain (tests/e2e/five.sh): curl binds its source
 # to 127.0.0.5 and the internal server must report exactly that address and
-# curl's port, over TLS 1.2 and 1.3, for proxy_protocol v1 and v2 (a
+# curl's port, over TLS 1.2 and 1.3, for proxy_protocol v1 and v2 (v2 also
+# through the pool, where the addresses travel in the start frame) (a
 # settings file in the private proxy's role folder, IS_PROXY_PROTOCOL in the
 # internal server's environment); with proxy_protocol off the answer is the
 # seed's, byte for byte.  Also: the announceConnection parameter, malformed
@@ -105,6 +106,43 @@ for mode in v1 v2; do
 			\"\$(python3 -c 'import sys; sys.stdout.buffer.write((bytes(range(251))*4200)[:1048576])' |
 			sha256sum | cut -d' ' -f1)\" ]"
 done
+
+# ---- v2 through the pool (issue #16): the addresses come in the start frame --------
+# pool_size 2: sequential clients each find an idle pooled connection once
+# the pool is full (a used one is replaced at once).
+pub_call() { timeout 20 env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call "$@"; }
+pool_idle() { # within 10 s, 2 idle pooled connections of the private proxy
+	local i got
+	for ((i = 0; i < 50; i++)); do
+		got=$(pub_call public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
+			jq -r '.[] | select(.operator == "private-proxy-1.ga") | .idle')
+		[ "${got:-0}" -ge 2 ] && return 0
+		sleep 0.2
+	done
+	echo "idle: ${got:-none}"; return 1
+}
+via_pool() { grep -c " via=pool " "$T/public.log"; }
+printf 'private:\n  pool_size: 2\n' >"$S/private-proxy-1/020_pool.yml"
+restart_pp v2
+want="{\"message\": \"success\", \"client\": \"$SRC:@PORT@\"}"
+check "proxy_protocol v2 with the pool: the pool fills" pool_idle
+pooled_client() { # CURL-ARGS...: served from the pool, with curl's address
+	local n0 i
+	n0=$(via_pool)
+	pool_idle || return 1
+	client_is "$want" "$@" || return 1
+	for ((i = 0; i < 50; i++)); do
+		[ "$(via_pool)" -gt "$n0" ] && return 0
+		sleep 0.1
+	done
+	echo "no via=pool line in the public log"; return 1
+}
+check "proxy_protocol v2 through the pool: TLS 1.2, address and port match" \
+	pooled_client --tls-max 1.2
+check "proxy_protocol v2 through the pool: TLS 1.3, address and port match" \
+	pooled_client --tlsv1.3
+rm -f "$S/private-proxy-1/020_pool.yml"
+restart_pp v2
 
 # ---- announceConnection carries the setting ---------------------------------------
 # hd-1 may announce *.internal-server.local; the internal server now wants v2.

@@ -10,6 +10,10 @@
 # many records and of 12 KB, truncated and oversized records, invalid SNI, a
 # token presented twice (a stand-in private proxy learns it through the
 # Hyper chain), the own Hyper stopped, an immutable datastore (chattr +i).
+# The private proxy runs with its default pool (pool_size 8); the checks about
+# the brokered path (Hyper down or stopped, private proxy stopped, a domain
+# it does not know) run with pool_size 0, each followed by its pooled twin:
+# what the same fault does to a client that takes a pooled connection.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -655,6 +659,39 @@ hcall() {
 	esac
 }
 compact() { tr -d ' \n'; }
+
+# The private proxy's pool at the public proxy (getConnectionPools).
+pool_idle() {
+	hcall public public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
+		jq -r '.[] | select(.operator == "private-proxy-1.ga") | .idle'
+}
+wait_pool_idle() { # N SECONDS
+	local deadline=$((SECONDS + $2)) got
+	while [ $SECONDS -lt "$deadline" ]; do
+		got=$(pool_idle)
+		[ "${got:-0}" -ge "$1" ] && { echo "pool: $got idle"; return 0; }
+		sleep 0.2
+	done
+	echo "pool: ${got:-none} idle after $2 s (wanted $1)"
+	return 1
+}
+# Restart the private proxy with pool_size SIZE, or with its default (8)
+# when SIZE is empty; wait until it serves (and, pooled, until its pool is
+# full).  pool_size 0 pins the brokered path: incomingConnection for every
+# client, as before issue #16.
+private_pool() { # SIZE|""
+	if [ -n "$1" ]; then
+		printf 'private:\n  pool_size: %s\n' "$1" >"$S/private-proxy-1/950_pool.yml"
+	else
+		rm -f "$S/private-proxy-1/950_pool.yml"
+	fi
+	stop_bg private || { echo "private proxy did not exit 0"; return 1; }
+	start_private
+	wait_port 127.0.0.1 "$PRIVATE_RPC_PORT" 5 && serves_within 10 || return 1
+	[ -n "$1" ] || wait_pool_idle 8 10
+}
+# Client lines of the public proxy's current log that say via=$1.
+count_via() { grep -c "client .* via=$1 " "$PLOG"; }
 in_days() { date -u -d "+$1" +%Y-%m-%dT%H:%M:%SZ; }
 
 # --- settings error -------------------------------------------------------------
@@ -718,6 +755,7 @@ check "a hello with 200 bytes of padding (under hello_max_bytes 1024) is routed"
 check "a hello with 2000 bytes of padding (over hello_max_bytes) is closed without answer" hello_padded 2000 closed
 
 # --- accept_timeout ----------------------------------------------------------------
+check "the private proxy restarted with pool_size 0 (the brokered path)" private_pool 0
 alert_when_hyper_down() {
 	local out
 	stop_bg public-hyper
@@ -743,6 +781,48 @@ closed_at_accept_timeout() {
 }
 check "private proxy stopped: the parked client is closed after accept_timeout (0.9..2.2 s)" closed_at_accept_timeout
 check "the chain serves again after SIGCONT" serves_within 15
+
+# The same two faults with the pool (the default): the client takes an idle
+# pooled connection; no Hyper call, nothing parked.
+check "the private proxy restarted with its default pool; 8 idle pooled connections" private_pool ""
+pooled_when_hyper_down() {
+	local out p0 t0 t1 rc=0
+	wait_pool_idle 8 10 || return 1
+	p0=$(count_via pool)
+	stop_bg public-hyper
+	t0=$(date +%s.%N)
+	out=$(c "$URL/") || rc=1
+	t1=$(date +%s.%N)
+	start_public_hyper
+	wait_port 127.0.0.1 "$PUBLIC_HYPER_PORT" 5
+	sleep 0.3
+	echo "curl with the public Hyper down: $out in $(awk "BEGIN { print $t1 - $t0 }") s; via=pool $p0 -> $(count_via pool)"
+	[ $rc = 0 ] && [ "$out" = '{"message": "success"}' ] &&
+		awk "BEGIN { exit !($t1 - $t0 < 1) }" && [ "$(count_via pool)" -gt "$p0" ]
+}
+check "Hyper down, pooled: the client is served from the pool at once (< 1 s), via=pool" pooled_when_hyper_down
+# Stopped past accept_timeout (1 s): the frame and the ClientHello wait in
+# the pooled socket, and the client is served once the private proxy runs.
+pooled_when_private_stopped() {
+	local out p0 n0 cpid
+	wait_pool_idle 8 10 || return 1
+	p0=$(count_via pool)
+	n0=$(grep -c 'end=not claimed' "$PLOG")
+	kill -STOP "${E2E_PID[private]}"
+	c "$URL/" >"$E2E_RUN/stopped.out" 2>&1 &
+	cpid=$!
+	sleep 1.6
+	kill -CONT "${E2E_PID[private]}"
+	wait "$cpid"
+	out=$(cat "$E2E_RUN/stopped.out")
+	sleep 0.3
+	echo "curl while the private proxy was stopped 1.6 s: $out; via=pool $p0 -> $(count_via pool)"
+	echo "clients not claimed: $n0 -> $(grep -c 'end=not claimed' "$PLOG")"
+	[ "$out" = '{"message": "success"}' ] && [ "$(count_via pool)" -gt "$p0" ] &&
+		[ "$(grep -c 'end=not claimed' "$PLOG")" = "$n0" ]
+}
+check "private proxy stopped 1.6 s (past accept_timeout), pooled: the client is served after SIGCONT, via=pool" \
+	pooled_when_private_stopped
 
 # --- token_timeout ---------------------------------------------------------------
 token_timeout() {
@@ -795,7 +875,12 @@ data_budget() {
 	echo "$n log lines for 33 refused data connections"
 	[ "$n" -ge 1 ] && [ "$n" -le 6 ] && grep -q 'data connection .* refused (27 more like it not logged)' "$PLOG"
 }
+# The TLS client needs a dial-back through the flooded data port (the
+# budget keeps one per parked client), and a refilling pool would add data
+# connections of its own to the count: the brokered path.
+check "the private proxy restarted with pool_size 0 (the brokered path)" private_pool 0
 check "max_data_connections 8: of 40 idle data connections (more than max_connections 16) the 32 extra are closed at once, a TLS client is still served, at most 6 log lines" data_budget
+check "the private proxy restarted with its default pool" private_pool ""
 data_rate() {
 	printf 'public:\n  data_rate_limits: [{type: second, limit: 5}]\n' >"$S/public-proxy-1/950_mode.yml"
 	restart_public || return 1
@@ -942,7 +1027,24 @@ hyper_stopped() {
 	grep 'incomingConnection' "$PLOG" | tail -n 2
 	served
 }
+mcheck "the private proxy restarted with pool_size 0 (the brokered path)" private_pool 0
 mcheck "own Hyper stopped 3 s: tried again after the 1 s call timeout, internal_error at accept_timeout (2 s); served < 1 s after SIGCONT" hyper_stopped
+mcheck "the private proxy restarted with its default pool" private_pool ""
+hyper_stopped_pooled() {
+	local out p0 t0 t1 rc=0
+	wait_pool_idle 8 10 || return 1
+	p0=$(count_via pool)
+	kill -STOP "${E2E_PID[public-hyper]}"
+	t0=$(date +%s.%N)
+	out=$(c "$URL/") || rc=1
+	t1=$(date +%s.%N)
+	kill -CONT "${E2E_PID[public-hyper]}"
+	sleep 0.3
+	echo "curl with the own Hyper stopped: $out in $(awk "BEGIN { print $t1 - $t0 }") s; via=pool $p0 -> $(count_via pool)" | tee -a "$MEAS"
+	[ $rc = 0 ] && [ "$out" = '{"message": "success"}' ] &&
+		awk "BEGIN { exit !($t1 - $t0 < 1) }" && [ "$(count_via pool)" -gt "$p0" ]
+}
+mcheck "own Hyper stopped, pooled: served from the pool at once (< 1 s), via=pool" hyper_stopped_pooled
 
 store_unwritable() {
 	local rc=0 out
@@ -1012,7 +1114,28 @@ effective_expiry() {
 		[[ ! "${BASH_REMATCH[1]}" < "$lo" ]] && [[ ! "${BASH_REMATCH[1]}" > "$hi" ]]
 }
 check "getAnnouncements shows only the caller's own (hd-1), a missing expires_at as the effective expiry (7 days)" effective_expiry
+check "the private proxy restarted with pool_size 0 (the brokered path)" private_pool 0
 check "an announced domain the private proxy does not know: internal_error alert" alert_for new.internal-server.local internal_error
+check "the private proxy restarted with its default pool" private_pool ""
+# Pooled, the public proxy cannot know: it writes the start frame and joins;
+# the private proxy refuses the frame, logs it and closes, and so the client
+# is closed without an answer.
+unknown_domain_pooled() {
+	local out p0
+	wait_pool_idle 8 10 || return 1
+	p0=$(count_via pool)
+	out=$(py "got, t = pt.cmd_hello($TLS_PORT, 'new.internal-server.local', -1, 16); print('GOT', repr(got), t)")
+	echo "$out"
+	sleep 0.3
+	grep 'new.internal-server.local' "$E2E_RUN/private.log" "$PLOG"
+	[[ "$out" =~ GOT\ \'\'\ ([0-9.]+) ]] &&
+		python3 -c "import sys; sys.exit(not float('${BASH_REMATCH[1]}') < 1)" &&
+		[ "$(count_via pool)" -gt "$p0" ] &&
+		grep -q 'start frame for new.internal-server.local, which is not announced to it: closed' \
+			"$E2E_RUN/private.log" && served
+}
+check "an announced domain the private proxy does not know, pooled: it refuses the start frame (log line), the client is closed at once" \
+	unknown_domain_pooled
 check "withdrawConnections of new.internal-server.local" expect_call private \
 	public-proxy-1.ga.withdrawConnections '{"domains": ["new.internal-server.local"]}' '{"withdrawn":1}'
 check "then its SNI gets unrecognized_name" alert_for new.internal-server.local unrecognized_name
@@ -1196,7 +1319,22 @@ counts_zero() {
 	grep -E 'active|not claimed|token' "$PLOG"
 	grep -q 'active at stop: 0 sockets, 0 parked, 0 relayed pairs' "$PLOG"
 }
+check "the private proxy restarted with pool_size 0 (the brokered path)" private_pool 0
 check "every socket counted is released (0 active at stop, --log-level debug)" counts_zero
+start_public --log-level debug
+wait_port 127.0.0.1 "$PUBLIC_RPC_PORT" 5
+check "the private proxy restarted with its default pool" private_pool ""
+# With the pool: idle pooled connections and a pair that came from the pool
+# are released too.
+counts_zero_pooled() {
+	c -o /dev/null "$URL/" || return 1
+	wait_pool_idle 8 10 || return 1
+	sleep 0.3
+	stop_bg public || return 1
+	grep -E 'active|via=' "$PLOG"
+	grep -q 'via=pool' "$PLOG" && grep -q 'active at stop: 0 sockets, 0 parked, 0 relayed pairs' "$PLOG"
+}
+check "pooled: every socket counted is released, 8 idle pooled connections included (0 active at stop)" counts_zero_pooled
 # --- graceful stop -----------------------------------------------------------------------
 # SIGTERM: listeners close at once, a transfer in flight may go on for
 # shutdown_timeout (1 s here), then it is cut and the process exits 0.

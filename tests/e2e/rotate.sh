@@ -5,8 +5,12 @@
 # proxy and its Hyper server; private-proxy-1.ga: the private proxy and its
 # Hyper server), in the documented order: the new fingerprints join the
 # directory next to the old ones, the files are replaced, every process gets
-# a SIGHUP, the old fingerprints leave the directory.  No request fails, and
-# afterwards each of the six TLS listeners presents its new certificate.
+# a SIGHUP, the old fingerprints leave the directory.  The internal server's
+# certificate is rotated in the same step (a new key, a leaf signed by the
+# dev root; no fingerprint: clients verify it against the CA).  No request
+# fails, and afterwards each of the six TLS listeners presents its new
+# certificate, and so does the internal server, directly and through the
+# chain.
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -21,16 +25,18 @@ dir=$E2E_RUN/s/directory
 mkdir -p "$certs"
 cp "$root"/settings/dev/certs/* "$certs/"
 sed -i "s#$root/settings/dev/certs#$certs#g" "$S"/*/*.yml
+FIVE_IS_CERT=$certs/internal-server.crt FIVE_IS_KEY=$certs/internal-server.key
 five_start_all
 check "the chain serves" serves_within 10
 
 NAMES="public-proxy-1.ga private-proxy-1.ga"
 fp() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
 
-# A new key and leaf for NAME, signed by the same intermediate, in $E2E_RUN/new
-# (SANs as scripts/make-certs.sh gives them).
-new_leaf() { # NAME
-	local n=$1 d=$E2E_RUN/new
+# A new key and leaf for NAME, signed by the same intermediate (or by CA:
+# then the chain file is the leaf alone), in $E2E_RUN/new (SANs as
+# scripts/make-certs.sh gives them).
+new_leaf() { # NAME [CA]
+	local n=$1 ca=${2:-intermediate} d=$E2E_RUN/new
 	mkdir -p "$d"
 	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/$n.key" 2>/dev/null &&
 	openssl req -new -key "$d/$n.key" -subj "/CN=$n" -out "$d/$n.csr" 2>/dev/null &&
@@ -38,10 +44,14 @@ new_leaf() { # NAME
 		"keyUsage=critical,digitalSignature,keyEncipherment" \
 		"extendedKeyUsage=serverAuth,clientAuth" \
 		"subjectAltName=DNS:$n,DNS:*.$n.local" >"$d/$n.ext" &&
-	openssl x509 -req -in "$d/$n.csr" -CA "$certs/intermediate.crt" \
-		-CAkey "$certs/intermediate.key" -CAcreateserial -CAserial "$d/serial" -days 30 \
+	openssl x509 -req -in "$d/$n.csr" -CA "$certs/$ca.crt" \
+		-CAkey "$certs/$ca.key" -CAcreateserial -CAserial "$d/serial" -days 30 \
 		-sha256 -extfile "$d/$n.ext" -out "$d/$n.leaf" 2>/dev/null &&
-	cat "$d/$n.leaf" "$certs/intermediate.crt" >"$d/$n.crt" &&
+	if [ "$ca" = intermediate ]; then
+		cat "$d/$n.leaf" "$certs/intermediate.crt" >"$d/$n.crt"
+	else
+		cp "$d/$n.leaf" "$d/$n.crt"
+	fi &&
 	chmod 600 "$d/$n.key"
 }
 new_leaves() {
@@ -50,11 +60,13 @@ new_leaves() {
 		new_leaf "$n" || return 1
 		[ "$(fp "$E2E_RUN/new/$n.crt")" != "$(fp "$certs/$n.crt")" ] || return 1
 	done
+	new_leaf internal-server root &&
+	[ "$(fp "$E2E_RUN/new/internal-server.crt")" != "$(fp "$certs/internal-server.crt")" ]
 }
-check "new keys and certificates for both operators" new_leaves
+check "new keys and certificates for both operators and the internal server" new_leaves
 
 declare -A OLD=() NEW=()
-for n in $NAMES; do
+for n in $NAMES internal-server; do
 	OLD[$n]=$(fp "$certs/$n.crt")
 	NEW[$n]=$(fp "$E2E_RUN/new/$n.crt")
 done
@@ -133,11 +145,21 @@ for n in $HYPERS; do
 	check "$n: the new fingerprints join the directory" dir_read $n
 done
 # 2. new keys and certificates in place, every process reloads
-for n in $NAMES; do
+for n in $NAMES internal-server; do
 	cp "$E2E_RUN/new/$n.key" "$certs/.$n.key" && mv -f "$certs/.$n.key" "$certs/$n.key"
 	cp "$E2E_RUN/new/$n.crt" "$certs/.$n.crt" && mv -f "$certs/.$n.crt" "$certs/$n.crt"
 done
-mark $ALL; hup $ALL
+mark $ALL internal; hup $ALL internal
+internal_reloaded() { # within 15 s, the line naming the new leaf
+	local i
+	for ((i = 0; i < 150; i++)); do
+		since_mark internal | grep "reloaded certificate: .*${NEW[internal-server]}" && return 0
+		since_mark internal | grep "reload failed" && return 1
+		sleep 0.1
+	done
+	since_mark internal; return 1
+}
+check "internal: SIGHUP takes the new certificate" internal_reloaded
 for n in public private; do
 	check "$n: SIGHUP takes both new certificates" reloaded $n \
 		"jsonrpc_server certificate" "jsonrpc_client certificate"
@@ -188,6 +210,20 @@ check "private-hyper: its jsonrpc_server presents the new certificate" \
 check "private-hyper: its peer_server presents the new certificate" \
 	presents "$PRIVATE_PEER_PORT" private-proxy-1.ga
 
+# The internal server presents its new certificate: to a direct client,
+# and through the chain (the relays pass the handshake through untouched).
+presents_internal() { # PORT
+	local got
+	got=$(openssl s_client -connect "127.0.0.1:$1" -servername "$HOST" -CAfile "$CA" \
+		-verify_return_error </dev/null 2>/dev/null |
+		openssl x509 -outform DER 2>/dev/null | sha256sum | cut -d' ' -f1)
+	echo "port $1 ($HOST): $got, new ${NEW[internal-server]}, old ${OLD[internal-server]}"
+	[ "$got" = "${NEW[internal-server]}" ]
+}
+check "internal: it presents the new certificate" presents_internal "$INTERNAL_PORT"
+check "internal: the chain's clients get the new certificate, verified against the dev root" \
+	presents_internal "$TLS_PORT"
+
 # An old key is no identity any more: a client with it is refused by the
 # Hyper server (the directory no longer lists its fingerprint).
 old_refused() {
@@ -218,7 +254,7 @@ for n in $ALL; do
 	check "$n: still running" kill -0 "$(five_pid $n)"
 done
 # Under ASan (CHAIN_BIN=build/asan/bin) a leak or an error is exit 1 here.
-for n in $ALL; do
+for n in $ALL internal; do
 	check "$n: stops cleanly (exit 0)" stop_bg $n
 done
 finish

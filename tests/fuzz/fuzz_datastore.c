@@ -1,5 +1,5 @@
 /* fuzz_datastore.c - libFuzzer target for the datastore replay (make fuzz).
- * fuzz-sources: src/proxy/datastore.c src/proxy/announce.c src/common/proxyproto.c src/common/util.c src/common/log.c
+ * fuzz-sources: src/proxy/datastore.c src/proxy/datastore_redis.c src/proxy/announce.c src/common/proxyproto.c src/common/util.c src/common/log.c
  *
  * The input is a store file's content, replayed into a fresh table; every
  * entry that comes out must be a normalized, unexpired announcement. */

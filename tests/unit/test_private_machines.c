@@ -24,11 +24,13 @@
 
 #include "announce.h"
 #include "control.h"
+#include "datastore.h"
 #include "jsonrpc.h"
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
 #include "proxy_conf.h"
+#include "proxyproto.h"
 #include "relay.h"
 #include "side.h"
 #include "token.h"
@@ -616,4 +618,98 @@ Test(announcer, a_failed_withdrawal_then_an_answered_one_announces_again)
 	cr_assert_str_eq(hy_domains, "a.example.com");
 	want_state = TG_IDLE;
 	cr_assert(side_until(state_reached, 2000));
+}
+
+/* reload.h's rr_announcements: the static announcements of the settings
+ * changed from o to n (the settings normalized the names). */
+/* The logged call of method, or NULL. */
+static const char *
+logged_call(const char *method)
+{
+	for (int i = 0; i < hy_calls && i < 16; i++)
+		if (strcmp(hy_log[i].method, method) == 0)
+			return hy_log[i].domains;
+	return NULL;
+}
+
+static int
+withdrawn_and_announced(void)
+{
+	return logged_call("pub1.withdrawConnections") != NULL &&
+	    logged_call("pub1.announceConnections") != NULL;
+}
+
+static char sa_a[] = "a.example.com", sa_b[] = "b.example.com", sa_c[] = "c.example.com",
+	sa_x[] = "x.example.com", sa_pub1[] = "pub1";
+
+static struct static_announcement
+sa(char *domain, int pp)
+{
+	return (struct static_announcement){ domain, sa_pub1, 0, pp };
+}
+
+Test(announcer, a_reload_withdraws_removed_names_puts_changed_ones_and_announces_added_ones)
+{
+	struct static_announcement olds[] = { sa(sa_a, PROXYPROTO_OFF),
+	    sa(sa_b, PROXYPROTO_OFF), sa(sa_x, PROXYPROTO_OFF) };
+	struct static_announcement news[] = { sa(sa_b, PROXYPROTO_V2),
+	    sa(sa_c, PROXYPROTO_OFF), sa(sa_x, PROXYPROTO_OFF) };
+	struct proxy_conf o = { .pc_announcements = olds, .pc_nannouncements = 3 };
+	struct proxy_conf n = { .pc_announcements = news, .pc_nannouncements = 3 };
+	struct announcement an, *list = NULL;
+	char err[256];
+
+	cr_assert_not_null(pv.pv_store = datastore_open(NULL, pv.pv_table, now_wall(), err,
+	    sizeof(err)), "%s", err);
+	add("a.example.com", "pub1");
+	add("b.example.com", "pub1");
+	/* x: held by another operator's announceConnection, not this proxy's */
+	cr_assert_eq(announce_make(&an, "x.example.com", "hd-1", "pub1", 0), 0);
+	cr_assert_eq(announce_put(pv.pv_table, &an), 0);
+	private_announce_start(&pv);
+	want_state = TG_IDLE;
+	cr_assert(side_until(state_reached, 2000));
+	hy_calls = 0;
+
+	private_static_reload(&pv, &o, &n);
+	cr_assert_neq(announce_lookup(pv.pv_table, "a.example.com", "pub1", now_wall(), NULL), 0,
+	    "a removed name stays in the table");
+	cr_assert_eq(announce_lookup(pv.pv_table, "b.example.com", "pub1", now_wall(), &an), 0);
+	cr_assert_eq(an.an_proxy_protocol, PROXYPROTO_V2, "a changed proxy_protocol not applied");
+	cr_assert_eq(announce_lookup(pv.pv_table, "c.example.com", "pub1", now_wall(), &an), 0);
+	cr_assert_str_eq(an.an_operator, conf_name);
+	cr_assert_eq(announce_find(pv.pv_table, "x.example.com", "pub1", "hd-1", NULL), 0,
+	    "another operator's name was touched");
+	/* the withdrawal of a and a pass with b, c and x (on two connections:
+	 * either may arrive first) */
+	cr_assert(side_until(withdrawn_and_announced, 2000));
+	want_state = TG_IDLE;
+	cr_assert(side_until(state_reached, 2000));
+	cr_assert_str_eq(logged_call("pub1.announceConnections"),
+	    "b.example.com,c.example.com,x.example.com");
+	cr_assert_eq(announce_list(pv.pv_table, NULL, now_wall(), &list), 3);
+	free(list);
+	datastore_close(pv.pv_store);
+	pv.pv_store = NULL;
+}
+
+Test(announcer, a_reload_with_only_proxy_protocol_changed_makes_no_call)
+{
+	struct static_announcement olds[] = { sa(sa_a, PROXYPROTO_OFF) };
+	struct static_announcement news[] = { sa(sa_a, PROXYPROTO_V1) };
+	struct proxy_conf o = { .pc_announcements = olds, .pc_nannouncements = 1 };
+	struct proxy_conf n = { .pc_announcements = news, .pc_nannouncements = 1 };
+	struct announcement an;
+	char err[256];
+
+	cr_assert_not_null(pv.pv_store = datastore_open(NULL, pv.pv_table, now_wall(), err,
+	    sizeof(err)), "%s", err);
+	add("a.example.com", "pub1");
+	private_static_reload(&pv, &o, &n);
+	cr_assert_eq(announce_lookup(pv.pv_table, "a.example.com", "pub1", now_wall(), &an), 0);
+	cr_assert_eq(an.an_proxy_protocol, PROXYPROTO_V1);
+	want_calls = 1;
+	cr_assert_not(side_until(calls_reached, 300), "a call for a proxy_protocol change");
+	datastore_close(pv.pv_store);
+	pv.pv_store = NULL;
 }

@@ -21,6 +21,7 @@
 #include "ratelimit.h"
 #include "relay.h"
 #include "srccap.h"
+#include "ticket.h"
 #include "token.h"
 #include "util.h"
 #include "../../src/proxy/public_int.h"
@@ -67,6 +68,10 @@ setup(void)
 	conf.pc_token_timeout = 0.3;
 	conf.pc_max_connections = 100;
 	conf.pc_max_data_connections = 100;
+	conf.pc_ticket_lifetime = 60;
+	conf.pc_ticket_key_lifetime = 600;
+	conf.pc_max_pooled = 64;
+	conf.pc_pool_idle_lifetime = 60;
 	pub.p_conf = &conf;
 	pub.p_on_parked = told_parked;
 	ntold = 0;
@@ -86,6 +91,7 @@ setup(void)
 	pconn_retry_timers_init(&pub);
 	tls_port = listen_on(&pub.p_tls_listener, public_tls_accept);
 	data_port = listen_on(&pub.p_data_listener, public_data_accept);
+	public_pool_start(&pub);
 }
 
 static void
@@ -651,6 +657,96 @@ Test(public_machines, data_connection_closed_before_its_token_is_freed)
 	cr_assert_eq(pub.p_ndata, 0);
 	cr_assert_eq(datas("accepted"), 1);
 	cr_assert_eq(datas("closed"), 1);
+}
+
+/* --- pooled data connections: minted tickets ----------------------------------- */
+
+static struct ticket_stats
+op1_stats(void)
+{
+	struct ticket_stats st;
+
+	memset(&st, 0, sizeof(st));
+	(void)ticket_stats(pub.p_tickets, "op1", &st);
+	return st;
+}
+
+static int
+one_pooled(void)
+{
+	return op1_stats().ts_idle == 1 && TAILQ_EMPTY(&pub.p_dconns);
+}
+
+static int
+refused_twice(void)
+{
+	return datas("ticket_refused") == 2 && TAILQ_EMPTY(&pub.p_dconns);
+}
+
+/* The 32 bytes on the data port were closed at once (nothing relayed). */
+static void
+assert_closed(int fd)
+{
+	unsigned char b[16];
+	int eof;
+
+	run_until(NULL, 50);
+	cr_assert_eq(drain_peer(fd, b, sizeof(b), &eof), 0);
+	cr_assert(eof, "not closed");
+	close(fd);
+}
+
+Test(public_machines, minted_ticket_is_pooled_once_replay_and_bad_mac_closed)
+{
+	struct ticket_key k;
+	uint8_t t[TICKET_LEN], bad[TICKET_LEN], forged[TICKET_LEN];
+	unsigned char b[512];
+	int pfd, rfd, mfd, ffd, cfd, eof;
+	struct ticket_stats st;
+
+	cr_assert_eq(ticket_key(pub.p_tickets, "op1", now_wall(), &k), TICKET_OK);
+	cr_assert_eq(ticket_mint(&k, now_wall(), 60, t), 0);
+	/* good: pooled for op1, the connection stays open */
+	pfd = dial(data_port);
+	send_all(pfd, t, TICKET_LEN);
+	cr_assert(run_until(one_pooled, 2000), "not pooled");
+	st = op1_stats();
+	cr_assert_eq(st.ts_minted, 1);
+	cr_assert_eq(pub.p_ndata, 0);
+	/* the same ticket again: replayed; the same nonce with a MAC byte
+	 * changed: bad MAC; an unknown key id: not a ticket at all */
+	rfd = dial(data_port);
+	send_all(rfd, t, TICKET_LEN);
+	memcpy(bad, t, TICKET_LEN);
+	bad[TICKET_LEN - 1] ^= 0x80;
+	mfd = dial(data_port);
+	send_all(mfd, bad, TICKET_LEN);
+	cr_assert(run_until(refused_twice, 2000), "replay and bad MAC not refused");
+	memcpy(forged, t, TICKET_LEN);
+	forged[0] ^= 0x01;
+	ffd = dial(data_port);
+	send_all(ffd, forged, TICKET_LEN);
+	cr_assert(run_until(data_gone, 2000));
+	run_until(no_data, 2000);
+	cr_assert_eq(datas("unknown_token"), 1);
+	assert_closed(rfd);
+	assert_closed(mfd);
+	assert_closed(ffd);
+	/* nothing consumed by the refusals: one pooled, one minted */
+	st = op1_stats();
+	cr_assert_eq(st.ts_idle, 1);
+	cr_assert_eq(st.ts_minted, 1);
+	/* and a client of op1 takes the minted connection: frame, then hello */
+	cfd = dial(tls_port);
+	send_all(cfd, b, hello("app.example.com", b));
+	cr_assert(run_until(joined, 2000), "not joined to the pooled connection");
+	cr_assert_eq(ntold, 0, "no incomingConnection");
+	cr_assert_geq(drain_peer(pfd, b, 8, &eof), 8);
+	cr_assert_eq(memcmp(b, "HPSF", 4), 0);
+	cr_assert_eq(op1_stats().ts_used, 1);
+	close(cfd);
+	close(pfd);
+	cr_assert(run_until(no_client, 2000));
 }
 
 /* --- refusals at accept, counted by result ---------------------------------- */

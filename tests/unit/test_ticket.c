@@ -1,8 +1,11 @@
 /* Tests for ticket.c: issued tickets (single use, expiry, caps), minted
  * tickets (good, bad MAC, expired, replayed, another operator's, key
- * rotation), the pool accounting, and redeeming from several threads. */
+ * rotation), the pool accounting, redeeming from several threads, and the
+ * key as JSON (what requestConnectionTickets answers, what a keeper reads). */
 #include <criterion/criterion.h>
+#include <json-c/json.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ticket.h"
@@ -414,5 +417,145 @@ Test(ticket, foreach_visits_every_operator_once)
 	cr_assert_eq(ticket_foreach(b, count_op, seen), 2);
 	cr_assert_eq(seen[0], 3);
 	cr_assert_eq(seen[1], 2);
+	ticket_book_free(b);
+}
+
+/* --- the key as JSON ------------------------------------------------------------ */
+
+/* A key's JSON with member name replaced by the JSON text value (NULL:
+ * removed). */
+static struct json_object *
+key_json_with(const struct ticket_key *k, double now, const char *name, const char *value)
+{
+	struct json_object *o = ticket_key_json(k, now, 60);
+
+	cr_assert_not_null(o);
+	if (name != NULL) {
+		json_object_object_del(o, name);
+		if (value != NULL)
+			json_object_object_add(o, name, json_tokener_parse(value));
+	}
+	return o;
+}
+
+static int
+parse(struct json_object *o, const char *op, double now, struct ticket_key *k, char *err)
+{
+	double life = 0, skew = 0;
+
+	return ticket_key_parse(o, op, now, k, &life, &skew, err, 128);
+}
+
+Test(ticket, key_json_round_trip_mints_tickets_the_book_takes)
+{
+	struct ticket_book *b = book(10, 60, 600);
+	struct ticket_key k, got;
+	struct json_object *o, *j;
+	uint8_t t[TICKET_LEN];
+	char op[TICKET_OP_MAX + 1], err[128];
+	double life, skew;
+
+	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
+	o = ticket_key_json(&k, T0, 60);
+	cr_assert_not_null(o);
+	cr_assert(json_object_object_get_ex(o, "expires_at", &j));
+	cr_assert_str_eq(json_object_get_string(j), "2027-01-15T08:10:00Z");
+	cr_assert(json_object_object_get_ex(o, "expires_in", &j));
+	cr_assert_float_eq(json_object_get_double(j), 600, 1e-6);
+	cr_assert(json_object_object_get_ex(o, "expiry", &j));
+	cr_assert_eq(json_object_get_int64(j), (int64_t)T0 + 600);
+	/* through text, as over the Hyper path; our clock is 3 s behind,
+	 * and the answer took 0.5 s */
+	j = json_tokener_parse(json_object_to_json_string(o));
+	cr_assert_eq(ticket_key_parse(j, OP, T0 - 3 + 0.5, &got, &life, &skew, err, sizeof(err)),
+	    0, "%s", err);
+	cr_assert_float_eq(life, 60, 1e-9);
+	cr_assert_float_eq(skew, 2.5, 1e-6);
+	cr_assert_str_eq(got.tk_op, OP);
+	cr_assert_eq(got.tk_nonce, 0);
+	cr_assert_eq(got.tk_expiry, k.tk_expiry);
+	cr_assert_eq(memcmp(got.tk_id, k.tk_id, TICKET_KEY_ID_LEN), 0);
+	cr_assert_eq(memcmp(got.tk_secret, k.tk_secret, TICKET_SECRET_LEN), 0);
+	/* minted on our clock corrected by the skew */
+	cr_assert_eq(ticket_mint(&got, T0 + 10 - 3 + skew, life, t), 0);
+	cr_assert_eq(ticket_redeem(b, t, T0 + 10, op), TICKET_OK);
+	cr_assert_str_eq(op, OP);
+	json_object_put(o);
+	json_object_put(j);
+	ticket_book_free(b);
+}
+
+Test(ticket, key_json_refuses_every_bad_member)
+{
+	static const struct { const char *name, *value; } bad[] = {
+		{ "id", NULL }, { "id", "7" }, { "id", "\"AAAA\"" },
+		{ "id", "\"AAAAAAAAAAAAAAAA\"" }, { "id", "\"not base64!!\"" },
+		{ "secret", NULL }, { "secret", "\"c2VjcmV0\"" }, { "secret", "[]" },
+		{ "secret", "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"" },
+		{ "expiry", NULL }, { "expiry", "0" }, { "expiry", "-5" }, { "expiry", "4294967296" },
+		{ "expiry", "1800000600.5" }, { "expiry", "\"1800000600\"" },
+		{ "expires_in", NULL }, { "expires_in", "0" }, { "expires_in", "-1" },
+		{ "expires_in", "\"600\"" }, { "expires_in", "1e300" },
+		{ "ticket_lifetime", NULL }, { "ticket_lifetime", "0.5" },
+		{ "ticket_lifetime", "86401" }, { "ticket_lifetime", "null" },
+	};
+	struct ticket_book *b = book(10, 60, 600);
+	struct ticket_key k, got;
+	struct json_object *o;
+	char err[128];
+
+	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		o = key_json_with(&k, T0, bad[i].name, bad[i].value);
+		err[0] = '\0';
+		cr_assert_eq(parse(o, OP, T0, &got, err), -1, "%s = %s accepted", bad[i].name,
+		    bad[i].value ? bad[i].value : "(absent)");
+		cr_assert(strstr(err, bad[i].name) != NULL, "%s: error \"%s\"", bad[i].name, err);
+		cr_assert_eq(got.tk_expiry, 0, "nothing kept");
+		json_object_put(o);
+	}
+	/* expires_at is informative only; a key object that is no object */
+	o = key_json_with(&k, T0, "expires_at", NULL);
+	cr_assert_eq(parse(o, OP, T0, &got, err), 0, "%s", err);
+	json_object_put(o);
+	o = json_tokener_parse("[1, 2]");
+	cr_assert_eq(parse(o, OP, T0, &got, err), -1);
+	cr_assert_eq(parse(NULL, OP, T0, &got, err), -1);
+	json_object_put(o);
+	/* a bad own name */
+	o = key_json_with(&k, T0, NULL, NULL);
+	cr_assert_eq(parse(o, "", T0, &got, err), -1);
+	cr_assert_eq(parse(o, "with space", T0, &got, err), -1);
+	json_object_put(o);
+	ticket_book_free(b);
+}
+
+Test(ticket, stats_count_keys_and_minted_tickets)
+{
+	struct ticket_book *b = book(10, 60, 600);
+	struct ticket_key k1, k2;
+	uint8_t t[TICKET_LEN], is[1][TICKET_LEN];
+	char op[TICKET_OP_MAX + 1];
+	struct ticket_stats st;
+
+	cr_assert_eq(ticket_key(b, OP, T0, &k1), TICKET_OK);
+	cr_assert_eq(ticket_key(b, OP, T0 + 5, &k2), TICKET_OK);
+	issue(b, OP, 1, T0, is, 1);
+	cr_assert_eq(ticket_redeem(b, is[0], T0, op), TICKET_OK);
+	cr_assert_eq(ticket_mint(&k1, T0, 30, t), 0);
+	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_OK);
+	/* a refusal names the ticket's operator, and counts nothing */
+	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_REPLAY);
+	cr_assert_str_eq(op, OP);
+	cr_assert_eq(ticket_redeem(b, is[0], T0, op), TICKET_USED);
+	cr_assert_str_eq(op, OP);
+	t[0] ^= 1;
+	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_UNKNOWN);
+	cr_assert_str_eq(op, "");
+	st = stats(b, OP);
+	cr_assert_eq(st.ts_keys, 2);
+	cr_assert_eq(st.ts_minted, 1);
+	cr_assert_eq(st.ts_idle, 2);
+	cr_assert_eq(st.ts_key_expiry, (uint32_t)(T0 + 605));
 	ticket_book_free(b);
 }

@@ -124,13 +124,13 @@ check "no client of the public proxy ended unjoined (incomingConnection failures
 check "$REQUESTS requests while the public proxy's Hyper server restarts: all answered" \
 	under_load public-hyper public-hyper
 summary public-hyper
-check "the pool is back to $POOL" wait_idle $POOL 15
+check "the pool is back to $POOL" wait_idle $POOL 35
 
 # --- the private proxy's Hyper server -------------------------------------------
 check "$REQUESTS requests while the private proxy's Hyper server restarts: all answered" \
 	under_load private-hyper private-hyper
 summary private-hyper
-check "the pool is back to $POOL" wait_idle $POOL 15
+check "the pool is back to $POOL" wait_idle $POOL 35
 check "no client of the public proxy ended unjoined in the three runs" \
 	bash -c "! grep -E 'end=(incomingConnection failed|not claimed|shutdown)' '$E2E_RUN/public.log'"
 

@@ -76,20 +76,6 @@ ns_wait_port() { # PORT
 	return 1
 }
 pub_call() { timeout 20 ip netns exec "$NS" env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call "$@"; }
-pool_field() { # FIELD
-	pub_call public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
-		jq -r ".[] | select(.operator == \"private-proxy-1.ga\") | .$1"
-}
-wait_idle() { # N SECONDS
-	local deadline=$((SECONDS + $2)) got
-	while [ $SECONDS -lt "$deadline" ]; do
-		got=$(pool_field idle)
-		[ "${got:-0}" -ge "$1" ] && { echo "idle $got"; return 0; }
-		sleep 0.2
-	done
-	echo "idle ${got:-none} after $2 s"
-	return 1
-}
 now() { date +%s.%N; }
 since() { awk "BEGIN { printf \"%.2f\", $(now) - $1 }"; }
 

@@ -117,3 +117,22 @@ e2e_cleanup() {
 trap e2e_cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+
+# The warm pool (issue #16), for scripts that define pub_call (a `hyper
+# call` through the public proxy's Hyper server).
+# One field of private-proxy-1.ga's pool at the public proxy.
+pool_field() { # FIELD
+	pub_call public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
+		jq -r ".[] | select(.operator == \"private-proxy-1.ga\") | .$1"
+}
+# Wait until that pool has at least N idle connections, for up to SECONDS.
+wait_idle() { # N SECONDS
+	local deadline=$((SECONDS + $2)) got
+	while [ $SECONDS -lt "$deadline" ]; do
+		got=$(pool_field idle)
+		[ "${got:-0}" -ge "$1" ] && { echo "idle $got"; return 0; }
+		sleep 0.2
+	done
+	echo "idle ${got:-none} after $2 s"
+	return 1
+}

@@ -24,21 +24,6 @@ five_start_all
 # hyper call as the public proxy's operator / as the private proxy's operator
 pub_call() { timeout 20 env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call "$@"; }
 priv_call() { timeout 20 env HYPER_SETTINGS=$S/private-proxy-hyper-1 "$BIN/hyper" call "$@"; }
-# One field of the private proxy's pool at the public proxy.
-pool_field() { # FIELD
-	pub_call public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
-		jq -r ".[] | select(.operator == \"private-proxy-1.ga\") | .$1"
-}
-wait_idle() { # N SECONDS
-	local deadline=$((SECONDS + $2)) got
-	while [ $SECONDS -lt "$deadline" ]; do
-		got=$(pool_field idle)
-		[ "${got:-0}" -ge "$1" ] && { echo "idle $got"; return 0; }
-		sleep 0.2
-	done
-	echo "idle ${got:-none} after $2 s"
-	return 1
-}
 PLOG=$E2E_RUN/public.log
 count_via() { # WHAT -> client lines of the current public log with via=WHAT
 	grep -c "^.*client .* via=$1 " "$PLOG"

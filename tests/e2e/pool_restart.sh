@@ -30,20 +30,6 @@ set_pool $POOL
 five_start_all
 
 pub_call() { timeout 20 env HYPER_SETTINGS=$S/public-proxy-hyper-1 "$BIN/hyper" call "$@"; }
-pool_field() { # FIELD: of the private proxy's pool at the public proxy
-	pub_call public-proxy-1.ga.getConnectionPools '{}' 2>/dev/null |
-		jq -r ".[] | select(.operator == \"private-proxy-1.ga\") | .$1"
-}
-wait_idle() { # N SECONDS
-	local deadline=$((SECONDS + $2)) got
-	while [ $SECONDS -lt "$deadline" ]; do
-		got=$(pool_field idle)
-		[ "${got:-0}" -ge "$1" ] && { echo "idle $got"; return 0; }
-		sleep 0.2
-	done
-	echo "idle ${got:-none} after $2 s"
-	return 1
-}
 now() { date +%s.%N; }
 count_in_log() { grep -c -- "$1" "$E2E_RUN/public.log"; }   # lines of the public proxy's log
 since() { awk "BEGIN { printf \"%.2f\", $(now) - $1 }"; }

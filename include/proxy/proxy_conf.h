@@ -80,6 +80,8 @@ struct proxy_conf {
 	double  pc_pool_idle_lifetime;  /* a pooled connection unused this long is closed */
 	double  pc_incoming_retry;      /* incoming_retry_backoff: longest wait between two
 					 * tries of incomingConnection; 0: no retry */
+	double  pc_pool_wait;           /* pool_wait: an empty pool's client waits this long
+					 * for a replacement before incomingConnection */
 
 	/* private */
 	char   *pc_internal_address;   /* internal_endpoint.address */

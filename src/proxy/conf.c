@@ -311,6 +311,7 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    &pc->pc_pool_idle_lifetime);
 			cfg_seconds(&sec, "incoming_retry_backoff", 1, 0, 60,
 			    &pc->pc_incoming_retry);
+			cfg_seconds(&sec, "pool_wait", 0.05, 0, 10, &pc->pc_pool_wait);
 			conf_rate_limits(&sec, "tcp_rate_limits", NULL, &pc->pc_rate_limits,
 			    &pc->pc_nrate_limits);
 			conf_rate_limits(&sec, "data_rate_limits", &data_rate_default,

@@ -5,12 +5,15 @@
  * pool size (public_proxies[].pool_size, else pool_size) is not 0; made when
  * that proxy first accepts an announcement pass:
  *   - holds a stash of tickets, fetched pool_batch at a time with
- *     <proxy>.requestConnectionTickets through the Hyper; a new batch is
- *     fetched once fewer than half a batch is left, so the Hyper sees one
- *     call per many connections;
+ *     <proxy>.requestConnectionTickets through the Hyper;
  *   - holds the newest minting key of that proxy (ticket.h), asked for
- *     ("key": true) with a batch when it has none, and again, alone if no
- *     batch is due, once half its lifetime is over (k_fetch_timer);
+ *     ("key": true) with a batch when it has none, and again, alone, once
+ *     half its lifetime is over (k_fetch_timer).  While it holds a key, no
+ *     batch is fetched: once the stash is used up every ticket is minted,
+ *     and the Hyper sees one call per half key lifetime, however many
+ *     connections are pooled.  Without a key (a public proxy with
+ *     ticket_key_lifetime 0) a new batch is fetched once fewer than half a
+ *     batch is left;
  *   - keeps k_live (connections handed to the loop and not yet reported
  *     back) at pool_size: each one that ends (used for a client, closed by
  *     the public proxy at the end of its idle lifetime, failed) is
@@ -538,7 +541,8 @@ keeper_fill(struct keeper *k)
 	}
 	if (k->k_fetching || k->k_fetch_waiting)
 		return;
-	low = keeper_stash(k) * 2 < (size_t)batch;
+	/* with a key, the stash is only what is left of the first batch */
+	low = !k->k_haskey && keeper_stash(k) * 2 < (size_t)batch;
 	/* only a proxy that gave a key before is asked for one alone */
 	key_due = k->k_haskey && now_mono() >= k->k_key_refresh;
 	if (low || key_due)

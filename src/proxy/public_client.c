@@ -114,10 +114,13 @@ pconn_free(struct pconn *c)
 	pconn_destroy(c);
 }
 
-/* The timer list of the wait before try tries + 1 of incomingConnection. */
+/* The timer list of the wait before try tries + 1 of incomingConnection
+ * (tries 0: the first try's wait for a pooled connection, pool_wait). */
 static struct loop_timer_list *
 pconn_retry_list(struct public *p, unsigned tries)
 {
+	if (tries == 0)
+		return &p->p_pool_wait_timers;
 	return &p->p_retry_timers[tries < PUBLIC_RETRY_STEPS ? tries - 1 : PUBLIC_RETRY_STEPS - 1];
 }
 
@@ -201,9 +204,9 @@ pconn_park_expired(struct loop_timer *t, void *arg)
 	pconn_close(LOOP_CONTAINER_OF(t, struct pconn, c_timer), PCE_ACCEPT_TIMEOUT);
 }
 
-/* The wait after a transient failure is over: try incomingConnection again
- * with the same token, unless the name went away meanwhile or a pooled
- * connection of its operator is idle now. */
+/* The wait after a transient failure (or pool_wait, before the first try)
+ * is over: try incomingConnection with the token, unless the name went away
+ * meanwhile or a pooled connection of its operator is idle now. */
 static void
 pconn_retry_expired(struct loop_timer *t, void *arg)
 {
@@ -249,6 +252,8 @@ pconn_retry_timers_init(struct public *p)
 		loop_timer_list_init(p->p_loop, &p->p_retry_timers[i],
 		    ms < max || max == 0 ? ms : max, pconn_retry_expired, p);
 	}
+	loop_timer_list_init(p->p_loop, &p->p_pool_wait_timers,
+	    (uint64_t)(p->p_conf->pc_pool_wait * 1000), pconn_retry_expired, p);
 }
 
 static void
@@ -300,6 +305,15 @@ pconn_park(struct pconn *c)
 			in->in_peer = c->c_peer;
 			in->in_have_addrs = in->in_peer.ss_family == in->in_local.ss_family;
 		}
+	}
+	/* Its pool is empty only until the replacement of a connection just
+	 * used arrives (well under a millisecond on a LAN): wait for it rather
+	 * than broker the client and have a pooled connection take it anyway,
+	 * with an incomingConnection and a dial-back spent for nothing. */
+	if (p->p_conf->pc_pool_wait > 0 && public_pool_expects(p, c->c_operator)) {
+		c->c_incoming = in;
+		loop_timer_arm(&p->p_pool_wait_timers, &c->c_retry);
+		return;
 	}
 	p->p_on_parked(p, in);
 }

@@ -89,7 +89,10 @@ struct ticket_book;
  *            504: a Hyper or the private proxy unreachable or stopping, a
  *            timeout) is tried again with the same token after 0.1 s,
  *            doubling up to incoming_retry_backoff (c_retry on
- *            p_retry_timers[c_tries - 1]);
+ *            p_retry_timers[c_tries - 1]).  When its operator's pool is only
+ *            empty for the moment (public_pool_expects), the first try
+ *            waits up to pool_wait for a replacement (c_retry on
+ *            p_pool_wait_timers, c_tries 0);
  *            a late dial-back of an earlier try still finds the token.  A
  *            pooled connection of its operator that arrives meanwhile takes
  *            it at once (public_pool.c).
@@ -261,6 +264,7 @@ struct public {
 	struct loop_listener     p_tls_listener, p_data_listener;
 	struct loop_timer_list   p_hello_timers, p_park_timers, p_token_timers;
 	struct loop_timer_list   p_retry_timers[PUBLIC_RETRY_STEPS];
+	struct loop_timer_list   p_pool_wait_timers;     /* pool_wait: the first try's wait */
 	int                      p_data_closing; /* stopping: data listener and pool closed */
 	int                      p_data_close_posted;    /* public_data_close_posted queued */
 	long                     p_nconns;       /* client + joined data sockets held */
@@ -359,6 +363,10 @@ int	public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *
  * 0: joined (the relay owns the client now); -1: none usable, go on with
  * incomingConnection. */
 int	public_pool_take(struct public *p, struct pconn *c);
+/* 1 when operator op runs a pool whose replacements are on their way: it
+ * redeemed a ticket within pool_idle_lifetime (its private proxy keeps a
+ * pool here), so a client that found it empty waits pool_wait for one. */
+int	public_pool_expects(struct public *p, const char *op);
 /* Stop: close every idle pooled connection. */
 void	public_pool_drain(struct public *p);
 /* The loop is gone: free what is left. */

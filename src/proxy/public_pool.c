@@ -73,6 +73,7 @@ struct pool_op {
 	LIST_ENTRY(pool_op)	 po_link;
 	TAILQ_HEAD(, pooled)	 po_idle;
 	size_t			 po_nidle;
+	uint64_t		 po_redeemed_ms;	/* loop time of its last redeemed ticket */
 	char			 po_name[TICKET_OP_MAX + 1];
 };
 
@@ -245,6 +246,7 @@ public_pool_redeem(struct public *p, int fd, const struct sockaddr_storage *peer
 	pd->pd_state = PD_IDLE;
 	TAILQ_INSERT_TAIL(&po->po_idle, pd, pd_entry);
 	po->po_nidle++;
+	po->po_redeemed_ms = loop_now_ms(p->p_loop);
 	public_admit(p, PE_POOL_ADDED);
 	loop_op_init(&pd->pd_poll, pooled_poll_cb);
 	loop_timer_arm(&pp->pp_timers, &pd->pd_timer);
@@ -285,6 +287,18 @@ pooled_send_frame(struct pooled *pd, const uint8_t *frame, size_t len)
 	 * bytes goes whole or not at all. */
 	n = send(pd->pd_fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	return n == (ssize_t)len;
+}
+
+int
+public_pool_expects(struct public *p, const char *op)
+{
+	struct pool_op *po;
+
+	if (p->p_pool == NULL || (po = pool_op_get(p->p_pool, op, 0)) == NULL ||
+	    po->po_redeemed_ms == 0)
+		return 0;
+	return loop_now_ms(p->p_loop) - po->po_redeemed_ms <
+	    (uint64_t)(p->p_conf->pc_pool_idle_lifetime * 1000);
 }
 
 int

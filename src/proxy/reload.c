@@ -214,6 +214,7 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 		/* the retry timer lists are made at start (public_client.c) */
 		RESTART_IF(o->pc_incoming_retry != n->pc_incoming_retry,
 		    "incoming_retry_backoff");
+		RESTART_IF(o->pc_pool_wait != n->pc_pool_wait, "pool_wait");
 	} else {
 		RESTART_IF(!reload_streq(o->pc_internal_address, n->pc_internal_address),
 		    "internal_endpoint.address");

@@ -59,7 +59,8 @@ int	announce_list(struct announce_table *t, const char *op, double now,
  * proxy (NULL: any) and operator op (NULL: any).  0 found, -1 not. */
 int	announce_find(struct announce_table *t, const char *domain, const char *proxy,
 	    const char *op, struct announcement *out);
-/* Unexpired entries announced by op. */
+/* Unexpired domains announced by op (a domain held by several instances
+ * counts once). */
 size_t	announce_count_operator(struct announce_table *t, const char *op, double now);
 /* Drop every entry (expired or not) of op (NULL: everyone) for which keep(arg, a) returns 0;
  * returns how many, or -1 when out of memory.  keep runs on a copy of the

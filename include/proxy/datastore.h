@@ -15,10 +15,11 @@
  * Used from one thread (the JSON-RPC side), apart from the flush thread of
  * datastore_commit_async(); the table it feeds is thread-safe.
  *
- * redis (public proxy only; datastore_redis.c): each announcement is a key
- * "<prefix>a:<domain>" holding the same JSON line, expiring with it (SET
- * PXAT).  A commit is one EVALSHA of a Lua script that checks the owner
- * of each key and sets, deletes and PUBLISHes on "<prefix>changes"
+ * redis (public proxy only; datastore_redis.c): each domain is a hash
+ * "<prefix>d:<domain>" holding its operator and, per instance that
+ * announced it, the same JSON line and its expiry; it expires with its
+ * latest holder.  A commit is one EVALSHA of a Lua script that checks the
+ * owner of each domain and sets, deletes and PUBLISHes on "<prefix>changes"
  * atomically, so two public proxies on one Redis never both accept one
  * domain for two operators (DATASTORE_TAKEN).  A thread of the store's
  * own talks to Redis (connect and command timeout: the `timeout`

@@ -13,6 +13,15 @@ enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
  * connection brokered by incomingConnection). */
 #define POOL_SIZE_DEFAULT		8
 
+/* private.instance_id (issue #12): sent as "instance" with each
+ * announceConnections and withdrawConnections, so that two private proxies
+ * of one operator each hold their own announcements at the public proxy.
+ * Without the setting: "<host name>-<8 random hex digits>", new at each
+ * start. */
+#define PROXY_INSTANCE_ID_MAX		64
+#define PROXY_INSTANCE_ID_CHARS \
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+
 /* public.handover_socket: an abstract unix socket name, at most this long
  * (sun_path less its leading NUL). */
 #define HANDOVER_NAME_MAX		107
@@ -92,6 +101,7 @@ struct proxy_conf {
 	struct public_proxy *pc_public_proxies;
 	int     pc_npublic_proxies;
 	long    pc_pool_size;           /* pooled data connections per public proxy; 0: off */
+	char   *pc_instance_id;         /* private: sent with announcements; NULL: generated */
 	long    pc_pool_batch;          /* tickets fetched per requestConnectionTickets */
 	double  pc_frame_timeout;       /* token_timeout: a start frame, from its first byte */
 

@@ -270,10 +270,21 @@ announce_count_operator(struct announce_table *t, const char *op, double now)
 
 	pthread_rwlock_rdlock(&t->at_lock);
 	for (size_t i = 0; i < t->at_nbuckets; i++)
-		for (e = t->at_buckets[i]; e != NULL; e = e->ae_next)
-			if (strcmp(e->ae_an.an_operator, op) == 0 &&
-			    announce_live(&e->ae_an, now))
+		for (e = t->at_buckets[i]; e != NULL; e = e->ae_next) {
+			struct announce_entry *f;
+
+			if (strcmp(e->ae_an.an_operator, op) != 0 ||
+			    !announce_live(&e->ae_an, now))
+				continue;
+			/* a domain held by several instances counts once: only
+			 * its first live entry in the chain is counted */
+			for (f = t->at_buckets[i]; f != e; f = f->ae_next)
+				if (strcmp(f->ae_an.an_domain, e->ae_an.an_domain) == 0 &&
+				    announce_live(&f->ae_an, now))
+					break;
+			if (f == e)
 				n++;
+		}
 	pthread_rwlock_unlock(&t->at_lock);
 	return n;
 }

@@ -333,6 +333,14 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			conf_public_proxies(&sec, pc);
 			cfg_int(&sec, "pool_size", POOL_SIZE_DEFAULT, 0, 256, &pc->pc_pool_size);
 			cfg_int(&sec, "pool_batch", 32, 1, 256, &pc->pc_pool_batch);
+			/* issue #12: which of an operator's private proxies announces */
+			cfg_string(&sec, "instance_id", NULL, 0, &pc->pc_instance_id);
+			if (pc->pc_instance_id != NULL && (pc->pc_instance_id[0] == '\0' ||
+			    strlen(pc->pc_instance_id) > PROXY_INSTANCE_ID_MAX ||
+			    strspn(pc->pc_instance_id, PROXY_INSTANCE_ID_CHARS) !=
+			    strlen(pc->pc_instance_id)))
+				cfg_error(&sec, "instance_id", "1 to %d letters, digits or . _ : -",
+				    PROXY_INSTANCE_ID_MAX);
 			cfg_seconds(&sec, "token_timeout", 5, 0.001, DAY, &pc->pc_frame_timeout);
 		}
 		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
@@ -399,6 +407,7 @@ proxy_conf_free(struct proxy_conf *pc)
 	free(pc->pc_tls_bind);
 	free(pc->pc_data_bind);
 	free(pc->pc_handover_socket);
+	free(pc->pc_instance_id);
 	free(pc->pc_data_endpoint);
 	free(pc->pc_rate_limits);
 	free(pc->pc_data_rate_limits);

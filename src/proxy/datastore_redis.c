@@ -2,16 +2,19 @@
  * several public proxies through one Redis (datastore.h).
  *
  * Key layout (prefix: the key_prefix setting, "hyper-relay:"):
- *   <prefix>a:<domain>   the announcement, as a line of the file store
- *                        ({"domain","operator","expires_at"}), expiring
- *                        at its expires_at (SET ... PXAT)
+ *   <prefix>d:<domain>   a hash per domain: "=" its operator; for each
+ *                        instance (private proxy) holding it, "h:<id>" its
+ *                        announcement as a line of the file store
+ *                        ({"domain","operator","proxy": id,"expires_at"})
+ *                        and "x:<id>" its expiry in epoch ms; the hash
+ *                        expires with its latest holder (PEXPIREAT)
  *   <prefix>epoch        a random id set by the first instance that finds
  *                        none: a new one means Redis lost its data
  *   <prefix>changes      the channel: each change as a line (the
- *                        announcement, or {"withdraw","operator"})
+ *                        announcement, or {"withdraw","operator","proxy"?})
  *
  * The Redis thread (rd_main) owns two connections: rd_cmd for EVALSHA,
- * SCAN, GET and PING, each bounded by the timeout setting; rd_sub,
+ * SCAN, HGETALL and PING, each bounded by the timeout setting; rd_sub,
  * SUBSCRIBEd to the channel, read when poll() says so.  It waits in
  * poll() on rd_sub and on rd_wakefd (a commit to run, or the stop).
  *
@@ -55,43 +58,68 @@
 #define RD_BATCH_MAX		256	/* announcements per write-back EVALSHA */
 
 /*
- * One script for every batch.  KEYS[i]: the key of op i; ARGV[1]: the
- * channel; op i: ARGV[4i-2] kind ("a" announce, "w" withdraw, "r" write
- * back), ARGV[4i-1] operator, ARGV[4i] expiry in epoch ms ("0": none),
- * ARGV[4i+1] the line.  Answers one integer per op: 0 done (withdraw: 1
- * removed, 0 none), 409 another operator holds the key.  A key whose
- * value is not ours (no operator) counts as held.
+ * One script for every batch.  KEYS[i]: the hash of op i's domain; ARGV[1]:
+ * the channel; op i: ARGV[5i-3] kind ("a" announce, "w" withdraw one
+ * instance's entry, "W" withdraw every instance's, "r" write back),
+ * ARGV[5i-2] operator, ARGV[5i-1] expiry in epoch ms ("0": none),
+ * ARGV[5i] the line, ARGV[5i+1] the instance ("" for calls without one).
+ * A domain's hash holds "=" -> its operator, "h:<instance>" -> that
+ * instance's line and "x:<instance>" -> its expiry; settle() drops the
+ * holders whose expiry passed and lets the hash expire with the latest
+ * one left (or deletes it).  Answers one integer per op: 0 done (withdraw:
+ * 1 removed, 0 none), 409 another operator holds the domain.
  */
 static const char rd_script[] =
 	"local ch = ARGV[1]\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local function settle(key)\n"
+	"  local all = redis.call('HGETALL', key)\n"
+	"  local n, latest, forever = 0, 0, false\n"
+	"  for j = 1, #all, 2 do\n"
+	"    local f = all[j]\n"
+	"    if string.sub(f, 1, 2) == 'x:' then\n"
+	"      local px = tonumber(all[j + 1]) or 0\n"
+	"      if px ~= 0 and px <= now then\n"
+	"        redis.call('HDEL', key, f, 'h:' .. string.sub(f, 3))\n"
+	"      else\n"
+	"        n = n + 1\n"
+	"        if px == 0 then forever = true elseif px > latest then latest = px end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  if n == 0 then redis.call('DEL', key)\n"
+	"  elseif forever then redis.call('PERSIST', key)\n"
+	"  else redis.call('PEXPIREAT', key, latest) end\n"
+	"  return n\n"
+	"end\n"
 	"local res = {}\n"
 	"for i = 1, #KEYS do\n"
-	"  local b = 4 * (i - 1) + 1\n"
-	"  local kind, op, px, line = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]\n"
-	"  local cur = redis.call('GET', KEYS[i])\n"
-	"  local owner = nil\n"
-	"  if cur then\n"
-	"    local ok, v = pcall(cjson.decode, cur)\n"
-	"    if ok and type(v) == 'table' then owner = v['operator'] end\n"
-	"  end\n"
-	"  if kind == 'w' then\n"
-	"    if cur and owner == op then\n"
-	"      redis.call('DEL', KEYS[i])\n"
-	"      redis.call('PUBLISH', ch, line)\n"
-	"      res[i] = 1\n"
-	"    else\n"
-	"      res[i] = 0\n"
+	"  local b = 5 * (i - 1) + 1\n"
+	"  local kind, op, px, line, inst = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], "
+	    "ARGV[b + 5]\n"
+	"  local key = KEYS[i]\n"
+	"  local owner = redis.call('HGET', key, '=')\n"
+	"  if owner and settle(key) == 0 then owner = nil end\n"
+	"  if kind == 'w' or kind == 'W' then\n"
+	"    res[i] = 0\n"
+	"    if owner == op then\n"
+	"      if kind == 'W' then\n"
+	"        redis.call('DEL', key)\n"
+	"        res[i] = 1\n"
+	"      elseif redis.call('HDEL', key, 'h:' .. inst, 'x:' .. inst) > 0 then\n"
+	"        settle(key)\n"
+	"        res[i] = 1\n"
+	"      end\n"
+	"      if res[i] == 1 then redis.call('PUBLISH', ch, line) end\n"
 	"    end\n"
-	"  elseif cur and owner ~= op then\n"
+	"  elseif owner and owner ~= op then\n"
 	"    res[i] = 409\n"
-	"  elseif kind == 'r' and cur then\n"
+	"  elseif kind == 'r' and redis.call('HEXISTS', key, 'x:' .. inst) == 1 then\n"
 	"    res[i] = 0\n"
 	"  else\n"
-	"    if px ~= '0' then\n"
-	"      redis.call('SET', KEYS[i], line, 'PXAT', px)\n"
-	"    else\n"
-	"      redis.call('SET', KEYS[i], line)\n"
-	"    end\n"
+	"    redis.call('HSET', key, '=', op, 'h:' .. inst, line, 'x:' .. inst, px)\n"
+	"    settle(key)\n"
 	"    redis.call('PUBLISH', ch, line)\n"
 	"    res[i] = 0\n"
 	"  end\n"
@@ -130,7 +158,7 @@ struct ds_redis {
 	double			 rd_timeout;
 	char			*rd_channel;	/* <prefix>changes */
 	char			*rd_epoch_key;	/* <prefix>epoch */
-	char			*rd_match;	/* SCAN pattern for <prefix>a:* */
+	char			*rd_match;	/* SCAN pattern for <prefix>d:* */
 	datastore_post_fn	 rd_post;
 	void			*rd_post_ctx;
 	pthread_t		 rd_thread;
@@ -190,7 +218,7 @@ rd_split(const char *addr, char **host, int *port)
 	return 0;
 }
 
-/* The SCAN pattern <prefix>a:* with the prefix's glob characters escaped. */
+/* The SCAN pattern <prefix>d:* with the prefix's glob characters escaped. */
 static char *
 rd_pattern(const char *prefix)
 {
@@ -204,7 +232,7 @@ rd_pattern(const char *prefix)
 			*o++ = '\\';
 		*o++ = *s;
 	}
-	memcpy(o, "a:*", 4);
+	memcpy(o, "d:*", 4);
 	return p;
 }
 
@@ -286,11 +314,14 @@ datastore_open_redis(const struct datastore_redis_conf *rc, struct announce_tabl
 
 /* --- the owner's thread ------------------------------------------------- */
 
+/* By domain, then instance (an_proxy): the order of announce_list(). */
 static int
 rd_cmp_domain(const void *a, const void *b)
 {
-	return strcmp(((const struct announcement *)a)->an_domain,
-	    ((const struct announcement *)b)->an_domain);
+	const struct announcement *x = a, *y = b;
+	int c = strcmp(x->an_domain, y->an_domain);
+
+	return c != 0 ? c : strcmp(x->an_proxy, y->an_proxy);
 }
 
 /* announce_filter(): keep what the new table (sorted) holds. */
@@ -564,7 +595,7 @@ static int
 rd_eval(struct ds_redis *rd, const struct ds_op *ops, size_t n, const char *kind_a,
     int *res, char *why, size_t whylen)
 {
-	size_t argc = 4 + 5 * n, k = 0;
+	size_t argc = 4 + 6 * n, k = 0;
 	const char **argv = calloc(argc, sizeof(*argv));
 	char **owned = calloc(3 * n + 1, sizeof(*owned));
 	char nkeys[24];
@@ -581,7 +612,7 @@ rd_eval(struct ds_redis *rd, const struct ds_op *ops, size_t n, const char *kind
 	argv[k++] = rd->rd_sha;
 	argv[k++] = nkeys;
 	for (size_t i = 0; i < n; i++) {
-		if (asprintf(&owned[no], "%sa:%s", rd->rd_prefix, ops[i].op_an.an_domain) == -1) {
+		if (asprintf(&owned[no], "%sd:%s", rd->rd_prefix, ops[i].op_an.an_domain) == -1) {
 			snprintf(why, whylen, "out of memory");
 			goto done;
 		}
@@ -607,10 +638,11 @@ rd_eval(struct ds_redis *rd, const struct ds_op *ops, size_t n, const char *kind
 			snprintf(why, whylen, "out of memory");
 			goto done;
 		}
-		argv[k++] = o->op_withdraw ? "w" : kind_a;
+		argv[k++] = !o->op_withdraw ? kind_a : o->op_any_proxy ? "W" : "w";
 		argv[k++] = o->op_an.an_operator;
 		argv[k++] = owned[no++];
 		argv[k++] = line;
+		argv[k++] = o->op_an.an_proxy;
 	}
 	if ((r = rd_call(rd->rd_cmd, (int)k, argv, NULL, REDIS_REPLY_ARRAY, why,
 	    whylen)) == NULL)
@@ -700,7 +732,7 @@ rd_epoch(struct ds_redis *rd, char *why, size_t whylen)
 	return lost ? rd_write_back(rd, why, whylen) : 0;
 }
 
-/* SCAN <prefix>a:* and GET each: the whole table, handed over as a
+/* SCAN <prefix>d:* and HGETALL each: the whole table, handed over as a
  * RESET.  0, or -1 + why. */
 static int
 rd_load(struct ds_redis *rd, size_t *count, char *why, size_t whylen)
@@ -732,11 +764,8 @@ rd_load(struct ds_redis *rd, size_t *count, char *why, size_t whylen)
 		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
 		keys = r->element[1];
 		for (size_t i = 0; i < keys->elements; i++) {
-			const char *getv[] = { "GET", keys->element[i]->str };
-			struct announcement a;
-			const char *bad;
+			const char *getv[] = { "HGETALL", keys->element[i]->str };
 			redisReply *g;
-			int any;
 
 			if (keys->element[i]->type != REDIS_REPLY_STRING)
 				continue;
@@ -746,34 +775,54 @@ rd_load(struct ds_redis *rd, size_t *count, char *why, size_t whylen)
 				freeReplyObject(r);
 				goto fail;
 			}
-			/* nil: expired or withdrawn since the SCAN */
-			if (g->type == REDIS_REPLY_STRING) {
-				if (ds_parse_line(g->str, g->len, &a, &any, &bad) != DS_ADD)
+			/* empty: expired or withdrawn since the SCAN; an error
+			 * (not a hash): not ours */
+			if (g->type != REDIS_REPLY_ARRAY) {
+				if (g->type == REDIS_REPLY_ERROR)
 					log_warnx("datastore: redis key %s ignored: %s",
-					    keys->element[i]->str, bad);
-				else if (a.an_expires_at == 0 || a.an_expires_at > now) {
-					if (ch->ch_nall == cap) {
-						size_t nc = cap ? cap * 2 : 64;
-						struct announcement *nv = reallocarray(ch->ch_all,
-						    nc, sizeof(*nv));
+					    keys->element[i]->str, g->str);
+				freeReplyObject(g);
+				continue;
+			}
+			for (size_t j = 0; j + 1 < g->elements; j += 2) {
+				redisReply *f = g->element[j], *v = g->element[j + 1];
+				struct announcement a;
+				const char *bad;
+				int any;
 
-						if (nv == NULL) {
-							snprintf(why, whylen, "out of memory");
-							freeReplyObject(g);
-							freeReplyObject(r);
-							goto fail;
-						}
-						ch->ch_all = nv;
-						cap = nc;
-					}
-					ch->ch_all[ch->ch_nall++] = a;
+				/* "h:<instance>": one instance's line; "=" and
+				 * "x:<instance>" are the script's */
+				if (f->type != REDIS_REPLY_STRING || strncmp(f->str, "h:", 2) != 0 ||
+				    v->type != REDIS_REPLY_STRING)
+					continue;
+				if (ds_parse_line(v->str, v->len, &a, &any, &bad) != DS_ADD) {
+					log_warnx("datastore: redis key %s field %s ignored: %s",
+					    keys->element[i]->str, f->str, bad);
+					continue;
 				}
+				if (a.an_expires_at != 0 && a.an_expires_at <= now)
+					continue;
+				if (ch->ch_nall == cap) {
+					size_t nc = cap ? cap * 2 : 64;
+					struct announcement *nv = reallocarray(ch->ch_all, nc,
+					    sizeof(*nv));
+
+					if (nv == NULL) {
+						snprintf(why, whylen, "out of memory");
+						freeReplyObject(g);
+						freeReplyObject(r);
+						goto fail;
+					}
+					ch->ch_all = nv;
+					cap = nc;
+				}
+				ch->ch_all[ch->ch_nall++] = a;
 			}
 			freeReplyObject(g);
 		}
 		freeReplyObject(r);
 	} while (strcmp(cursor, "0") != 0);
-	/* a domain has one key, so sorted by domain the entries are unique */
+	/* one field per (domain, instance): sorted, the entries are unique */
 	if (ch->ch_nall > 0)
 		qsort(ch->ch_all, ch->ch_nall, sizeof(*ch->ch_all), rd_cmp_domain);
 	*count = ch->ch_nall;

@@ -10,12 +10,15 @@
  * Threads: main (the io_uring loop) for everything here; private_started
  * posts the announcer's first pass to the side thread, and
  * private_side_stopped runs once that thread is joined. */
+#include <bsd/stdlib.h>
+#include <bsd/string.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "announce.h"
 #include "control.h"
@@ -146,6 +149,26 @@ private_pool_drained(struct private *pv)
 	proxy_drained(&pv->pv_px);
 }
 
+/* instance_id, or "<host name>-<8 random hex digits>" (the host name cut
+ * to what PROXY_INSTANCE_ID_CHARS allows). */
+static void
+private_instance_id(struct private *pv)
+{
+	char host[65] = "";
+	size_t n;
+
+	if (pv->pv_conf->pc_instance_id != NULL) {
+		strlcpy(pv->pv_instance, pv->pv_conf->pc_instance_id, sizeof(pv->pv_instance));
+		return;
+	}
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		host[0] = '\0';
+	n = strspn(host, PROXY_INSTANCE_ID_CHARS);
+	host[n > 40 ? 40 : n] = '\0';
+	snprintf(pv->pv_instance, sizeof(pv->pv_instance), "%s%s%08x", host,
+	    host[0] != '\0' ? "-" : "", arc4random());
+}
+
 static int
 private_open(struct proxy *px)
 {
@@ -162,6 +185,7 @@ private_open(struct proxy *px)
 		return -1;
 	}
 	private_load_static(pv);
+	private_instance_id(pv);
 	if (private_resolve(pv, err, sizeof(err)) < 0) {
 		log_warnx("%s", err);
 		return -1;
@@ -194,9 +218,9 @@ private_started(struct proxy *px)
 	struct private *pv = px->px_role;
 	struct proxy_conf *pc = pv->pv_conf;
 
-	log_info("%s: JSON-RPC on %s, internal server %s, %zu announcement(s), io_uring %s",
-	    pc->pc_name, pc->pc_rpc_server_bind, pc->pc_internal_address,
-	    announce_count(pv->pv_table), loop_mode(pv->pv_loop));
+	log_info("%s: instance %s, JSON-RPC on %s, internal server %s, %zu announcement(s), "
+	    "io_uring %s", pc->pc_name, pv->pv_instance, pc->pc_rpc_server_bind,
+	    pc->pc_internal_address, announce_count(pv->pv_table), loop_mode(pv->pv_loop));
 	control_post(&pv->pv_ctl, private_announce_start, pv);
 }
 

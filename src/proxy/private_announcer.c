@@ -248,6 +248,7 @@ target_pass(struct target *tg)
 		return;
 	}
 	json_object_object_add(params, "connections", conns);
+	json_object_object_add(params, "instance", json_object_new_string(pv->pv_instance));
 	ac->ac_pv = pv;
 	ac->ac_tg = tg;
 	ac->ac_n = k;
@@ -319,6 +320,7 @@ private_withdraw_send(struct private *pv, const char *proxy, const char *domain)
 	domains = json_object_new_array();
 	json_object_array_add(domains, json_object_new_string(wc->wc_domain));
 	json_object_object_add(p, "domains", domains);
+	json_object_object_add(p, "instance", json_object_new_string(pv->pv_instance));
 	control_call(&pv->pv_ctl, wc->wc_proxy, "withdrawConnections", p, withdraw_reply, wc);
 	json_object_put(p);
 }

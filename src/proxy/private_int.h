@@ -189,6 +189,8 @@ struct private {
 	TAILQ_HEAD(, dial)	 pv_dials;
 
 	struct private_pool	*pv_pool;	/* issue #16: private_pool.h */
+	char			 pv_instance[PROXY_INSTANCE_ID_MAX + 1];	/* issue #12: set at
+						 * open, "instance" of each announcement call */
 };
 
 /* private.c */

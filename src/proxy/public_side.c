@@ -286,9 +286,11 @@ public_metrics_collect(void *arg)
 
 	if ((n = announce_list(p->p_announce, NULL, now_wall(), &v)) < 0)
 		return;         /* out of memory: the last values stay */
+	/* sorted by domain: a domain held by several instances counts once */
 	for (int i = 0; i < n; i++)
-		counts[metric_series(&m_announcements,
-		    METRIC_VALUES_(v[i].an_operator))]++;
+		if (i == 0 || strcmp(v[i].an_domain, v[i - 1].an_domain) != 0)
+			counts[metric_series(&m_announcements,
+			    METRIC_VALUES_(v[i].an_operator))]++;
 	free(v);
 	for (int i = 0; i < METRIC_MAX_SERIES; i++)
 		if (metric_series_used(&m_announcements, i))
@@ -476,6 +478,37 @@ rpc_items(struct public *p, struct jsonrpc_call *call, struct json_object *param
 	return (int)n;
 }
 
+/* The optional "instance" of an announcement or withdrawal call: which of
+ * the operator's private proxies makes it (each keeps its own entries, so
+ * one's withdrawal or expiry leaves another's standing).  Absent or null:
+ * "".  0, or -1 with the call answered. */
+static int
+rpc_instance(struct jsonrpc_call *call, struct json_object *params,
+    char out[ANNOUNCE_NAME_MAX])
+{
+	struct json_object *v;
+	const char *s;
+	size_t n;
+
+	out[0] = '\0';
+	if (!json_object_object_get_ex(params, "instance", &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_string) ||
+	    (n = (size_t)json_object_get_string_len(v)) == 0 || n > PROXY_INSTANCE_ID_MAX) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "instance: expected a string of 1 to %d characters", PROXY_INSTANCE_ID_MAX);
+		return -1;
+	}
+	s = json_object_get_string(v);
+	if (strspn(s, PROXY_INSTANCE_ID_CHARS) != n) {
+		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
+		    "instance: only letters, digits and . _ : - are allowed");
+		return -1;
+	}
+	memcpy(out, s, n + 1);
+	return 0;
+}
+
 static void
 rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
     struct json_object *params)
@@ -484,10 +517,13 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 	struct json_object *conns, *result;
 	struct commit *cm;
 	const char **allowed;
+	char inst[ANNOUNCE_NAME_MAX];
 	int nallowed, n;
 	size_t held;
 	double now = now_wall();
 
+	if (rpc_instance(call, params, inst) < 0)
+		return;
 	if ((nallowed = control_allowed_domains(params, p->p_conf->pc_name, &allowed)) < 0) {
 		/* Before the answer: answering frees the call, its params
 		 * and the caller's name in them. */
@@ -541,7 +577,7 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 			continue;
 		} else
 			held++;
-		if (announce_make(&a, domain, caller, NULL, exp) < 0) {
+		if (announce_make(&a, domain, caller, inst, exp) < 0) {
 			json_object_array_add(result, item_error(JSONRPC_INVALID_PARAMS,
 			    "invalid announcement"));
 			continue;
@@ -562,12 +598,12 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 	public_commit(p, cm);
 }
 
-/* Stage the withdrawal of (domain, op).  1 or 0 (nothing to withdraw),
- * -1 out of memory. */
+/* Stage the withdrawal of (domain, op) by instance (NULL: every instance's
+ * entry).  1 or 0 (nothing to withdraw), -1 out of memory. */
 static int
-public_withdraw_one(struct public *p, const char *domain, const char *op)
+public_withdraw_one(struct public *p, const char *domain, const char *inst, const char *op)
 {
-	return datastore_stage_withdraw(p->p_store, domain, NULL, op);
+	return datastore_stage_withdraw(p->p_store, domain, inst, op);
 }
 
 /* Answer {"withdrawn": removed} once the staged withdrawals are durable. */
@@ -592,8 +628,11 @@ rpc_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
 {
 	struct public *p = arg;
 	struct json_object *domains;
+	char inst[ANNOUNCE_NAME_MAX];
 	int removed = 0, n, k;
 
+	if (rpc_instance(call, params, inst) < 0)
+		return;
 	public_recheck_caller(p, caller, params);
 	if ((n = rpc_items(p, call, params, "domains", &domains)) < 0)
 		return;
@@ -604,7 +643,7 @@ rpc_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
 		if (!json_object_is_type(jd, json_type_string) ||
 		    announce_check_domain(json_object_get_string(jd), domain) < 0)
 			continue;
-		if ((k = public_withdraw_one(p, domain, caller)) < 0) {
+		if ((k = public_withdraw_one(p, domain, inst, caller)) < 0) {
 			datastore_abort(p->p_store);
 			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 			return;
@@ -657,7 +696,7 @@ rpc_admin_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
 		    announce_find(p->p_announce, domain, NULL,
 		    jop ? json_object_get_string(jop) : NULL, &cur) < 0)
 			continue;
-		if ((k = public_withdraw_one(p, domain, cur.an_operator)) < 0)
+		if ((k = public_withdraw_one(p, domain, NULL, cur.an_operator)) < 0)
 			goto nomem;
 		if (k > 0)
 			log_info("announcement of %s by %s withdrawn by %s (admin)", domain,
@@ -670,7 +709,7 @@ rpc_admin_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
 		    &list)) < 0)
 			goto nomem;
 		for (int i = 0; i < n; i++) {
-			if ((k = public_withdraw_one(p, list[i].an_domain,
+			if ((k = public_withdraw_one(p, list[i].an_domain, NULL,
 			    list[i].an_operator)) < 0) {
 				free(list);
 				goto nomem;
@@ -702,8 +741,18 @@ rpc_get(void *arg, struct jsonrpc_call *call, const char *caller,
 	res = json_object_new_array();
 	n = announce_list(p->p_announce, caller, now_wall(), &list);
 	/* the effective expiry: a missing expires_at was stored as the maximum */
-	for (int i = 0; i < n; i++)
-		json_object_array_add(res, announce_item_json(&list[i], 0));
+	for (int i = 0; i < n; i++) {
+		struct announcement a = list[i];
+		struct json_object *item;
+
+		/* the public side keeps the announcing instance in an_proxy */
+		a.an_proxy[0] = '\0';
+		item = announce_item_json(&a, 0);
+		if (list[i].an_proxy[0] != '\0')
+			json_object_object_add(item, "instance",
+			    json_object_new_string(list[i].an_proxy));
+		json_object_array_add(res, item);
+	}
 	free(list);
 	jsonrpc_call_reply(call, res);
 }

@@ -160,6 +160,7 @@ reload_restart_key(const struct reload *r, const struct proxy_conf *o,
 #define RESTART_IF(cond, key)	do { if (cond) return (key); } while (0)
 	RESTART_IF(!reload_streq(o->pc_name, n->pc_name), "name");
 	RESTART_IF(o->pc_reuse_port != n->pc_reuse_port, "reuse_port");
+	RESTART_IF(!reload_streq(o->pc_instance_id, n->pc_instance_id), "instance_id");
 	RESTART_IF(!reload_streq(o->pc_handover_socket, n->pc_handover_socket),
 	    "handover_socket");
 	RESTART_IF(!reload_streq(o->pc_rpc_server_bind, n->pc_rpc_server_bind),

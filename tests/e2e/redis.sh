@@ -113,8 +113,9 @@ wait_port 127.0.0.1 "$B_RPC" 10
 check "the chain serves through instance A" serves_within 10
 check "a client arriving at instance B is served (announced through A only)" success cb "$HOST"
 key_ok() {
-	rcli GET "${PREFIX}a:$HOST" | grep -q '"operator":"private-proxy-1.ga"' &&
-	[ "$(rcli PTTL "${PREFIX}a:$HOST")" -gt 0 ]
+	[ "$(rcli HGET "${PREFIX}d:$HOST" =)" = private-proxy-1.ga ] &&
+	rcli HVALS "${PREFIX}d:$HOST" | grep -q '"operator":"private-proxy-1.ga"' &&
+	[ "$(rcli PTTL "${PREFIX}d:$HOST")" -gt 0 ]
 }
 check "the announcement is a Redis key under the prefix, with an expiry" key_ok
 
@@ -177,7 +178,7 @@ race() { # the same new domain at A and B by two operators at once: one wins
 		announce "$B_RPC" hd-1 "race$i.internal-server.local" >"$E2E_RUN/rb"
 		wait $!
 		a=$(jq -c '.result[0]' "$E2E_RUN/ra"); b=$(jq -c '.result[0]' "$E2E_RUN/rb")
-		echo "race$i: A $a B $b owner $(rcli GET "${PREFIX}a:race$i.internal-server.local")"
+		echo "race$i: A $a B $b owner $(rcli HGET "${PREFIX}d:race$i.internal-server.local" =)"
 		if { [ "$a" = null ] && [[ "$b" == *409* ]]; } || { [ "$b" = null ] && [[ "$a" == *409* ]]; }; then
 			ok=$((ok + 1))
 		fi
@@ -202,7 +203,7 @@ sleep_until_expired() {
 	! has "$PUBLIC_RPC_PORT" short.internal-server.local && ! has "$B_RPC" short.internal-server.local &&
 		unrecognized "$TLS_PORT" short.internal-server.local &&
 		unrecognized "$B_TLS" short.internal-server.local &&
-		[ "$(rcli EXISTS "${PREFIX}a:short.internal-server.local")" = 0 ]
+		[ "$(rcli EXISTS "${PREFIX}d:short.internal-server.local")" = 0 ]
 }
 check "after its expiry: gone from both tables, both refuse the name, the key expired" \
 	sleep_until_expired
@@ -235,7 +236,7 @@ check "Redis down: both still route, after the refusals" serves_within 5
 
 # --- Redis back (empty: --save '') -------------------------------------------------
 start_redis
-key_back() { [ "$(rcli EXISTS "${PREFIX}a:$HOST")" = 1 ]; }
+key_back() { [ "$(rcli EXISTS "${PREFIX}d:$HOST")" = 1 ]; }
 check "Redis back: the tables are written back into the empty Redis" within 10 key_back
 check "Redis back: an announcement at B succeeds" \
 	within 10 announced "$B_RPC" private-proxy-1.ga back.internal-server.local

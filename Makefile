@@ -1,5 +1,6 @@
 # Hyper TLS-passthrough relay.  `make` builds bin/hyper and bin/proxy,
-# `make test` builds and runs every test, `make demo` runs the seed's demo,
+# `make test` builds and runs every test, `make demo` runs the seed's demo
+# (`make demo-cluster`: with two public and two private proxies on one Redis),
 # `make deb` builds the Debian package (build/deb/).
 
 PREFIX  ?= /usr/local
@@ -44,7 +45,7 @@ TEST_BIN  := $(TEST_SRC:tests/unit/%.c=$(B)/tests/%)
 EX_SRC    := $(wildcard examples/internal-server/*.c)
 BINDIR    := $(if $(filter rel,$(V)),bin,$(B)/bin)
 
-.PHONY: all deps examples test unit-test e2e-test certs demo run bench bench-quick fuzz fuzz-short clean distclean install \
+.PHONY: all deps examples test unit-test e2e-test certs demo demo-cluster run bench bench-quick fuzz fuzz-short clean distclean install \
 	check-valgrind faults soak deb deb-deps
 all: deps-check $(BINDIR)/hyper $(BINDIR)/proxy certs-check
 
@@ -128,6 +129,9 @@ demo: all examples
 	scripts/demo.sh demo
 run: all examples
 	scripts/demo.sh run
+# Two public proxies on one Redis, two private proxies of one operator.
+demo-cluster: all examples
+	scripts/demo-cluster.sh
 
 # libFuzzer targets: each tests/fuzz/fuzz_*.c names the sources it needs in a
 # "fuzz-sources:" comment line and runs on a copy of tests/fuzz/corpus/<name>/.

@@ -132,6 +132,23 @@ int	datastore_announce(struct datastore *ds, const struct announcement *a,
 int	datastore_withdraw(struct datastore *ds, const char *domain, const char *proxy,
 	    const char *op, char *err, size_t errlen);
 
+/* Public proxy instances on one Redis (issue #12).  Each registers itself
+ * as "<prefix>i:<id>" = {"id","data_endpoint"}, refreshed every interval
+ * seconds with a lifetime of lifetime seconds (deleted at a clean stop),
+ * and reads every instance's key at each refresh. */
+#define DATASTORE_INSTANCE_ID_MAX	64
+struct datastore_instance {
+	char	di_id[DATASTORE_INSTANCE_ID_MAX + 1];
+	char	di_endpoint[256];
+};
+/* Before datastore_start().  0 (file or memory only: nothing to do), or -1. */
+int	datastore_instance_register(struct datastore *ds, const char *id,
+	    const char *endpoint, double interval, double lifetime);
+/* The instances seen at the last heartbeat (this one included) in a
+ * malloc'ed array (*out, NULL when none) the caller frees: the count, or
+ * -1 when the store shares none (file, memory only, Redis not reached yet). */
+int	datastore_instances(struct datastore *ds, struct datastore_instance **out);
+
 /* Replay a file's content (buf, len) into t; name labels the warnings.
  * Returns the number of lines skipped.  Exposed for the fuzzer. */
 int	datastore_replay(const char *name, const char *buf, size_t len,

@@ -13,14 +13,16 @@ enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
  * connection brokered by incomingConnection). */
 #define POOL_SIZE_DEFAULT		8
 
-/* private.instance_id (issue #12): sent as "instance" with each
+/* instance_id (issue #12).  Private: sent as "instance" with each
  * announceConnections and withdrawConnections, so that two private proxies
  * of one operator each hold their own announcements at the public proxy.
- * Without the setting: "<host name>-<8 random hex digits>", new at each
- * start. */
+ * Public with a redis datastore: its heartbeat key.  Without the setting:
+ * "<host name>-<8 random hex digits>", new at each start. */
 #define PROXY_INSTANCE_ID_MAX		64
 #define PROXY_INSTANCE_ID_CHARS \
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+/* public.instance_heartbeat: the key lives this many heartbeats */
+#define PROXY_INSTANCE_LIVES		3
 
 /* public.handover_socket: an abstract unix socket name, at most this long
  * (sun_path less its leading NUL). */
@@ -101,7 +103,9 @@ struct proxy_conf {
 	struct public_proxy *pc_public_proxies;
 	int     pc_npublic_proxies;
 	long    pc_pool_size;           /* pooled data connections per public proxy; 0: off */
-	char   *pc_instance_id;         /* private: sent with announcements; NULL: generated */
+	char   *pc_instance_id;         /* issue #12; NULL: generated (proxy_instance_id) */
+	double  pc_instance_heartbeat;  /* public, redis: seconds; lifetime 3 x */
+	double  pc_instances_interval;  /* private: getInstances per pool; 0: never */
 	long    pc_pool_batch;          /* tickets fetched per requestConnectionTickets */
 	double  pc_frame_timeout;       /* token_timeout: a start frame, from its first byte */
 
@@ -144,6 +148,8 @@ struct proxy_conf {
 int  proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *pc,
 	     char *err, size_t errlen);
 void proxy_conf_free(struct proxy_conf *pc);
+/* instance_id, or a new generated one (see PROXY_INSTANCE_ID_MAX). */
+void proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 1]);
 
 struct relay_settings;
 /* The relay engine's settings from a proxy's settings. */

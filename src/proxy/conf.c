@@ -1,8 +1,11 @@
 /* conf.c - read the public: or private: section of PROXY_SETTINGS. */
+#include <bsd/stdlib.h>
+#include <bsd/string.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -333,14 +336,8 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			conf_public_proxies(&sec, pc);
 			cfg_int(&sec, "pool_size", POOL_SIZE_DEFAULT, 0, 256, &pc->pc_pool_size);
 			cfg_int(&sec, "pool_batch", 32, 1, 256, &pc->pc_pool_batch);
-			/* issue #12: which of an operator's private proxies announces */
-			cfg_string(&sec, "instance_id", NULL, 0, &pc->pc_instance_id);
-			if (pc->pc_instance_id != NULL && (pc->pc_instance_id[0] == '\0' ||
-			    strlen(pc->pc_instance_id) > PROXY_INSTANCE_ID_MAX ||
-			    strspn(pc->pc_instance_id, PROXY_INSTANCE_ID_CHARS) !=
-			    strlen(pc->pc_instance_id)))
-				cfg_error(&sec, "instance_id", "1 to %d letters, digits or . _ : -",
-				    PROXY_INSTANCE_ID_MAX);
+			cfg_seconds(&sec, "instances_interval", 2, 0, 3600,
+			    &pc->pc_instances_interval);
 			cfg_seconds(&sec, "token_timeout", 5, 0.001, DAY, &pc->pc_frame_timeout);
 		}
 		cfg_seconds(&sec, "idle_timeout", 3600, 0, 365 * DAY, &pc->pc_idle_timeout);
@@ -362,7 +359,18 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 			    v != NULL;
 		}
 		cfg_bool(&sec, "reuse_port", 0, &pc->pc_reuse_port);
+		/* issue #12: a public instance's id in Redis; a private
+		 * proxy's "instance" in its announcement calls */
+		cfg_string(&sec, "instance_id", NULL, 0, &pc->pc_instance_id);
+		if (pc->pc_instance_id != NULL && (pc->pc_instance_id[0] == '\0' ||
+		    strlen(pc->pc_instance_id) > PROXY_INSTANCE_ID_MAX ||
+		    strspn(pc->pc_instance_id, PROXY_INSTANCE_ID_CHARS) !=
+		    strlen(pc->pc_instance_id)))
+			cfg_error(&sec, "instance_id", "1 to %d letters, digits or . _ : -",
+			    PROXY_INSTANCE_ID_MAX);
 		if (role == PROXY_PUBLIC) {
+			cfg_seconds(&sec, "instance_heartbeat", 2, 0.1, 60,
+			    &pc->pc_instance_heartbeat);
 			char def[HANDOVER_NAME_MAX + 1];
 
 			/* one group of listeners per data address and namespace
@@ -398,6 +406,25 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 		return -1;
 	}
 	return 0;
+}
+
+void
+proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 1])
+{
+	char host[65] = "";
+	size_t n;
+
+	if (pc->pc_instance_id != NULL) {
+		strlcpy(out, pc->pc_instance_id, PROXY_INSTANCE_ID_MAX + 1);
+		return;
+	}
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		host[0] = '\0';
+	/* the host name up to a character an id may not hold, at most 40 */
+	n = strspn(host, PROXY_INSTANCE_ID_CHARS);
+	host[n > 40 ? 40 : n] = '\0';
+	snprintf(out, PROXY_INSTANCE_ID_MAX + 1, "%s%s%08x", host, host[0] != '\0' ? "-" : "",
+	    arc4random());
 }
 
 void

@@ -10,6 +10,9 @@
  *                        expires with its latest holder (PEXPIREAT)
  *   <prefix>epoch        a random id set by the first instance that finds
  *                        none: a new one means Redis lost its data
+ *   <prefix>i:<id>       a public proxy instance ({"id","data_endpoint"}),
+ *                        SET with PX lifetime at each heartbeat, deleted
+ *                        at a clean stop
  *   <prefix>changes      the channel: each change as a line (the
  *                        announcement, or {"withdraw","operator","proxy"?})
  *
@@ -37,6 +40,7 @@
 #include <bsd/string.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <json-c/json.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -159,6 +163,14 @@ struct ds_redis {
 	char			*rd_channel;	/* <prefix>changes */
 	char			*rd_epoch_key;	/* <prefix>epoch */
 	char			*rd_match;	/* SCAN pattern for <prefix>d:* */
+	/* issue #12: this instance's heartbeat (Redis thread only, set
+	 * before the start); rd_inst_key NULL: none */
+	char			*rd_inst_key;	/* <prefix>i:<id> */
+	char			*rd_inst_line;	/* {"id","data_endpoint"} */
+	char			*rd_inst_match;	/* SCAN pattern for <prefix>i:* */
+	double			 rd_beat;	/* seconds between heartbeats */
+	double			 rd_beat_life;	/* PX of the key */
+	double			 rd_next_beat;	/* monotonic */
 	datastore_post_fn	 rd_post;
 	void			*rd_post_ctx;
 	pthread_t		 rd_thread;
@@ -173,6 +185,8 @@ struct ds_redis {
 	int			 rd_job_rc;
 	char			 rd_job_err[256];
 	struct rd_changes	 rd_inbox;
+	struct datastore_instance *rd_insts;	/* seen at the last heartbeat */
+	int			 rd_ninsts;	/* -1: none yet */
 	int			 rd_posted;	/* rd_drain is posted, not yet run */
 	int			 rd_up;		/* connected and loaded */
 	struct rd_change	*rd_done;	/* RJ_ASYNC: its RC_DONE, made by the owner */
@@ -218,9 +232,10 @@ rd_split(const char *addr, char **host, int *port)
 	return 0;
 }
 
-/* The SCAN pattern <prefix>d:* with the prefix's glob characters escaped. */
+/* The SCAN pattern <prefix><kind>* with the prefix's glob characters
+ * escaped (kind: "d:" or "i:"). */
 static char *
-rd_pattern(const char *prefix)
+rd_pattern(const char *prefix, const char *kind)
 {
 	size_t n = strlen(prefix);
 	char *p = malloc(2 * n + 4), *o = p;
@@ -232,7 +247,8 @@ rd_pattern(const char *prefix)
 			*o++ = '\\';
 		*o++ = *s;
 	}
-	memcpy(o, "d:*", 4);
+	memcpy(o, kind, 2);
+	memcpy(o + 2, "*", 2);
 	return p;
 }
 
@@ -260,6 +276,10 @@ rd_free(struct ds_redis *rd)
 	free(rd->rd_channel);
 	free(rd->rd_epoch_key);
 	free(rd->rd_match);
+	free(rd->rd_inst_key);
+	free(rd->rd_inst_line);
+	free(rd->rd_inst_match);
+	free(rd->rd_insts);
 	free(rd);
 }
 
@@ -275,6 +295,7 @@ datastore_open_redis(const struct datastore_redis_conf *rc, struct announce_tabl
 		return NULL;
 	}
 	rd->rd_wakefd = -1;
+	rd->rd_ninsts = -1;
 	STAILQ_INIT(&rd->rd_inbox);
 	pthread_mutex_init(&rd->rd_lock, NULL);
 	pthread_cond_init(&rd->rd_cond, NULL);
@@ -291,7 +312,7 @@ datastore_open_redis(const struct datastore_redis_conf *rc, struct announce_tabl
 	    (rd->rd_password = strdup(rc->rc_password)) == NULL) ||
 	    asprintf(&rd->rd_channel, "%schanges", rc->rc_prefix) == -1 ||
 	    asprintf(&rd->rd_epoch_key, "%sepoch", rc->rc_prefix) == -1 ||
-	    (rd->rd_match = rd_pattern(rc->rc_prefix)) == NULL ||
+	    (rd->rd_match = rd_pattern(rc->rc_prefix, "d:")) == NULL ||
 	    (rd->rd_wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1 ||
 	    (ds = calloc(1, sizeof(*ds))) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -459,6 +480,52 @@ ds_redis_close(struct datastore *ds)
 	}
 	rd_free(rd);
 	ds->ds_redis = NULL;
+}
+
+int
+datastore_instance_register(struct datastore *ds, const char *id, const char *endpoint,
+    double interval, double lifetime)
+{
+	struct ds_redis *rd = ds->ds_redis;
+	struct json_object *o;
+	int rc = -1;
+
+	if (rd == NULL)
+		return 0;	/* file or memory only: nothing shared */
+	if (rd->rd_started || interval <= 0 || lifetime < interval)
+		return -1;
+	if ((o = json_object_new_object()) == NULL)
+		return -1;
+	json_object_object_add(o, "id", json_object_new_string(id));
+	json_object_object_add(o, "data_endpoint", json_object_new_string(endpoint));
+	if (asprintf(&rd->rd_inst_key, "%si:%s", rd->rd_prefix, id) != -1 &&
+	    (rd->rd_inst_line = strdup(json_object_to_json_string_ext(o,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE))) != NULL &&
+	    (rd->rd_inst_match = rd_pattern(rd->rd_prefix, "i:")) != NULL)
+		rc = 0;
+	json_object_put(o);
+	rd->rd_beat = interval;
+	rd->rd_beat_life = lifetime;
+	return rc;
+}
+
+int
+datastore_instances(struct datastore *ds, struct datastore_instance **out)
+{
+	struct ds_redis *rd = ds->ds_redis;
+	int n;
+
+	*out = NULL;
+	if (rd == NULL || rd->rd_inst_key == NULL)
+		return -1;
+	pthread_mutex_lock(&rd->rd_lock);
+	n = rd->rd_ninsts;
+	if (n > 0 && (*out = calloc((size_t)n, sizeof(**out))) != NULL)
+		memcpy(*out, rd->rd_insts, (size_t)n * sizeof(**out));
+	else if (n > 0)
+		n = -1;
+	pthread_mutex_unlock(&rd->rd_lock);
+	return n;
 }
 
 /* --- the Redis thread ----------------------------------------------------- */
@@ -910,6 +977,7 @@ rd_connect(struct ds_redis *rd)
 	rd->rd_up = 1;
 	pthread_mutex_unlock(&rd->rd_lock);
 	rd->rd_backoff = 0;
+	rd->rd_next_beat = 0;	/* at once */
 	if (rd->rd_logged)
 		log_info("datastore: redis %s is back after %.1f s: %zu announcement(s) loaded",
 		    rd->rd_addr, now_mono() - rd->rd_down_since, n);
@@ -970,6 +1038,91 @@ rd_run_job(struct ds_redis *rd, enum rd_job job)
 	rd_push(rd, ch);
 }
 
+/* The heartbeat: refresh this instance's key, then read every
+ * instance's (SCAN <prefix>i:*, GET each) into rd_insts.  A failed
+ * command takes the connection down like any other. */
+static void
+rd_heartbeat(struct ds_redis *rd)
+{
+	char px[24], cursor[32] = "0", why[256];
+	const char *setv[] = { "SET", rd->rd_inst_key, rd->rd_inst_line, "PX", px };
+	struct datastore_instance *v = NULL, *nv;
+	size_t n = 0, cap = 0;
+	redisReply *r;
+
+	rd->rd_next_beat = now_mono() + rd->rd_beat;
+	snprintf(px, sizeof(px), "%lld", (long long)(rd->rd_beat_life * 1000));
+	if ((r = rd_call(rd->rd_cmd, 5, setv, NULL, REDIS_REPLY_STATUS, why,
+	    sizeof(why))) == NULL)
+		goto fail;
+	freeReplyObject(r);
+	do {
+		const char *scanv[] = { "SCAN", cursor, "MATCH", rd->rd_inst_match, "COUNT",
+		    RD_SCAN_COUNT };
+		redisReply *keys;
+
+		if ((r = rd_call(rd->rd_cmd, 6, scanv, NULL, REDIS_REPLY_ARRAY, why,
+		    sizeof(why))) == NULL)
+			goto fail;
+		if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			snprintf(why, sizeof(why), "SCAN: unexpected reply");
+			freeReplyObject(r);
+			goto fail;
+		}
+		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+		keys = r->element[1];
+		for (size_t i = 0; i < keys->elements; i++) {
+			const char *getv[] = { "GET", keys->element[i]->str };
+			struct json_object *o = NULL, *jid, *jep;
+			redisReply *g;
+
+			if (keys->element[i]->type != REDIS_REPLY_STRING)
+				continue;
+			if ((g = redisCommandArgv(rd->rd_cmd, 2, getv, NULL)) == NULL) {
+				rd_why(rd->rd_cmd, NULL, why, sizeof(why));
+				freeReplyObject(r);
+				goto fail;
+			}
+			/* nil: its lifetime ended since the SCAN */
+			if (g->type == REDIS_REPLY_STRING && g->len < DATASTORE_LINE_MAX &&
+			    (o = json_tokener_parse(g->str)) != NULL &&
+			    json_object_object_get_ex(o, "id", &jid) &&
+			    json_object_is_type(jid, json_type_string) &&
+			    json_object_object_get_ex(o, "data_endpoint", &jep) &&
+			    json_object_is_type(jep, json_type_string)) {
+				if (n == cap) {
+					cap = cap ? 2 * cap : 8;
+					if ((nv = reallocarray(v, cap, sizeof(*v))) == NULL) {
+						json_object_put(o);
+						freeReplyObject(g);
+						break;
+					}
+					v = nv;
+				}
+				memset(&v[n], 0, sizeof(v[n]));
+				strlcpy(v[n].di_id, json_object_get_string(jid), sizeof(v[n].di_id));
+				strlcpy(v[n].di_endpoint, json_object_get_string(jep),
+				    sizeof(v[n].di_endpoint));
+				n++;
+			}
+			json_object_put(o);
+			freeReplyObject(g);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	pthread_mutex_lock(&rd->rd_lock);
+	free(rd->rd_insts);
+	rd->rd_insts = v;
+	rd->rd_ninsts = (int)n;
+	pthread_mutex_unlock(&rd->rd_lock);
+	rd->rd_last_cmd = now_mono();
+	return;
+fail:
+	free(v);
+	rd_down(rd, why);
+}
+
 /* An idle rd_cmd is PINGed: a Redis that stopped answering is found
  * without waiting for a commit. */
 static void
@@ -1015,11 +1168,17 @@ rd_main(void *arg)
 		}
 		now = now_mono();
 		if (rd->rd_up) {
+			if (rd->rd_inst_key != NULL && now >= rd->rd_next_beat) {
+				rd_heartbeat(rd);
+				continue;
+			}
 			if (now - rd->rd_last_cmd >= RD_PING_INTERVAL) {
 				rd_ping(rd);
 				continue;
 			}
 			wait = rd->rd_last_cmd + RD_PING_INTERVAL - now;
+			if (rd->rd_inst_key != NULL && rd->rd_next_beat - now < wait)
+				wait = rd->rd_next_beat - now;
 		} else
 			wait = rd->rd_next_try - now;
 		pfd[0].fd = rd->rd_wakefd;
@@ -1043,6 +1202,15 @@ rd_main(void *arg)
 			if (rd_sub_drain(rd, why, sizeof(why)) == -1)
 				rd_down(rd, why);
 		}
+	}
+	/* a clean stop ends the heartbeat at once, not after its lifetime */
+	if (rd->rd_up && rd->rd_inst_key != NULL) {
+		const char *delv[] = { "DEL", rd->rd_inst_key };
+		redisReply *r = rd_call(rd->rd_cmd, 2, delv, NULL, REDIS_REPLY_INTEGER, why,
+		    sizeof(why));
+
+		if (r != NULL)
+			freeReplyObject(r);
 	}
 	rd_close_conns(rd);
 	/* a synchronous caller still waiting (not at a stop, but to be safe) */

@@ -10,15 +10,12 @@
  * Threads: main (the io_uring loop) for everything here; private_started
  * posts the announcer's first pass to the side thread, and
  * private_side_stopped runs once that thread is joined. */
-#include <bsd/stdlib.h>
-#include <bsd/string.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "announce.h"
 #include "control.h"
@@ -149,26 +146,6 @@ private_pool_drained(struct private *pv)
 	proxy_drained(&pv->pv_px);
 }
 
-/* instance_id, or "<host name>-<8 random hex digits>" (the host name cut
- * to what PROXY_INSTANCE_ID_CHARS allows). */
-static void
-private_instance_id(struct private *pv)
-{
-	char host[65] = "";
-	size_t n;
-
-	if (pv->pv_conf->pc_instance_id != NULL) {
-		strlcpy(pv->pv_instance, pv->pv_conf->pc_instance_id, sizeof(pv->pv_instance));
-		return;
-	}
-	if (gethostname(host, sizeof(host) - 1) < 0)
-		host[0] = '\0';
-	n = strspn(host, PROXY_INSTANCE_ID_CHARS);
-	host[n > 40 ? 40 : n] = '\0';
-	snprintf(pv->pv_instance, sizeof(pv->pv_instance), "%s%s%08x", host,
-	    host[0] != '\0' ? "-" : "", arc4random());
-}
-
 static int
 private_open(struct proxy *px)
 {
@@ -185,7 +162,7 @@ private_open(struct proxy *px)
 		return -1;
 	}
 	private_load_static(pv);
-	private_instance_id(pv);
+	proxy_instance_id(pv->pv_conf, pv->pv_instance);
 	if (private_resolve(pv, err, sizeof(err)) < 0) {
 		log_warnx("%s", err);
 		return -1;

@@ -28,7 +28,13 @@
  *     second also drops the stash, and the key when the ticket was minted
  *     with it (the public proxy probably restarted and forgot both);
  *   - after a failed fetch it waits likewise before the next fetch
- *     (k_fetch_timer), minting meanwhile if it has a key.
+ *     (k_fetch_timer), minting meanwhile if it has a key;
+ *   - asks <proxy>.getInstances every instances_interval (issue #12:
+ *     several public instances on one Redis, each with a heartbeat).
+ *     When the instance whose data endpoint the pool dials is no longer
+ *     among the live ones, its stash and key are dropped and nothing is
+ *     dialed until the next batch, which a live instance answers: the
+ *     pool moves within one interval of the heartbeat's end.
  *
  * Pooled connection (loop thread, struct pool_conn):
  *
@@ -110,6 +116,9 @@ struct keeper {
 	struct sockaddr_storage	 k_ep;		/* the data endpoint, from the last batch */
 	socklen_t		 k_eplen;
 	char			 k_epname[64];
+	char			 k_epstr[256];	/* as the batch named it */
+	struct event		*k_inst_timer;	/* the next getInstances */
+	int			 k_inst_off;	/* the public proxy lacks it */
 };
 
 /* ---- loop thread ------------------------------------------------------------ */
@@ -380,6 +389,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 	memcpy(&k->k_ep, sa, salen);
 	k->k_eplen = salen;
 	addr_str((const struct sockaddr *)sa, k->k_epname, sizeof(k->k_epname));
+	strlcpy(k->k_epstr, json_object_get_string(je), sizeof(k->k_epstr));
 	life = json_object_get_double(jx);
 	n = json_object_array_length(jt);
 	/* compact the stash, then append */
@@ -589,6 +599,113 @@ keeper_report(void *arg)
 	free(r);
 }
 
+/* ---- instances (issue #12) ---------------------------------------------------- */
+
+struct inst_call {
+	struct private_pool	*ic_pp;
+	char			 ic_proxy[ANNOUNCE_NAME_MAX];
+};
+
+static void
+keeper_instances_arm(struct keeper *k)
+{
+	struct timeval tv;
+	double every = k->k_pp->pp_env.pe_conf->pc_instances_interval;
+
+	if (every <= 0 || k->k_inst_off)
+		return;
+	tv = tv_seconds(every);
+	evtimer_add(k->k_inst_timer, &tv);
+}
+
+/* The pool's instance is gone: start over from a live one. */
+static void
+keeper_move(struct keeper *k)
+{
+	log_info("pool of %s: no live instance at %s (its heartbeat ended): its tickets and "
+	    "key dropped, the pool moves to a live instance", k->k_proxy, k->k_epstr);
+	keeper_drop_all(k);
+	keeper_drop_key(k, "its instance is gone");
+	k->k_eplen = 0;
+	k->k_epstr[0] = '\0';
+	if (k->k_waiting)
+		evtimer_del(k->k_timer);
+	k->k_waiting = 0;
+	k->k_backoff = 0;
+	if (k->k_fetch_waiting)
+		evtimer_del(k->k_fetch_timer);
+	k->k_fetch_waiting = 0;
+	k->k_fetch_backoff = 0;
+	keeper_fill(k);
+}
+
+static void
+keeper_instances_reply(void *arg, struct json_object *result, struct json_object *error)
+{
+	struct inst_call *ic = arg;
+	struct private_pool *pp = ic->ic_pp;
+	struct json_object *jl, *jcode;
+	struct keeper *k;
+	size_t n, live = 0;
+	int found = 0;
+
+	if (pool_stopping(pp) || (k = keeper_find(pp, ic->ic_proxy)) == NULL)
+		goto done;
+	if (error != NULL) {
+		int code = json_object_object_get_ex(error, "code", &jcode) ?
+		    json_object_get_int(jcode) : 0;
+
+		/* an older public proxy, or a directory without the method */
+		if (code == JSONRPC_METHOD_NOT_FOUND || code == HP_ERR_FORBIDDEN ||
+		    code == HP_ERR_NOT_FOUND) {
+			k->k_inst_off = 1;
+			log_info("pool of %s: getInstances not available (%s): its instances "
+			    "are not followed", k->k_proxy, json_object_to_json_string(error));
+		}
+		goto rearm;
+	}
+	if (!json_object_object_get_ex(result, "instances", &jl) ||
+	    !json_object_is_type(jl, json_type_array)) {
+		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
+		    "pool of %s: getInstances: malformed result", k->k_proxy);
+		goto rearm;
+	}
+	n = json_object_array_length(jl);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *o = json_object_array_get_idx(jl, i), *je;
+
+		if (!json_object_object_get_ex(o, "data_endpoint", &je) ||
+		    !json_object_is_type(je, json_type_string))
+			continue;
+		live++;
+		found |= strcmp(json_object_get_string(je), k->k_epstr) == 0;
+	}
+	if (live > 0 && k->k_epstr[0] != '\0' && !found)
+		keeper_move(k);
+rearm:
+	keeper_instances_arm(k);
+done:
+	free(ic);
+}
+
+static void
+keeper_instances_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct keeper *k = arg;
+	struct private_pool *pp = k->k_pp;
+	struct json_object *params;
+	struct inst_call *ic;
+
+	if (pool_stopping(pp) || (ic = calloc(1, sizeof(*ic))) == NULL)
+		return;
+	ic->ic_pp = pp;
+	strlcpy(ic->ic_proxy, k->k_proxy, sizeof(ic->ic_proxy));
+	params = json_object_new_object();
+	control_call(pp->pp_env.pe_ctl, k->k_proxy, "getInstances", params,
+	    keeper_instances_reply, ic);
+	json_object_put(params);
+}
+
 void
 private_pool_announced(struct private_pool *pp, const char *proxy)
 {
@@ -616,7 +733,15 @@ private_pool_announced(struct private_pool *pp, const char *proxy)
 			free(k);
 			return;
 		}
+		if ((k->k_inst_timer = evtimer_new(side_base(pp->pp_env.pe_ctl->ct_side),
+		    keeper_instances_cb, k)) == NULL) {
+			event_free(k->k_timer);
+			event_free(k->k_fetch_timer);
+			free(k);
+			return;
+		}
 		LIST_INSERT_HEAD(&pp->pp_keepers, k, k_link);
+		keeper_instances_arm(k);
 		log_info("pool of %s: keeping %ld data connection(s)", proxy, size);
 	}
 	/* a new pass accepted (maybe a restarted public proxy): try now */
@@ -923,6 +1048,7 @@ private_pool_side_stopped(struct private_pool *pp)
 		LIST_REMOVE(k, k_link);
 		event_free(k->k_timer);
 		event_free(k->k_fetch_timer);
+		event_free(k->k_inst_timer);
 		keeper_drop_all(k);
 		explicit_bzero(&k->k_key, sizeof(k->k_key));
 		free(k->k_tickets);

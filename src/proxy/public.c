@@ -479,9 +479,18 @@ public_open(struct proxy *px)
 		log_errorx("public.datastore.settings.filename: %s", err);
 		return -1;
 	}
+	/* issue #12: with Redis, a heartbeat names this instance and its
+	 * data endpoint to the private proxies (getInstances) */
+	proxy_instance_id(pc, p->p_instance);
+	if (datastore_instance_register(p->p_store, p->p_instance, pc->pc_data_endpoint,
+	    pc->pc_instance_heartbeat, PROXY_INSTANCE_LIVES * pc->pc_instance_heartbeat) < 0) {
+		log_errorx("public.instance_id: out of memory");
+		return -1;
+	}
 	if (public_load_checks(p) < 0)
 		return -1;
-	log_info("%zu announcement(s) loaded", announce_count(p->p_announce));
+	log_info("instance %s, %zu announcement(s) loaded", p->p_instance,
+	    announce_count(p->p_announce));
 	return 0;
 }
 

@@ -271,6 +271,7 @@ struct public {
 	long                     p_ndata;        /* data sockets waiting for a token */
 	long                     p_npooled;      /* pooled data sockets, idle */
 	struct ticket_book      *p_tickets;      /* shared with the side thread (own lock) */
+	char                     p_instance[PROXY_INSTANCE_ID_MAX + 1]; /* issue #12; set at open */
 	struct public_pool      *p_pool;         /* loop thread: the idle pooled connections */
 	int                      p_nlisteners;   /* not yet closed by the kernel */
 	struct log_limit         p_log_dfull, p_log_drate, p_log_dtoken, p_log_dclose;

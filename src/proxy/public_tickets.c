@@ -24,6 +24,7 @@
 #include <json-c/json.h>
 
 #include "control.h"
+#include "datastore.h"
 #include "jsonrpc.h"
 #include "log.h"
 #include "proxy_conf.h"
@@ -173,6 +174,54 @@ rpc_pools(struct public *p, struct jsonrpc_call *call, const char *caller,
 	jsonrpc_call_reply(call, pl.pl_res);
 }
 
+/* getInstances (issue #12): the live instances of this public proxy, each
+ * with the data endpoint its incomingConnection and ticket batches name,
+ * so that a private proxy stops dialing one whose heartbeat ended.  The
+ * same callers as requestConnectionTickets.  Without Redis (or before it
+ * answered) only this instance. */
+static void
+rpc_instances(struct public *p, struct jsonrpc_call *call, const char *caller,
+    struct json_object *params)
+{
+	struct datastore_instance *v = NULL;
+	struct json_object *res, *list, *o;
+	const char **allowed = NULL;
+	int n, self = 0;
+
+	if (strcmp(caller, p->p_conf->pc_name) != 0 &&
+	    !control_caller_in_group(params, p->p_conf->pc_admin_group) &&
+	    control_allowed_domains(params, p->p_conf->pc_name, &allowed) < 0) {
+		log_warnx("getInstances refused to %s: not authorized", caller);
+		jsonrpc_call_error(call, HP_ERR_FORBIDDEN, "not authorized");
+		return;
+	}
+	free(allowed);
+	res = json_object_new_object();
+	list = json_object_new_array();
+	n = datastore_instances(p->p_store, &v);
+	for (int i = 0; i < n; i++) {
+		o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_string(v[i].di_id));
+		json_object_object_add(o, "data_endpoint",
+		    json_object_new_string(v[i].di_endpoint));
+		json_object_array_add(list, o);
+		self |= strcmp(v[i].di_id, p->p_instance) == 0;
+	}
+	free(v);
+	/* not shared (file store), or not seen yet: this one is live */
+	if (!self) {
+		o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_string(p->p_instance));
+		json_object_object_add(o, "data_endpoint",
+		    json_object_new_string(p->p_conf->pc_data_endpoint));
+		json_object_array_add(list, o);
+	}
+	json_object_object_add(res, "instance", json_object_new_string(p->p_instance));
+	json_object_object_add(res, "shared", json_object_new_boolean(n >= 0));
+	json_object_object_add(res, "instances", list);
+	jsonrpc_call_reply(call, res);
+}
+
 int
 public_tickets_rpc(struct public *p, struct jsonrpc_call *call, const char *method,
     const char *caller, struct json_object *params)
@@ -181,6 +230,8 @@ public_tickets_rpc(struct public *p, struct jsonrpc_call *call, const char *meth
 		rpc_tickets(p, call, caller, params);
 	else if (strcmp(method, "getConnectionPools") == 0)
 		rpc_pools(p, call, caller, params);
+	else if (strcmp(method, "getInstances") == 0)
+		rpc_instances(p, call, caller, params);
 	else
 		return 0;
 	return 1;

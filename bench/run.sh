@@ -2,7 +2,7 @@
 # bench/run.sh - the relay benchmarks (`make bench`, `make bench-quick`).
 #
 #   bench/run.sh [--quick] [--reps N]
-#                [--setups "direct hop chain chain-dial haproxy sniproxy"]
+#                [--setups "direct hop chain chain-dial haproxy sniproxy cluster"]
 #                [--scenarios "rate latency bulk handshake stress memory profile"]
 #                [--base GIT-REF]
 #
@@ -22,6 +22,13 @@
 #   chain-base  the chain with bin/proxy and bin/hyper built from GIT-REF
 #             (--base; its processes are named *-base): a before/after
 #             comparison of a change in one run, alternated with chain
+#   cluster   client -> public proxy A or B (one Redis datastore, B with its
+#             own ports; the public Hyper calls A) -> private proxy ->
+#             internal-server; two loadgens at half concurrency, one per
+#             instance, summed.  Only when named in --setups (after chain: its
+#             req/s per repetition is also recorded against chain's as
+#             req_s_vs_chain); Redis commands per connection from INFO
+#             commandstats (redis_cmds_req).  Processes cluster-*
 # Scenarios:
 #   rate       new TLS connection + GET per request, concurrency 25 and 100
 #   latency    concurrency 1: p50/p99 and the latency added to direct
@@ -66,7 +73,7 @@ while [ $# -gt 0 ]; do
 	--setups) SETUPS=${2:?}; shift ;;
 	--scenarios) SCENARIOS=${2:?}; shift ;;
 	--base) BASE_REF=${2:?}; shift ;;
-	-h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,48p' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -105,6 +112,8 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 # ---------------------------------------------------------------- processes
 declare -A PID=()		# process name -> pid
 declare -A SETUP_ADDR=()	# setup -> host:port the client connects to
+declare -A SETUP_ADDR2=()	# setup -> a second host:port (cluster: instance B)
+declare -A SETUP_REDIS=()	# setup -> port of its redis-server (cluster)
 declare -A SETUP_PROCS=()	# setup -> process names whose CPU is sampled
 
 start_proc() { # NAME CMD... (env assignments through `env`, which execs)
@@ -289,15 +298,11 @@ setup_sniproxy() {
 	SETUP_PROCS[sniproxy]="sniproxy internal"
 }
 
-# The five processes of the seed on free ports: settings/dev copied with its
-# ports rewritten and its certificate and data paths made absolute.
-#   chain_start SETUP BINDIR [YAML]: processes named ROLE (setup chain) or
-#   ROLE-VARIANT (setup chain-VARIANT); YAML, a settings document with
-#   public: and/or private: sections, is added to both proxies' settings
-#   (each reads its own section).
-chain_start() {
-	local s=$1 bin=$2 yaml=${3:-} dir=$RUN/$1 port new role sfx=""
-	[ "$s" = chain ] || sfx=-${s#chain-}
+# settings/dev copied to $RUN/SETUP with its ports rewritten to free ones
+# (CHAIN_PORT: dev port -> its port here), its certificate and data paths made
+# absolute, and the public proxy's 900_bench.yml added.
+chain_settings() { # SETUP BINDIR
+	local s=$1 bin=$2 dir=$RUN/$1 port new
 	[ -x "$bin/proxy" ] && [ -x "$bin/hyper" ] ||
 		{ echo "$s: $bin/proxy or $bin/hyper is missing (make all failed?)"; return 1; }
 	rm -rf "$dir"
@@ -319,6 +324,45 @@ chain_start() {
 	fi
 	# The memory scenario holds thousands of connections from 127.0.0.1.
 	printf 'public:\n  max_connections_per_source: 0\n' >"$dir/roles/public-proxy-1/900_bench.yml"
+}
+
+# Ready once the announcement went through: a request to ADDR succeeds end
+# to end (tried for up to 20 s).
+chain_ready() { # ADDR
+	local i
+	for ((i = 0; i < 40; i++)); do
+		"$LOADGEN" "${LG_TLS[@]}" --connect "$1" --requests 1 --timeout 2 --duration 3 \
+			--quiet >/dev/null 2>&1 && return 0
+		sleep 0.5
+	done
+	return 1
+}
+
+# Wait until each NAME:PORT (a process of PID, a dev port of CHAIN_PORT or a
+# port) listens; else show its log, stop SETUP and fail.
+setup_listening() { # SETUP NAME:PORT...
+	local s=$1 np port; shift
+	for np; do
+		port=${np##*:}
+		port=${CHAIN_PORT[$port]:-$port}
+		if ! wait_listen "${PID[${np%%:*}]}" "$port" 10; then
+			echo "$s: ${np%%:*} did not start; its log:"
+			tail -5 "$RUN/log/${np%%:*}.log"
+			stop_setup "$s"
+			return 1
+		fi
+	done
+}
+
+# The five processes of the seed on free ports (chain_settings).
+#   chain_start SETUP BINDIR [YAML]: processes named ROLE (setup chain) or
+#   ROLE-VARIANT (setup chain-VARIANT); YAML, a settings document with
+#   public: and/or private: sections, is added to both proxies' settings
+#   (each reads its own section).
+chain_start() {
+	local s=$1 bin=$2 yaml=${3:-} dir=$RUN/$1 sfx=""
+	[ "$s" = chain ] || sfx=-${s#chain-}
+	chain_settings "$s" "$bin" || return 1
 	if [ -n "$yaml" ]; then
 		printf '%s\n' "$yaml" >"$dir/roles/public-proxy-1/910_variant.yml"
 		printf '%s\n' "$yaml" >"$dir/roles/private-proxy-1/910_variant.yml"
@@ -332,29 +376,85 @@ chain_start() {
 	start_proc "private-proxy$sfx" env PROXY_SETTINGS="$dir/roles/private-proxy-1" \
 		"$bin/proxy" run private
 	SETUP_PROCS[$s]="public-proxy$sfx public-hyper$sfx private-hyper$sfx private-proxy$sfx internal"
-	for role in public-hyper:5544 private-hyper:7766 public-proxy:4433 private-proxy:8877; do
-		if ! wait_listen "${PID[${role%%:*}$sfx]}" "${CHAIN_PORT[${role##*:}]}" 10; then
-			echo "$s: ${role%%:*}$sfx did not start; its log:"
-			tail -5 "$RUN/log/${role%%:*}$sfx.log"
-			stop_setup "$s"
-			return 1
-		fi
-	done
+	setup_listening "$s" "public-hyper$sfx:5544" "private-hyper$sfx:7766" \
+		"public-proxy$sfx:4433" "private-proxy$sfx:8877" || return 1
 	SETUP_ADDR[$s]=127.0.0.1:${CHAIN_PORT[4433]}
-	# Ready once the announcement went through: a request succeeds end to end.
-	local i
-	for ((i = 0; i < 40; i++)); do
-		if "$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --requests 1 \
-			--timeout 2 --duration 3 --quiet >/dev/null 2>&1; then
-			chain_wait_pool "$s" "$bin"
-			return 0
-		fi
-		sleep 0.5
-	done
-	echo "$s: no request went through within 20 s; logs:"
-	tail -n 3 "$RUN"/log/p*-*"$sfx".log
-	stop_setup "$s"
-	return 1
+	if ! chain_ready "${SETUP_ADDR[$s]}"; then
+		echo "$s: no request went through within 20 s; logs:"
+		tail -n 3 "$RUN"/log/p*-*"$sfx".log
+		stop_setup "$s"
+		return 1
+	fi
+	chain_wait_pool "$s" "$bin"
+}
+
+# Two public proxies of one operator on one Redis (issue #12): instance A is
+# the chain's public proxy with the redis datastore, instance B the same
+# settings on its own TLS, data and JSON-RPC ports (as in tests/e2e/redis.sh:
+# the public Hyper delivers every call to A, B follows A's announcements
+# through Redis and brokers its clients through the same Hyper); one private
+# proxy that may dial both data ports; redis-server on a free port.  The
+# clients are spread over A and B (lg_exec).  Processes cluster-*.
+setup_cluster() {
+	local s=cluster bin=$ROOT/bin dir=$RUN/cluster rport b_tls b_data b_rpc
+	command -v redis-server >/dev/null || { echo "cluster: redis-server is not installed (make deps)"; return 1; }
+	chain_settings "$s" "$bin" || return 1
+	rport=$(free_port); b_tls=$(free_port); b_data=$(free_port); b_rpc=$(free_port)
+	SETUP_PROCS[$s]="cluster-public-a cluster-public-b cluster-public-hyper cluster-private-hyper cluster-private cluster-redis internal"
+	mkdir -p "$dir/redis"
+	start_proc cluster-redis redis-server --port "$rport" --bind 127.0.0.1 --save '' \
+		--appendonly no --daemonize no --dir "$dir/redis"
+	setup_listening "$s" "cluster-redis:$rport" || return 1
+	SETUP_REDIS[$s]=$rport
+	# The file datastore block replaced (a key cannot be removed by a later
+	# settings file).
+	python3 - "$dir/roles/public-proxy-1/000_base.yml" "$rport" <<-'PY' ||
+	import re, sys
+	f, port = sys.argv[1], sys.argv[2]
+	s = open(f).read()
+	s, n = re.subn(r'  datastore:\n    type: file\n    settings:\n      filename: [^\n]*\n',
+	    '  datastore:\n    type: redis\n    settings:\n      address: 127.0.0.1:%s\n' % port, s)
+	assert n == 1, "no file datastore block in " + f
+	open(f, "w").write(s)
+	PY
+		{ stop_setup "$s"; return 1; }
+	mkdir -p "$dir/roles/public-proxy-b"
+	cp "$dir"/roles/public-proxy-1/* "$dir/roles/public-proxy-b/"
+	cat >"$dir/roles/public-proxy-b/920_instance.yml" <<-EOF
+	public:
+	  tls_bind_address: 127.0.0.1:$b_tls
+	  internal_bind_address: 127.0.0.1:$b_data
+	  internal_endpoint: 127.0.0.1:$b_data
+	  jsonrpc_server:
+	    bind_address: 127.0.0.1:$b_rpc
+	EOF
+	cat >"$dir/roles/private-proxy-1/920_instances.yml" <<-EOF
+	private:
+	  public_proxies:
+	    - name: public-proxy-1.ga
+	      data_endpoints: ["127.0.0.1:${CHAIN_PORT[9999]}", "127.0.0.1:$b_data"]
+	EOF
+	start_proc cluster-public-hyper env HYPER_SETTINGS="$dir/roles/public-proxy-hyper-1" \
+		"$bin/hyper" server run
+	start_proc cluster-private-hyper env HYPER_SETTINGS="$dir/roles/private-proxy-hyper-1" \
+		"$bin/hyper" server run
+	start_proc cluster-public-a env PROXY_SETTINGS="$dir/roles/public-proxy-1" \
+		"$bin/proxy" run public
+	start_proc cluster-public-b env PROXY_SETTINGS="$dir/roles/public-proxy-b" \
+		"$bin/proxy" run public
+	start_proc cluster-private env PROXY_SETTINGS="$dir/roles/private-proxy-1" \
+		"$bin/proxy" run private
+	setup_listening "$s" cluster-public-hyper:5544 cluster-private-hyper:7766 \
+		cluster-public-a:4433 "cluster-public-b:$b_tls" cluster-private:8877 || return 1
+	SETUP_ADDR[$s]=127.0.0.1:${CHAIN_PORT[4433]}
+	SETUP_ADDR2[$s]=127.0.0.1:$b_tls
+	if ! chain_ready "${SETUP_ADDR[$s]}" || ! chain_ready "${SETUP_ADDR2[$s]}"; then
+		echo "$s: no request went through A and B within 20 s each; logs:"
+		tail -n 3 "$RUN"/log/cluster-*.log
+		stop_setup "$s"
+		return 1
+	fi
+	chain_wait_pool "$s" "$bin"
 }
 
 # Wait (at most 10 s) until the public proxy of SETUP holds its full pool
@@ -405,11 +505,11 @@ record() { # SCENARIO VARIANT SETUP REP METRIC VALUE
 # LG line: requests,errors,aborted,seconds,rps,p50,p90,p99,max,mbps,bytes,
 #          then cpu_us_per_req,fds_per_conn,vmhwm_kb per pid.
 lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
-	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 j n f cpu np=0 via0 via1
+	local sc=$1 va=$2 s=$3 rep=$4 out names i=11 j n f cpu np=0 via0 via1 rcmds=""
 	shift 4
 	via0=$(via_counts "$s")
-	out=$("$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --csv --quiet \
-		--pids "$(pids_of "$s")" "$@" 2>"$RUN/lg.err")
+	redis_calls "$s" >"$RUN/redis0.txt"
+	out=$(lg_exec "$s" "$@" 2>"$RUN/lg.err")
 	if [ -z "$out" ]; then
 		log "  $sc $va $s #$rep: loadgen failed: $(head -c 300 "$RUN/lg.err")"
 		return 1
@@ -456,21 +556,113 @@ lg_run() { # SCENARIO VARIANT SETUP REP LOADGEN-ARGS...
 			split(a, x, " "); split(b, y, " "); p = y[1] - x[1]; d = y[2] - x[2]
 			printf "%.1f", p + d ? 100 * p / (p + d) : 0 }')"
 	fi
+	if [ -n "${SETUP_REDIS[$s]:-}" ]; then
+		# Redis commands during the run (the bench's own INFO left out):
+		# in all and per request, and which ones.
+		redis_calls "$s" >"$RUN/redis1.txt"
+		rcmds=$(awk 'NR == FNR { a[$1] = $2; next } $2 - a[$1] > 0 {
+			d = $2 - a[$1]; n += d; l = l (l == "" ? "" : ", ") substr($1, 9) " " d }
+			END { printf "%d|%s", n, l }' "$RUN/redis0.txt" "$RUN/redis1.txt")
+		local rtot=${rcmds%%|*} rlist=${rcmds#*|}
+		record "$sc" "$va" "$s" "$rep" redis_cmds "$rtot"
+		record "$sc" "$va" "$s" "$rep" redis_cmds_req \
+			"$(awk -v d="$rtot" -v r="${f[0]}" 'BEGIN { printf "%.4f", r ? d / r : 0 }')"
+		rcmds=", Redis: $rtot commands${rlist:+ ($rlist)}"
+	fi
+	# The cluster against the chain of the same repetition (measured just
+	# before it: setups alternate in --setups order).
+	if [ "$s" = cluster ] && [ "${f[10]}" = 0 ]; then
+		local chain_rps
+		chain_rps=$(awk -F, -v sc="$sc" -v va="$va" -v rep="$rep" \
+			'$1 == sc && $2 == va && $3 == "chain" && $4 == rep && $5 == "req_s" { v = $6 } END { print v }' "$CSV")
+		[ -n "$chain_rps" ] && record "$sc" "$va" "$s" "$rep" req_s_vs_chain \
+			"$(awk -v c="${f[4]}" -v h="$chain_rps" 'BEGIN { printf "%.3f", h ? c / h : 0 }')"
+	fi
 	PROGRESS=$((PROGRESS + 1))
-	log "  [$PROGRESS] $sc $va $s #$rep: ${f[0]} ok, ${f[1]} errors, ${f[4]} req/s, p50 ${f[5]} ms, p99 ${f[7]} ms$([ "${f[10]}" != 0 ] && echo ", ${f[9]} MB/s")"
+	log "  [$PROGRESS] $sc $va $s #$rep: ${f[0]} ok, ${f[1]} errors, ${f[4]} req/s, p50 ${f[5]} ms, p99 ${f[7]} ms$([ "${f[10]}" != 0 ] && echo ", ${f[9]} MB/s")$rcmds"
 	LAST_LG=("${f[@]}")
 }
 PROGRESS=0
 
-# "POOLED DIALED": client connections the public proxy of a chain setup has
-# logged so far with via=pool and via=dial; nothing for other setups.
+# "POOLED DIALED": client connections the public proxies of a chain or the
+# cluster setup have logged so far with via=pool and via=dial; nothing for
+# other setups.
 via_counts() { # SETUP
-	local s=$1 sfx="" f
-	[[ $s == chain* ]] || return 0
-	[ "$s" = chain ] || sfx=-${s#chain-}
-	f=$RUN/log/public-proxy$sfx.log
-	[ -f "$f" ] || return 0
-	echo "$(grep -c ' via=pool ' "$f") $(grep -c ' via=dial ' "$f")"
+	local s=$1 f=()
+	case $s in
+	chain) f=("$RUN/log/public-proxy.log") ;;
+	chain-*) f=("$RUN/log/public-proxy-${s#chain-}.log") ;;
+	cluster) f=("$RUN/log/cluster-public-a.log" "$RUN/log/cluster-public-b.log") ;;
+	*) return 0 ;;
+	esac
+	cat "${f[@]}" >/dev/null 2>&1 || return 0
+	echo "$(cat "${f[@]}" | grep -c ' via=pool ') $(cat "${f[@]}" | grep -c ' via=dial ')"
+}
+
+# "COMMAND CALLS" lines from INFO commandstats of the setup's Redis (INFO
+# itself left out: the bench's own reads); nothing for a setup without one.
+redis_calls() { # SETUP
+	local p=${SETUP_REDIS[$1]:-}
+	[ -n "$p" ] || return 0
+	redis-cli -h 127.0.0.1 -p "$p" INFO commandstats | tr -d '\r' |
+		awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" { print $1, $3 }'
+}
+
+# One loadgen run against SETUP: its CSV line on stdout (lg_run's format).
+# A setup with a second address (SETUP_ADDR2, the cluster) gets two loadgens
+# started together, one per address, each with half of --concurrency and
+# --requests (the first the larger half; the first alone, with everything,
+# when a half would be 0), and one line merged from theirs: counts, req/s,
+# MB/s and bytes summed, seconds and max latency the larger, p50/p90/p99 the
+# mean of the two weighted by requests (an approximation), and per process
+# the first loadgen's figures (only it samples --pids), CPU and fds per
+# request taken over the requests of both.
+lg_exec() { # SETUP LOADGEN-ARGS...
+	local s=$1; shift
+	local a1=() a2=() i h split=0 l1 l2
+	if [ -n "${SETUP_ADDR2[$s]:-}" ]; then
+		split=1
+		for ((i = 1; i <= $#; i++)); do
+			case ${!i} in
+			--concurrency|--requests)
+				a1+=("${!i}"); a2+=("${!i}"); i=$((i + 1))
+				h=$(((${!i} + 1) / 2))
+				a1+=("$h"); a2+=($((${!i} - h)))
+				[ $((${!i} - h)) -gt 0 ] || split=0 ;;
+			*) a1+=("${!i}"); a2+=("${!i}") ;;
+			esac
+		done
+	fi
+	if [ $split = 0 ]; then
+		"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --csv --quiet \
+			--pids "$(pids_of "$s")" "$@"
+		return
+	fi
+	"$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR2[$s]}" --csv --quiet "${a2[@]}" \
+		>"$RUN/lg2.csv" 2>"$RUN/lg2.err" &
+	h=$!
+	l1=$("$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --csv --quiet \
+		--pids "$(pids_of "$s")" "${a1[@]}")
+	wait "$h"
+	l2=$(cat "$RUN/lg2.csv")
+	[ -n "$l2" ] || cat "$RUN/lg2.err" >&2
+	[ -n "$l1" ] && [ -n "$l2" ] || return 1
+	awk -v a="$l1" -v b="$l2" 'BEGIN {
+		n = split(a, f, ","); split(b, g, ",")
+		r = f[1] + g[1]; w = f[1] + f[2] + g[1] + g[2]
+		w = w ? (f[1] + f[2]) / w : 1
+		o = sprintf("%d,%d,%d,%.3f,%.1f", r, f[2] + g[2], f[3] + g[3],
+		    f[4] > g[4] ? f[4] : g[4], f[5] + g[5])
+		for (i = 6; i <= 8; i++)
+			o = o sprintf(",%.3f", r ? (f[i] * f[1] + g[i] * g[1]) / r : 0)
+		o = o sprintf(",%.3f,%.2f,%.0f", f[9] > g[9] ? f[9] : g[9], f[10] + g[10], f[11] + g[11])
+		np = (n - 11) / 7
+		for (i = 12; i < 12 + 3 * np; i += 3)
+			o = o sprintf(",%.1f,%.3f,%s", f[i] < 0 ? -1 : f[i] * w, f[i + 1] * w, f[i + 2])
+		for (; i <= n; i++)
+			o = o "," f[i]
+		print o
+	}'
 }
 
 # ---------------------------------------------------------------- scenarios
@@ -510,11 +702,19 @@ sc_stress() { # SETUP REP
 	local s=$1 rep=$2 port=${SETUP_ADDR[$1]##*:} n t0 t1 out=$RUN/stress.txt summary
 	declare -A c0=()
 	for n in ${SETUP_PROCS[$s]}; do c0[$n]=$(proc_cpu_ticks "${PID[$n]}"); done
+	local curl=(curl -sS -o /dev/null -w "'%{http_code} %{time_total}\n'" --max-time 30
+		--cacert "$CERTS/root.crt")
 	t0=$(date +%s.%N)
-	seq 1 "$STRESS_N" | timeout 600 parallel -j 25 curl -sS -o /dev/null \
-		-w "'%{http_code} %{time_total}\n'" --max-time 30 \
-		--cacert "$CERTS/root.crt" --resolve "$SNI:$port:127.0.0.1" \
-		"https://$SNI:$port/jsonrpc" --data "{}" >"$out" 2>"$RUN/stress.err"
+	if [ -n "${SETUP_ADDR2[$s]:-}" ]; then
+		# Two addresses (the cluster): the input is the port, alternating.
+		seq 1 "$STRESS_N" | awk -v a="$port" -v b="${SETUP_ADDR2[$s]##*:}" '{ print $1 % 2 ? a : b }' |
+			timeout 600 parallel -j 25 "${curl[@]}" --resolve "$SNI:{}:127.0.0.1" \
+			"https://$SNI:{}/jsonrpc" --data "{}" >"$out" 2>"$RUN/stress.err"
+	else
+		seq 1 "$STRESS_N" | timeout 600 parallel -j 25 "${curl[@]}" \
+			--resolve "$SNI:$port:127.0.0.1" "https://$SNI:$port/jsonrpc" --data "{}" \
+			>"$out" 2>"$RUN/stress.err"
+	fi
 	t1=$(date +%s.%N)
 	# The latencies of the successes, sorted, give p50 and p99.
 	summary=$(awk '$1 == 200 { print $2 }' "$out" | sort -g | awk -v n="$STRESS_N" -v t0="$t0" -v t1="$t1" '
@@ -545,7 +745,7 @@ sc_memory() { # SETUP REP
 	local s=$1 rep=$2 n
 	stop_all
 	start_internal || return 1
-	unset "SETUP_ADDR[$s]"
+	unset "SETUP_ADDR[$s]" "SETUP_ADDR2[$s]" "SETUP_REDIS[$s]"
 	if ! setup_"$s" >"$RUN/setup-$s.txt" 2>&1; then
 		log "  memory $s #$rep: setup failed: $(head -c 300 "$RUN/setup-$s.txt")"
 		return 1
@@ -614,10 +814,15 @@ summarize() {
 	mem_conns = int(sys.argv[3])
 	CHAIN4 = ("public-proxy", "public-hyper", "private-hyper", "private-proxy")
 	PROXIES = ("public-proxy", "private-proxy")
+	# The cluster's relay processes: both public proxies, both Hyper servers
+	# and the private proxy (its redis-server apart, cpu_us_req.cluster-redis).
+	CLUSTER5 = ("cluster-public-a", "cluster-public-b", "cluster-public-hyper",
+	            "cluster-private-hyper", "cluster-private")
 	# CPU per connection summed over processes, per repetition: the four
-	# chain processes, the two Hyper servers alone, HAProxy's two hops.
+	# chain processes, the two Hyper servers alone, HAProxy's two hops, the
+	# cluster's five.
 	SUMS = (("chain4", CHAIN4), ("hypers2", ("public-hyper", "private-hyper")),
-	        ("haproxy1+2", ("haproxy1", "haproxy2")))
+	        ("haproxy1+2", ("haproxy1", "haproxy2")), ("cluster5", CLUSTER5))
 	vals = collections.OrderedDict()
 	setups = []
 	sums = collections.OrderedDict()
@@ -761,13 +966,13 @@ summarize() {
 	for (sc, va, me), per in vals.items():
 	    # The CSV keeps everything; the table skips what says little.
 	    proc = me.split(".", 1)[1] if "." in me else ""
-	    if me == "requests" or (sc == "bulk" and me in ("req_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")) \
+	    if me in ("requests", "redis_cmds") or (sc == "bulk" and me in ("req_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")) \
 	            or (sc == "memory" and me in ("req_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")) \
 	            or (sc not in ("rate", "stress") and me in ("p90_ms", "max_ms")):
 	        continue
 	    if me.split(".")[0] in ("threads", "iou_wrk", "pipes", "pipe_kb"):
 	        # Threads and pipes: proxies only, where they tell something.
-	        if proc == "internal" or sc not in ("rate", "bulk", "memory") or \
+	        if proc in ("internal", "cluster-redis") or sc not in ("rate", "bulk", "memory") or \
 	                (sc == "rate" and va != "c25") or (sc == "bulk" and va != "down16"):
 	            continue
 	    for s, v in per.items():
@@ -784,6 +989,30 @@ summarize() {
 	print("%-66s %-26s %-40s %s" % ("target (chain unless it says one hop)", "wanted", "measured (medians)", "met?"))
 	for label, cond, value, status, mark, tag in targets:
 	    print("%-66s %-26s %-40s %s" % (label, cond, value, status))
+	# The cluster (issue #12) beside the chain: no target, what two public
+	# proxies on one Redis cost and how much they ask of Redis.
+	if "cluster" in setups:
+	    print()
+	    print("cluster: two public proxies on one Redis, the clients split over both, one private proxy")
+	    for (sc, va, me) in vals:
+	        if sc in ("rate", "handshake") and me == "req_s":
+	            c, h = m(sc, va, me, "cluster"), m(sc, va, me, "chain")
+	            if c is not None and h:
+	                r = m(sc, va, "req_s_vs_chain", "cluster")
+	                print("  %-9s %-4s req/s cluster / chain: %.2fx (medians %s vs %s%s)" % (sc, va, c / h,
+	                      fmt(c), fmt(h), "; per repetition %.2fx" % r if r is not None else ""))
+	            cc, hc = m(sc, va, "cpu_us_req.cluster5", "cluster"), m(sc, va, "cpu_us_req.chain4", "chain")
+	            if cc is not None and hc is not None:
+	                print("  %-9s %-4s CPU per connection: cluster's 5 relay processes %.0f us, chain's 4 %.0f us"
+	                      % (sc, va, cc, hc))
+	            rq = m(sc, va, "redis_cmds_req", "cluster")
+	            if rq is not None:
+	                print("  %-9s %-4s Redis commands per connection: %.4f (%s in the run)" % (sc, va, rq,
+	                      fmt(m(sc, va, "redis_cmds", "cluster"))))
+	            vp = m(sc, va, "via_pool_pct", "cluster")
+	            if vp is not None:
+	                print("  %-9s %-4s connections via=pool: %.1f %% (the rest brokered by incomingConnection)"
+	                      % (sc, va, vp))
 	print()
 	print("stress: each request starts a curl process (fork, exec, TLS handshake in curl);")
 	print("        its req/s is bounded by that, not by the relay (compare rate c25).")
@@ -888,7 +1117,7 @@ main() {
 	log "benchmarks $([ $QUICK = 1 ] && echo quick || echo full), $REPS repetitions, results in $CSV"
 	start_internal || exit 1
 	for s in $SETUPS; do
-		unset "SETUP_ADDR[$s]"
+		unset "SETUP_ADDR[$s]" "SETUP_ADDR2[$s]" "SETUP_REDIS[$s]"
 		if setup_"$s" >"$RUN/setup-$s.txt" 2>&1; then
 			ACTIVE+="$s "
 		else
@@ -898,7 +1127,9 @@ main() {
 	# Each setup must serve one request before it is measured.
 	for s in $ACTIVE; do
 		if ! "$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR[$s]}" --requests 1 \
-			--duration 5 >"$RUN/check-$s.txt" 2>&1; then
+			--duration 5 >"$RUN/check-$s.txt" 2>&1 || { [ -n "${SETUP_ADDR2[$s]:-}" ] &&
+			! "$LOADGEN" "${LG_TLS[@]}" --connect "${SETUP_ADDR2[$s]}" --requests 1 \
+			--duration 5 >>"$RUN/check-$s.txt" 2>&1; }; then
 			log "skipping $s: a test request failed: $(tr '\n' ' ' <"$RUN/check-$s.txt" | head -c 300)"
 			ACTIVE=${ACTIVE/$s /}
 		fi

@@ -39,7 +39,7 @@ runs=()
 for s in tests/e2e/*.sh; do [ -x "$s" ] && runs+=("$s"); done
 [ -x build/asan/bin/proxy ] && runs+=("asan:tests/e2e/chain.sh" "asan:tests/e2e/proxyproto.sh" \
 	"asan:tests/e2e/pool.sh" "asan:tests/e2e/redis.sh" "asan:tests/e2e/pool_mint.sh" \
-	"asan:tests/e2e/handover.sh")
+	"asan:tests/e2e/handover.sh" "asan:tests/e2e/cluster.sh")
 for r in "${runs[@]}"; do
 	s=${r#asan:}; name=$(basename "$s" .sh); envs=()
 	if [ "$r" != "$s" ]; then

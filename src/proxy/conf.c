@@ -411,8 +411,8 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 void
 proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 1])
 {
-	char host[65] = "";
-	size_t n;
+	char host[256] = "";
+	int n;
 
 	if (pc->pc_instance_id != NULL) {
 		strlcpy(out, pc->pc_instance_id, PROXY_INSTANCE_ID_MAX + 1);
@@ -421,9 +421,10 @@ proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 
 	if (gethostname(host, sizeof(host) - 1) < 0)
 		host[0] = '\0';
 	/* the host name up to a character an id may not hold, at most 40 */
-	n = strspn(host, PROXY_INSTANCE_ID_CHARS);
-	host[n > 40 ? 40 : n] = '\0';
-	snprintf(out, PROXY_INSTANCE_ID_MAX + 1, "%s%s%08x", host, host[0] != '\0' ? "-" : "",
+	n = (int)strspn(host, PROXY_INSTANCE_ID_CHARS);
+	if (n > 40)
+		n = 40;
+	snprintf(out, PROXY_INSTANCE_ID_MAX + 1, "%.*s%s%08x", n, host, n > 0 ? "-" : "",
 	    arc4random());
 }
 

@@ -136,3 +136,19 @@ wait_idle() { # N SECONDS
 	echo "idle ${got:-none} after $2 s"
 	return 1
 }
+
+# wait_for SECONDS CMD...: CMD succeeds within SECONDS (tried every 0.1 s);
+# only the last try's output is shown.
+wait_for() {
+	local deadline=$((SECONDS + $1)) out; shift
+	while :; do
+		if out=$("$@" 2>&1); then
+			[ -n "$out" ] && echo "$out"
+			return 0
+		fi
+		[ $SECONDS -ge "$deadline" ] && break
+		sleep 0.1
+	done
+	echo "$out"
+	return 1
+}

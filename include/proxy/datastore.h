@@ -149,6 +149,18 @@ int	datastore_instance_register(struct datastore *ds, const char *id,
  * -1 when the store shares none (file, memory only, Redis not reached yet). */
 int	datastore_instances(struct datastore *ds, struct datastore_instance **out);
 
+/* Lines one public instance shares with the others (issue #12: its minting
+ * keys).  redis: SET "<prefix>k:<name>" line PXAT expires_at and PUBLISH it
+ * on the channel, from the Redis thread; every instance (this one too)
+ * gets each such line, and at each (re)connect every one still stored,
+ * through fn on the owner's thread.  A line must start with {"share".
+ * datastore_on_share: before datastore_start (nothing for a file store).
+ * datastore_share: 0 queued, 1 nothing shared (not redis), -1 no memory. */
+typedef void (*datastore_share_fn)(void *arg, const char *line);
+void	datastore_on_share(struct datastore *ds, datastore_share_fn fn, void *arg);
+int	datastore_share(struct datastore *ds, const char *name, const char *line,
+	    double expires_at);
+
 /* Replay a file's content (buf, len) into t; name labels the warnings.
  * Returns the number of lines skipped.  Exposed for the fuzzer. */
 int	datastore_replay(const char *name, const char *buf, size_t len,

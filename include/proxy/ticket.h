@@ -44,6 +44,7 @@ struct json_object;
 #define TICKET_BATCH_MAX	256	/* tickets per ticket_issue() */
 #define TICKET_KEYS_MAX		4	/* live keys per operator; a new one drops the oldest */
 #define TICKET_SKEW		5	/* seconds a minted expiry may exceed now + tl_lifetime */
+#define TICKET_INSTANCE_MAX	64	/* a public instance's id, bytes (issue #12) */
 
 enum ticket_why {
 	TICKET_OK = 0,
@@ -113,10 +114,22 @@ enum ticket_why ticket_key(struct ticket_book *b, const char *op, double now,
 	    struct ticket_key *key);
 
 /* Private side: mint one ticket from key, valid for lifetime seconds (never
- * past the key's expiry).  0, or -1 when the key has expired or its nonces
- * are used up (fetch a new key). */
-int	ticket_mint(struct ticket_key *key, double now, double lifetime,
-	    uint8_t out[TICKET_LEN]);
+ * past the key's expiry), bound to the public instance named instance
+ * (NULL or "": unbound, "HPT1").  0, or -1 when the key has expired or its
+ * nonces are used up (fetch a new key). */
+int	ticket_mint(struct ticket_key *key, const char *instance, double now,
+	    double lifetime, uint8_t out[TICKET_LEN]);
+
+/* Several public instances (issue #12).  The book's own instance id: a
+ * minted ticket bound to it is accepted with any key the book knows; an
+ * unbound one only with a key the book made itself.  0, or -1 (too long). */
+int	ticket_book_set_instance(struct ticket_book *b, const char *instance);
+/* Learn another instance's key (key->tk_op its operator), so that tickets
+ * minted with it and bound to this instance are accepted; a key known
+ * already changes nothing.  TICKET_OK, TICKET_EXPIRED, TICKET_BAD_EXPIRY
+ * (over the key lifetime ahead), TICKET_INVALID, TICKET_NOMEM. */
+enum ticket_why ticket_key_add(struct ticket_book *b, const struct ticket_key *key,
+	    double now);
 
 /* Redeem the 32 bytes a data connection wrote: on TICKET_OK the connection
  * is pooled for the operator, whose name is copied to op.  Nothing changes

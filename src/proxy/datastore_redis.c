@@ -13,6 +13,8 @@
  *   <prefix>i:<id>       a public proxy instance ({"id","data_endpoint"}),
  *                        SET with PX lifetime at each heartbeat, deleted
  *                        at a clean stop
+ *   <prefix>k:<name>     a line shared by one instance with the others
+ *                        (datastore_share: a minting key), PXAT its expiry
  *   <prefix>changes      the channel: each change as a line (the
  *                        announcement, or {"withdraw","operator","proxy"?})
  *
@@ -135,7 +137,8 @@ enum rd_change_kind {
 	RC_PUT,		/* an announcement made (by any instance) */
 	RC_DEL,		/* a withdrawal */
 	RC_RESET,	/* the whole table, after a load */
-	RC_DONE		/* the asynchronous commit ended */
+	RC_DONE,	/* the asynchronous commit ended */
+	RC_SHARE	/* a shared line (datastore_share), for rd_share_fn */
 };
 
 struct rd_change {
@@ -147,7 +150,17 @@ struct rd_change {
 	size_t			 ch_nall;
 	int			 ch_rc;		/* RC_DONE */
 	char			 ch_err[256];
+	char			*ch_line;	/* RC_SHARE */
 };
+
+/* A line to share, waiting for the Redis thread. */
+struct rd_share {
+	STAILQ_ENTRY(rd_share)	 sh_entry;
+	char			*sh_key;	/* <prefix>k:<name> */
+	char			*sh_line;
+	long long		 sh_pxat;	/* epoch ms */
+};
+STAILQ_HEAD(rd_shares, rd_share);
 STAILQ_HEAD(rd_changes, rd_change);
 
 enum rd_job { RJ_NONE, RJ_ASYNC, RJ_SYNC };
@@ -171,6 +184,9 @@ struct ds_redis {
 	double			 rd_beat;	/* seconds between heartbeats */
 	double			 rd_beat_life;	/* PX of the key */
 	double			 rd_next_beat;	/* monotonic */
+	datastore_share_fn	 rd_share_fn;	/* owner thread; set before the start */
+	void			*rd_share_arg;
+	char			*rd_share_match;	/* SCAN pattern for <prefix>k:* */
 	datastore_post_fn	 rd_post;
 	void			*rd_post_ctx;
 	pthread_t		 rd_thread;
@@ -185,6 +201,7 @@ struct ds_redis {
 	int			 rd_job_rc;
 	char			 rd_job_err[256];
 	struct rd_changes	 rd_inbox;
+	struct rd_shares	 rd_shares;	/* to SET and PUBLISH */
 	struct datastore_instance *rd_insts;	/* seen at the last heartbeat */
 	int			 rd_ninsts;	/* -1: none yet */
 	int			 rd_posted;	/* rd_drain is posted, not yet run */
@@ -256,12 +273,14 @@ static void
 rd_free(struct ds_redis *rd)
 {
 	struct rd_change *ch;
+	struct rd_share *sh;
 
 	if (rd == NULL)
 		return;
 	while ((ch = STAILQ_FIRST(&rd->rd_inbox)) != NULL) {
 		STAILQ_REMOVE_HEAD(&rd->rd_inbox, ch_entry);
 		free(ch->ch_all);
+		free(ch->ch_line);
 		free(ch);
 	}
 	free(rd->rd_done);
@@ -280,6 +299,15 @@ rd_free(struct ds_redis *rd)
 	free(rd->rd_inst_line);
 	free(rd->rd_inst_match);
 	free(rd->rd_insts);
+	free(rd->rd_share_match);
+	while ((sh = STAILQ_FIRST(&rd->rd_shares)) != NULL) {
+		STAILQ_REMOVE_HEAD(&rd->rd_shares, sh_entry);
+		free(sh->sh_key);
+		if (sh->sh_line != NULL)
+			explicit_bzero(sh->sh_line, strlen(sh->sh_line));
+		free(sh->sh_line);
+		free(sh);
+	}
 	free(rd);
 }
 
@@ -297,6 +325,7 @@ datastore_open_redis(const struct datastore_redis_conf *rc, struct announce_tabl
 	rd->rd_wakefd = -1;
 	rd->rd_ninsts = -1;
 	STAILQ_INIT(&rd->rd_inbox);
+	STAILQ_INIT(&rd->rd_shares);
 	pthread_mutex_init(&rd->rd_lock, NULL);
 	pthread_cond_init(&rd->rd_cond, NULL);
 	if (rd_split(rc->rc_address, &rd->rd_host, &rd->rd_port) == -1) {
@@ -393,13 +422,20 @@ rd_drain(void *arg)
 		case RC_DONE:
 			ds_async_finish(ds, ch->ch_rc, ch->ch_err);
 			break;
+		case RC_SHARE:
+			if (rd->rd_share_fn != NULL)
+				rd->rd_share_fn(rd->rd_share_arg, ch->ch_line);
+			explicit_bzero(ch->ch_line, strlen(ch->ch_line));
+			break;
 		}
+		free(ch->ch_line);
 		free(ch->ch_all);
 		free(ch);
 	}
 }
 
 static void *rd_main(void *arg);
+static int rd_load_shares(struct ds_redis *, char *, size_t);
 
 void
 ds_redis_start(struct datastore *ds, datastore_post_fn post, void *ctx)
@@ -480,6 +516,44 @@ ds_redis_close(struct datastore *ds)
 	}
 	rd_free(rd);
 	ds->ds_redis = NULL;
+}
+
+void
+datastore_on_share(struct datastore *ds, datastore_share_fn fn, void *arg)
+{
+	struct ds_redis *rd = ds->ds_redis;
+
+	if (rd == NULL || rd->rd_started)
+		return;
+	rd->rd_share_fn = fn;
+	rd->rd_share_arg = arg;
+	if (rd->rd_share_match == NULL)
+		rd->rd_share_match = rd_pattern(rd->rd_prefix, "k:");
+}
+
+int
+datastore_share(struct datastore *ds, const char *name, const char *line, double expires_at)
+{
+	struct ds_redis *rd = ds->ds_redis;
+	struct rd_share *sh;
+
+	if (rd == NULL || !rd->rd_started)
+		return 1;
+	if ((sh = calloc(1, sizeof(*sh))) == NULL ||
+	    asprintf(&sh->sh_key, "%sk:%s", rd->rd_prefix, name) == -1 ||
+	    (sh->sh_line = strdup(line)) == NULL) {
+		if (sh != NULL) {
+			free(sh->sh_key);
+			free(sh);
+		}
+		return -1;
+	}
+	sh->sh_pxat = (long long)(expires_at * 1000);
+	pthread_mutex_lock(&rd->rd_lock);
+	STAILQ_INSERT_TAIL(&rd->rd_shares, sh, sh_entry);
+	pthread_mutex_unlock(&rd->rd_lock);
+	rd_wake(rd);
+	return 0;
 }
 
 int
@@ -931,6 +1005,17 @@ rd_sub_drain(struct ds_redis *rd, char *why, size_t whylen)
 				snprintf(why, whylen, "out of memory");
 				return -1;	/* a reload after the reconnect */
 			}
+			/* a shared line (datastore_share), not an announcement */
+			if (strncmp(r->element[2]->str, "{\"share\"", 8) == 0) {
+				ch->ch_kind = RC_SHARE;
+				if (rd->rd_share_fn == NULL || (ch->ch_line = strndup(
+				    r->element[2]->str, r->element[2]->len)) == NULL)
+					free(ch);
+				else
+					rd_push(rd, ch);
+				freeReplyObject(r);
+				continue;
+			}
 			k = ds_parse_line(r->element[2]->str, r->element[2]->len, &ch->ch_an,
 			    &ch->ch_any_proxy, &bad);
 			if (k == DS_BAD) {
@@ -971,6 +1056,7 @@ rd_connect(struct ds_redis *rd)
 		goto fail;
 	freeReplyObject(r);
 	if (rd_epoch(rd, why, sizeof(why)) == -1 || rd_load(rd, &n, why, sizeof(why)) == -1 ||
+	    rd_load_shares(rd, why, sizeof(why)) == -1 ||
 	    rd_sub_drain(rd, why, sizeof(why)) == -1)
 		goto fail;
 	pthread_mutex_lock(&rd->rd_lock);
@@ -1123,6 +1209,101 @@ fail:
 	rd_down(rd, why);
 }
 
+/* SET and PUBLISH the lines waiting in rd_shares; one that fails stays
+ * for the next connection. */
+static void
+rd_push_shares(struct ds_redis *rd)
+{
+	struct rd_share *sh;
+	char px[24], why[256];
+	redisReply *r;
+
+	for (;;) {
+		pthread_mutex_lock(&rd->rd_lock);
+		sh = STAILQ_FIRST(&rd->rd_shares);
+		pthread_mutex_unlock(&rd->rd_lock);
+		if (sh == NULL)
+			return;
+		snprintf(px, sizeof(px), "%lld", sh->sh_pxat);
+		{
+			const char *setv[] = { "SET", sh->sh_key, sh->sh_line, "PXAT", px };
+			const char *pubv[] = { "PUBLISH", rd->rd_channel, sh->sh_line };
+
+			if ((r = rd_call(rd->rd_cmd, 5, setv, NULL, REDIS_REPLY_STATUS, why,
+			    sizeof(why))) == NULL) {
+				rd_down(rd, why);
+				return;
+			}
+			freeReplyObject(r);
+			if ((r = rd_call(rd->rd_cmd, 3, pubv, NULL, REDIS_REPLY_INTEGER, why,
+			    sizeof(why))) == NULL) {
+				rd_down(rd, why);
+				return;
+			}
+			freeReplyObject(r);
+		}
+		pthread_mutex_lock(&rd->rd_lock);
+		STAILQ_REMOVE_HEAD(&rd->rd_shares, sh_entry);
+		pthread_mutex_unlock(&rd->rd_lock);
+		free(sh->sh_key);
+		explicit_bzero(sh->sh_line, strlen(sh->sh_line));
+		free(sh->sh_line);
+		free(sh);
+		rd->rd_last_cmd = now_mono();
+	}
+}
+
+/* The lines shared before this connection (SCAN <prefix>k:*, GET each),
+ * handed to the owner.  0, or -1 + why. */
+static int
+rd_load_shares(struct ds_redis *rd, char *why, size_t whylen)
+{
+	char cursor[32] = "0";
+
+	if (rd->rd_share_fn == NULL || rd->rd_share_match == NULL)
+		return 0;
+	do {
+		const char *scanv[] = { "SCAN", cursor, "MATCH", rd->rd_share_match, "COUNT",
+		    RD_SCAN_COUNT };
+		redisReply *r, *keys;
+
+		if ((r = rd_call(rd->rd_cmd, 6, scanv, NULL, REDIS_REPLY_ARRAY, why,
+		    whylen)) == NULL)
+			return -1;
+		if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			snprintf(why, whylen, "SCAN: unexpected reply");
+			freeReplyObject(r);
+			return -1;
+		}
+		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+		keys = r->element[1];
+		for (size_t i = 0; i < keys->elements; i++) {
+			const char *getv[] = { "GET", keys->element[i]->str };
+			struct rd_change *ch;
+			redisReply *g;
+
+			if (keys->element[i]->type != REDIS_REPLY_STRING)
+				continue;
+			if ((g = redisCommandArgv(rd->rd_cmd, 2, getv, NULL)) == NULL) {
+				rd_why(rd->rd_cmd, NULL, why, whylen);
+				freeReplyObject(r);
+				return -1;
+			}
+			if (g->type == REDIS_REPLY_STRING && (ch = calloc(1, sizeof(*ch))) != NULL) {
+				ch->ch_kind = RC_SHARE;
+				if ((ch->ch_line = strndup(g->str, g->len)) == NULL)
+					free(ch);
+				else
+					rd_push(rd, ch);
+			}
+			freeReplyObject(g);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	return 0;
+}
+
 /* An idle rd_cmd is PINGed: a Redis that stopped answering is found
  * without waiting for a commit. */
 static void
@@ -1150,12 +1331,13 @@ rd_main(void *arg)
 	char why[256];
 	uint64_t cnt;
 	double now, wait;
-	int stop, n;
+	int stop, n, shares;
 
 	for (;;) {
 		pthread_mutex_lock(&rd->rd_lock);
 		stop = rd->rd_stop;
 		job = rd->rd_job_done ? RJ_NONE : rd->rd_job;
+		shares = !STAILQ_EMPTY(&rd->rd_shares);
 		pthread_mutex_unlock(&rd->rd_lock);
 		if (stop)
 			break;
@@ -1168,6 +1350,11 @@ rd_main(void *arg)
 		}
 		now = now_mono();
 		if (rd->rd_up) {
+			if (shares) {
+				rd_push_shares(rd);
+				if (!rd->rd_up)
+					continue;
+			}
 			if (rd->rd_inst_key != NULL && now >= rd->rd_next_beat) {
 				rd_heartbeat(rd);
 				continue;

@@ -31,10 +31,16 @@
  *     (k_fetch_timer), minting meanwhile if it has a key;
  *   - asks <proxy>.getInstances every instances_interval (issue #12:
  *     several public instances on one Redis, each with a heartbeat).
- *     When the instance whose data endpoint the pool dials is no longer
- *     among the live ones, its stash and key are dropped and nothing is
- *     dialed until the next batch, which a live instance answers: the
- *     pool moves within one interval of the heartbeat's end.
+ *     The keeper above is the home keeper: it pools to the instance that
+ *     answers its batches (k_inst).  For every other live instance whose
+ *     data endpoint is allowed it keeps an instance keeper (k_home set)
+ *     that dials that instance with tickets minted from the home's key and
+ *     bound to that instance (the public instances share their keys
+ *     through Redis); an instance no longer listed loses its keeper's
+ *     refill (k_gone).  When the home's own instance is no longer listed,
+ *     the home's stash and key are dropped and nothing is dialed until
+ *     the next batch, which a live instance answers: the pool moves within
+ *     one interval of the heartbeat's end.
  *
  * Pooled connection (loop thread, struct pool_conn):
  *
@@ -94,6 +100,12 @@ struct pool_ticket {
 struct keeper {
 	LIST_ENTRY(keeper)	 k_link;
 	struct private_pool	*k_pp;
+	struct keeper		*k_home;	/* NULL: a home keeper; else an instance
+						 * keeper, minting with k_home's key */
+	char			 k_inst[TICKET_INSTANCE_MAX + 1];	/* the instance it dials;
+						 * home: as its last batch named it ("" unknown) */
+	int			 k_gone;	/* instance keeper: not listed live any more */
+	int			 k_listed;	/* seen in the last getInstances */
 	char			 k_proxy[ANNOUNCE_NAME_MAX];
 	long			 k_size;	/* pool_size for this proxy */
 	long			 k_live;	/* handed to the loop, not reported back */
@@ -155,6 +167,7 @@ struct pool_conn {
 	uint8_t			 pc_key_id[TICKET_KEY_ID_LEN];
 	struct sockaddr_storage	 pc_sa;
 	socklen_t		 pc_salen;
+	struct keeper		*pc_keeper;	/* side thread's; only handed back */
 	char			 pc_proxy[ANNOUNCE_NAME_MAX];
 	char			 pc_epname[64];
 };
@@ -162,6 +175,7 @@ struct pool_conn {
 /* A connection's end, posted to the side thread. */
 struct pool_report {
 	struct private_pool	*pr_pp;
+	struct keeper		*pr_keeper;	/* keepers live until the side thread stops */
 	enum pool_end		 pr_end;
 	char			 pr_proxy[ANNOUNCE_NAME_MAX];
 	int			 pr_minted;	/* its ticket was minted with key pr_key_id */
@@ -179,6 +193,7 @@ struct private_pool {
 };
 
 static void	keeper_fill(struct keeper *);
+static void	keeper_home_instance(struct keeper *, struct json_object *);
 static void	pool_conn_recv_cb(struct loop_op *, int, unsigned);
 
 static int
@@ -207,9 +222,20 @@ keeper_find(struct private_pool *pp, const char *proxy)
 	struct keeper *k;
 
 	LIST_FOREACH(k, &pp->pp_keepers, k_link)
-		if (strcmp(k->k_proxy, proxy) == 0)
+		if (k->k_home == NULL && strcmp(k->k_proxy, proxy) == 0)
 			return k;
 	return NULL;
+}
+
+/* Fill every instance keeper of home (its key came, or went). */
+static void
+keeper_fill_instances(struct keeper *home)
+{
+	struct keeper *k;
+
+	LIST_FOREACH(k, &home->k_pp->pp_keepers, k_link)
+		if (k->k_home == home)
+			keeper_fill(k);
 }
 
 static void
@@ -390,6 +416,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 	k->k_eplen = salen;
 	addr_str((const struct sockaddr *)sa, k->k_epname, sizeof(k->k_epname));
 	strlcpy(k->k_epstr, json_object_get_string(je), sizeof(k->k_epstr));
+	keeper_home_instance(k, result);
 	life = json_object_get_double(jx);
 	n = json_object_array_length(jt);
 	/* compact the stash, then append */
@@ -438,6 +465,7 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 	k->k_minted = 0;
 	k->k_mint_said = 0;
 	keeper_fill(k);
+	keeper_fill_instances(k);
 done:
 	free(fc);
 }
@@ -472,28 +500,34 @@ static void pool_conn_start(void *arg);
 static int
 keeper_ticket(struct keeper *k, struct pool_conn *c)
 {
+	struct keeper *h = k->k_home != NULL ? k->k_home : k;
 	double now;
 
-	if (keeper_stash(k) > 0) {
+	if (k->k_home == NULL && keeper_stash(k) > 0) {
 		memcpy(c->pc_ticket, k->k_tickets[k->k_first].pt_bytes, TICKET_LEN);
 		explicit_bzero(&k->k_tickets[k->k_first], sizeof(k->k_tickets[0]));
 		k->k_first++;
 		return 0;
 	}
-	if (!k->k_haskey)
+	if (!h->k_haskey)
 		return -1;
 	/* the public proxy's clock, as well as we know it */
-	now = now_wall() + k->k_key_skew;
-	if ((double)k->k_key.tk_expiry - now < POOL_KEY_MARGIN) {
-		keeper_drop_key(k, "expired");
+	now = now_wall() + h->k_key_skew;
+	if ((double)h->k_key.tk_expiry - now < POOL_KEY_MARGIN) {
+		keeper_drop_key(h, "expired");
 		return -1;
 	}
-	if (ticket_mint(&k->k_key, now, k->k_key_life, c->pc_ticket) < 0) {
-		keeper_drop_key(k, "nonces used up");
+	/* bound to the instance dialed (any instance that shares the key
+	 * would otherwise take it too) */
+	if (ticket_mint(&h->k_key, k->k_inst[0] != '\0' ? k->k_inst : NULL, now, h->k_key_life,
+	    c->pc_ticket) < 0) {
+		keeper_drop_key(h, "nonces used up");
 		return -1;
 	}
 	c->pc_minted = 1;
-	memcpy(c->pc_key_id, k->k_key.tk_id, TICKET_KEY_ID_LEN);
+	memcpy(c->pc_key_id, h->k_key.tk_id, TICKET_KEY_ID_LEN);
+	if (k->k_home != NULL)
+		return 0;
 	if (++k->k_minted == 1)
 		log_debug("pool of %s: stash empty, minting", k->k_proxy);
 	if (k->k_fetch_backoff > 0 && !k->k_mint_said) {
@@ -513,14 +547,15 @@ keeper_fill(struct keeper *k)
 	struct private_pool *pp = k->k_pp;
 	long max = pp->pp_env.pe_conf->pc_max_connections;
 	int batch = (int)pp->pp_env.pe_conf->pc_pool_batch, low, key_due;
+	struct keeper *h = k->k_home != NULL ? k->k_home : k;
 	struct pool_conn *c;
 	struct timeval tv;
 
 	if (pool_stopping(pp))
 		return;
-	keeper_drop_expired(k);
-	while (!k->k_waiting && k->k_eplen > 0 && k->k_live < k->k_size &&
-	    (keeper_stash(k) > 0 || k->k_haskey)) {
+	keeper_drop_expired(h);
+	while (!k->k_waiting && !k->k_gone && k->k_eplen > 0 && k->k_live < k->k_size &&
+	    ((k->k_home == NULL && keeper_stash(k) > 0) || h->k_haskey)) {
 		/* one socket each (a dial-back reserves two) */
 		if (atomic_fetch_add(pp->pp_env.pe_nsockets, 1) + 1 > max) {
 			atomic_fetch_sub(pp->pp_env.pe_nsockets, 1);
@@ -539,6 +574,7 @@ keeper_fill(struct keeper *k)
 		}
 		memcpy(&c->pc_sa, &k->k_ep, k->k_eplen);
 		c->pc_salen = k->k_eplen;
+		c->pc_keeper = k;
 		strlcpy(c->pc_proxy, k->k_proxy, sizeof(c->pc_proxy));
 		strlcpy(c->pc_epname, k->k_epname, sizeof(c->pc_epname));
 		if (loop_post(pp->pp_loop, pool_conn_start, c) < 0) {
@@ -549,7 +585,8 @@ keeper_fill(struct keeper *k)
 		}
 		k->k_live++;
 	}
-	if (k->k_fetching || k->k_fetch_waiting)
+	/* fetching is the home keeper's */
+	if (k->k_home != NULL || k->k_fetching || k->k_fetch_waiting)
 		return;
 	/* with a key, the stash is only what is left of the first batch */
 	low = !k->k_haskey && keeper_stash(k) * 2 < (size_t)batch;
@@ -572,11 +609,15 @@ keeper_report(void *arg)
 	struct private_pool *pp = r->pr_pp;
 	struct keeper *k;
 
-	if (pool_stopping(pp) || (k = keeper_find(pp, r->pr_proxy)) == NULL) {
+	if (pool_stopping(pp) || (k = r->pr_keeper) == NULL) {
 		free(r);
 		return;
 	}
 	k->k_live--;
+	if (k->k_home != NULL && r->pr_end == POOL_END_REFUSED)
+		/* an instance that has not learned the key yet, or restarted:
+		 * the home's key stays, this keeper waits */
+		r->pr_end = POOL_END_FAILED;
 	switch (r->pr_end) {
 	case POOL_END_USED:
 		k->k_backoff = 0;
@@ -600,6 +641,84 @@ keeper_report(void *arg)
 }
 
 /* ---- instances (issue #12) ---------------------------------------------------- */
+
+/* The home keeper's instance, as its batch names it; an instance keeper
+ * for that instance stops (the home covers it now). */
+static void
+keeper_home_instance(struct keeper *k, struct json_object *result)
+{
+	struct json_object *ji;
+	const char *id = "";
+
+	if (json_object_object_get_ex(result, "instance", &ji) &&
+	    json_object_is_type(ji, json_type_string) &&
+	    json_object_get_string_len(ji) <= TICKET_INSTANCE_MAX)
+		id = json_object_get_string(ji);
+	if (strcmp(id, k->k_inst) == 0)
+		return;
+	strlcpy(k->k_inst, id, sizeof(k->k_inst));
+	for (struct keeper *x = LIST_FIRST(&k->k_pp->pp_keepers); x != NULL;
+	    x = LIST_NEXT(x, k_link))
+		if (x->k_home == k && strcmp(x->k_inst, id) == 0)
+			x->k_gone = 1;
+}
+
+/* The instance keeper of home for instance id at endpoint: made when new,
+ * woken when it was gone; filled.  An endpoint outside data_endpoints is
+ * never dialed. */
+static void
+keeper_instance(struct keeper *home, const char *id, const char *endpoint)
+{
+	struct private_pool *pp = home->k_pp;
+	const struct sockaddr_storage *sa;
+	struct keeper *k;
+	socklen_t salen = 0;
+
+	LIST_FOREACH(k, &pp->pp_keepers, k_link)
+		if (k->k_home == home && strcmp(k->k_inst, id) == 0)
+			break;
+	if (k != NULL && strcmp(k->k_epstr, endpoint) == 0) {
+		k->k_listed = 1;
+		if (k->k_gone) {
+			k->k_gone = 0;
+			log_info("pool of %s: instance %s (%s) is back", home->k_proxy, id,
+			    endpoint);
+		}
+		keeper_fill(k);
+		return;
+	}
+	if ((sa = pp->pp_env.pe_endpoint(pp->pp_env.pe_pv, home->k_proxy, endpoint,
+	    &salen)) == NULL) {
+		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
+		    "pool of %s: instance %s: data endpoint %.64s is not one of its "
+		    "data_endpoints: not pooled", home->k_proxy, id, endpoint);
+		return;
+	}
+	if (k == NULL) {
+		if ((k = calloc(1, sizeof(*k))) == NULL)
+			return;
+		k->k_pp = pp;
+		k->k_home = home;
+		k->k_size = home->k_size;
+		strlcpy(k->k_proxy, home->k_proxy, sizeof(k->k_proxy));
+		strlcpy(k->k_inst, id, sizeof(k->k_inst));
+		if ((k->k_timer = evtimer_new(side_base(pp->pp_env.pe_ctl->ct_side),
+		    keeper_timer_cb, k)) == NULL) {
+			free(k);
+			return;
+		}
+		LIST_INSERT_HEAD(&pp->pp_keepers, k, k_link);
+		log_info("pool of %s: instance %s at %s: keeping %ld data connection(s) there "
+		    "too", home->k_proxy, id, endpoint, k->k_size);
+	}
+	memcpy(&k->k_ep, sa, salen);
+	k->k_eplen = salen;
+	addr_str((const struct sockaddr *)sa, k->k_epname, sizeof(k->k_epname));
+	strlcpy(k->k_epstr, endpoint, sizeof(k->k_epstr));
+	k->k_listed = 1;
+	k->k_gone = 0;
+	keeper_fill(k);
+}
 
 struct inst_call {
 	struct private_pool	*ic_pp;
@@ -671,15 +790,38 @@ keeper_instances_reply(void *arg, struct json_object *result, struct json_object
 		goto rearm;
 	}
 	n = json_object_array_length(jl);
+	for (struct keeper *x = LIST_FIRST(&pp->pp_keepers); x != NULL;
+	    x = LIST_NEXT(x, k_link))
+		if (x->k_home == k)
+			x->k_listed = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct json_object *o = json_object_array_get_idx(jl, i), *je;
+		struct json_object *o = json_object_array_get_idx(jl, i), *je, *jid;
+		const char *id = NULL;
 
 		if (!json_object_object_get_ex(o, "data_endpoint", &je) ||
 		    !json_object_is_type(je, json_type_string))
 			continue;
+		if (json_object_object_get_ex(o, "id", &jid) &&
+		    json_object_is_type(jid, json_type_string))
+			id = json_object_get_string(jid);
 		live++;
-		found |= strcmp(json_object_get_string(je), k->k_epstr) == 0;
+		if (strcmp(json_object_get_string(je), k->k_epstr) == 0 ||
+		    (id != NULL && strcmp(id, k->k_inst) == 0)) {
+			found = 1;
+			continue;
+		}
+		/* another instance: pool to it too, once the home instance is
+		 * known (its id tells the two apart) */
+		if (id != NULL && k->k_inst[0] != '\0')
+			keeper_instance(k, id, json_object_get_string(je));
 	}
+	for (struct keeper *x = LIST_FIRST(&pp->pp_keepers); x != NULL;
+	    x = LIST_NEXT(x, k_link))
+		if (x->k_home == k && !x->k_listed && !x->k_gone) {
+			x->k_gone = 1;
+			log_info("pool of %s: instance %s (%s) is gone: no more refill", k->k_proxy,
+			    x->k_inst, x->k_epstr);
+		}
 	if (live > 0 && k->k_epstr[0] != '\0' && !found)
 		keeper_move(k);
 rearm:
@@ -778,6 +920,7 @@ pool_conn_report(struct pool_conn *c, enum pool_end end)
 	if (pool_stopping(pp) || (r = calloc(1, sizeof(*r))) == NULL)
 		return;
 	r->pr_pp = pp;
+	r->pr_keeper = c->pc_keeper;
 	r->pr_end = end;
 	strlcpy(r->pr_proxy, c->pc_proxy, sizeof(r->pr_proxy));
 	r->pr_minted = c->pc_minted;
@@ -1047,8 +1190,10 @@ private_pool_side_stopped(struct private_pool *pp)
 	while ((k = LIST_FIRST(&pp->pp_keepers)) != NULL) {
 		LIST_REMOVE(k, k_link);
 		event_free(k->k_timer);
-		event_free(k->k_fetch_timer);
-		event_free(k->k_inst_timer);
+		if (k->k_fetch_timer != NULL)	/* home keepers only */
+			event_free(k->k_fetch_timer);
+		if (k->k_inst_timer != NULL)
+			event_free(k->k_inst_timer);
 		keeper_drop_all(k);
 		explicit_bzero(&k->k_key, sizeof(k->k_key));
 		free(k->k_tickets);

@@ -374,6 +374,9 @@ void	public_pool_drain(struct public *p);
 void	public_pool_free(struct public *p);
 
 /* public_tickets.c (side thread): the pool's methods, 1 when method was one. */
+/* A line another instance shared through the datastore: its minting key
+ * (datastore_share_fn, side thread). */
+void	public_key_shared(void *arg, const char *line);
 int	public_tickets_rpc(struct public *p, struct jsonrpc_call *call, const char *method,
 	    const char *caller, struct json_object *params);
 

@@ -307,6 +307,10 @@ public_side_timers(void *arg)
 	struct timeval tv;
 
 	metrics_collector_add(public_metrics_collect, p);
+	/* issue #12: tickets bound to this instance, keys shared with the
+	 * others on the same Redis */
+	ticket_book_set_instance(p->p_tickets, p->p_instance);
+	datastore_on_share(p->p_store, public_key_shared, p);
 	/* redis: its thread connects and loads the table from now on */
 	datastore_start(p->p_store, public_side_post, p);
 	tv = tv_seconds(p->p_conf->pc_sweep_interval);

@@ -17,6 +17,7 @@
  *   getConnectionPools {}  -> [{operator, idle, outstanding, used, replaced,
  *       dead, closed, expired, minted, keys, key_expires_at?}]: every operator's pool for the own operator
  *       and admin_group, the caller's own one for anyone else. */
+#include <bsd/string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,72 @@
 
 /* Refusals at the cap, at most about one line a second (side thread only). */
 static struct log_limit tickets_cap_log;
+
+/* Issue #12: a key made here goes to every instance on the same Redis
+ * ({"share": "key", "operator", "id", "secret", "expiry"}), so that each
+ * accepts the tickets minted with it and bound to itself. */
+static void
+public_share_key(struct public *p, const struct ticket_key *key)
+{
+	struct json_object *o;
+	char id[16], secret[64], name[2 * TICKET_KEY_ID_LEN + 1];
+
+	o = json_object_new_object();
+	b64_encode(key->tk_id, TICKET_KEY_ID_LEN, id);
+	b64_encode(key->tk_secret, TICKET_SECRET_LEN, secret);
+	for (int i = 0; i < TICKET_KEY_ID_LEN; i++)
+		snprintf(name + 2 * i, 3, "%02x", key->tk_id[i]);
+	json_object_object_add(o, "share", json_object_new_string("key"));
+	json_object_object_add(o, "operator", json_object_new_string(key->tk_op));
+	json_object_object_add(o, "id", json_object_new_string(id));
+	json_object_object_add(o, "secret", json_object_new_string(secret));
+	json_object_object_add(o, "expiry", json_object_new_int64(key->tk_expiry));
+	if (datastore_share(p->p_store, name, json_object_to_json_string_ext(o,
+	    JSON_C_TO_STRING_PLAIN), (double)key->tk_expiry) < 0)
+		log_warnx("minting key for %s not shared: out of memory", key->tk_op);
+	explicit_bzero(secret, sizeof(secret));
+	/* json-c's copy of the secret goes with the object */
+	json_object_put(o);
+}
+
+void
+public_key_shared(void *arg, const char *line)
+{
+	struct public *p = arg;
+	struct json_object *o, *v;
+	struct ticket_key key;
+	enum ticket_why w;
+	const char *op;
+
+	if ((o = json_tokener_parse(line)) == NULL)
+		return;
+	memset(&key, 0, sizeof(key));
+	if (!json_object_object_get_ex(o, "share", &v) ||
+	    strcmp(json_object_get_string(v), "key") != 0 ||
+	    !json_object_object_get_ex(o, "operator", &v) ||
+	    !json_object_is_type(v, json_type_string) ||
+	    strlen(op = json_object_get_string(v)) > TICKET_OP_MAX ||
+	    !json_object_object_get_ex(o, "id", &v) ||
+	    b64_decode(json_object_get_string(v), key.tk_id, TICKET_KEY_ID_LEN) !=
+	    TICKET_KEY_ID_LEN ||
+	    !json_object_object_get_ex(o, "secret", &v) ||
+	    b64_decode(json_object_get_string(v), key.tk_secret, TICKET_SECRET_LEN) !=
+	    TICKET_SECRET_LEN ||
+	    !json_object_object_get_ex(o, "expiry", &v) ||
+	    !json_object_is_type(v, json_type_int)) {
+		log_warnx("datastore: a shared line that is not a minting key: ignored");
+		goto done;
+	}
+	strlcpy(key.tk_op, op, sizeof(key.tk_op));
+	key.tk_expiry = (uint32_t)json_object_get_int64(v);
+	if ((w = ticket_key_add(p->p_tickets, &key, now_wall())) != TICKET_OK &&
+	    w != TICKET_EXPIRED)
+		log_warnx("datastore: shared minting key for %s refused: %s", key.tk_op,
+		    ticket_why_str(w));
+done:
+	explicit_bzero(&key, sizeof(key));
+	json_object_put(o);
+}
 
 static void
 rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
@@ -101,6 +168,7 @@ rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
 			    ticket_why_str(w));
 		} else {
 			jkey = ticket_key_json(&key, now, p->p_conf->pc_ticket_lifetime);
+			public_share_key(p, &key);
 			explicit_bzero(&key, sizeof(key));
 		}
 	}
@@ -117,6 +185,7 @@ rpc_tickets(struct public *p, struct jsonrpc_call *call, const char *caller,
 	json_object_object_add(res, "tickets", list);
 	json_object_object_add(res, "data_endpoint",
 	    json_object_new_string(p->p_conf->pc_data_endpoint));
+	json_object_object_add(res, "instance", json_object_new_string(p->p_instance));
 	json_object_object_add(res, "expires_at",
 	    json_object_new_string(rfc3339_format(expiry, ts, sizeof(ts))));
 	json_object_object_add(res, "expires_in", json_object_new_double(expiry - now));

@@ -54,6 +54,7 @@ struct ticket_keyent {
 	uint8_t			 tke_id[TICKET_KEY_ID_LEN];
 	uint8_t			 tke_secret[TICKET_SECRET_LEN];
 	uint32_t		 tke_expiry;
+	int			 tke_foreign;	/* another instance's (ticket_key_add) */
 };
 
 struct ticket_op {
@@ -69,6 +70,7 @@ struct ticket_book {
 	LIST_HEAD(, ticket_op)	 tb_ops;
 	struct tb_set		 tb_tickets;
 	struct tb_set		 tb_replay;
+	char			 tb_instance[TICKET_INSTANCE_MAX + 1];	/* "" none */
 };
 
 const char *
@@ -378,6 +380,61 @@ ticket_key(struct ticket_book *b, const char *op, double now, struct ticket_key 
 	return TICKET_OK;
 }
 
+static struct ticket_keyent *ticket_key_find(struct ticket_book *,
+	    const uint8_t[TICKET_KEY_ID_LEN], struct ticket_op **);
+
+int
+ticket_book_set_instance(struct ticket_book *b, const char *instance)
+{
+	if (instance == NULL || strlen(instance) > TICKET_INSTANCE_MAX)
+		return -1;
+	pthread_mutex_lock(&b->tb_lock);
+	strlcpy(b->tb_instance, instance, sizeof(b->tb_instance));
+	pthread_mutex_unlock(&b->tb_lock);
+	return 0;
+}
+
+enum ticket_why
+ticket_key_add(struct ticket_book *b, const struct ticket_key *key, double now)
+{
+	struct ticket_keyent *k, *slot = NULL;
+	struct ticket_op *o, *x;
+
+	if (!ticket_op_valid(key->tk_op))
+		return TICKET_INVALID;
+	if ((double)key->tk_expiry <= now)
+		return TICKET_EXPIRED;
+	if (key->tk_expiry > now + b->tb_limits.tl_key_lifetime + TICKET_SKEW)
+		return TICKET_BAD_EXPIRY;
+	pthread_mutex_lock(&b->tb_lock);
+	/* known already (our own, or added before): nothing to do */
+	if (ticket_key_find(b, key->tk_id, &x) != NULL) {
+		pthread_mutex_unlock(&b->tb_lock);
+		return TICKET_OK;
+	}
+	if ((o = ticket_op_get(b, key->tk_op)) == NULL) {
+		pthread_mutex_unlock(&b->tb_lock);
+		return TICKET_NOMEM;
+	}
+	for (int i = 0; i < TICKET_KEYS_MAX; i++) {
+		k = &o->to_keys[i];
+		if (!k->tke_live || k->tke_expiry <= now) {
+			slot = k;
+			break;
+		}
+		if (slot == NULL || k->tke_expiry < slot->tke_expiry)
+			slot = k;
+	}
+	explicit_bzero(slot, sizeof(*slot));
+	memcpy(slot->tke_id, key->tk_id, TICKET_KEY_ID_LEN);
+	memcpy(slot->tke_secret, key->tk_secret, TICKET_SECRET_LEN);
+	slot->tke_expiry = key->tk_expiry;
+	slot->tke_foreign = 1;
+	slot->tke_live = 1;
+	pthread_mutex_unlock(&b->tb_lock);
+	return TICKET_OK;
+}
+
 /* ---- minted tickets ------------------------------------------------------- */
 
 static void
@@ -395,21 +452,29 @@ ticket_get32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The 16-byte MAC of a minted ticket t (its first 16 bytes) for op.
- * 0, or -1 when OpenSSL fails. */
+/* The 16-byte MAC of a minted ticket t (its first 16 bytes) for op, bound
+ * to instance when it is not NULL or "" ("HPT2").  0, or -1 when OpenSSL
+ * fails. */
 static int
-ticket_mac(const uint8_t secret[TICKET_SECRET_LEN], const char *op, const uint8_t *t,
-    uint8_t mac[TICKET_MAC_LEN])
+ticket_mac(const uint8_t secret[TICKET_SECRET_LEN], const char *op, const char *instance,
+    const uint8_t *t, uint8_t mac[TICKET_MAC_LEN])
 {
-	uint8_t msg[4 + 1 + TICKET_OP_MAX + 16], md[EVP_MAX_MD_SIZE];
-	size_t n = strlen(op), len = 0;
+	uint8_t msg[4 + 1 + TICKET_OP_MAX + 1 + TICKET_INSTANCE_MAX + 16], md[EVP_MAX_MD_SIZE];
+	size_t n = strlen(op), len = 0, ni = instance != NULL ? strlen(instance) : 0;
 	unsigned mdlen = 0;
 
-	memcpy(msg, "HPT1", 4);
+	if (ni > TICKET_INSTANCE_MAX)
+		return -1;
+	memcpy(msg, ni > 0 ? "HPT2" : "HPT1", 4);
 	len += 4;
 	msg[len++] = (uint8_t)n;
 	memcpy(msg + len, op, n);
 	len += n;
+	if (ni > 0) {
+		msg[len++] = (uint8_t)ni;
+		memcpy(msg + len, instance, ni);
+		len += ni;
+	}
 	memcpy(msg + len, t, 16);	/* key id, expiry, nonce */
 	len += 16;
 	if (HMAC(EVP_sha256(), secret, TICKET_SECRET_LEN, msg, len, md, &mdlen) == NULL ||
@@ -421,7 +486,8 @@ ticket_mac(const uint8_t secret[TICKET_SECRET_LEN], const char *op, const uint8_
 }
 
 int
-ticket_mint(struct ticket_key *key, double now, double lifetime, uint8_t out[TICKET_LEN])
+ticket_mint(struct ticket_key *key, const char *instance, double now, double lifetime,
+    uint8_t out[TICKET_LEN])
 {
 	double until = now + lifetime;
 	uint32_t expiry;
@@ -433,7 +499,7 @@ ticket_mint(struct ticket_key *key, double now, double lifetime, uint8_t out[TIC
 	memcpy(out, key->tk_id, TICKET_KEY_ID_LEN);
 	ticket_put32(out + 8, expiry);
 	ticket_put32(out + 12, key->tk_nonce);
-	if (ticket_mac(key->tk_secret, key->tk_op, out, out + 16) == -1)
+	if (ticket_mac(key->tk_secret, key->tk_op, instance, out, out + 16) == -1)
 		return -1;
 	/* a nonce is never used twice with one key: the replay record is
 	 * keyed by it */
@@ -468,10 +534,18 @@ ticket_redeem_minted(struct ticket_book *b, const uint8_t t[TICKET_LEN], double 
 
 	if ((k = ticket_key_find(b, t, op)) == NULL)
 		return TICKET_UNKNOWN;
-	if (ticket_mac(k->tke_secret, (*op)->to_name, t, mac) == -1)
-		return TICKET_NOMEM;
-	if (ct_memcmp(mac, t + 16, TICKET_MAC_LEN) != 0)
-		return TICKET_BAD_MAC;
+	/* bound to this instance; else, with a key of its own only, unbound
+	 * (another instance that knows the key cannot take it twice) */
+	if (b->tb_instance[0] == '\0' ||
+	    ticket_mac(k->tke_secret, (*op)->to_name, b->tb_instance, t, mac) == -1 ||
+	    ct_memcmp(mac, t + 16, TICKET_MAC_LEN) != 0) {
+		if (k->tke_foreign)
+			return TICKET_BAD_MAC;
+		if (ticket_mac(k->tke_secret, (*op)->to_name, NULL, t, mac) == -1)
+			return TICKET_NOMEM;
+		if (ct_memcmp(mac, t + 16, TICKET_MAC_LEN) != 0)
+			return TICKET_BAD_MAC;
+	}
 	expiry = ticket_get32(t + 8);
 	if ((double)k->tke_expiry <= now || (double)expiry <= now)
 		return TICKET_EXPIRED;

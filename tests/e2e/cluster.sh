@@ -24,6 +24,7 @@ five_setup
 
 REDIS_PORT=$(free_port)
 B_TLS=$(free_port); B_DATA=$(free_port)
+A_METRICS=$(free_port); B_METRICS=$(free_port)
 CERTS=$root/settings/dev/certs
 PREFIX=e2e-cluster-$$:
 REQUESTS=${CLUSTER_REQUESTS:-400}
@@ -48,7 +49,8 @@ s, n = re.subn(r'  datastore:\n    type: file\n    settings:\n      filename: [^
 assert n == 1
 open(f, "w").write(s)
 PY
-printf 'public:\n  instance_id: a\n  reuse_port: true\n' >"$pub_a/500_instance.yml"
+printf 'public:\n  instance_id: a\n  reuse_port: true\n  metrics: "127.0.0.1:%s"\n' "$A_METRICS" \
+	>"$pub_a/500_instance.yml"
 # Instance B: the same settings on its own ports, instance_id b.
 pub_b=$S/public-proxy-b
 mkdir -p "$pub_b"
@@ -57,6 +59,7 @@ cat >"$pub_b/500_instance.yml" <<EOT
 public:
   instance_id: b
   reuse_port: true
+  metrics: "127.0.0.1:$B_METRICS"
   tls_bind_address: 127.0.0.1:$B_TLS
   internal_bind_address: 127.0.0.1:$B_DATA
   internal_endpoint: 127.0.0.1:$B_DATA
@@ -105,6 +108,13 @@ success_at() { # TLS_PORT
 	[ "$(curl -sS --max-time 10 --cacert "$CA" --resolve "$HOST:$1:127.0.0.1" \
 		"https://$HOST:$1/jsonrpc")" = '{"message": "success"}' ]
 }
+# pooled METRICS_PORT: the idle pooled connections of private-proxy-1.ga at one
+# instance (its own metrics listener: the JSON-RPC port is shared)
+pooled() {
+	curl -sS --max-time 5 "http://127.0.0.1:$1/metrics" |
+		awk '/^hyper_relay_public_pooled\{operator="private-proxy-1.ga"\}/ { print $2; f = 1 } END { if (!f) print 0 }'
+}
+at_least() { local want=$1; shift; local got; got=$("$@"); echo "got $got, want at least $want"; [ "${got:-0}" -ge "$want" ]; }
 # instances PORT: the ids getInstances lists, sorted, on one line
 instances() { rpc "$1" getInstances '{}' | jq -r '[.result.instances[].id] | sort | join(" ")'; }
 # holders PORT: the instances holding $HOST at that public instance
@@ -153,6 +163,11 @@ check "every instance sees both (asked 4 times)" eval 'for i in 1 2 3 4; do wait
 check "getAnnouncements lists the name once per instance holding it (2)" \
 	eval '[ "$(rpc "$PUBLIC_RPC_PORT" getAnnouncements "{}" | jq "[.result[] | select(.domain == \"$HOST\")] | length")" = 2 ]'
 
+# --- part 3: a pool to each instance (keys shared through Redis) -----------------
+check "each private proxy keeps a pool at A and one at B: 8 idle at A" wait_for 15 at_least 8 pooled "$A_METRICS"
+check "and 8 idle at B" wait_for 15 at_least 8 pooled "$B_METRICS"
+check "the minting keys are shared through Redis (<prefix>k:*)" eval '[ "$(rcli --scan --pattern "${PREFIX}k:*" | wc -l)" -ge 1 ]'
+
 # --- part 4: one instance's withdrawal leaves the other's ----------------------
 check "p2 withdraws the name: withdrawn 1" eval \
 	'rpc "$PUBLIC_RPC_PORT" withdrawConnections "{\"domains\": [\"$HOST\"], \"instance\": \"p2\"}" | jq -e ".result.withdrawn == 1"'
@@ -165,15 +180,20 @@ check "p2 announces it again" eval \
 	 wait_for 5 is "p1 p2" holders "$PUBLIC_RPC_PORT"'
 
 # --- 400 at 25 alternating A and B ---------------------------------------------
+via() { cat "$E2E_RUN/public.log" "$E2E_RUN/public-b.log" | grep -c "via=$1 "; }
 alternating() {
-	local out=$E2E_RUN/load.alt ok
+	local out=$E2E_RUN/load.alt ok p0 d0 p d
+	p0=$(via pool); d0=$(via dial)
 	load_start "$out" "$TLS_PORT" "$B_TLS"
 	load_wait "$out"
 	ok=$LOAD_OK
-	echo "$ok of $REQUESTS answered; curl errors: $(sort "$out.err" | uniq -c | head -n 3)"
-	[ "$ok" -eq "$REQUESTS" ]
+	p=$(($(via pool) - p0)); d=$(($(via dial) - d0))
+	echo "$ok of $REQUESTS answered; via=pool $p, via=dial $d; curl errors: $(sort "$out.err" | uniq -c | head -n 3)" |
+		tee "$E2E_RUN/alt.summary"
+	[ "$ok" -eq "$REQUESTS" ] && [ $((p * 100)) -ge $((95 * REQUESTS)) ]
 }
-check "$REQUESTS requests at $PARALLEL alternating A and B: all answered" alternating
+check "$REQUESTS requests at $PARALLEL alternating A and B: all answered, at least 95 % via=pool" alternating
+echo "# $(cat "$E2E_RUN/alt.summary" 2>/dev/null)"
 
 # --- SIGTERM of one private proxy under load -----------------------------------
 term_p2() {

@@ -705,7 +705,7 @@ Test(public_machines, minted_ticket_is_pooled_once_replay_and_bad_mac_closed)
 	struct ticket_stats st;
 
 	cr_assert_eq(ticket_key(pub.p_tickets, "op1", now_wall(), &k), TICKET_OK);
-	cr_assert_eq(ticket_mint(&k, now_wall(), 60, t), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, now_wall(), 60, t), 0);
 	/* good: pooled for op1, the connection stays open */
 	pfd = dial(data_port);
 	send_all(pfd, t, TICKET_LEN);

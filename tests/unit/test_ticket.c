@@ -189,8 +189,8 @@ Test(ticket, minted_ticket_is_accepted_once)
 
 	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
 	cr_assert_eq(k.tk_expiry, (uint32_t)(T0 + 600));
-	cr_assert_eq(ticket_mint(&k, T0, 30, t), 0);
-	cr_assert_eq(ticket_mint(&k, T0, 30, u), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 30, t), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 30, u), 0);
 	cr_assert(memcmp(t, u, TICKET_LEN) != 0, "each ticket has its own nonce");
 	cr_assert_eq(ticket_redeem(b, t, T0 + 1, op), TICKET_OK);
 	cr_assert_str_eq(op, OP);
@@ -218,7 +218,7 @@ Test(ticket, minted_ticket_with_bad_mac_or_unknown_key)
 	struct ticket_stats st;
 
 	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
-	cr_assert_eq(ticket_mint(&k, T0, 30, t), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 30, t), 0);
 	for (size_t i = 8; i < TICKET_LEN; i++) {	/* expiry, nonce, MAC */
 		memcpy(x, t, TICKET_LEN);
 		x[i] ^= 0x01;
@@ -229,7 +229,7 @@ Test(ticket, minted_ticket_with_bad_mac_or_unknown_key)
 	cr_assert_eq(ticket_redeem(b, x, T0, op), TICKET_UNKNOWN, "no such key id");
 	/* a key with another secret (a forger who knows only the key id) */
 	k.tk_secret[0] ^= 1;
-	cr_assert_eq(ticket_mint(&k, T0, 30, x), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 30, x), 0);
 	cr_assert_eq(ticket_redeem(b, x, T0, op), TICKET_BAD_MAC);
 	st = stats(b, OP);
 	cr_assert_eq(st.ts_idle, 0, "nothing pooled for a bad ticket");
@@ -249,13 +249,13 @@ Test(ticket, minted_for_another_operator_fails_the_mac)
 	cr_assert(memcmp(k1.tk_id, k2.tk_id, TICKET_KEY_ID_LEN) != 0);
 	/* OP's key used in OP2's name: the MAC covers the operator */
 	strcpy(k1.tk_op, OP2);
-	cr_assert_eq(ticket_mint(&k1, T0, 30, t), 0);
+	cr_assert_eq(ticket_mint(&k1, NULL, T0, 30, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_BAD_MAC);
 	/* OP2's key id with OP's secret */
 	memcpy(k1.tk_id, k2.tk_id, TICKET_KEY_ID_LEN);
-	cr_assert_eq(ticket_mint(&k1, T0, 30, t), 0);
+	cr_assert_eq(ticket_mint(&k1, NULL, T0, 30, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_BAD_MAC);
-	cr_assert_eq(ticket_mint(&k2, T0, 30, t), 0);
+	cr_assert_eq(ticket_mint(&k2, NULL, T0, 30, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_OK);
 	cr_assert_str_eq(op, OP2);
 	ticket_book_free(b);
@@ -269,14 +269,14 @@ Test(ticket, minted_ticket_expires_with_itself_or_its_key)
 	char op[TICKET_OP_MAX + 1];
 
 	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
-	cr_assert_eq(ticket_mint(&k, T0, 5, t), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 5, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0 + 5, op), TICKET_EXPIRED);
 	/* a ticket never outlives its key: minted for 60 s, 30 s left */
-	cr_assert_eq(ticket_mint(&k, T0, 60, u), 0);
-	cr_assert_eq(ticket_mint(&k, T0 + 29, 60, v), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 60, u), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0 + 29, 60, v), 0);
 	cr_assert_eq(ticket_redeem(b, u, T0 + 30, op), TICKET_EXPIRED);
 	cr_assert_eq(ticket_redeem(b, v, T0 + 30.5, op), TICKET_EXPIRED);
-	cr_assert_eq(ticket_mint(&k, T0 + 30, 60, v), -1, "the key has expired");
+	cr_assert_eq(ticket_mint(&k, NULL, T0 + 30, 60, v), -1, "the key has expired");
 	/* once swept, the key is forgotten */
 	ticket_sweep(b, T0 + 31);
 	cr_assert_eq(ticket_redeem(b, u, T0 + 31, op), TICKET_UNKNOWN);
@@ -293,10 +293,10 @@ Test(ticket, minted_expiry_too_far_ahead_is_refused)
 	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
 	/* the key holder may mint up to the key's expiry, the book takes at
 	 * most tl_lifetime + TICKET_SKEW ahead: the replay set stays bounded */
-	cr_assert_eq(ticket_mint(&k, T0, 300, t), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 300, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_BAD_EXPIRY);
 	cr_assert_eq(ticket_redeem(b, t, T0 + 240, op), TICKET_OK, "in range later");
-	cr_assert_eq(ticket_mint(&k, T0, 60 + TICKET_SKEW, t), 0);
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 60 + TICKET_SKEW, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_OK);
 	ticket_book_free(b);
 }
@@ -311,15 +311,15 @@ Test(ticket, key_rotation_keeps_older_keys_until_dropped)
 
 	for (i = 0; i < TICKET_KEYS_MAX; i++) {
 		cr_assert_eq(ticket_key(b, OP, T0 + i, &k[i]), TICKET_OK);
-		cr_assert_eq(ticket_mint(&k[i], T0 + i, 30, t[i]), 0);
+		cr_assert_eq(ticket_mint(&k[i], NULL, T0 + i, 30, t[i]), 0);
 	}
 	for (i = 0; i < TICKET_KEYS_MAX; i++)
 		cr_assert_eq(ticket_redeem(b, t[i], T0 + 10, op), TICKET_OK, "key %d", i);
 	for (i = 0; i < TICKET_KEYS_MAX; i++)
-		cr_assert_eq(ticket_mint(&k[i], T0 + 10, 30, t[i]), 0);
+		cr_assert_eq(ticket_mint(&k[i], NULL, T0 + 10, 30, t[i]), 0);
 	/* one key more drops the oldest */
 	cr_assert_eq(ticket_key(b, OP, T0 + 10, &k[i]), TICKET_OK);
-	cr_assert_eq(ticket_mint(&k[i], T0 + 10, 30, t[i]), 0);
+	cr_assert_eq(ticket_mint(&k[i], NULL, T0 + 10, 30, t[i]), 0);
 	cr_assert_eq(ticket_redeem(b, t[0], T0 + 11, op), TICKET_UNKNOWN);
 	for (i = 1; i <= TICKET_KEYS_MAX; i++)
 		cr_assert_eq(ticket_redeem(b, t[i], T0 + 11, op), TICKET_OK, "key %d", i);
@@ -336,7 +336,7 @@ Test(ticket, minted_tickets_respect_the_cap_without_spending_a_nonce)
 	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
 	issue(b, OP, 1, T0, is, 1);	/* an issued ticket takes room too */
 	for (int i = 0; i < 4; i++)
-		cr_assert_eq(ticket_mint(&k, T0, 30, t[i]), 0);
+		cr_assert_eq(ticket_mint(&k, NULL, T0, 30, t[i]), 0);
 	cr_assert_eq(ticket_redeem(b, t[0], T0, op), TICKET_OK);
 	cr_assert_eq(ticket_redeem(b, t[1], T0, op), TICKET_OK);
 	cr_assert_eq(ticket_redeem(b, t[2], T0, op), TICKET_CAP);
@@ -380,7 +380,7 @@ Test(ticket, each_ticket_redeems_once_across_threads)
 	issue(b, OP, NTICKETS / 2, T0, t, NTICKETS / 2);
 	cr_assert_eq(ticket_key(b, OP, T0, &k), TICKET_OK);
 	for (int i = NTICKETS / 2; i < NTICKETS; i++)
-		cr_assert_eq(ticket_mint(&k, T0, 30, t[i]), 0);
+		cr_assert_eq(ticket_mint(&k, NULL, T0, 30, t[i]), 0);
 	for (int i = 0; i < NTHREADS; i++) {
 		r[i] = (struct race){ .r_book = b, .r_tickets = t };
 		cr_assert_eq(pthread_create(&th[i], NULL, race_redeem, &r[i]), 0);
@@ -477,7 +477,7 @@ Test(ticket, key_json_round_trip_mints_tickets_the_book_takes)
 	cr_assert_eq(memcmp(got.tk_id, k.tk_id, TICKET_KEY_ID_LEN), 0);
 	cr_assert_eq(memcmp(got.tk_secret, k.tk_secret, TICKET_SECRET_LEN), 0);
 	/* minted on our clock corrected by the skew */
-	cr_assert_eq(ticket_mint(&got, T0 + 10 - 3 + skew, life, t), 0);
+	cr_assert_eq(ticket_mint(&got, NULL, T0 + 10 - 3 + skew, life, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0 + 10, op), TICKET_OK);
 	cr_assert_str_eq(op, OP);
 	json_object_put(o);
@@ -542,7 +542,7 @@ Test(ticket, stats_count_keys_and_minted_tickets)
 	cr_assert_eq(ticket_key(b, OP, T0 + 5, &k2), TICKET_OK);
 	issue(b, OP, 1, T0, is, 1);
 	cr_assert_eq(ticket_redeem(b, is[0], T0, op), TICKET_OK);
-	cr_assert_eq(ticket_mint(&k1, T0, 30, t), 0);
+	cr_assert_eq(ticket_mint(&k1, NULL, T0, 30, t), 0);
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_OK);
 	/* a refusal names the ticket's operator, and counts nothing */
 	cr_assert_eq(ticket_redeem(b, t, T0, op), TICKET_REPLAY);
@@ -557,5 +557,63 @@ Test(ticket, stats_count_keys_and_minted_tickets)
 	cr_assert_eq(st.ts_minted, 1);
 	cr_assert_eq(st.ts_idle, 2);
 	cr_assert_eq(st.ts_key_expiry, (uint32_t)(T0 + 605));
+	ticket_book_free(b);
+}
+
+/* Issue #12: several public instances share minting keys (through Redis);
+ * a ticket bound to one instance is good there only, once. */
+Test(ticket, bound_ticket_is_good_at_its_instance_only)
+{
+	struct ticket_book *a = book(10, 60, 600), *b = book(10, 60, 600);
+	struct ticket_key k;
+	uint8_t ta[TICKET_LEN], tb[TICKET_LEN], tu[TICKET_LEN];
+	char op[TICKET_OP_MAX + 1];
+
+	cr_assert_eq(ticket_book_set_instance(a, "inst-a"), 0);
+	cr_assert_eq(ticket_book_set_instance(b, "inst-b"), 0);
+	cr_assert_eq(ticket_key(a, OP, T0, &k), TICKET_OK);
+	cr_assert_eq(ticket_mint(&k, "inst-b", T0, 30, tb), 0);
+	cr_assert_eq(ticket_redeem(b, tb, T0, op), TICKET_UNKNOWN, "B does not know A's key yet");
+	cr_assert_eq(ticket_key_add(b, &k, T0), TICKET_OK);
+	cr_assert_eq(ticket_key_add(b, &k, T0), TICKET_OK, "a known key changes nothing");
+	cr_assert_eq(ticket_redeem(a, tb, T0, op), TICKET_BAD_MAC, "bound to B: refused at A");
+	cr_assert_eq(ticket_redeem(b, tb, T0, op), TICKET_OK);
+	cr_assert_str_eq(op, OP);
+	cr_assert_eq(ticket_redeem(b, tb, T0, op), TICKET_REPLAY);
+	/* bound to A: good at A (its own key) */
+	cr_assert_eq(ticket_mint(&k, "inst-a", T0, 30, ta), 0);
+	cr_assert_eq(ticket_redeem(b, ta, T0, op), TICKET_BAD_MAC);
+	cr_assert_eq(ticket_redeem(a, ta, T0, op), TICKET_OK);
+	/* unbound: only where the key was made, never with a learned key */
+	cr_assert_eq(ticket_mint(&k, NULL, T0, 30, tu), 0);
+	cr_assert_eq(ticket_redeem(b, tu, T0, op), TICKET_BAD_MAC);
+	cr_assert_eq(ticket_redeem(a, tu, T0, op), TICKET_OK);
+	ticket_book_free(a);
+	ticket_book_free(b);
+}
+
+Test(ticket, learned_keys_are_checked)
+{
+	struct ticket_book *b = book(10, 60, 600);
+	struct ticket_key k;
+
+	memset(&k, 0, sizeof(k));
+	strcpy(k.tk_op, OP);
+	k.tk_id[0] = 1;
+	k.tk_expiry = (uint32_t)T0;
+	cr_assert_eq(ticket_key_add(b, &k, T0), TICKET_EXPIRED);
+	k.tk_expiry = (uint32_t)(T0 + 600 + TICKET_SKEW + 10);
+	cr_assert_eq(ticket_key_add(b, &k, T0), TICKET_BAD_EXPIRY, "longer than a key lives");
+	k.tk_expiry = (uint32_t)(T0 + 300);
+	k.tk_op[0] = '\0';
+	cr_assert_eq(ticket_key_add(b, &k, T0), TICKET_INVALID);
+	cr_assert_eq(ticket_book_set_instance(b, "x"), 0);
+	{
+		char longid[TICKET_INSTANCE_MAX + 2];
+
+		memset(longid, 'a', sizeof(longid) - 1);
+		longid[sizeof(longid) - 1] = '\0';
+		cr_assert_eq(ticket_book_set_instance(b, longid), -1);
+	}
 	ticket_book_free(b);
 }

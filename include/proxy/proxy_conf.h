@@ -17,7 +17,8 @@ enum proxy_role { PROXY_PUBLIC, PROXY_PRIVATE };
  * announceConnections and withdrawConnections, so that two private proxies
  * of one operator each hold their own announcements at the public proxy.
  * Public with a redis datastore: its heartbeat key.  Without the setting:
- * "<host name>-<8 random hex digits>", new at each start. */
+ * private, the host name (a restart replaces its own announcements);
+ * public, "<host name>-<8 random hex digits>", new at each start. */
 #define PROXY_INSTANCE_ID_MAX		64
 #define PROXY_INSTANCE_ID_CHARS \
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
@@ -148,7 +149,7 @@ struct proxy_conf {
 int  proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *pc,
 	     char *err, size_t errlen);
 void proxy_conf_free(struct proxy_conf *pc);
-/* instance_id, or a new generated one (see PROXY_INSTANCE_ID_MAX). */
+/* instance_id, or the default (see PROXY_INSTANCE_ID_MAX). */
 void proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 1]);
 
 struct relay_settings;

@@ -424,8 +424,15 @@ proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 
 	n = (int)strspn(host, PROXY_INSTANCE_ID_CHARS);
 	if (n > 40)
 		n = 40;
-	snprintf(out, PROXY_INSTANCE_ID_MAX + 1, "%.*s%s%08x", n, host, n > 0 ? "-" : "",
-	    arc4random());
+	/* private: the host name alone, so that a restart replaces its own
+	 * announcements instead of leaving them to expire beside the new
+	 * ones; public: one per start (two run side by side in a hand-over) */
+	if (pc->pc_role == PROXY_PRIVATE)
+		snprintf(out, PROXY_INSTANCE_ID_MAX + 1, "%.*s", n > 0 ? n : 7,
+		    n > 0 ? host : "private");
+	else
+		snprintf(out, PROXY_INSTANCE_ID_MAX + 1, "%.*s%s%08x", n, host, n > 0 ? "-" : "",
+		    arc4random());
 }
 
 void

@@ -647,7 +647,9 @@ rpc_withdraw(void *arg, struct jsonrpc_call *call, const char *caller,
 		if (!json_object_is_type(jd, json_type_string) ||
 		    announce_check_domain(json_object_get_string(jd), domain) < 0)
 			continue;
-		if ((k = public_withdraw_one(p, domain, inst, caller)) < 0) {
+		/* without "instance": every entry of the caller (SPEC 4.3) */
+		if ((k = public_withdraw_one(p, domain, inst[0] != '\0' ? inst : NULL,
+		    caller)) < 0) {
 			datastore_abort(p->p_store);
 			jsonrpc_call_error(call, JSONRPC_INTERNAL_ERROR, "out of memory");
 			return;

@@ -330,21 +330,13 @@ ticket_issue(struct ticket_book *b, const char *op, size_t count, double now,
 	return w;
 }
 
-enum ticket_why
-ticket_key(struct ticket_book *b, const char *op, double now, struct ticket_key *key)
+/* o's slot for a new key, wiped: a free or expired one, else the one
+ * expiring first. */
+static struct ticket_keyent *
+ticket_key_slot(struct ticket_op *o, double now)
 {
 	struct ticket_keyent *k, *slot = NULL;
-	struct ticket_op *o, *x;
-	int clash;
 
-	if (!ticket_op_valid(op))
-		return TICKET_INVALID;
-	pthread_mutex_lock(&b->tb_lock);
-	if ((o = ticket_op_get(b, op)) == NULL) {
-		pthread_mutex_unlock(&b->tb_lock);
-		return TICKET_NOMEM;
-	}
-	/* a free or expired slot, else the one expiring first */
 	for (int i = 0; i < TICKET_KEYS_MAX; i++) {
 		k = &o->to_keys[i];
 		if (!k->tke_live || k->tke_expiry <= now) {
@@ -355,6 +347,24 @@ ticket_key(struct ticket_book *b, const char *op, double now, struct ticket_key 
 			slot = k;
 	}
 	explicit_bzero(slot, sizeof(*slot));
+	return slot;
+}
+
+enum ticket_why
+ticket_key(struct ticket_book *b, const char *op, double now, struct ticket_key *key)
+{
+	struct ticket_keyent *slot;
+	struct ticket_op *o, *x;
+	int clash;
+
+	if (!ticket_op_valid(op))
+		return TICKET_INVALID;
+	pthread_mutex_lock(&b->tb_lock);
+	if ((o = ticket_op_get(b, op)) == NULL) {
+		pthread_mutex_unlock(&b->tb_lock);
+		return TICKET_NOMEM;
+	}
+	slot = ticket_key_slot(o, now);
 	do {
 		arc4random_buf(slot->tke_id, sizeof(slot->tke_id));
 		clash = 0;
@@ -397,7 +407,7 @@ ticket_book_set_instance(struct ticket_book *b, const char *instance)
 enum ticket_why
 ticket_key_add(struct ticket_book *b, const struct ticket_key *key, double now)
 {
-	struct ticket_keyent *k, *slot = NULL;
+	struct ticket_keyent *slot;
 	struct ticket_op *o, *x;
 
 	if (!ticket_op_valid(key->tk_op))
@@ -416,16 +426,7 @@ ticket_key_add(struct ticket_book *b, const struct ticket_key *key, double now)
 		pthread_mutex_unlock(&b->tb_lock);
 		return TICKET_NOMEM;
 	}
-	for (int i = 0; i < TICKET_KEYS_MAX; i++) {
-		k = &o->to_keys[i];
-		if (!k->tke_live || k->tke_expiry <= now) {
-			slot = k;
-			break;
-		}
-		if (slot == NULL || k->tke_expiry < slot->tke_expiry)
-			slot = k;
-	}
-	explicit_bzero(slot, sizeof(*slot));
+	slot = ticket_key_slot(o, now);
 	memcpy(slot->tke_id, key->tk_id, TICKET_KEY_ID_LEN);
 	memcpy(slot->tke_secret, key->tk_secret, TICKET_SECRET_LEN);
 	slot->tke_expiry = key->tk_expiry;

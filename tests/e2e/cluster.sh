@@ -18,11 +18,10 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 . tests/e2e/lib.sh
 
-command -v redis-server >/dev/null || { echo "redis-server is missing (make deps)"; exit 1; }
+. tests/e2e/redis_lib.sh
 . tests/e2e/five.sh
 five_setup
 
-REDIS_PORT=$(free_port)
 B_TLS=$(free_port); B_DATA=$(free_port)
 A_METRICS=$(free_port); B_METRICS=$(free_port)
 CERTS=$root/settings/dev/certs
@@ -30,25 +29,9 @@ PREFIX=e2e-cluster-$$:
 REQUESTS=${CLUSTER_REQUESTS:-400}
 PARALLEL=25
 
-start_redis() {
-	start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-		--appendonly no --daemonize no
-	wait_port 127.0.0.1 "$REDIS_PORT" 10
-}
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-
 # Instance A: the dev public proxy on Redis, instance_id a.
 pub_a=$S/public-proxy-1
-python3 - "$pub_a/000_base.yml" "$REDIS_PORT" "$PREFIX" <<'PY'
-import re, sys
-f, port, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
-s = open(f).read()
-s, n = re.subn(r'  datastore:\n    type: file\n    settings:\n      filename: [^\n]*\n',
-    '  datastore:\n    type: redis\n    settings:\n      address: 127.0.0.1:%s\n'
-    '      key_prefix: "%s"\n' % (port, prefix), s)
-assert n == 1
-open(f, "w").write(s)
-PY
+use_redis "$pub_a/000_base.yml" "$PREFIX"
 printf 'public:\n  instance_id: a\n  reuse_port: true\n  metrics: "127.0.0.1:%s"\n' "$A_METRICS" \
 	>"$pub_a/500_instance.yml"
 # Instance B: the same settings on its own ports, instance_id b.

@@ -11,34 +11,17 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 . tests/e2e/lib.sh
 
-command -v redis-server >/dev/null || { echo "redis-server is missing (make deps)"; exit 1; }
+. tests/e2e/redis_lib.sh
 . tests/e2e/five.sh
 five_setup
 
-REDIS_PORT=$(free_port)
 B_TLS=$(free_port); B_DATA=$(free_port); B_RPC=$(free_port)
 CERTS=$root/settings/dev/certs
 PREFIX=e2e-$$:
 
-start_redis() {
-	start_bg redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-		--appendonly no --daemonize no
-	wait_port 127.0.0.1 "$REDIS_PORT" 10
-}
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-
 # Instance A: the dev public proxy with the redis datastore instead of the file.
 pub_a=$E2E_RUN/s/roles/public-proxy-1
-python3 - "$pub_a/000_base.yml" "$REDIS_PORT" "$PREFIX" <<'PY'
-import re, sys
-f, port, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
-s = open(f).read()
-s, n = re.subn(r'  datastore:\n    type: file\n    settings:\n      filename: [^\n]*\n',
-    '  datastore:\n    type: redis\n    settings:\n      address: 127.0.0.1:%s\n'
-    '      key_prefix: "%s"\n      timeout: 0.5\n' % (port, prefix), s)
-assert n == 1
-open(f, "w").write(s)
-PY
+use_redis "$pub_a/000_base.yml" "$PREFIX" 0.5
 # Instance B: the same settings on its own ports.
 pub_b=$E2E_RUN/s/roles/public-proxy-b
 mkdir -p "$pub_b"

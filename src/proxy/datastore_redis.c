@@ -873,107 +873,140 @@ rd_epoch(struct ds_redis *rd, char *why, size_t whylen)
 	return lost ? rd_write_back(rd, why, whylen) : 0;
 }
 
-/* SCAN <prefix>d:* and HGETALL each: the whole table, handed over as a
- * RESET.  0, or -1 + why. */
-static int
-rd_load(struct ds_redis *rd, size_t *count, char *why, size_t whylen)
-{
-	struct rd_change *ch;
-	char cursor[32] = "0";
-	size_t cap = 0;
-	double now = now_wall();
+/* rd_scan(): each key matching pattern, read with cmd ("GET", "HGETALL"),
+ * and its reply (not NULL, any type; freed after the call) handed to fn,
+ * which answers 0, or -1 with why to stop the scan. */
+typedef int (*rd_scan_fn)(struct ds_redis *rd, void *arg, const char *key, redisReply *r,
+    char *why, size_t whylen);
 
-	if ((ch = calloc(1, sizeof(*ch))) == NULL) {
-		snprintf(why, whylen, "out of memory");
-		return -1;
-	}
-	ch->ch_kind = RC_RESET;
+/* SCAN pattern, then cmd on each key found.  0, or -1 + why. */
+static int
+rd_scan(struct ds_redis *rd, const char *pattern, const char *cmd, rd_scan_fn fn, void *arg,
+    char *why, size_t whylen)
+{
+	char cursor[32] = "0";
+
 	do {
-		const char *scanv[] = { "SCAN", cursor, "MATCH", rd->rd_match, "COUNT",
+		const char *scanv[] = { "SCAN", cursor, "MATCH", pattern, "COUNT",
 		    RD_SCAN_COUNT };
 		redisReply *r, *keys;
 
 		if ((r = rd_call(rd->rd_cmd, 6, scanv, NULL, REDIS_REPLY_ARRAY, why,
 		    whylen)) == NULL)
-			goto fail;
+			return -1;
 		if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
 		    r->element[1]->type != REDIS_REPLY_ARRAY) {
 			snprintf(why, whylen, "SCAN: unexpected reply");
 			freeReplyObject(r);
-			goto fail;
+			return -1;
 		}
 		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
 		keys = r->element[1];
 		for (size_t i = 0; i < keys->elements; i++) {
-			const char *getv[] = { "HGETALL", keys->element[i]->str };
+			const char *getv[] = { cmd, keys->element[i]->str };
 			redisReply *g;
+			int rc;
 
 			if (keys->element[i]->type != REDIS_REPLY_STRING)
 				continue;
-			g = redisCommandArgv(rd->rd_cmd, 2, getv, NULL);
-			if (g == NULL) {
+			if ((g = redisCommandArgv(rd->rd_cmd, 2, getv, NULL)) == NULL) {
 				rd_why(rd->rd_cmd, NULL, why, whylen);
 				freeReplyObject(r);
-				goto fail;
+				return -1;
 			}
-			/* empty: expired or withdrawn since the SCAN; an error
-			 * (not a hash): not ours */
-			if (g->type != REDIS_REPLY_ARRAY) {
-				if (g->type == REDIS_REPLY_ERROR)
-					log_warnx("datastore: redis key %s ignored: %s",
-					    keys->element[i]->str, g->str);
-				freeReplyObject(g);
-				continue;
-			}
-			for (size_t j = 0; j + 1 < g->elements; j += 2) {
-				redisReply *f = g->element[j], *v = g->element[j + 1];
-				struct announcement a;
-				const char *bad;
-				int any;
-
-				/* "h:<instance>": one instance's line; "=" and
-				 * "x:<instance>" are the script's */
-				if (f->type != REDIS_REPLY_STRING || strncmp(f->str, "h:", 2) != 0 ||
-				    v->type != REDIS_REPLY_STRING)
-					continue;
-				if (ds_parse_line(v->str, v->len, &a, &any, &bad) != DS_ADD) {
-					log_warnx("datastore: redis key %s field %s ignored: %s",
-					    keys->element[i]->str, f->str, bad);
-					continue;
-				}
-				if (a.an_expires_at != 0 && a.an_expires_at <= now)
-					continue;
-				if (ch->ch_nall == cap) {
-					size_t nc = cap ? cap * 2 : 64;
-					struct announcement *nv = reallocarray(ch->ch_all, nc,
-					    sizeof(*nv));
-
-					if (nv == NULL) {
-						snprintf(why, whylen, "out of memory");
-						freeReplyObject(g);
-						freeReplyObject(r);
-						goto fail;
-					}
-					ch->ch_all = nv;
-					cap = nc;
-				}
-				ch->ch_all[ch->ch_nall++] = a;
-			}
+			rc = fn(rd, arg, keys->element[i]->str, g, why, whylen);
 			freeReplyObject(g);
+			if (rc == -1) {
+				freeReplyObject(r);
+				return -1;
+			}
 		}
 		freeReplyObject(r);
 	} while (strcmp(cursor, "0") != 0);
-	/* one field per (domain, instance): sorted, the entries are unique */
-	if (ch->ch_nall > 0)
-		qsort(ch->ch_all, ch->ch_nall, sizeof(*ch->ch_all), rd_cmp_domain);
-	*count = ch->ch_nall;
-	rd_push(rd, ch);
 	rd->rd_last_cmd = now_mono();
 	return 0;
-fail:
-	free(ch->ch_all);
-	free(ch);
-	return -1;
+}
+
+/* What rd_load collects. */
+struct rd_loaded {
+	struct rd_change	*lo_ch;
+	size_t			 lo_cap;
+	double			 lo_now;
+};
+
+/* One domain's hash: its instances' unexpired announcements. */
+static int
+rd_load_one(struct ds_redis *rd, void *arg, const char *key, redisReply *g, char *why,
+    size_t whylen)
+{
+	struct rd_loaded *lo = arg;
+	struct rd_change *ch = lo->lo_ch;
+
+	/* empty: expired or withdrawn since the SCAN; an error (not a
+	 * hash): not ours */
+	if (g->type != REDIS_REPLY_ARRAY) {
+		if (g->type == REDIS_REPLY_ERROR)
+			log_warnx("datastore: redis key %s ignored: %s", key, g->str);
+		return 0;
+	}
+	for (size_t j = 0; j + 1 < g->elements; j += 2) {
+		redisReply *f = g->element[j], *v = g->element[j + 1];
+		struct announcement a;
+		const char *bad;
+		int any;
+
+		/* "h:<instance>": one instance's line; "=" and "x:<instance>"
+		 * are the script's */
+		if (f->type != REDIS_REPLY_STRING || strncmp(f->str, "h:", 2) != 0 ||
+		    v->type != REDIS_REPLY_STRING)
+			continue;
+		if (ds_parse_line(v->str, v->len, &a, &any, &bad) != DS_ADD) {
+			log_warnx("datastore: redis key %s field %s ignored: %s", key, f->str,
+			    bad);
+			continue;
+		}
+		if (a.an_expires_at != 0 && a.an_expires_at <= lo->lo_now)
+			continue;
+		if (ch->ch_nall == lo->lo_cap) {
+			size_t nc = lo->lo_cap ? lo->lo_cap * 2 : 64;
+			struct announcement *nv = reallocarray(ch->ch_all, nc, sizeof(*nv));
+
+			if (nv == NULL) {
+				snprintf(why, whylen, "out of memory");
+				return -1;
+			}
+			ch->ch_all = nv;
+			lo->lo_cap = nc;
+		}
+		ch->ch_all[ch->ch_nall++] = a;
+	}
+	return 0;
+}
+
+/* SCAN <prefix>d:* and HGETALL each: the whole table, handed over as a
+ * RESET.  0, or -1 + why. */
+static int
+rd_load(struct ds_redis *rd, size_t *count, char *why, size_t whylen)
+{
+	struct rd_loaded lo = { .lo_now = now_wall() };
+
+	if ((lo.lo_ch = calloc(1, sizeof(*lo.lo_ch))) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	lo.lo_ch->ch_kind = RC_RESET;
+	if (rd_scan(rd, rd->rd_match, "HGETALL", rd_load_one, &lo, why, whylen) == -1) {
+		free(lo.lo_ch->ch_all);
+		free(lo.lo_ch);
+		return -1;
+	}
+	/* one field per (domain, instance): sorted, the entries are unique */
+	if (lo.lo_ch->ch_nall > 0)
+		qsort(lo.lo_ch->ch_all, lo.lo_ch->ch_nall, sizeof(*lo.lo_ch->ch_all),
+		    rd_cmp_domain);
+	*count = lo.lo_ch->ch_nall;
+	rd_push(rd, lo.lo_ch);
+	return 0;
 }
 
 /* Messages already read on rd_sub, into the inbox.  -1 + why when the
@@ -1124,89 +1157,79 @@ rd_run_job(struct ds_redis *rd, enum rd_job job)
 	rd_push(rd, ch);
 }
 
+/* What rd_heartbeat collects. */
+struct rd_seen {
+	struct datastore_instance	*se_v;
+	size_t				 se_n, se_cap;
+};
+
+/* One instance's key: {"id","data_endpoint"}; anything else is skipped
+ * (nil: its lifetime ended since the SCAN). */
+static int
+rd_instance_one(struct ds_redis *rd, void *arg, const char *key, redisReply *g, char *why,
+    size_t whylen)
+{
+	struct rd_seen *se = arg;
+	struct json_object *o, *jid, *jep;
+	struct datastore_instance *nv;
+
+	if (g->type != REDIS_REPLY_STRING || g->len >= DATASTORE_LINE_MAX ||
+	    (o = json_tokener_parse(g->str)) == NULL)
+		return 0;
+	if (json_object_object_get_ex(o, "id", &jid) &&
+	    json_object_is_type(jid, json_type_string) &&
+	    json_object_object_get_ex(o, "data_endpoint", &jep) &&
+	    json_object_is_type(jep, json_type_string)) {
+		if (se->se_n == se->se_cap) {
+			se->se_cap = se->se_cap ? 2 * se->se_cap : 8;
+			if ((nv = reallocarray(se->se_v, se->se_cap, sizeof(*nv))) == NULL) {
+				json_object_put(o);
+				snprintf(why, whylen, "out of memory");
+				return -1;
+			}
+			se->se_v = nv;
+		}
+		memset(&se->se_v[se->se_n], 0, sizeof(se->se_v[0]));
+		strlcpy(se->se_v[se->se_n].di_id, json_object_get_string(jid),
+		    sizeof(se->se_v[0].di_id));
+		strlcpy(se->se_v[se->se_n].di_endpoint, json_object_get_string(jep),
+		    sizeof(se->se_v[0].di_endpoint));
+		se->se_n++;
+	}
+	json_object_put(o);
+	return 0;
+}
+
 /* The heartbeat: refresh this instance's key, then read every
  * instance's (SCAN <prefix>i:*, GET each) into rd_insts.  A failed
  * command takes the connection down like any other. */
 static void
 rd_heartbeat(struct ds_redis *rd)
 {
-	char px[24], cursor[32] = "0", why[256];
+	char px[24], why[256];
 	const char *setv[] = { "SET", rd->rd_inst_key, rd->rd_inst_line, "PX", px };
-	struct datastore_instance *v = NULL, *nv;
-	size_t n = 0, cap = 0;
+	struct rd_seen se = { NULL, 0, 0 };
 	redisReply *r;
 
 	rd->rd_next_beat = now_mono() + rd->rd_beat;
 	snprintf(px, sizeof(px), "%lld", (long long)(rd->rd_beat_life * 1000));
 	if ((r = rd_call(rd->rd_cmd, 5, setv, NULL, REDIS_REPLY_STATUS, why,
-	    sizeof(why))) == NULL)
-		goto fail;
+	    sizeof(why))) == NULL) {
+		rd_down(rd, why);
+		return;
+	}
 	freeReplyObject(r);
-	do {
-		const char *scanv[] = { "SCAN", cursor, "MATCH", rd->rd_inst_match, "COUNT",
-		    RD_SCAN_COUNT };
-		redisReply *keys;
-
-		if ((r = rd_call(rd->rd_cmd, 6, scanv, NULL, REDIS_REPLY_ARRAY, why,
-		    sizeof(why))) == NULL)
-			goto fail;
-		if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-		    r->element[1]->type != REDIS_REPLY_ARRAY) {
-			snprintf(why, sizeof(why), "SCAN: unexpected reply");
-			freeReplyObject(r);
-			goto fail;
-		}
-		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
-		keys = r->element[1];
-		for (size_t i = 0; i < keys->elements; i++) {
-			const char *getv[] = { "GET", keys->element[i]->str };
-			struct json_object *o = NULL, *jid, *jep;
-			redisReply *g;
-
-			if (keys->element[i]->type != REDIS_REPLY_STRING)
-				continue;
-			if ((g = redisCommandArgv(rd->rd_cmd, 2, getv, NULL)) == NULL) {
-				rd_why(rd->rd_cmd, NULL, why, sizeof(why));
-				freeReplyObject(r);
-				goto fail;
-			}
-			/* nil: its lifetime ended since the SCAN */
-			if (g->type == REDIS_REPLY_STRING && g->len < DATASTORE_LINE_MAX &&
-			    (o = json_tokener_parse(g->str)) != NULL &&
-			    json_object_object_get_ex(o, "id", &jid) &&
-			    json_object_is_type(jid, json_type_string) &&
-			    json_object_object_get_ex(o, "data_endpoint", &jep) &&
-			    json_object_is_type(jep, json_type_string)) {
-				if (n == cap) {
-					cap = cap ? 2 * cap : 8;
-					if ((nv = reallocarray(v, cap, sizeof(*v))) == NULL) {
-						json_object_put(o);
-						freeReplyObject(g);
-						break;
-					}
-					v = nv;
-				}
-				memset(&v[n], 0, sizeof(v[n]));
-				strlcpy(v[n].di_id, json_object_get_string(jid), sizeof(v[n].di_id));
-				strlcpy(v[n].di_endpoint, json_object_get_string(jep),
-				    sizeof(v[n].di_endpoint));
-				n++;
-			}
-			json_object_put(o);
-			freeReplyObject(g);
-		}
-		freeReplyObject(r);
-	} while (strcmp(cursor, "0") != 0);
+	if (rd_scan(rd, rd->rd_inst_match, "GET", rd_instance_one, &se, why,
+	    sizeof(why)) == -1) {
+		free(se.se_v);
+		rd_down(rd, why);
+		return;
+	}
 	pthread_mutex_lock(&rd->rd_lock);
 	free(rd->rd_insts);
-	rd->rd_insts = v;
-	rd->rd_ninsts = (int)n;
+	rd->rd_insts = se.se_v;
+	rd->rd_ninsts = (int)se.se_n;
 	pthread_mutex_unlock(&rd->rd_lock);
-	rd->rd_last_cmd = now_mono();
-	return;
-fail:
-	free(v);
-	rd_down(rd, why);
 }
 
 /* SET and PUBLISH the lines waiting in rd_shares; one that fails stays
@@ -1253,55 +1276,34 @@ rd_push_shares(struct ds_redis *rd)
 	}
 }
 
+/* One shared line, for the owner. */
+static int
+rd_share_one(struct ds_redis *rd, void *arg, const char *key, redisReply *g, char *why,
+    size_t whylen)
+{
+	struct rd_change *ch;
+
+	if (g->type != REDIS_REPLY_STRING)
+		return 0;	/* nil: expired since the SCAN */
+	if ((ch = calloc(1, sizeof(*ch))) == NULL ||
+	    (ch->ch_line = strndup(g->str, g->len)) == NULL) {
+		free(ch);
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	ch->ch_kind = RC_SHARE;
+	rd_push(rd, ch);
+	return 0;
+}
+
 /* The lines shared before this connection (SCAN <prefix>k:*, GET each),
  * handed to the owner.  0, or -1 + why. */
 static int
 rd_load_shares(struct ds_redis *rd, char *why, size_t whylen)
 {
-	char cursor[32] = "0";
-
 	if (rd->rd_share_fn == NULL || rd->rd_share_match == NULL)
 		return 0;
-	do {
-		const char *scanv[] = { "SCAN", cursor, "MATCH", rd->rd_share_match, "COUNT",
-		    RD_SCAN_COUNT };
-		redisReply *r, *keys;
-
-		if ((r = rd_call(rd->rd_cmd, 6, scanv, NULL, REDIS_REPLY_ARRAY, why,
-		    whylen)) == NULL)
-			return -1;
-		if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-		    r->element[1]->type != REDIS_REPLY_ARRAY) {
-			snprintf(why, whylen, "SCAN: unexpected reply");
-			freeReplyObject(r);
-			return -1;
-		}
-		strlcpy(cursor, r->element[0]->str, sizeof(cursor));
-		keys = r->element[1];
-		for (size_t i = 0; i < keys->elements; i++) {
-			const char *getv[] = { "GET", keys->element[i]->str };
-			struct rd_change *ch;
-			redisReply *g;
-
-			if (keys->element[i]->type != REDIS_REPLY_STRING)
-				continue;
-			if ((g = redisCommandArgv(rd->rd_cmd, 2, getv, NULL)) == NULL) {
-				rd_why(rd->rd_cmd, NULL, why, whylen);
-				freeReplyObject(r);
-				return -1;
-			}
-			if (g->type == REDIS_REPLY_STRING && (ch = calloc(1, sizeof(*ch))) != NULL) {
-				ch->ch_kind = RC_SHARE;
-				if ((ch->ch_line = strndup(g->str, g->len)) == NULL)
-					free(ch);
-				else
-					rd_push(rd, ch);
-			}
-			freeReplyObject(g);
-		}
-		freeReplyObject(r);
-	} while (strcmp(cursor, "0") != 0);
-	return 0;
+	return rd_scan(rd, rd->rd_share_match, "GET", rd_share_one, NULL, why, whylen);
 }
 
 /* An idle rd_cmd is PINGed: a Redis that stopped answering is found

@@ -1153,9 +1153,12 @@ expired_frees_domain() {
 check "an expired announcement of another operator no longer blocks" expired_frees_domain
 
 swept_while_running() {
+	# a new line: an earlier check's expired entries may have been swept already
+	local before
+	before=$(grep -c 'expired announcement(s) dropped' "$PLOG")
 	expect_call hd public-proxy-1.ga.announceConnections \
 		"{\"connections\": [{\"domain\": \"sweep.internal-server.local\", \"expires_at\": \"$(in_days '2 seconds')\"}]}" '[null]' || return 1
-	py "assert pt.wait_log('$PLOG', 'expired announcement(s) dropped', 6)" || return 1
+	wait_for 6 eval '[ "$(grep -c "expired announcement(s) dropped" "$PLOG")" -gt "$before" ]' || return 1
 	grep 'expired announcement' "$PLOG"
 }
 check "an expired announcement is dropped while running (announce_sweep_interval 1 s)" swept_while_running

@@ -571,6 +571,17 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 				    ANNOUNCE_MSG_TAKEN));
 				continue;
 			}
+		} else if (announce_find(p->p_announce, domain, NULL, NULL, &cur) == 0 &&
+		    strcmp(cur.an_operator, caller) != 0 &&
+		    datastore_stage_withdraw(p->p_store, domain, NULL, cur.an_operator) < 0) {
+			/* another operator's expired entries go first: a domain
+			 * has one operator in the table */
+			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
+			    "not stored"));
+			continue;
+		}
+		if (announce_lookup(p->p_announce, domain, NULL, now, NULL) == 0) {
+			/* held by the caller already: not a new domain */
 		} else if (held >= (size_t)p->p_conf->pc_max_per_operator) {
 			char msg[128];
 

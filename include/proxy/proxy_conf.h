@@ -149,6 +149,8 @@ struct proxy_conf {
 int  proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *pc,
 	     char *err, size_t errlen);
 void proxy_conf_free(struct proxy_conf *pc);
+/* 1 when id is 1 to PROXY_INSTANCE_ID_MAX of PROXY_INSTANCE_ID_CHARS. */
+int  proxy_instance_id_valid(const char *id);
 /* instance_id, or the default (see PROXY_INSTANCE_ID_MAX). */
 void proxy_instance_id(const struct proxy_conf *pc, char out[PROXY_INSTANCE_ID_MAX + 1]);
 

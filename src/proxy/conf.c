@@ -362,16 +362,14 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 		/* issue #12: a public instance's id in Redis; a private
 		 * proxy's "instance" in its announcement calls */
 		cfg_string(&sec, "instance_id", NULL, 0, &pc->pc_instance_id);
-		if (pc->pc_instance_id != NULL && (pc->pc_instance_id[0] == '\0' ||
-		    strlen(pc->pc_instance_id) > PROXY_INSTANCE_ID_MAX ||
-		    strspn(pc->pc_instance_id, PROXY_INSTANCE_ID_CHARS) !=
-		    strlen(pc->pc_instance_id)))
+		if (pc->pc_instance_id != NULL && !proxy_instance_id_valid(pc->pc_instance_id))
 			cfg_error(&sec, "instance_id", "1 to %d letters, digits or . _ : -",
 			    PROXY_INSTANCE_ID_MAX);
 		if (role == PROXY_PUBLIC) {
+			char def[HANDOVER_NAME_MAX + 1];
+
 			cfg_seconds(&sec, "instance_heartbeat", 2, 0.1, 60,
 			    &pc->pc_instance_heartbeat);
-			char def[HANDOVER_NAME_MAX + 1];
 
 			/* one group of listeners per data address and namespace
 			 * (truncated: a long address still gives a valid name) */
@@ -406,6 +404,14 @@ proxy_conf_load(const char *pathlist, enum proxy_role role, struct proxy_conf *p
 		return -1;
 	}
 	return 0;
+}
+
+int
+proxy_instance_id_valid(const char *id)
+{
+	size_t n = strlen(id);
+
+	return n > 0 && n <= PROXY_INSTANCE_ID_MAX && strspn(id, PROXY_INSTANCE_ID_CHARS) == n;
 }
 
 void

@@ -227,6 +227,19 @@ keeper_find(struct private_pool *pp, const char *proxy)
 	return NULL;
 }
 
+/* An error answer that will not change by asking again: a public proxy
+ * without the method, or a directory that does not grant it. */
+static int
+pool_error_permanent(struct json_object *error)
+{
+	struct json_object *jcode;
+	int code = json_object_object_get_ex(error, "code", &jcode) ?
+	    json_object_get_int(jcode) : 0;
+
+	return code == JSONRPC_METHOD_NOT_FOUND || code == HP_ERR_FORBIDDEN ||
+	    code == HP_ERR_NOT_FOUND;
+}
+
 /* Fill every instance keeper of home (its key came, or went). */
 static void
 keeper_fill_instances(struct keeper *home)
@@ -374,14 +387,9 @@ keeper_fetch_reply(void *arg, struct json_object *result, struct json_object *er
 		goto done;
 	k->k_fetching = 0;
 	if (error != NULL) {
-		struct json_object *jcode;
-		int code = json_object_object_get_ex(error, "code", &jcode) ?
-		    json_object_get_int(jcode) : 0;
-
 		/* a public proxy without the pool, or a directory that does
 		 * not grant the method: ask again only now and then */
-		if (code == JSONRPC_METHOD_NOT_FOUND || code == HP_ERR_FORBIDDEN ||
-		    code == HP_ERR_NOT_FOUND)
+		if (pool_error_permanent(error))
 			k->k_fetch_backoff = POOL_BACKOFF_MAX;
 		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
 		    "pool of %s: requestConnectionTickets failed: %s%s%s", k->k_proxy,
@@ -648,6 +656,7 @@ static void
 keeper_home_instance(struct keeper *k, struct json_object *result)
 {
 	struct json_object *ji;
+	struct keeper *x;
 	const char *id = "";
 
 	if (json_object_object_get_ex(result, "instance", &ji) &&
@@ -657,8 +666,7 @@ keeper_home_instance(struct keeper *k, struct json_object *result)
 	if (strcmp(id, k->k_inst) == 0)
 		return;
 	strlcpy(k->k_inst, id, sizeof(k->k_inst));
-	for (struct keeper *x = LIST_FIRST(&k->k_pp->pp_keepers); x != NULL;
-	    x = LIST_NEXT(x, k_link))
+	LIST_FOREACH(x, &k->k_pp->pp_keepers, k_link)
 		if (x->k_home == k && strcmp(x->k_inst, id) == 0)
 			x->k_gone = 1;
 }
@@ -678,15 +686,12 @@ keeper_instance(struct keeper *home, const char *id, const char *endpoint)
 		if (k->k_home == home && strcmp(k->k_inst, id) == 0)
 			break;
 	if (k != NULL && strcmp(k->k_epstr, endpoint) == 0) {
-		k->k_listed = 1;
-		if (k->k_gone) {
-			k->k_gone = 0;
+		if (k->k_gone)
 			log_info("pool of %s: instance %s (%s) is back", home->k_proxy, id,
 			    endpoint);
-		}
-		keeper_fill(k);
-		return;
+		goto fill;
 	}
+	/* new, or at another endpoint */
 	if ((sa = pp->pp_env.pe_endpoint(pp->pp_env.pe_pv, home->k_proxy, endpoint,
 	    &salen)) == NULL) {
 		log_limited(&pp->pp_log_fetch, LOG_LVL_WARN,
@@ -715,6 +720,7 @@ keeper_instance(struct keeper *home, const char *id, const char *endpoint)
 	k->k_eplen = salen;
 	addr_str((const struct sockaddr *)sa, k->k_epname, sizeof(k->k_epname));
 	strlcpy(k->k_epstr, endpoint, sizeof(k->k_epstr));
+fill:
 	k->k_listed = 1;
 	k->k_gone = 0;
 	keeper_fill(k);
@@ -763,20 +769,16 @@ keeper_instances_reply(void *arg, struct json_object *result, struct json_object
 {
 	struct inst_call *ic = arg;
 	struct private_pool *pp = ic->ic_pp;
-	struct json_object *jl, *jcode;
-	struct keeper *k;
+	struct json_object *jl;
+	struct keeper *k, *x;
 	size_t n, live = 0;
 	int found = 0;
 
 	if (pool_stopping(pp) || (k = keeper_find(pp, ic->ic_proxy)) == NULL)
 		goto done;
 	if (error != NULL) {
-		int code = json_object_object_get_ex(error, "code", &jcode) ?
-		    json_object_get_int(jcode) : 0;
-
 		/* an older public proxy, or a directory without the method */
-		if (code == JSONRPC_METHOD_NOT_FOUND || code == HP_ERR_FORBIDDEN ||
-		    code == HP_ERR_NOT_FOUND) {
+		if (pool_error_permanent(error)) {
 			k->k_inst_off = 1;
 			log_info("pool of %s: getInstances not available (%s): its instances "
 			    "are not followed", k->k_proxy, json_object_to_json_string(error));
@@ -790,8 +792,7 @@ keeper_instances_reply(void *arg, struct json_object *result, struct json_object
 		goto rearm;
 	}
 	n = json_object_array_length(jl);
-	for (struct keeper *x = LIST_FIRST(&pp->pp_keepers); x != NULL;
-	    x = LIST_NEXT(x, k_link))
+	LIST_FOREACH(x, &pp->pp_keepers, k_link)
 		if (x->k_home == k)
 			x->k_listed = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -815,8 +816,7 @@ keeper_instances_reply(void *arg, struct json_object *result, struct json_object
 		if (id != NULL && k->k_inst[0] != '\0')
 			keeper_instance(k, id, json_object_get_string(je));
 	}
-	for (struct keeper *x = LIST_FIRST(&pp->pp_keepers); x != NULL;
-	    x = LIST_NEXT(x, k_link))
+	LIST_FOREACH(x, &pp->pp_keepers, k_link)
 		if (x->k_home == k && !x->k_listed && !x->k_gone) {
 			x->k_gone = 1;
 			log_info("pool of %s: instance %s (%s) is gone: no more refill", k->k_proxy,

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <bsd/string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -491,25 +492,20 @@ rpc_instance(struct jsonrpc_call *call, struct json_object *params,
     char out[ANNOUNCE_NAME_MAX])
 {
 	struct json_object *v;
-	const char *s;
-	size_t n;
 
 	out[0] = '\0';
 	if (!json_object_object_get_ex(params, "instance", &v) || v == NULL)
 		return 0;
+	/* a NUL inside the string would hide the rest from the check */
 	if (!json_object_is_type(v, json_type_string) ||
-	    (n = (size_t)json_object_get_string_len(v)) == 0 || n > PROXY_INSTANCE_ID_MAX) {
+	    strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v) ||
+	    !proxy_instance_id_valid(json_object_get_string(v))) {
 		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
-		    "instance: expected a string of 1 to %d characters", PROXY_INSTANCE_ID_MAX);
+		    "instance: expected 1 to %d letters, digits or . _ : -",
+		    PROXY_INSTANCE_ID_MAX);
 		return -1;
 	}
-	s = json_object_get_string(v);
-	if (strspn(s, PROXY_INSTANCE_ID_CHARS) != n) {
-		jsonrpc_call_error(call, JSONRPC_INVALID_PARAMS,
-		    "instance: only letters, digits and . _ : - are allowed");
-		return -1;
-	}
-	memcpy(out, s, n + 1);
+	strlcpy(out, json_object_get_string(v), ANNOUNCE_NAME_MAX);
 	return 0;
 }
 
@@ -566,6 +562,7 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 		 * store keeps whole seconds); re-announcing extends it */
 		exp = announce_effective_expiry(exp, now);
 		if (announce_lookup(p->p_announce, domain, NULL, now, &cur) == 0) {
+			/* held already: by another operator, or not a new domain */
 			if (strcmp(cur.an_operator, caller) != 0) {
 				json_object_array_add(result, item_error(HP_ERR_CONFLICT,
 				    ANNOUNCE_MSG_TAKEN));
@@ -579,9 +576,6 @@ rpc_announce(void *arg, struct jsonrpc_call *call, const char *caller,
 			json_object_array_add(result, item_error(JSONRPC_INTERNAL_ERROR,
 			    "not stored"));
 			continue;
-		}
-		if (announce_lookup(p->p_announce, domain, NULL, now, NULL) == 0) {
-			/* held by the caller already: not a new domain */
 		} else if (held >= (size_t)p->p_conf->pc_max_per_operator) {
 			char msg[128];
 

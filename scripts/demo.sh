@@ -12,17 +12,9 @@ mkdir -p "$run"
 export PATH="$PWD/bin:$PATH"
 pids=()
 
+. scripts/procs.sh	# stop_pids
 stop_all() {
-	[ ${#pids[@]} -eq 0 ] && return
-	kill -TERM "${pids[@]}" 2>/dev/null
-	for _ in $(seq 50); do
-		alive=0
-		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-		[ $alive -eq 0 ] && break
-		sleep 0.1
-	done
-	kill -KILL "${pids[@]}" 2>/dev/null
-	wait 2>/dev/null
+	stop_pids "${pids[@]}"
 	pids=()
 }
 trap 'stop_all' EXIT
